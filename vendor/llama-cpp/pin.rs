@@ -1,0 +1,1 @@
+// Never compiled: this manifest exists only so cargo resolves and verifies the pinned source.
