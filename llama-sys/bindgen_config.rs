@@ -20,6 +20,8 @@ pub fn builder(src: &Path) -> bindgen::Builder {
     let mut b = bindgen::Builder::default()
         .clang_arg(format!("-I{}", src.join("include").display()))
         .clang_arg(format!("-I{}", src.join("ggml/include").display()))
+        // prettyplease, not rustfmt: output must not depend on which rustfmt.toml is in scope.
+        .formatter(bindgen::Formatter::Prettyplease)
         .use_core()
         .layout_tests(false)
         .derive_default(true)
@@ -29,10 +31,7 @@ pub fn builder(src: &Path) -> bindgen::Builder {
         .merge_extern_blocks(true)
         .sort_semantically(true);
     // One wrapper that includes by name, so each header is seen once through the -I paths.
-    let wrapper: String = HEADERS
-        .iter()
-        .map(|h| format!("#include \"{}\"\n", file_name(h)))
-        .collect();
+    let wrapper: String = HEADERS.iter().map(|h| format!("#include \"{}\"\n", file_name(h))).collect();
     b = b.header_contents("llama-sys-wrapper.h", &wrapper);
     for h in HEADERS {
         b = b.allowlist_file(format!(".*/{}", file_name(h)));

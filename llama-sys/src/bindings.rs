@@ -4,8 +4,9 @@ pub type __off_t = ::core::ffi::c_long;
 pub type __off64_t = ::core::ffi::c_long;
 pub type FILE = _IO_FILE;
 pub type _IO_lock_t = ::core::ffi::c_void;
-pub type ggml_abort_callback_t =
-    ::core::option::Option<unsafe extern "C" fn(error_message: *const ::core::ffi::c_char)>;
+pub type ggml_abort_callback_t = ::core::option::Option<
+    unsafe extern "C" fn(error_message: *const ::core::ffi::c_char),
+>;
 pub type ggml_status = ::core::ffi::c_int;
 pub type ggml_fp16_t = u16;
 pub type ggml_type = ::core::ffi::c_uint;
@@ -19,8 +20,9 @@ pub type ggml_object_type = ::core::ffi::c_uint;
 pub type ggml_log_level = ::core::ffi::c_uint;
 pub type ggml_tensor_flag = ::core::ffi::c_uint;
 pub type ggml_tri_type = ::core::ffi::c_uint;
-pub type ggml_abort_callback =
-    ::core::option::Option<unsafe extern "C" fn(data: *mut ::core::ffi::c_void) -> bool>;
+pub type ggml_abort_callback = ::core::option::Option<
+    unsafe extern "C" fn(data: *mut ::core::ffi::c_void) -> bool,
+>;
 pub type ggml_guid = [u8; 16usize];
 pub type ggml_guid_t = *mut ggml_guid;
 pub type ggml_op_pool = ::core::ffi::c_uint;
@@ -96,8 +98,9 @@ pub type ggml_backend_comm_init_t = ::core::option::Option<
         n_backends: usize,
     ) -> *mut ::core::ffi::c_void,
 >;
-pub type ggml_backend_comm_free_t =
-    ::core::option::Option<unsafe extern "C" fn(comm_ctx: *mut ::core::ffi::c_void)>;
+pub type ggml_backend_comm_free_t = ::core::option::Option<
+    unsafe extern "C" fn(comm_ctx: *mut ::core::ffi::c_void),
+>;
 pub type ggml_backend_comm_allreduce_tensor_t = ::core::option::Option<
     unsafe extern "C" fn(
         comm_ctx: *mut ::core::ffi::c_void,
@@ -220,7 +223,10 @@ pub type llama_model_set_tensor_data_t = ::core::option::Option<
 pub type llama_state_seq_flags = u32;
 pub type llama_sampler_context_t = *mut ::core::ffi::c_void;
 pub type llama_opt_param_filter = ::core::option::Option<
-    unsafe extern "C" fn(tensor: *const ggml_tensor, userdata: *mut ::core::ffi::c_void) -> bool,
+    unsafe extern "C" fn(
+        tensor: *const ggml_tensor,
+        userdata: *mut ::core::ffi::c_void,
+    ) -> bool,
 >;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -713,10 +719,14 @@ pub struct llama_sampler_i {
     pub name: ::core::option::Option<
         unsafe extern "C" fn(smpl: *const llama_sampler) -> *const ::core::ffi::c_char,
     >,
-    pub accept:
-        ::core::option::Option<unsafe extern "C" fn(smpl: *mut llama_sampler, token: llama_token)>,
+    pub accept: ::core::option::Option<
+        unsafe extern "C" fn(smpl: *mut llama_sampler, token: llama_token),
+    >,
     pub apply: ::core::option::Option<
-        unsafe extern "C" fn(smpl: *mut llama_sampler, cur_p: *mut llama_token_data_array),
+        unsafe extern "C" fn(
+            smpl: *mut llama_sampler,
+            cur_p: *mut llama_token_data_array,
+        ),
     >,
     pub reset: ::core::option::Option<unsafe extern "C" fn(smpl: *mut llama_sampler)>,
     pub clone: ::core::option::Option<
@@ -746,8 +756,12 @@ pub struct llama_sampler_i {
             data: *mut llama_sampler_data,
         ),
     >,
-    pub backend_set_input: ::core::option::Option<unsafe extern "C" fn(smpl: *mut llama_sampler)>,
-    pub backend_reset: ::core::option::Option<unsafe extern "C" fn(smpl: *mut llama_sampler)>,
+    pub backend_set_input: ::core::option::Option<
+        unsafe extern "C" fn(smpl: *mut llama_sampler),
+    >,
+    pub backend_reset: ::core::option::Option<
+        unsafe extern "C" fn(smpl: *mut llama_sampler),
+    >,
     pub copy_state: ::core::option::Option<
         unsafe extern "C" fn(src: *const llama_sampler, dst: *mut llama_sampler),
     >,
@@ -1524,7 +1538,9 @@ impl Default for llama_opt_params {
     }
 }
 unsafe extern "C" {
-    pub fn ggml_set_abort_callback(callback: ggml_abort_callback_t) -> ggml_abort_callback_t;
+    pub fn ggml_set_abort_callback(
+        callback: ggml_abort_callback_t,
+    ) -> ggml_abort_callback_t;
     pub fn ggml_abort(
         file: *const ::core::ffi::c_char,
         line: ::core::ffi::c_int,
@@ -1539,7 +1555,11 @@ unsafe extern "C" {
     pub fn ggml_fp32_to_bf16(arg1: f32) -> ggml_bf16_t;
     pub fn ggml_bf16_to_fp32(arg1: ggml_bf16_t) -> f32;
     pub fn ggml_bf16_to_fp32_row(arg1: *const ggml_bf16_t, arg2: *mut f32, arg3: i64);
-    pub fn ggml_fp32_to_bf16_row_ref(arg1: *const f32, arg2: *mut ggml_bf16_t, arg3: i64);
+    pub fn ggml_fp32_to_bf16_row_ref(
+        arg1: *const f32,
+        arg2: *mut ggml_bf16_t,
+        arg3: i64,
+    );
     pub fn ggml_fp32_to_bf16_row(arg1: *const f32, arg2: *mut ggml_bf16_t, arg3: i64);
     pub fn ggml_guid_matches(guid_a: ggml_guid_t, guid_b: ggml_guid_t) -> bool;
     pub fn ggml_version() -> *const ::core::ffi::c_char;
@@ -1641,9 +1661,18 @@ unsafe extern "C" {
         ne2: i64,
         ne3: i64,
     ) -> *mut ggml_tensor;
-    pub fn ggml_new_buffer(ctx: *mut ggml_context, nbytes: usize) -> *mut ::core::ffi::c_void;
-    pub fn ggml_dup_tensor(ctx: *mut ggml_context, src: *const ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_view_tensor(ctx: *mut ggml_context, src: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_new_buffer(
+        ctx: *mut ggml_context,
+        nbytes: usize,
+    ) -> *mut ::core::ffi::c_void;
+    pub fn ggml_dup_tensor(
+        ctx: *mut ggml_context,
+        src: *const ggml_tensor,
+    ) -> *mut ggml_tensor;
+    pub fn ggml_view_tensor(
+        ctx: *mut ggml_context,
+        src: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_get_first_tensor(ctx: *const ggml_context) -> *mut ggml_tensor;
     pub fn ggml_get_next_tensor(
         ctx: *const ggml_context,
@@ -1680,7 +1709,10 @@ unsafe extern "C" {
     pub fn ggml_set_param(tensor: *mut ggml_tensor);
     pub fn ggml_set_loss(tensor: *mut ggml_tensor);
     pub fn ggml_dup(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_dup_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_dup_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_add(
         ctx: *mut ggml_context,
         a: *mut ggml_tensor,
@@ -1762,21 +1794,48 @@ unsafe extern "C" {
         b: *mut ggml_tensor,
     ) -> *mut ggml_tensor;
     pub fn ggml_sqr(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_sqr_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_sqr_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_sqrt(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_sqrt_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_sqrt_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_log(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_log_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_log_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_expm1(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_expm1_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_softplus(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_softplus_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_expm1_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
+    pub fn ggml_softplus(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
+    pub fn ggml_softplus_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_sin(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_sin_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_sin_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_cos(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_cos_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_cos_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_sum(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_sum_rows(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_sum_rows(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_cumsum(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
     pub fn ggml_mean(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
     pub fn ggml_argmax(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
@@ -1810,17 +1869,35 @@ unsafe extern "C" {
         dim: ::core::ffi::c_int,
     ) -> *mut ggml_tensor;
     pub fn ggml_abs(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_abs_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_abs_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_sgn(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_sgn_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_sgn_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_neg(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_neg_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_neg_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_step(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_step_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_step_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_tanh(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_tanh_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_tanh_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_elu(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_elu_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_elu_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_relu(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
     pub fn ggml_leaky_relu(
         ctx: *mut ggml_context,
@@ -1828,36 +1905,82 @@ unsafe extern "C" {
         negative_slope: f32,
         inplace: bool,
     ) -> *mut ggml_tensor;
-    pub fn ggml_relu_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_relu_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_sigmoid(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_sigmoid_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_sigmoid_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_gelu(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_gelu_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_gelu_erf(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_gelu_erf_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_gelu_quick(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_gelu_quick_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor)
-        -> *mut ggml_tensor;
+    pub fn ggml_gelu_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
+    pub fn ggml_gelu_erf(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
+    pub fn ggml_gelu_erf_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
+    pub fn ggml_gelu_quick(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
+    pub fn ggml_gelu_quick_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_silu(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_silu_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_silu_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_silu_back(
         ctx: *mut ggml_context,
         a: *mut ggml_tensor,
         b: *mut ggml_tensor,
     ) -> *mut ggml_tensor;
-    pub fn ggml_hardswish(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_hardsigmoid(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_hardswish(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
+    pub fn ggml_hardsigmoid(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_exp(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_exp_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_exp_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_floor(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_floor_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_floor_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_ceil(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_ceil_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_ceil_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_round(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_round_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    #[doc = " Truncates the fractional part of each element in the tensor (towards zero).\n For example: trunc(3.7) = 3.0, trunc(-2.9) = -2.0\n Similar to std::trunc in C/C++."]
+    pub fn ggml_round_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
+    /** Truncates the fractional part of each element in the tensor (towards zero).
+ For example: trunc(3.7) = 3.0, trunc(-2.9) = -2.0
+ Similar to std::trunc in C/C++.*/
     pub fn ggml_trunc(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_trunc_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_trunc_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_xielu(
         ctx: *mut ggml_context,
         a: *mut ggml_tensor,
@@ -1873,14 +1996,32 @@ unsafe extern "C" {
         swapped: bool,
     ) -> *mut ggml_tensor;
     pub fn ggml_reglu(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_reglu_swapped(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_reglu_swapped(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_geglu(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_geglu_swapped(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_geglu_swapped(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_swiglu(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_swiglu_swapped(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_geglu_erf(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_geglu_erf_swapped(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_geglu_quick(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_swiglu_swapped(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
+    pub fn ggml_geglu_erf(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
+    pub fn ggml_geglu_erf_swapped(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
+    pub fn ggml_geglu_quick(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_geglu_quick_swapped(
         ctx: *mut ggml_context,
         a: *mut ggml_tensor,
@@ -1929,14 +2070,21 @@ unsafe extern "C" {
         b: *mut ggml_tensor,
         limit: f32,
     ) -> *mut ggml_tensor;
-    pub fn ggml_norm(ctx: *mut ggml_context, a: *mut ggml_tensor, eps: f32) -> *mut ggml_tensor;
+    pub fn ggml_norm(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+        eps: f32,
+    ) -> *mut ggml_tensor;
     pub fn ggml_norm_inplace(
         ctx: *mut ggml_context,
         a: *mut ggml_tensor,
         eps: f32,
     ) -> *mut ggml_tensor;
-    pub fn ggml_rms_norm(ctx: *mut ggml_context, a: *mut ggml_tensor, eps: f32)
-        -> *mut ggml_tensor;
+    pub fn ggml_rms_norm(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+        eps: f32,
+    ) -> *mut ggml_tensor;
     pub fn ggml_rms_norm_inplace(
         ctx: *mut ggml_context,
         a: *mut ggml_tensor,
@@ -1954,7 +2102,11 @@ unsafe extern "C" {
         n_groups: ::core::ffi::c_int,
         eps: f32,
     ) -> *mut ggml_tensor;
-    pub fn ggml_l2_norm(ctx: *mut ggml_context, a: *mut ggml_tensor, eps: f32) -> *mut ggml_tensor;
+    pub fn ggml_l2_norm(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+        eps: f32,
+    ) -> *mut ggml_tensor;
     pub fn ggml_l2_norm_inplace(
         ctx: *mut ggml_context,
         a: *mut ggml_tensor,
@@ -1967,8 +2119,11 @@ unsafe extern "C" {
         eps: f32,
     ) -> *mut ggml_tensor;
     pub fn ggml_prec_set_acc(a: *mut ggml_tensor, prec: ggml_prec) -> bool;
-    pub fn ggml_prec_set_src(a: *mut ggml_tensor, prec: ggml_prec, idx: ::core::ffi::c_int)
-        -> bool;
+    pub fn ggml_prec_set_src(
+        a: *mut ggml_tensor,
+        prec: ggml_prec,
+        idx: ::core::ffi::c_int,
+    ) -> bool;
     pub fn ggml_mul_mat(
         ctx: *mut ggml_context,
         a: *mut ggml_tensor,
@@ -1987,7 +2142,11 @@ unsafe extern "C" {
         a: *mut ggml_tensor,
         b: *mut ggml_tensor,
     ) -> *mut ggml_tensor;
-    pub fn ggml_scale(ctx: *mut ggml_context, a: *mut ggml_tensor, s: f32) -> *mut ggml_tensor;
+    pub fn ggml_scale(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+        s: f32,
+    ) -> *mut ggml_tensor;
     pub fn ggml_scale_inplace(
         ctx: *mut ggml_context,
         a: *mut ggml_tensor,
@@ -2060,7 +2219,11 @@ unsafe extern "C" {
         type_: ggml_type,
     ) -> *mut ggml_tensor;
     pub fn ggml_cont(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_cont_1d(ctx: *mut ggml_context, a: *mut ggml_tensor, ne0: i64) -> *mut ggml_tensor;
+    pub fn ggml_cont_1d(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+        ne0: i64,
+    ) -> *mut ggml_tensor;
     pub fn ggml_cont_2d(
         ctx: *mut ggml_context,
         a: *mut ggml_tensor,
@@ -2157,7 +2320,10 @@ unsafe extern "C" {
         axis2: ::core::ffi::c_int,
         axis3: ::core::ffi::c_int,
     ) -> *mut ggml_tensor;
-    pub fn ggml_transpose(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_transpose(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_get_rows(
         ctx: *mut ggml_context,
         a: *mut ggml_tensor,
@@ -2208,8 +2374,14 @@ unsafe extern "C" {
         min: f32,
         max: f32,
     ) -> *mut ggml_tensor;
-    pub fn ggml_soft_max(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
-    pub fn ggml_soft_max_inplace(ctx: *mut ggml_context, a: *mut ggml_tensor) -> *mut ggml_tensor;
+    pub fn ggml_soft_max(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
+    pub fn ggml_soft_max_inplace(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+    ) -> *mut ggml_tensor;
     pub fn ggml_soft_max_ext(
         ctx: *mut ggml_context,
         a: *mut ggml_tensor,
@@ -2679,7 +2851,11 @@ unsafe extern "C" {
         a: *mut ggml_tensor,
         type_: ggml_tri_type,
     ) -> *mut ggml_tensor;
-    pub fn ggml_fill(ctx: *mut ggml_context, a: *mut ggml_tensor, c: f32) -> *mut ggml_tensor;
+    pub fn ggml_fill(
+        ctx: *mut ggml_context,
+        a: *mut ggml_tensor,
+        c: f32,
+    ) -> *mut ggml_tensor;
     pub fn ggml_fill_inplace(
         ctx: *mut ggml_context,
         a: *mut ggml_tensor,
@@ -2992,7 +3168,10 @@ unsafe extern "C" {
     pub fn ggml_graph_reset(cgraph: *mut ggml_cgraph);
     pub fn ggml_graph_clear(cgraph: *mut ggml_cgraph);
     pub fn ggml_graph_size(cgraph: *mut ggml_cgraph) -> ::core::ffi::c_int;
-    pub fn ggml_graph_node(cgraph: *mut ggml_cgraph, i: ::core::ffi::c_int) -> *mut ggml_tensor;
+    pub fn ggml_graph_node(
+        cgraph: *mut ggml_cgraph,
+        i: ::core::ffi::c_int,
+    ) -> *mut ggml_tensor;
     pub fn ggml_graph_nodes(cgraph: *mut ggml_cgraph) -> *mut *mut ggml_tensor;
     pub fn ggml_graph_n_nodes(cgraph: *mut ggml_cgraph) -> ::core::ffi::c_int;
     pub fn ggml_graph_add_node(cgraph: *mut ggml_cgraph, tensor: *mut ggml_tensor);
@@ -3020,7 +3199,10 @@ unsafe extern "C" {
         log_callback: *mut ggml_log_callback,
         user_data: *mut *mut ::core::ffi::c_void,
     );
-    pub fn ggml_log_set(log_callback: ggml_log_callback, user_data: *mut ::core::ffi::c_void);
+    pub fn ggml_log_set(
+        log_callback: ggml_log_callback,
+        user_data: *mut ::core::ffi::c_void,
+    );
     pub fn ggml_set_zero(tensor: *mut ggml_tensor) -> *mut ggml_tensor;
     pub fn ggml_quantize_init(type_: ggml_type);
     pub fn ggml_quantize_free();
@@ -3035,7 +3217,9 @@ unsafe extern "C" {
         imatrix: *const f32,
     ) -> usize;
     pub fn ggml_get_type_traits(type_: ggml_type) -> *const ggml_type_traits;
-    pub fn ggml_threadpool_params_default(n_threads: ::core::ffi::c_int) -> ggml_threadpool_params;
+    pub fn ggml_threadpool_params_default(
+        n_threads: ::core::ffi::c_int,
+    ) -> ggml_threadpool_params;
     pub fn ggml_threadpool_params_init(
         p: *mut ggml_threadpool_params,
         n_threads: ::core::ffi::c_int,
@@ -3045,7 +3229,10 @@ unsafe extern "C" {
         p1: *const ggml_threadpool_params,
     ) -> bool;
     pub fn ggml_tallocr_new(buffer: ggml_backend_buffer_t) -> ggml_tallocr;
-    pub fn ggml_tallocr_alloc(talloc: *mut ggml_tallocr, tensor: *mut ggml_tensor) -> ggml_status;
+    pub fn ggml_tallocr_alloc(
+        talloc: *mut ggml_tallocr,
+        tensor: *mut ggml_tensor,
+    ) -> ggml_status;
     pub fn ggml_gallocr_new(buft: ggml_backend_buffer_type_t) -> ggml_gallocr_t;
     pub fn ggml_gallocr_new_n(
         bufts: *mut ggml_backend_buffer_type_t,
@@ -3066,7 +3253,10 @@ unsafe extern "C" {
         node_buffer_ids: *const ::core::ffi::c_int,
         leaf_buffer_ids: *const ::core::ffi::c_int,
     ) -> bool;
-    pub fn ggml_gallocr_alloc_graph(galloc: ggml_gallocr_t, graph: *mut ggml_cgraph) -> bool;
+    pub fn ggml_gallocr_alloc_graph(
+        galloc: ggml_gallocr_t,
+        graph: *mut ggml_cgraph,
+    ) -> bool;
     pub fn ggml_gallocr_get_buffer_size(
         galloc: ggml_gallocr_t,
         buffer_id: ::core::ffi::c_int,
@@ -3083,7 +3273,9 @@ unsafe extern "C" {
         ctx: *mut ggml_context,
         backend: ggml_backend_t,
     ) -> *mut ggml_backend_buffer;
-    pub fn ggml_backend_buft_name(buft: ggml_backend_buffer_type_t) -> *const ::core::ffi::c_char;
+    pub fn ggml_backend_buft_name(
+        buft: ggml_backend_buffer_type_t,
+    ) -> *const ::core::ffi::c_char;
     pub fn ggml_backend_buft_alloc_buffer(
         buft: ggml_backend_buffer_type_t,
         size: usize,
@@ -3105,10 +3297,16 @@ unsafe extern "C" {
         n_tensors: ::core::ffi::c_int,
     ) -> usize;
     pub fn ggml_backend_buft_is_host(buft: ggml_backend_buffer_type_t) -> bool;
-    pub fn ggml_backend_buft_get_device(buft: ggml_backend_buffer_type_t) -> ggml_backend_dev_t;
-    pub fn ggml_backend_buffer_name(buffer: ggml_backend_buffer_t) -> *const ::core::ffi::c_char;
+    pub fn ggml_backend_buft_get_device(
+        buft: ggml_backend_buffer_type_t,
+    ) -> ggml_backend_dev_t;
+    pub fn ggml_backend_buffer_name(
+        buffer: ggml_backend_buffer_t,
+    ) -> *const ::core::ffi::c_char;
     pub fn ggml_backend_buffer_free(buffer: ggml_backend_buffer_t);
-    pub fn ggml_backend_buffer_get_base(buffer: ggml_backend_buffer_t) -> *mut ::core::ffi::c_void;
+    pub fn ggml_backend_buffer_get_base(
+        buffer: ggml_backend_buffer_t,
+    ) -> *mut ::core::ffi::c_void;
     pub fn ggml_backend_buffer_get_size(buffer: ggml_backend_buffer_t) -> usize;
     pub fn ggml_backend_buffer_init_tensor(
         buffer: ggml_backend_buffer_t,
@@ -3140,8 +3338,10 @@ unsafe extern "C" {
     pub fn ggml_backend_get_default_buffer_type(
         backend: ggml_backend_t,
     ) -> ggml_backend_buffer_type_t;
-    pub fn ggml_backend_alloc_buffer(backend: ggml_backend_t, size: usize)
-        -> ggml_backend_buffer_t;
+    pub fn ggml_backend_alloc_buffer(
+        backend: ggml_backend_t,
+        size: usize,
+    ) -> ggml_backend_buffer_t;
     pub fn ggml_backend_get_alignment(backend: ggml_backend_t) -> usize;
     pub fn ggml_backend_get_max_size(backend: ggml_backend_t) -> usize;
     pub fn ggml_backend_tensor_set_async(
@@ -3219,7 +3419,10 @@ unsafe extern "C" {
         backend: ggml_backend_t,
         cgraph: *mut ggml_cgraph,
     ) -> ggml_backend_graph_plan_t;
-    pub fn ggml_backend_graph_plan_free(backend: ggml_backend_t, plan: ggml_backend_graph_plan_t);
+    pub fn ggml_backend_graph_plan_free(
+        backend: ggml_backend_t,
+        plan: ggml_backend_graph_plan_t,
+    );
     pub fn ggml_backend_graph_plan_compute(
         backend: ggml_backend_t,
         plan: ggml_backend_graph_plan_t,
@@ -3232,12 +3435,18 @@ unsafe extern "C" {
         backend: ggml_backend_t,
         cgraph: *mut ggml_cgraph,
     ) -> ggml_status;
-    pub fn ggml_backend_supports_op(backend: ggml_backend_t, op: *const ggml_tensor) -> bool;
+    pub fn ggml_backend_supports_op(
+        backend: ggml_backend_t,
+        op: *const ggml_tensor,
+    ) -> bool;
     pub fn ggml_backend_supports_buft(
         backend: ggml_backend_t,
         buft: ggml_backend_buffer_type_t,
     ) -> bool;
-    pub fn ggml_backend_offload_op(backend: ggml_backend_t, op: *const ggml_tensor) -> bool;
+    pub fn ggml_backend_offload_op(
+        backend: ggml_backend_t,
+        op: *const ggml_tensor,
+    ) -> bool;
     pub fn ggml_backend_tensor_copy_async(
         backend_src: ggml_backend_t,
         backend_dst: ggml_backend_t,
@@ -3247,23 +3456,38 @@ unsafe extern "C" {
     pub fn ggml_backend_get_device(backend: ggml_backend_t) -> ggml_backend_dev_t;
     pub fn ggml_backend_event_new(device: ggml_backend_dev_t) -> ggml_backend_event_t;
     pub fn ggml_backend_event_free(event: ggml_backend_event_t);
-    pub fn ggml_backend_event_record(event: ggml_backend_event_t, backend: ggml_backend_t);
+    pub fn ggml_backend_event_record(
+        event: ggml_backend_event_t,
+        backend: ggml_backend_t,
+    );
     pub fn ggml_backend_event_synchronize(event: ggml_backend_event_t);
     pub fn ggml_backend_event_wait(backend: ggml_backend_t, event: ggml_backend_event_t);
-    pub fn ggml_backend_dev_name(device: ggml_backend_dev_t) -> *const ::core::ffi::c_char;
-    pub fn ggml_backend_dev_description(device: ggml_backend_dev_t) -> *const ::core::ffi::c_char;
-    pub fn ggml_backend_dev_memory(device: ggml_backend_dev_t, free: *mut usize, total: *mut usize);
+    pub fn ggml_backend_dev_name(
+        device: ggml_backend_dev_t,
+    ) -> *const ::core::ffi::c_char;
+    pub fn ggml_backend_dev_description(
+        device: ggml_backend_dev_t,
+    ) -> *const ::core::ffi::c_char;
+    pub fn ggml_backend_dev_memory(
+        device: ggml_backend_dev_t,
+        free: *mut usize,
+        total: *mut usize,
+    );
     pub fn ggml_backend_dev_type(device: ggml_backend_dev_t) -> ggml_backend_dev_type;
     pub fn ggml_backend_dev_get_props(
         device: ggml_backend_dev_t,
         props: *mut ggml_backend_dev_props,
     );
-    pub fn ggml_backend_dev_backend_reg(device: ggml_backend_dev_t) -> ggml_backend_reg_t;
+    pub fn ggml_backend_dev_backend_reg(
+        device: ggml_backend_dev_t,
+    ) -> ggml_backend_reg_t;
     pub fn ggml_backend_dev_init(
         device: ggml_backend_dev_t,
         params: *const ::core::ffi::c_char,
     ) -> ggml_backend_t;
-    pub fn ggml_backend_dev_buffer_type(device: ggml_backend_dev_t) -> ggml_backend_buffer_type_t;
+    pub fn ggml_backend_dev_buffer_type(
+        device: ggml_backend_dev_t,
+    ) -> ggml_backend_buffer_type_t;
     pub fn ggml_backend_dev_host_buffer_type(
         device: ggml_backend_dev_t,
     ) -> ggml_backend_buffer_type_t;
@@ -3273,16 +3497,24 @@ unsafe extern "C" {
         size: usize,
         max_tensor_size: usize,
     ) -> ggml_backend_buffer_t;
-    pub fn ggml_backend_dev_supports_op(device: ggml_backend_dev_t, op: *const ggml_tensor)
-        -> bool;
+    pub fn ggml_backend_dev_supports_op(
+        device: ggml_backend_dev_t,
+        op: *const ggml_tensor,
+    ) -> bool;
     pub fn ggml_backend_dev_supports_buft(
         device: ggml_backend_dev_t,
         buft: ggml_backend_buffer_type_t,
     ) -> bool;
-    pub fn ggml_backend_dev_offload_op(device: ggml_backend_dev_t, op: *const ggml_tensor) -> bool;
+    pub fn ggml_backend_dev_offload_op(
+        device: ggml_backend_dev_t,
+        op: *const ggml_tensor,
+    ) -> bool;
     pub fn ggml_backend_reg_name(reg: ggml_backend_reg_t) -> *const ::core::ffi::c_char;
     pub fn ggml_backend_reg_dev_count(reg: ggml_backend_reg_t) -> usize;
-    pub fn ggml_backend_reg_dev_get(reg: ggml_backend_reg_t, index: usize) -> ggml_backend_dev_t;
+    pub fn ggml_backend_reg_dev_get(
+        reg: ggml_backend_reg_t,
+        index: usize,
+    ) -> ggml_backend_dev_t;
     pub fn ggml_backend_reg_get_proc_address(
         reg: ggml_backend_reg_t,
         name: *const ::core::ffi::c_char,
@@ -3291,10 +3523,14 @@ unsafe extern "C" {
     pub fn ggml_backend_device_register(device: ggml_backend_dev_t);
     pub fn ggml_backend_reg_count() -> usize;
     pub fn ggml_backend_reg_get(index: usize) -> ggml_backend_reg_t;
-    pub fn ggml_backend_reg_by_name(name: *const ::core::ffi::c_char) -> ggml_backend_reg_t;
+    pub fn ggml_backend_reg_by_name(
+        name: *const ::core::ffi::c_char,
+    ) -> ggml_backend_reg_t;
     pub fn ggml_backend_dev_count() -> usize;
     pub fn ggml_backend_dev_get(index: usize) -> ggml_backend_dev_t;
-    pub fn ggml_backend_dev_by_name(name: *const ::core::ffi::c_char) -> ggml_backend_dev_t;
+    pub fn ggml_backend_dev_by_name(
+        name: *const ::core::ffi::c_char,
+    ) -> ggml_backend_dev_t;
     pub fn ggml_backend_dev_by_type(type_: ggml_backend_dev_type) -> ggml_backend_dev_t;
     pub fn ggml_backend_init_by_name(
         name: *const ::core::ffi::c_char,
@@ -3327,13 +3563,19 @@ unsafe extern "C" {
         sched: ggml_backend_sched_t,
         measure_graph: *mut ggml_cgraph,
     ) -> bool;
-    pub fn ggml_backend_sched_get_n_backends(sched: ggml_backend_sched_t) -> ::core::ffi::c_int;
+    pub fn ggml_backend_sched_get_n_backends(
+        sched: ggml_backend_sched_t,
+    ) -> ::core::ffi::c_int;
     pub fn ggml_backend_sched_get_backend(
         sched: ggml_backend_sched_t,
         i: ::core::ffi::c_int,
     ) -> ggml_backend_t;
-    pub fn ggml_backend_sched_get_n_splits(sched: ggml_backend_sched_t) -> ::core::ffi::c_int;
-    pub fn ggml_backend_sched_get_n_copies(sched: ggml_backend_sched_t) -> ::core::ffi::c_int;
+    pub fn ggml_backend_sched_get_n_splits(
+        sched: ggml_backend_sched_t,
+    ) -> ::core::ffi::c_int;
+    pub fn ggml_backend_sched_get_n_copies(
+        sched: ggml_backend_sched_t,
+    ) -> ::core::ffi::c_int;
     pub fn ggml_backend_sched_get_buffer_type(
         sched: ggml_backend_sched_t,
         backend: ggml_backend_t,
@@ -3351,7 +3593,10 @@ unsafe extern "C" {
         sched: ggml_backend_sched_t,
         node: *mut ggml_tensor,
     ) -> ggml_backend_t;
-    pub fn ggml_backend_sched_split_graph(sched: ggml_backend_sched_t, graph: *mut ggml_cgraph);
+    pub fn ggml_backend_sched_split_graph(
+        sched: ggml_backend_sched_t,
+        graph: *mut ggml_cgraph,
+    );
     pub fn ggml_backend_sched_alloc_graph(
         sched: ggml_backend_sched_t,
         graph: *mut ggml_cgraph,
@@ -3412,7 +3657,11 @@ unsafe extern "C" {
     pub fn ggml_set_i32(tensor: *mut ggml_tensor, value: i32) -> *mut ggml_tensor;
     pub fn ggml_set_f32(tensor: *mut ggml_tensor, value: f32) -> *mut ggml_tensor;
     pub fn ggml_get_i32_1d(tensor: *const ggml_tensor, i: ::core::ffi::c_int) -> i32;
-    pub fn ggml_set_i32_1d(tensor: *const ggml_tensor, i: ::core::ffi::c_int, value: i32);
+    pub fn ggml_set_i32_1d(
+        tensor: *const ggml_tensor,
+        i: ::core::ffi::c_int,
+        value: i32,
+    );
     pub fn ggml_get_i32_nd(
         tensor: *const ggml_tensor,
         i0: ::core::ffi::c_int,
@@ -3429,7 +3678,11 @@ unsafe extern "C" {
         value: i32,
     );
     pub fn ggml_get_f32_1d(tensor: *const ggml_tensor, i: ::core::ffi::c_int) -> f32;
-    pub fn ggml_set_f32_1d(tensor: *const ggml_tensor, i: ::core::ffi::c_int, value: f32);
+    pub fn ggml_set_f32_1d(
+        tensor: *const ggml_tensor,
+        i: ::core::ffi::c_int,
+        value: f32,
+    );
     pub fn ggml_get_f32_nd(
         tensor: *const ggml_tensor,
         i0: ::core::ffi::c_int,
@@ -3445,9 +3698,13 @@ unsafe extern "C" {
         i3: ::core::ffi::c_int,
         value: f32,
     );
-    pub fn ggml_threadpool_new(params: *mut ggml_threadpool_params) -> *mut ggml_threadpool;
+    pub fn ggml_threadpool_new(
+        params: *mut ggml_threadpool_params,
+    ) -> *mut ggml_threadpool;
     pub fn ggml_threadpool_free(threadpool: *mut ggml_threadpool);
-    pub fn ggml_threadpool_get_n_threads(threadpool: *mut ggml_threadpool) -> ::core::ffi::c_int;
+    pub fn ggml_threadpool_get_n_threads(
+        threadpool: *mut ggml_threadpool,
+    ) -> ::core::ffi::c_int;
     pub fn ggml_threadpool_pause(threadpool: *mut ggml_threadpool);
     pub fn ggml_threadpool_resume(threadpool: *mut ggml_threadpool);
     pub fn ggml_graph_plan(
@@ -3455,7 +3712,10 @@ unsafe extern "C" {
         n_threads: ::core::ffi::c_int,
         threadpool: *mut ggml_threadpool,
     ) -> ggml_cplan;
-    pub fn ggml_graph_compute(cgraph: *mut ggml_cgraph, cplan: *mut ggml_cplan) -> ggml_status;
+    pub fn ggml_graph_compute(
+        cgraph: *mut ggml_cgraph,
+        cplan: *mut ggml_cplan,
+    ) -> ggml_status;
     pub fn ggml_graph_compute_with_ctx(
         ctx: *mut ggml_context,
         cgraph: *mut ggml_cgraph,
@@ -3568,15 +3828,27 @@ unsafe extern "C" {
         opt_ctx: ggml_opt_context_t,
         node: *mut ggml_tensor,
     ) -> *mut ggml_tensor;
-    pub fn ggml_opt_context_optimizer_type(arg1: ggml_opt_context_t) -> ggml_opt_optimizer_type;
-    pub fn ggml_opt_optimizer_name(arg1: ggml_opt_optimizer_type) -> *const ::core::ffi::c_char;
+    pub fn ggml_opt_context_optimizer_type(
+        arg1: ggml_opt_context_t,
+    ) -> ggml_opt_optimizer_type;
+    pub fn ggml_opt_optimizer_name(
+        arg1: ggml_opt_optimizer_type,
+    ) -> *const ::core::ffi::c_char;
     pub fn ggml_opt_result_init() -> ggml_opt_result_t;
     pub fn ggml_opt_result_free(result: ggml_opt_result_t);
     pub fn ggml_opt_result_reset(result: ggml_opt_result_t);
     pub fn ggml_opt_result_ndata(result: ggml_opt_result_t, ndata: *mut i64);
-    pub fn ggml_opt_result_loss(result: ggml_opt_result_t, loss: *mut f64, unc: *mut f64);
+    pub fn ggml_opt_result_loss(
+        result: ggml_opt_result_t,
+        loss: *mut f64,
+        unc: *mut f64,
+    );
     pub fn ggml_opt_result_pred(result: ggml_opt_result_t, pred: *mut i32);
-    pub fn ggml_opt_result_accuracy(result: ggml_opt_result_t, accuracy: *mut f64, unc: *mut f64);
+    pub fn ggml_opt_result_accuracy(
+        result: ggml_opt_result_t,
+        accuracy: *mut f64,
+        unc: *mut f64,
+    );
     pub fn ggml_opt_prepare_alloc(
         opt_ctx: ggml_opt_context_t,
         ctx_compute: *mut ggml_context,
@@ -3619,7 +3891,10 @@ unsafe extern "C" {
         silent: bool,
     );
     pub fn gguf_init_empty() -> *mut gguf_context;
-    pub fn gguf_init_from_file_ptr(file: *mut FILE, params: gguf_init_params) -> *mut gguf_context;
+    pub fn gguf_init_from_file_ptr(
+        file: *mut FILE,
+        params: gguf_init_params,
+    ) -> *mut gguf_context;
     pub fn gguf_init_from_file(
         fname: *const ::core::ffi::c_char,
         params: gguf_init_params,
@@ -3642,8 +3917,14 @@ unsafe extern "C" {
     pub fn gguf_get_alignment(ctx: *const gguf_context) -> usize;
     pub fn gguf_get_data_offset(ctx: *const gguf_context) -> usize;
     pub fn gguf_get_n_kv(ctx: *const gguf_context) -> i64;
-    pub fn gguf_find_key(ctx: *const gguf_context, key: *const ::core::ffi::c_char) -> i64;
-    pub fn gguf_get_key(ctx: *const gguf_context, key_id: i64) -> *const ::core::ffi::c_char;
+    pub fn gguf_find_key(
+        ctx: *const gguf_context,
+        key: *const ::core::ffi::c_char,
+    ) -> i64;
+    pub fn gguf_get_key(
+        ctx: *const gguf_context,
+        key_id: i64,
+    ) -> *const ::core::ffi::c_char;
     pub fn gguf_get_kv_type(ctx: *const gguf_context, key_id: i64) -> gguf_type;
     pub fn gguf_get_arr_type(ctx: *const gguf_context, key_id: i64) -> gguf_type;
     pub fn gguf_get_val_u8(ctx: *const gguf_context, key_id: i64) -> u8;
@@ -3657,17 +3938,29 @@ unsafe extern "C" {
     pub fn gguf_get_val_i64(ctx: *const gguf_context, key_id: i64) -> i64;
     pub fn gguf_get_val_f64(ctx: *const gguf_context, key_id: i64) -> f64;
     pub fn gguf_get_val_bool(ctx: *const gguf_context, key_id: i64) -> bool;
-    pub fn gguf_get_val_str(ctx: *const gguf_context, key_id: i64) -> *const ::core::ffi::c_char;
-    pub fn gguf_get_val_data(ctx: *const gguf_context, key_id: i64) -> *const ::core::ffi::c_void;
+    pub fn gguf_get_val_str(
+        ctx: *const gguf_context,
+        key_id: i64,
+    ) -> *const ::core::ffi::c_char;
+    pub fn gguf_get_val_data(
+        ctx: *const gguf_context,
+        key_id: i64,
+    ) -> *const ::core::ffi::c_void;
     pub fn gguf_get_arr_n(ctx: *const gguf_context, key_id: i64) -> usize;
-    pub fn gguf_get_arr_data(ctx: *const gguf_context, key_id: i64) -> *const ::core::ffi::c_void;
+    pub fn gguf_get_arr_data(
+        ctx: *const gguf_context,
+        key_id: i64,
+    ) -> *const ::core::ffi::c_void;
     pub fn gguf_get_arr_str(
         ctx: *const gguf_context,
         key_id: i64,
         i: usize,
     ) -> *const ::core::ffi::c_char;
     pub fn gguf_get_n_tensors(ctx: *const gguf_context) -> i64;
-    pub fn gguf_find_tensor(ctx: *const gguf_context, name: *const ::core::ffi::c_char) -> i64;
+    pub fn gguf_find_tensor(
+        ctx: *const gguf_context,
+        name: *const ::core::ffi::c_char,
+    ) -> i64;
     pub fn gguf_get_tensor_offset(ctx: *const gguf_context, tensor_id: i64) -> usize;
     pub fn gguf_get_tensor_name(
         ctx: *const gguf_context,
@@ -3676,18 +3969,65 @@ unsafe extern "C" {
     pub fn gguf_get_tensor_ne(ctx: *const gguf_context, tensor_id: i64) -> *const i64;
     pub fn gguf_get_tensor_type(ctx: *const gguf_context, tensor_id: i64) -> ggml_type;
     pub fn gguf_get_tensor_size(ctx: *const gguf_context, tensor_id: i64) -> usize;
-    pub fn gguf_remove_key(ctx: *mut gguf_context, key: *const ::core::ffi::c_char) -> i64;
-    pub fn gguf_set_val_u8(ctx: *mut gguf_context, key: *const ::core::ffi::c_char, val: u8);
-    pub fn gguf_set_val_i8(ctx: *mut gguf_context, key: *const ::core::ffi::c_char, val: i8);
-    pub fn gguf_set_val_u16(ctx: *mut gguf_context, key: *const ::core::ffi::c_char, val: u16);
-    pub fn gguf_set_val_i16(ctx: *mut gguf_context, key: *const ::core::ffi::c_char, val: i16);
-    pub fn gguf_set_val_u32(ctx: *mut gguf_context, key: *const ::core::ffi::c_char, val: u32);
-    pub fn gguf_set_val_i32(ctx: *mut gguf_context, key: *const ::core::ffi::c_char, val: i32);
-    pub fn gguf_set_val_f32(ctx: *mut gguf_context, key: *const ::core::ffi::c_char, val: f32);
-    pub fn gguf_set_val_u64(ctx: *mut gguf_context, key: *const ::core::ffi::c_char, val: u64);
-    pub fn gguf_set_val_i64(ctx: *mut gguf_context, key: *const ::core::ffi::c_char, val: i64);
-    pub fn gguf_set_val_f64(ctx: *mut gguf_context, key: *const ::core::ffi::c_char, val: f64);
-    pub fn gguf_set_val_bool(ctx: *mut gguf_context, key: *const ::core::ffi::c_char, val: bool);
+    pub fn gguf_remove_key(
+        ctx: *mut gguf_context,
+        key: *const ::core::ffi::c_char,
+    ) -> i64;
+    pub fn gguf_set_val_u8(
+        ctx: *mut gguf_context,
+        key: *const ::core::ffi::c_char,
+        val: u8,
+    );
+    pub fn gguf_set_val_i8(
+        ctx: *mut gguf_context,
+        key: *const ::core::ffi::c_char,
+        val: i8,
+    );
+    pub fn gguf_set_val_u16(
+        ctx: *mut gguf_context,
+        key: *const ::core::ffi::c_char,
+        val: u16,
+    );
+    pub fn gguf_set_val_i16(
+        ctx: *mut gguf_context,
+        key: *const ::core::ffi::c_char,
+        val: i16,
+    );
+    pub fn gguf_set_val_u32(
+        ctx: *mut gguf_context,
+        key: *const ::core::ffi::c_char,
+        val: u32,
+    );
+    pub fn gguf_set_val_i32(
+        ctx: *mut gguf_context,
+        key: *const ::core::ffi::c_char,
+        val: i32,
+    );
+    pub fn gguf_set_val_f32(
+        ctx: *mut gguf_context,
+        key: *const ::core::ffi::c_char,
+        val: f32,
+    );
+    pub fn gguf_set_val_u64(
+        ctx: *mut gguf_context,
+        key: *const ::core::ffi::c_char,
+        val: u64,
+    );
+    pub fn gguf_set_val_i64(
+        ctx: *mut gguf_context,
+        key: *const ::core::ffi::c_char,
+        val: i64,
+    );
+    pub fn gguf_set_val_f64(
+        ctx: *mut gguf_context,
+        key: *const ::core::ffi::c_char,
+        val: f64,
+    );
+    pub fn gguf_set_val_bool(
+        ctx: *mut gguf_context,
+        key: *const ::core::ffi::c_char,
+        val: bool,
+    );
     pub fn gguf_set_val_str(
         ctx: *mut gguf_context,
         key: *const ::core::ffi::c_char,
@@ -3734,7 +4074,9 @@ unsafe extern "C" {
     pub fn llama_flash_attn_type_name(
         flash_attn_type: llama_flash_attn_type,
     ) -> *const ::core::ffi::c_char;
-    pub fn llama_load_mode_name(load_mode: llama_load_mode) -> *const ::core::ffi::c_char;
+    pub fn llama_load_mode_name(
+        load_mode: llama_load_mode,
+    ) -> *const ::core::ffi::c_char;
     pub fn llama_load_mode_from_str(str_: *const ::core::ffi::c_char) -> llama_load_mode;
     pub fn llama_version() -> *const ::core::ffi::c_char;
     pub fn llama_model_default_params() -> llama_model_params;
@@ -3823,7 +4165,10 @@ unsafe extern "C" {
     pub fn llama_model_n_swa(model: *const llama_model) -> i32;
     pub fn llama_model_rope_freq_scale_train(model: *const llama_model) -> f32;
     pub fn llama_model_n_cls_out(model: *const llama_model) -> u32;
-    pub fn llama_model_cls_label(model: *const llama_model, i: u32) -> *const ::core::ffi::c_char;
+    pub fn llama_model_cls_label(
+        model: *const llama_model,
+        i: u32,
+    ) -> *const ::core::ffi::c_char;
     pub fn llama_vocab_type(vocab: *const llama_vocab) -> llama_vocab_type;
     pub fn llama_vocab_n_tokens(vocab: *const llama_vocab) -> i32;
     pub fn llama_model_meta_val_str(
@@ -3833,7 +4178,9 @@ unsafe extern "C" {
         buf_size: usize,
     ) -> i32;
     pub fn llama_model_meta_count(model: *const llama_model) -> i32;
-    pub fn llama_model_meta_key_str(key: llama_model_meta_key) -> *const ::core::ffi::c_char;
+    pub fn llama_model_meta_key_str(
+        key: llama_model_meta_key,
+    ) -> *const ::core::ffi::c_char;
     pub fn llama_model_meta_key_by_index(
         model: *const llama_model,
         i: i32,
@@ -3897,7 +4244,9 @@ unsafe extern "C" {
         buf_size: usize,
     ) -> i32;
     pub fn llama_adapter_lora_free(adapter: *mut llama_adapter_lora);
-    pub fn llama_adapter_get_alora_n_invocation_tokens(adapter: *const llama_adapter_lora) -> u64;
+    pub fn llama_adapter_get_alora_n_invocation_tokens(
+        adapter: *const llama_adapter_lora,
+    ) -> u64;
     pub fn llama_adapter_get_alora_invocation_tokens(
         adapter: *const llama_adapter_lora,
     ) -> *const llama_token;
@@ -3944,14 +4293,28 @@ unsafe extern "C" {
         p1: llama_pos,
         d: ::core::ffi::c_int,
     );
-    pub fn llama_memory_seq_pos_min(mem: llama_memory_t, seq_id: llama_seq_id) -> llama_pos;
-    pub fn llama_memory_seq_pos_max(mem: llama_memory_t, seq_id: llama_seq_id) -> llama_pos;
+    pub fn llama_memory_seq_pos_min(
+        mem: llama_memory_t,
+        seq_id: llama_seq_id,
+    ) -> llama_pos;
+    pub fn llama_memory_seq_pos_max(
+        mem: llama_memory_t,
+        seq_id: llama_seq_id,
+    ) -> llama_pos;
     pub fn llama_memory_can_shift(mem: llama_memory_t) -> bool;
     pub fn llama_state_get_size(ctx: *mut llama_context) -> usize;
     pub fn llama_get_state_size(ctx: *mut llama_context) -> usize;
-    pub fn llama_state_get_data(ctx: *mut llama_context, dst: *mut u8, size: usize) -> usize;
+    pub fn llama_state_get_data(
+        ctx: *mut llama_context,
+        dst: *mut u8,
+        size: usize,
+    ) -> usize;
     pub fn llama_copy_state_data(ctx: *mut llama_context, dst: *mut u8) -> usize;
-    pub fn llama_state_set_data(ctx: *mut llama_context, src: *const u8, size: usize) -> usize;
+    pub fn llama_state_set_data(
+        ctx: *mut llama_context,
+        src: *const u8,
+        size: usize,
+    ) -> usize;
     pub fn llama_set_state_data(ctx: *mut llama_context, src: *const u8) -> usize;
     pub fn llama_state_load_file(
         ctx: *mut llama_context,
@@ -3979,7 +4342,10 @@ unsafe extern "C" {
         tokens: *const llama_token,
         n_token_count: usize,
     ) -> bool;
-    pub fn llama_state_seq_get_size(ctx: *mut llama_context, seq_id: llama_seq_id) -> usize;
+    pub fn llama_state_seq_get_size(
+        ctx: *mut llama_context,
+        seq_id: llama_seq_id,
+    ) -> usize;
     pub fn llama_state_seq_get_data(
         ctx: *mut llama_context,
         dst: *mut u8,
@@ -4080,7 +4446,11 @@ unsafe extern "C" {
         type_: llama_process_type,
         batch: *mut llama_batch_ext,
     ) -> i32;
-    pub fn llama_set_n_threads(ctx: *mut llama_context, n_threads: i32, n_threads_batch: i32);
+    pub fn llama_set_n_threads(
+        ctx: *mut llama_context,
+        n_threads: i32,
+        n_threads_batch: i32,
+    );
     pub fn llama_n_threads(ctx: *mut llama_context) -> i32;
     pub fn llama_n_threads_batch(ctx: *mut llama_context) -> i32;
     pub fn llama_set_embeddings(ctx: *mut llama_context, embeddings: bool);
@@ -4097,20 +4467,32 @@ unsafe extern "C" {
     pub fn llama_get_logits_ith(ctx: *mut llama_context, i: i32) -> *mut f32;
     pub fn llama_get_embeddings(ctx: *mut llama_context) -> *mut f32;
     pub fn llama_get_embeddings_ith(ctx: *mut llama_context, i: i32) -> *mut f32;
-    pub fn llama_get_embeddings_seq(ctx: *mut llama_context, seq_id: llama_seq_id) -> *mut f32;
+    pub fn llama_get_embeddings_seq(
+        ctx: *mut llama_context,
+        seq_id: llama_seq_id,
+    ) -> *mut f32;
     pub fn llama_get_sampled_token_ith(ctx: *mut llama_context, i: i32) -> llama_token;
     pub fn llama_get_sampled_probs_ith(ctx: *mut llama_context, i: i32) -> *mut f32;
     pub fn llama_get_sampled_probs_count_ith(ctx: *mut llama_context, i: i32) -> u32;
     pub fn llama_get_sampled_logits_ith(ctx: *mut llama_context, i: i32) -> *mut f32;
     pub fn llama_get_sampled_logits_count_ith(ctx: *mut llama_context, i: i32) -> u32;
-    pub fn llama_get_sampled_candidates_ith(ctx: *mut llama_context, i: i32) -> *mut llama_token;
-    pub fn llama_get_sampled_candidates_count_ith(ctx: *mut llama_context, i: i32) -> u32;
+    pub fn llama_get_sampled_candidates_ith(
+        ctx: *mut llama_context,
+        i: i32,
+    ) -> *mut llama_token;
+    pub fn llama_get_sampled_candidates_count_ith(
+        ctx: *mut llama_context,
+        i: i32,
+    ) -> u32;
     pub fn llama_vocab_get_text(
         vocab: *const llama_vocab,
         token: llama_token,
     ) -> *const ::core::ffi::c_char;
     pub fn llama_vocab_get_score(vocab: *const llama_vocab, token: llama_token) -> f32;
-    pub fn llama_vocab_get_attr(vocab: *const llama_vocab, token: llama_token) -> llama_token_attr;
+    pub fn llama_vocab_get_attr(
+        vocab: *const llama_vocab,
+        token: llama_token,
+    ) -> llama_token_attr;
     pub fn llama_vocab_is_eog(vocab: *const llama_vocab, token: llama_token) -> bool;
     pub fn llama_vocab_is_control(vocab: *const llama_vocab, token: llama_token) -> bool;
     pub fn llama_vocab_bos(vocab: *const llama_vocab) -> llama_token;
@@ -4138,7 +4520,10 @@ unsafe extern "C" {
         token: llama_token,
     ) -> *const ::core::ffi::c_char;
     pub fn llama_token_get_score(vocab: *const llama_vocab, token: llama_token) -> f32;
-    pub fn llama_token_get_attr(vocab: *const llama_vocab, token: llama_token) -> llama_token_attr;
+    pub fn llama_token_get_attr(
+        vocab: *const llama_vocab,
+        token: llama_token,
+    ) -> llama_token_attr;
     pub fn llama_token_is_eog(vocab: *const llama_vocab, token: llama_token) -> bool;
     pub fn llama_token_is_control(vocab: *const llama_vocab, token: llama_token) -> bool;
     pub fn llama_token_bos(vocab: *const llama_vocab) -> llama_token;
@@ -4157,7 +4542,14 @@ unsafe extern "C" {
     pub fn llama_token_fim_rep(vocab: *const llama_vocab) -> llama_token;
     pub fn llama_token_fim_sep(vocab: *const llama_vocab) -> llama_token;
     pub fn llama_vocab_cls(vocab: *const llama_vocab) -> llama_token;
-    #[doc = " @details Convert the provided text into tokens.\n @param tokens The tokens pointer must be large enough to hold the resulting tokens.\n @return Returns the number of tokens on success, no more than n_tokens_max\n @return Returns a negative number on failure - the number of tokens that would have been returned\n @return Returns INT32_MIN on overflow (e.g., tokenization result size exceeds int32_t limit)\n @param add_special Allow to add BOS and EOS tokens if model is configured to do so.\n @param parse_special Allow tokenizing special and/or control tokens which otherwise are not exposed and treated\n                      as plaintext. Does not insert a leading space."]
+    /** @details Convert the provided text into tokens.
+ @param tokens The tokens pointer must be large enough to hold the resulting tokens.
+ @return Returns the number of tokens on success, no more than n_tokens_max
+ @return Returns a negative number on failure - the number of tokens that would have been returned
+ @return Returns INT32_MIN on overflow (e.g., tokenization result size exceeds int32_t limit)
+ @param add_special Allow to add BOS and EOS tokens if model is configured to do so.
+ @param parse_special Allow tokenizing special and/or control tokens which otherwise are not exposed and treated
+                      as plaintext. Does not insert a leading space.*/
     pub fn llama_tokenize(
         vocab: *const llama_vocab,
         text: *const ::core::ffi::c_char,
@@ -4175,7 +4567,12 @@ unsafe extern "C" {
         lstrip: i32,
         special: bool,
     ) -> i32;
-    #[doc = " @details Convert the provided tokens into text (inverse of llama_tokenize()).\n @param text The char pointer must be large enough to hold the resulting text.\n @return Returns the number of chars/bytes on success, no more than text_len_max.\n @return Returns a negative number on failure - the number of chars/bytes that would have been returned.\n @param remove_special Allow to remove BOS and EOS tokens if model is configured to do so.\n @param unparse_special If true, special tokens are rendered in the output."]
+    /** @details Convert the provided tokens into text (inverse of llama_tokenize()).
+ @param text The char pointer must be large enough to hold the resulting text.
+ @return Returns the number of chars/bytes on success, no more than text_len_max.
+ @return Returns a negative number on failure - the number of chars/bytes that would have been returned.
+ @param remove_special Allow to remove BOS and EOS tokens if model is configured to do so.
+ @param unparse_special If true, special tokens are rendered in the output.*/
     pub fn llama_detokenize(
         vocab: *const llama_vocab,
         tokens: *const llama_token,
@@ -4185,7 +4582,16 @@ unsafe extern "C" {
         remove_special: bool,
         unparse_special: bool,
     ) -> i32;
-    #[doc = " Apply chat template. Inspired by hf apply_chat_template() on python.\n\n NOTE: This function does not use a jinja parser. It only support a pre-defined list of template. See more: https://github.com/ggml-org/llama.cpp/wiki/Templates-supported-by-llama_chat_apply_template\n @param tmpl A Jinja template to use for this chat.\n @param chat Pointer to a list of multiple llama_chat_message\n @param n_msg Number of llama_chat_message in this chat\n @param add_ass Whether to end the prompt with the token(s) that indicate the start of an assistant message.\n @param buf A buffer to hold the output formatted prompt. The recommended alloc size is 2 * (total number of characters of all messages)\n @param length The size of the allocated buffer\n @return The total number of bytes of the formatted prompt. If is it larger than the size of buffer, you may need to re-alloc it and then re-apply the template."]
+    /** Apply chat template. Inspired by hf apply_chat_template() on python.
+
+ NOTE: This function does not use a jinja parser. It only support a pre-defined list of template. See more: https://github.com/ggml-org/llama.cpp/wiki/Templates-supported-by-llama_chat_apply_template
+ @param tmpl A Jinja template to use for this chat.
+ @param chat Pointer to a list of multiple llama_chat_message
+ @param n_msg Number of llama_chat_message in this chat
+ @param add_ass Whether to end the prompt with the token(s) that indicate the start of an assistant message.
+ @param buf A buffer to hold the output formatted prompt. The recommended alloc size is 2 * (total number of characters of all messages)
+ @param length The size of the allocated buffer
+ @return The total number of bytes of the formatted prompt. If is it larger than the size of buffer, you may need to re-alloc it and then re-apply the template.*/
     pub fn llama_chat_apply_template(
         tmpl: *const ::core::ffi::c_char,
         chat: *const llama_chat_message,
@@ -4194,8 +4600,10 @@ unsafe extern "C" {
         buf: *mut ::core::ffi::c_char,
         length: i32,
     ) -> i32;
-    pub fn llama_chat_builtin_templates(output: *mut *const ::core::ffi::c_char, len: usize)
-        -> i32;
+    pub fn llama_chat_builtin_templates(
+        output: *mut *const ::core::ffi::c_char,
+        len: usize,
+    ) -> i32;
     pub fn llama_set_sampler(
         ctx: *mut llama_context,
         seq_id: llama_seq_id,
@@ -4207,37 +4615,62 @@ unsafe extern "C" {
     ) -> *mut llama_sampler;
     pub fn llama_sampler_name(smpl: *const llama_sampler) -> *const ::core::ffi::c_char;
     pub fn llama_sampler_accept(smpl: *mut llama_sampler, token: llama_token);
-    pub fn llama_sampler_apply(smpl: *mut llama_sampler, cur_p: *mut llama_token_data_array);
+    pub fn llama_sampler_apply(
+        smpl: *mut llama_sampler,
+        cur_p: *mut llama_token_data_array,
+    );
     pub fn llama_sampler_reset(smpl: *mut llama_sampler);
     pub fn llama_sampler_clone(smpl: *const llama_sampler) -> *mut llama_sampler;
     pub fn llama_sampler_copy(src: *const llama_sampler, dst: *mut llama_sampler);
     pub fn llama_sampler_free(smpl: *mut llama_sampler);
-    pub fn llama_sampler_chain_init(params: llama_sampler_chain_params) -> *mut llama_sampler;
+    pub fn llama_sampler_chain_init(
+        params: llama_sampler_chain_params,
+    ) -> *mut llama_sampler;
     pub fn llama_sampler_chain_add(chain: *mut llama_sampler, smpl: *mut llama_sampler);
-    pub fn llama_sampler_chain_get(chain: *mut llama_sampler, i: i32) -> *mut llama_sampler;
+    pub fn llama_sampler_chain_get(
+        chain: *mut llama_sampler,
+        i: i32,
+    ) -> *mut llama_sampler;
     pub fn llama_sampler_chain_n(chain: *const llama_sampler) -> i32;
-    pub fn llama_sampler_chain_remove(chain: *mut llama_sampler, i: i32) -> *mut llama_sampler;
+    pub fn llama_sampler_chain_remove(
+        chain: *mut llama_sampler,
+        i: i32,
+    ) -> *mut llama_sampler;
     pub fn llama_sampler_init_greedy() -> *mut llama_sampler;
-    #[doc = " seed == LLAMA_DEFAULT_SEED to use a random seed."]
+    /// seed == LLAMA_DEFAULT_SEED to use a random seed.
     pub fn llama_sampler_init_dist(seed: u32) -> *mut llama_sampler;
-    #[doc = " @details Top-K sampling described in academic paper \"The Curious Case of Neural Text Degeneration\" https://arxiv.org/abs/1904.09751\n Setting k <= 0 makes this a noop"]
+    /** @details Top-K sampling described in academic paper "The Curious Case of Neural Text Degeneration" https://arxiv.org/abs/1904.09751
+ Setting k <= 0 makes this a noop*/
     pub fn llama_sampler_init_top_k(k: i32) -> *mut llama_sampler;
-    #[doc = " @details Nucleus sampling described in academic paper \"The Curious Case of Neural Text Degeneration\" https://arxiv.org/abs/1904.09751"]
+    /// @details Nucleus sampling described in academic paper "The Curious Case of Neural Text Degeneration" https://arxiv.org/abs/1904.09751
     pub fn llama_sampler_init_top_p(p: f32, min_keep: usize) -> *mut llama_sampler;
-    #[doc = " @details Minimum P sampling as described in https://github.com/ggml-org/llama.cpp/pull/3841"]
+    /// @details Minimum P sampling as described in https://github.com/ggml-org/llama.cpp/pull/3841
     pub fn llama_sampler_init_min_p(p: f32, min_keep: usize) -> *mut llama_sampler;
-    #[doc = " @details Locally Typical Sampling implementation described in the paper https://arxiv.org/abs/2202.00666."]
+    /// @details Locally Typical Sampling implementation described in the paper https://arxiv.org/abs/2202.00666.
     pub fn llama_sampler_init_typical(p: f32, min_keep: usize) -> *mut llama_sampler;
-    #[doc = " #details Updates the logits l_i` = l_i/t. When t <= 0.0f, the maximum logit is kept at it's original value, the rest are set to -inf"]
+    /// #details Updates the logits l_i` = l_i/t. When t <= 0.0f, the maximum logit is kept at it's original value, the rest are set to -inf
     pub fn llama_sampler_init_temp(t: f32) -> *mut llama_sampler;
-    #[doc = " @details Dynamic temperature implementation (a.k.a. entropy) described in the paper https://arxiv.org/abs/2309.02772."]
-    pub fn llama_sampler_init_temp_ext(t: f32, delta: f32, exponent: f32) -> *mut llama_sampler;
-    #[doc = " @details XTC sampler as described in https://github.com/oobabooga/text-generation-webui/pull/6335"]
-    pub fn llama_sampler_init_xtc(p: f32, t: f32, min_keep: usize, seed: u32)
-        -> *mut llama_sampler;
-    #[doc = " @details Top n sigma sampling as described in academic paper \"Top-nσ: Not All Logits Are You Need\" https://arxiv.org/pdf/2411.07641"]
+    /// @details Dynamic temperature implementation (a.k.a. entropy) described in the paper https://arxiv.org/abs/2309.02772.
+    pub fn llama_sampler_init_temp_ext(
+        t: f32,
+        delta: f32,
+        exponent: f32,
+    ) -> *mut llama_sampler;
+    /// @details XTC sampler as described in https://github.com/oobabooga/text-generation-webui/pull/6335
+    pub fn llama_sampler_init_xtc(
+        p: f32,
+        t: f32,
+        min_keep: usize,
+        seed: u32,
+    ) -> *mut llama_sampler;
+    /// @details Top n sigma sampling as described in academic paper "Top-nσ: Not All Logits Are You Need" https://arxiv.org/pdf/2411.07641
     pub fn llama_sampler_init_top_n_sigma(n: f32) -> *mut llama_sampler;
-    #[doc = " @details Mirostat 1.0 algorithm described in the paper https://arxiv.org/abs/2007.14966. Uses tokens instead of words.\n @param candidates A vector of `llama_token_data` containing the candidate tokens, their probabilities (p), and log-odds (logit) for the current position in the generated text.\n @param tau  The target cross-entropy (or surprise) value you want to achieve for the generated text. A higher value corresponds to more surprising or less predictable text, while a lower value corresponds to less surprising or more predictable text.\n @param eta The learning rate used to update `mu` based on the error between the target and observed surprisal of the sampled word. A larger learning rate will cause `mu` to be updated more quickly, while a smaller learning rate will result in slower updates.\n @param m The number of tokens considered in the estimation of `s_hat`. This is an arbitrary value that is used to calculate `s_hat`, which in turn helps to calculate the value of `k`. In the paper, they use `m = 100`, but you can experiment with different values to see how it affects the performance of the algorithm.\n @param mu Maximum cross-entropy. This value is initialized to be twice the target cross-entropy (`2 * tau`) and is updated in the algorithm based on the error between the target and observed surprisal."]
+    /** @details Mirostat 1.0 algorithm described in the paper https://arxiv.org/abs/2007.14966. Uses tokens instead of words.
+ @param candidates A vector of `llama_token_data` containing the candidate tokens, their probabilities (p), and log-odds (logit) for the current position in the generated text.
+ @param tau  The target cross-entropy (or surprise) value you want to achieve for the generated text. A higher value corresponds to more surprising or less predictable text, while a lower value corresponds to less surprising or more predictable text.
+ @param eta The learning rate used to update `mu` based on the error between the target and observed surprisal of the sampled word. A larger learning rate will cause `mu` to be updated more quickly, while a smaller learning rate will result in slower updates.
+ @param m The number of tokens considered in the estimation of `s_hat`. This is an arbitrary value that is used to calculate `s_hat`, which in turn helps to calculate the value of `k`. In the paper, they use `m = 100`, but you can experiment with different values to see how it affects the performance of the algorithm.
+ @param mu Maximum cross-entropy. This value is initialized to be twice the target cross-entropy (`2 * tau`) and is updated in the algorithm based on the error between the target and observed surprisal.*/
     pub fn llama_sampler_init_mirostat(
         n_vocab: i32,
         seed: u32,
@@ -4245,9 +4678,20 @@ unsafe extern "C" {
         eta: f32,
         m: i32,
     ) -> *mut llama_sampler;
-    #[doc = " @details Mirostat 2.0 algorithm described in the paper https://arxiv.org/abs/2007.14966. Uses tokens instead of words.\n @param candidates A vector of `llama_token_data` containing the candidate tokens, their probabilities (p), and log-odds (logit) for the current position in the generated text.\n @param tau  The target cross-entropy (or surprise) value you want to achieve for the generated text. A higher value corresponds to more surprising or less predictable text, while a lower value corresponds to less surprising or more predictable text.\n @param eta The learning rate used to update `mu` based on the error between the target and observed surprisal of the sampled word. A larger learning rate will cause `mu` to be updated more quickly, while a smaller learning rate will result in slower updates.\n @param mu Maximum cross-entropy. This value is initialized to be twice the target cross-entropy (`2 * tau`) and is updated in the algorithm based on the error between the target and observed surprisal."]
-    pub fn llama_sampler_init_mirostat_v2(seed: u32, tau: f32, eta: f32) -> *mut llama_sampler;
-    #[doc = " @details Initializes a GBNF grammar, see grammars/README.md for details.\n @param vocab The vocabulary that this grammar will be used with.\n @param grammar_str The production rules for the grammar, encoded as a string. Returns an empty grammar if empty. Returns NULL if parsing of grammar_str fails.\n @param grammar_root The name of the start symbol for the grammar."]
+    /** @details Mirostat 2.0 algorithm described in the paper https://arxiv.org/abs/2007.14966. Uses tokens instead of words.
+ @param candidates A vector of `llama_token_data` containing the candidate tokens, their probabilities (p), and log-odds (logit) for the current position in the generated text.
+ @param tau  The target cross-entropy (or surprise) value you want to achieve for the generated text. A higher value corresponds to more surprising or less predictable text, while a lower value corresponds to less surprising or more predictable text.
+ @param eta The learning rate used to update `mu` based on the error between the target and observed surprisal of the sampled word. A larger learning rate will cause `mu` to be updated more quickly, while a smaller learning rate will result in slower updates.
+ @param mu Maximum cross-entropy. This value is initialized to be twice the target cross-entropy (`2 * tau`) and is updated in the algorithm based on the error between the target and observed surprisal.*/
+    pub fn llama_sampler_init_mirostat_v2(
+        seed: u32,
+        tau: f32,
+        eta: f32,
+    ) -> *mut llama_sampler;
+    /** @details Initializes a GBNF grammar, see grammars/README.md for details.
+ @param vocab The vocabulary that this grammar will be used with.
+ @param grammar_str The production rules for the grammar, encoded as a string. Returns an empty grammar if empty. Returns NULL if parsing of grammar_str fails.
+ @param grammar_root The name of the start symbol for the grammar.*/
     pub fn llama_sampler_init_grammar(
         vocab: *const llama_vocab,
         grammar_str: *const ::core::ffi::c_char,
@@ -4262,7 +4706,9 @@ unsafe extern "C" {
         trigger_tokens: *const llama_token,
         num_trigger_tokens: usize,
     ) -> *mut llama_sampler;
-    #[doc = " @details Lazy grammar sampler, introduced in https://github.com/ggml-org/llama.cpp/pull/9639\n @param trigger_patterns A list of patterns that will trigger the grammar sampler. Pattern will be matched from the start of the generation output, and grammar sampler will be fed content starting from its first match group.\n @param trigger_tokens A list of tokens that will trigger the grammar sampler. Grammar sampler will be fed content starting from the trigger token included."]
+    /** @details Lazy grammar sampler, introduced in https://github.com/ggml-org/llama.cpp/pull/9639
+ @param trigger_patterns A list of patterns that will trigger the grammar sampler. Pattern will be matched from the start of the generation output, and grammar sampler will be fed content starting from its first match group.
+ @param trigger_tokens A list of tokens that will trigger the grammar sampler. Grammar sampler will be fed content starting from the trigger token included.*/
     pub fn llama_sampler_init_grammar_lazy_patterns(
         vocab: *const llama_vocab,
         grammar_str: *const ::core::ffi::c_char,
@@ -4272,7 +4718,7 @@ unsafe extern "C" {
         trigger_tokens: *const llama_token,
         num_trigger_tokens: usize,
     ) -> *mut llama_sampler;
-    #[doc = " NOTE: Avoid using on the full vocabulary as searching for repeated tokens can become slow. For example, apply top-k or top-p sampling first."]
+    /// NOTE: Avoid using on the full vocabulary as searching for repeated tokens can become slow. For example, apply top-k or top-p sampling first.
     pub fn llama_sampler_init_penalties(
         n_vocab: i32,
         penalty_last_n: i32,
@@ -4280,7 +4726,7 @@ unsafe extern "C" {
         penalty_freq: f32,
         penalty_present: f32,
     ) -> *mut llama_sampler;
-    #[doc = "  @details DRY sampler, designed by p-e-w, as described in: https://github.com/oobabooga/text-generation-webui/pull/5677, porting Koboldcpp implementation authored by pi6am: https://github.com/LostRuins/koboldcpp/pull/982"]
+    ///  @details DRY sampler, designed by p-e-w, as described in: https://github.com/oobabooga/text-generation-webui/pull/5677, porting Koboldcpp implementation authored by pi6am: https://github.com/LostRuins/koboldcpp/pull/982
     pub fn llama_sampler_init_dry(
         vocab: *const llama_vocab,
         dry_multiplier: f32,
@@ -4290,8 +4736,33 @@ unsafe extern "C" {
         seq_breakers: *mut *const ::core::ffi::c_char,
         num_breakers: usize,
     ) -> *mut llama_sampler;
-    #[doc = " adaptive-p: select tokens near a configurable target probability over time.\n\n the adaptive-p sampler transforms the token probability distribution to favor tokens\n that fall near a user-configurable probability target.\n\n internally, the sampler maintains an exponential moving average of the *ORIGINAL*\n probabilities of selected tokens at each sampling step. it uses this EMA to compute an\n adapted target probability at each sampling step, thus maintaining the desired target\n probability over time.\n\n adaptive-p selects a token ID rather than just mutating candidates, so it must be last\n in the sampler chain (like mirostat, dist, greedy).\n\n only mild truncation before this sampler is recommended. we suggest applying min-p\n before adaptive-p as the only other active sampler in the chain.\n\n @param target select tokens near this probability (valid range 0.0 to 1.0; negative = disabled)\n @param decay  EMA decay for adaptation; history ≈ 1/(1-decay) tokens (valid range 0.0 - 0.99)\n @param seed   RNG seed\n\n ref: https://github.com/ggml-org/llama.cpp/pull/17927\n"]
-    pub fn llama_sampler_init_adaptive_p(target: f32, decay: f32, seed: u32) -> *mut llama_sampler;
+    /** adaptive-p: select tokens near a configurable target probability over time.
+
+ the adaptive-p sampler transforms the token probability distribution to favor tokens
+ that fall near a user-configurable probability target.
+
+ internally, the sampler maintains an exponential moving average of the *ORIGINAL*
+ probabilities of selected tokens at each sampling step. it uses this EMA to compute an
+ adapted target probability at each sampling step, thus maintaining the desired target
+ probability over time.
+
+ adaptive-p selects a token ID rather than just mutating candidates, so it must be last
+ in the sampler chain (like mirostat, dist, greedy).
+
+ only mild truncation before this sampler is recommended. we suggest applying min-p
+ before adaptive-p as the only other active sampler in the chain.
+
+ @param target select tokens near this probability (valid range 0.0 to 1.0; negative = disabled)
+ @param decay  EMA decay for adaptation; history ≈ 1/(1-decay) tokens (valid range 0.0 - 0.99)
+ @param seed   RNG seed
+
+ ref: https://github.com/ggml-org/llama.cpp/pull/17927
+*/
+    pub fn llama_sampler_init_adaptive_p(
+        target: f32,
+        decay: f32,
+        seed: u32,
+    ) -> *mut llama_sampler;
     pub fn llama_sampler_init_logit_bias(
         n_vocab: i32,
         n_logit_bias: i32,
@@ -4304,7 +4775,8 @@ unsafe extern "C" {
         ctx: *mut llama_context,
         idx: i32,
     ) -> llama_token;
-    #[doc = " @details Build a split GGUF final path for this chunk.\n          llama_split_path(split_path, sizeof(split_path), \"/models/ggml-model-q4_0\", 2, 4) => split_path = \"/models/ggml-model-q4_0-00002-of-00004.gguf\""]
+    /** @details Build a split GGUF final path for this chunk.
+          llama_split_path(split_path, sizeof(split_path), "/models/ggml-model-q4_0", 2, 4) => split_path = "/models/ggml-model-q4_0-00002-of-00004.gguf"*/
     pub fn llama_split_path(
         split_path: *mut ::core::ffi::c_char,
         maxlen: usize,
@@ -4312,7 +4784,8 @@ unsafe extern "C" {
         split_no: i32,
         split_count: i32,
     ) -> i32;
-    #[doc = " @details Extract the path prefix from the split_path if and only if the split_no and split_count match.\n          llama_split_prefix(split_prefix, 64, \"/models/ggml-model-q4_0-00002-of-00004.gguf\", 2, 4) => split_prefix = \"/models/ggml-model-q4_0\""]
+    /** @details Extract the path prefix from the split_path if and only if the split_no and split_count match.
+          llama_split_prefix(split_prefix, 64, "/models/ggml-model-q4_0-00002-of-00004.gguf", 2, 4) => split_prefix = "/models/ggml-model-q4_0"*/
     pub fn llama_split_prefix(
         split_prefix: *mut ::core::ffi::c_char,
         maxlen: usize,
@@ -4325,7 +4798,10 @@ unsafe extern "C" {
         log_callback: *mut ggml_log_callback,
         user_data: *mut *mut ::core::ffi::c_void,
     );
-    pub fn llama_log_set(log_callback: ggml_log_callback, user_data: *mut ::core::ffi::c_void);
+    pub fn llama_log_set(
+        log_callback: ggml_log_callback,
+        user_data: *mut ::core::ffi::c_void,
+    );
     pub fn llama_perf_context(ctx: *const llama_context) -> llama_perf_context_data;
     pub fn llama_perf_context_print(ctx: *const llama_context);
     pub fn llama_perf_context_reset(ctx: *mut llama_context);
@@ -4373,5 +4849,7 @@ unsafe extern "C" {
         devices: *mut ggml_backend_dev_t,
     );
     pub fn ggml_backend_rpc_reg() -> ggml_backend_reg_t;
-    pub fn ggml_backend_rpc_add_server(endpoint: *const ::core::ffi::c_char) -> ggml_backend_reg_t;
+    pub fn ggml_backend_rpc_add_server(
+        endpoint: *const ::core::ffi::c_char,
+    ) -> ggml_backend_reg_t;
 }

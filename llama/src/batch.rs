@@ -98,7 +98,13 @@ impl Batch {
 
     /// Appends consecutive tokens of one sequence starting at `start_pos`; only the last one asks
     /// for logits when `logits_last` is set. On error nothing is added.
-    pub fn add_sequence(&mut self, tokens: &[Token], start_pos: i32, seq_id: i32, logits_last: bool) -> Result<(), BatchError> {
+    pub fn add_sequence(
+        &mut self,
+        tokens: &[Token],
+        start_pos: i32,
+        seq_id: i32,
+        logits_last: bool,
+    ) -> Result<(), BatchError> {
         if self.len() + tokens.len() > self.capacity {
             return Err(BatchError::Full(self.capacity));
         }

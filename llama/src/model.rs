@@ -106,8 +106,7 @@ impl<'a> ModelBuilder<'a> {
     pub fn load(self) -> Result<Model, LoadError> {
         ensure_init();
         check_gguf(&self.path)?;
-        let c_path = CString::new(self.path.as_os_str().as_encoded_bytes())
-            .map_err(|_| LoadError::InvalidPath)?;
+        let c_path = CString::new(self.path.as_os_str().as_encoded_bytes()).map_err(|_| LoadError::InvalidPath)?;
 
         struct State<'a> {
             f: Progress<'a>,
@@ -153,9 +152,7 @@ impl<'a> ModelBuilder<'a> {
                 return Err(LoadError::Cancelled);
             }
         }
-        NonNull::new(raw)
-            .map(|p| Model { handle: Arc::new(ModelHandle(p)) })
-            .ok_or(LoadError::Rejected(self.path))
+        NonNull::new(raw).map(|p| Model { handle: Arc::new(ModelHandle(p)) }).ok_or(LoadError::Rejected(self.path))
     }
 }
 

@@ -64,7 +64,12 @@ impl<'m> Vocab<'m> {
     /// Like [`tokenize`](Self::tokenize), but `parse_special` chooses whether special-token
     /// syntax in `text` becomes control tokens. Only enable it for trusted text, such as a
     /// rendered chat template.
-    pub fn tokenize_with(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<Token>, TokenizeError> {
+    pub fn tokenize_with(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<Token>, TokenizeError> {
         let len = i32::try_from(text.len()).map_err(|_| TokenizeError::TooLong(text.len()))?;
         // A token covers at least one byte, plus room for BOS/EOS.
         let mut tokens: Vec<Token> = Vec::with_capacity(text.len() + 2);
@@ -105,9 +110,8 @@ impl<'m> Vocab<'m> {
         loop {
             let cap = i32::try_from(buf.len()).unwrap_or(i32::MAX);
             // SAFETY: the token is in range; the buffer has `cap` writable bytes.
-            let n = unsafe {
-                llama_sys::llama_token_to_piece(self.ptr, token.0, buf.as_mut_ptr().cast(), cap, 0, special)
-            };
+            let n =
+                unsafe { llama_sys::llama_token_to_piece(self.ptr, token.0, buf.as_mut_ptr().cast(), cap, 0, special) };
             if n >= 0 {
                 buf.truncate(n as usize);
                 return Ok(buf);

@@ -5,9 +5,12 @@ mod common;
 use common::{small_ctx, smollm2};
 use llama::{Batch, BatchError, ChatMessage, DecodeError, LoadError, Model, SampleError, Sampler, Token, Utf8Decoder};
 
-/// Greedy continuation of `prompt`, `n` tokens.
+/// Greedy continuation of `prompt` on the default model, `n` tokens.
 fn greedy(prompt: &str, n: usize) -> (Vec<Token>, String) {
-    let model = smollm2();
+    greedy_on(smollm2(), prompt, n)
+}
+
+fn greedy_on(model: &Model, prompt: &str, n: usize) -> (Vec<Token>, String) {
     let mut ctx = model.context(small_ctx()).unwrap();
     let vocab = model.vocab();
     let tokens = vocab.tokenize(prompt, true).unwrap();
@@ -16,8 +19,7 @@ fn greedy(prompt: &str, n: usize) -> (Vec<Token>, String) {
     ctx.decode(&batch).unwrap();
     let mut sampler = Sampler::greedy();
     let (mut out, mut text, mut dec) = (Vec::new(), String::new(), Utf8Decoder::default());
-    let mut pos = tokens.len() as i32;
-    for _ in 0..n {
+    for pos in (tokens.len() as i32..).take(n) {
         let t = sampler.sample(&ctx, -1).unwrap();
         if vocab.is_eog(t) {
             break;
@@ -27,7 +29,6 @@ fn greedy(prompt: &str, n: usize) -> (Vec<Token>, String) {
         batch.clear();
         batch.add(t, pos, &[0], true).unwrap();
         ctx.decode(&batch).unwrap();
-        pos += 1;
     }
     text += &dec.finish();
     (out, text)
@@ -202,44 +203,23 @@ fn progress_callback_can_cancel_and_panics_are_caught() {
     assert!(matches!(r, Err(LoadError::CallbackPanicked)));
 
     let mut last = 0.0;
-    Model::builder(&path).progress(|p| {
-        last = p;
-        true
-    })
-    .load()
-    .unwrap();
+    Model::builder(&path)
+        .progress(|p| {
+            last = p;
+            true
+        })
+        .load()
+        .unwrap();
     assert_eq!(last, 1.0);
 }
 
 #[test]
 fn contexts_on_threads_share_one_model() {
-    let model = smollm2().clone();
     let (expected, _) = greedy("Rust is a language that", 8);
     let handles: Vec<_> = (0..2)
         .map(|_| {
-            let model = model.clone();
-            std::thread::spawn(move || {
-                let mut ctx = model.context(small_ctx()).unwrap();
-                let vocab = model.vocab();
-                let tokens = vocab.tokenize("Rust is a language that", true).unwrap();
-                let mut batch = Batch::new(64, 1);
-                batch.add_sequence(&tokens, 0, 0, true).unwrap();
-                let mut pos = tokens.len() as i32;
-                let mut out = Vec::new();
-                let mut s = Sampler::greedy();
-                for _ in 0..8 {
-                    ctx.decode(&batch).unwrap();
-                    let t = s.sample(&ctx, -1).unwrap();
-                    if vocab.is_eog(t) {
-                        break;
-                    }
-                    out.push(t);
-                    batch.clear();
-                    batch.add(t, pos, &[0], true).unwrap();
-                    pos += 1;
-                }
-                out
-            })
+            let model = smollm2().clone();
+            std::thread::spawn(move || greedy_on(&model, "Rust is a language that", 8).0)
         })
         .collect();
     for h in handles {
