@@ -1,5 +1,6 @@
-//! Process-wide llama.cpp state: backend initialisation and log routing.
+//! Process-wide llama.cpp state: backend initialisation, NUMA, devices and log routing.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::Once;
 
@@ -20,6 +21,147 @@ pub(crate) fn ensure_init() {
     });
 }
 
+/// NUMA placement strategy for [`numa_init`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NumaStrategy {
+    /// Spread threads over all nodes.
+    Distribute,
+    /// Keep threads on the node the process started on.
+    Isolate,
+    /// Follow the CPU map set by `numactl`.
+    Numactl,
+}
+
+/// Optimises thread and memory placement on NUMA machines. Call once, before loading models.
+///
+/// ```
+/// llama::numa_init(llama::NumaStrategy::Distribute);
+/// ```
+pub fn numa_init(strategy: NumaStrategy) {
+    ensure_init();
+    let raw = match strategy {
+        NumaStrategy::Distribute => llama_sys::GGML_NUMA_STRATEGY_DISTRIBUTE,
+        NumaStrategy::Isolate => llama_sys::GGML_NUMA_STRATEGY_ISOLATE,
+        NumaStrategy::Numactl => llama_sys::GGML_NUMA_STRATEGY_NUMACTL,
+    };
+    static NUMA: Once = Once::new();
+    // SAFETY: the backend is initialised; ggml only accepts the first call, enforced by `Once`.
+    NUMA.call_once(|| unsafe { llama_sys::llama_numa_init(raw) });
+}
+
+/// Kind of compute device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceKind {
+    /// The CPU backend.
+    Cpu,
+    /// A discrete or dedicated GPU.
+    Gpu,
+    /// An integrated GPU sharing host memory.
+    IntegratedGpu,
+    /// An accelerator used alongside the CPU (e.g. BLAS).
+    Accelerator,
+    /// Something newer than this crate knows.
+    Other,
+}
+
+/// A compute device registered with ggml (CPU, CUDA GPU, Metal, RPC server, ...).
+///
+/// ```
+/// for dev in llama::devices() {
+///     let (free, total) = dev.memory();
+///     println!("{}: {} ({free}/{total} bytes free)", dev.name(), dev.description());
+/// }
+/// ```
+#[derive(Clone, Copy)]
+pub struct Device(llama_sys::ggml_backend_dev_t);
+
+// SAFETY: devices are entries of ggml's global registry, created once and never freed while
+// the process runs; their getters are read-only queries, safe from any thread.
+unsafe impl Send for Device {}
+// SAFETY: as above.
+unsafe impl Sync for Device {}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device").field("name", &self.name()).field("kind", &self.kind()).finish()
+    }
+}
+
+/// Every compute device available to llama.cpp, in registry order.
+pub fn devices() -> Vec<Device> {
+    ensure_init();
+    // SAFETY: the registry is initialised; indices below the count are valid.
+    let n = unsafe { llama_sys::ggml_backend_dev_count() };
+    (0..n)
+        // SAFETY: `i < n`.
+        .map(|i| unsafe { llama_sys::ggml_backend_dev_get(i) })
+        .filter(|d| !d.is_null())
+        .map(Device)
+        .collect()
+}
+
+impl Device {
+    pub(crate) fn raw(&self) -> llama_sys::ggml_backend_dev_t {
+        self.0
+    }
+
+    /// Short name, e.g. `CPU` or `CUDA0`.
+    pub fn name(&self) -> String {
+        // SAFETY: registry devices live for the whole program; the name is a static string.
+        unsafe { cstr_or_empty(llama_sys::ggml_backend_dev_name(self.0)) }
+    }
+
+    /// Human-readable description (e.g. the CPU or GPU model).
+    pub fn description(&self) -> String {
+        // SAFETY: as in `name`.
+        unsafe { cstr_or_empty(llama_sys::ggml_backend_dev_description(self.0)) }
+    }
+
+    /// `(free, total)` memory in bytes.
+    pub fn memory(&self) -> (usize, usize) {
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: valid device; both out-pointers are writable.
+        unsafe { llama_sys::ggml_backend_dev_memory(self.0, &mut free, &mut total) };
+        (free, total)
+    }
+
+    /// What kind of device this is.
+    pub fn kind(&self) -> DeviceKind {
+        use llama_sys::*;
+        // SAFETY: valid device.
+        match unsafe { ggml_backend_dev_type(self.0) } {
+            GGML_BACKEND_DEVICE_TYPE_CPU => DeviceKind::Cpu,
+            GGML_BACKEND_DEVICE_TYPE_GPU => DeviceKind::Gpu,
+            GGML_BACKEND_DEVICE_TYPE_IGPU => DeviceKind::IntegratedGpu,
+            GGML_BACKEND_DEVICE_TYPE_ACCEL => DeviceKind::Accelerator,
+            _ => DeviceKind::Other,
+        }
+    }
+}
+
+/// Observer of log lines (see [`with_log_hook`]).
+pub(crate) type LogHook = Box<dyn FnMut(&str)>;
+
+thread_local! {
+    /// A per-thread observer of log lines, used to turn quantization logs into progress.
+    static LOG_HOOK: RefCell<Option<LogHook>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `hook` seeing every llama.cpp log line emitted on this thread.
+pub(crate) fn with_log_hook<R>(hook: LogHook, f: impl FnOnce() -> R) -> R {
+    LOG_HOOK.with(|h| *h.borrow_mut() = Some(hook));
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            LOG_HOOK.with(|h| *h.borrow_mut() = None);
+        }
+    }
+    let _reset = Reset;
+    f()
+}
+
 /// Receives llama.cpp and ggml log lines. Quiet unless the application installs a `log`
 /// logger; lines go to target `llama_cpp`.
 unsafe extern "C" fn log_callback(level: llama_sys::ggml_log_level, text: *const c_char, _: *mut c_void) {
@@ -28,19 +170,23 @@ unsafe extern "C" fn log_callback(level: llama_sys::ggml_log_level, text: *const
         if text.is_null() {
             return;
         }
+        // SAFETY: llama.cpp passes a NUL-terminated string valid for the duration of the call.
+        let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+        let _ = LOG_HOOK.try_with(|h| {
+            if let Ok(mut hook) = h.try_borrow_mut() {
+                if let Some(hook) = hook.as_mut() {
+                    hook(&text);
+                }
+            }
+        });
         let level = match level {
             llama_sys::GGML_LOG_LEVEL_ERROR => log::Level::Error,
             llama_sys::GGML_LOG_LEVEL_WARN => log::Level::Warn,
             llama_sys::GGML_LOG_LEVEL_INFO => log::Level::Info,
             _ => log::Level::Debug,
         };
-        if !log::log_enabled!(target: "llama_cpp", level) {
-            return;
-        }
-        // SAFETY: llama.cpp passes a NUL-terminated string valid for the duration of the call.
-        let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
         let text = text.trim_end();
-        if !text.is_empty() {
+        if !text.is_empty() && log::log_enabled!(target: "llama_cpp", level) {
             log::log!(target: "llama_cpp", level, "{text}");
         }
     });
@@ -65,6 +211,13 @@ pub fn system_info() -> String {
     ensure_init();
     // SAFETY: returns a pointer to a static NUL-terminated buffer.
     unsafe { cstr_or_empty(llama_sys::llama_print_system_info()) }
+}
+
+/// Whether this build can offload to a GPU.
+pub fn supports_gpu_offload() -> bool {
+    ensure_init();
+    // SAFETY: a pure query.
+    unsafe { llama_sys::llama_supports_gpu_offload() }
 }
 
 /// Copies a C string owned by llama.cpp into Rust.

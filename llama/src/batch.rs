@@ -1,7 +1,5 @@
 //! An owned batch of tokens for [`Context::decode`](crate::Context::decode).
 
-use std::ptr::NonNull;
-
 use crate::error::BatchError;
 use crate::Token;
 
@@ -21,6 +19,8 @@ pub struct Batch {
     raw: llama_sys::llama_batch,
     capacity: usize,
     n_seq_max: usize,
+    /// Row width for embeddings input; 0 for a token batch.
+    n_embd: usize,
 }
 
 // SAFETY: the batch owns its heap arrays exclusively (allocated by llama_batch_init, freed in
@@ -36,14 +36,29 @@ impl std::fmt::Debug for Batch {
 impl Batch {
     /// A batch for up to `capacity` tokens, each in up to `n_seq_max` sequences (both at least 1).
     pub fn new(capacity: usize, n_seq_max: usize) -> Batch {
+        Batch::alloc(capacity, 0, n_seq_max)
+    }
+
+    /// A batch of embedding rows of width `n_embd` instead of token ids (e.g. projected image
+    /// features), for up to `capacity` rows.
+    pub fn new_embeddings(capacity: usize, n_embd: usize, n_seq_max: usize) -> Batch {
+        Batch::alloc(capacity, n_embd.clamp(1, i32::MAX as usize), n_seq_max)
+    }
+
+    fn alloc(capacity: usize, n_embd: usize, n_seq_max: usize) -> Batch {
         let capacity = capacity.clamp(1, i32::MAX as usize);
         let n_seq_max = n_seq_max.clamp(1, i32::MAX as usize);
-        // SAFETY: sizes are positive and fit i32; embd = 0 allocates token ids.
-        let raw = unsafe { llama_sys::llama_batch_init(capacity as i32, 0, n_seq_max as i32) };
-        if NonNull::new(raw.token).is_none() {
+        if capacity.checked_mul(n_embd.max(1)).and_then(|n| n.checked_mul(4)).is_none_or(|b| b > isize::MAX as usize) {
+            std::alloc::handle_alloc_error(std::alloc::Layout::new::<f32>());
+        }
+        // SAFETY: sizes are positive and fit i32; n_embd = 0 allocates token ids, otherwise
+        // `capacity * n_embd` floats.
+        let raw = unsafe { llama_sys::llama_batch_init(capacity as i32, n_embd as i32, n_seq_max as i32) };
+        let data = if n_embd == 0 { raw.token.cast::<u8>() } else { raw.embd.cast::<u8>() };
+        if data.is_null() || raw.pos.is_null() || raw.seq_id.is_null() {
             std::alloc::handle_alloc_error(std::alloc::Layout::new::<i32>());
         }
-        Batch { raw, capacity, n_seq_max }
+        Batch { raw, capacity, n_seq_max, n_embd }
     }
 
     /// Number of tokens in the batch.
@@ -69,6 +84,34 @@ impl Batch {
     /// Appends `token` at position `pos` in the sequences `seq_ids`; `logits` asks for its
     /// output (logits or embeddings) after decoding.
     pub fn add(&mut self, token: Token, pos: i32, seq_ids: &[i32], logits: bool) -> Result<(), BatchError> {
+        if self.n_embd != 0 {
+            return Err(BatchError::WrongInput("embeddings"));
+        }
+        let i = self.check_entry(pos, seq_ids)?;
+        // SAFETY: `i < capacity` and token batches have a `capacity`-long token array.
+        unsafe { *self.raw.token.add(i) = token.0 };
+        self.push_entry(i, pos, seq_ids, logits);
+        Ok(())
+    }
+
+    /// Appends one embedding row (width `n_embd` given at creation) at position `pos`.
+    pub fn add_embedding(&mut self, row: &[f32], pos: i32, seq_ids: &[i32], logits: bool) -> Result<(), BatchError> {
+        if self.n_embd == 0 {
+            return Err(BatchError::WrongInput("token ids"));
+        }
+        if row.len() != self.n_embd {
+            return Err(BatchError::EmbeddingWidth { got: row.len(), expected: self.n_embd });
+        }
+        let i = self.check_entry(pos, seq_ids)?;
+        // SAFETY: `i < capacity`; the embd array holds `capacity * n_embd` floats and the row is
+        // exactly `n_embd` long.
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), self.raw.embd.add(i * self.n_embd), self.n_embd) };
+        self.push_entry(i, pos, seq_ids, logits);
+        Ok(())
+    }
+
+    /// Validates one entry; returns its index.
+    fn check_entry(&self, pos: i32, seq_ids: &[i32]) -> Result<usize, BatchError> {
         let i = self.len();
         if i >= self.capacity {
             return Err(BatchError::Full(self.capacity));
@@ -82,18 +125,20 @@ impl Batch {
         if let Some(&bad) = seq_ids.iter().find(|&&s| s < 0) {
             return Err(BatchError::NegativeSeqId(bad));
         }
-        // SAFETY: `i < capacity`, and llama_batch_init allocated `capacity` entries in every
-        // array and `n_seq_max` ids in each `seq_id[i]`; `seq_ids.len() <= n_seq_max`.
+        Ok(i)
+    }
+
+    /// Writes the per-entry metadata of an entry validated by `check_entry`.
+    fn push_entry(&mut self, i: usize, pos: i32, seq_ids: &[i32], logits: bool) {
+        // SAFETY: `i < capacity` (checked), and llama_batch_init allocated `capacity` entries in
+        // every array and `n_seq_max` ids in each `seq_id[i]`; `seq_ids.len() <= n_seq_max`.
         unsafe {
-            *self.raw.token.add(i) = token.0;
             *self.raw.pos.add(i) = pos;
             *self.raw.n_seq_id.add(i) = seq_ids.len() as i32;
-            let ids = *self.raw.seq_id.add(i);
-            std::ptr::copy_nonoverlapping(seq_ids.as_ptr(), ids, seq_ids.len());
+            std::ptr::copy_nonoverlapping(seq_ids.as_ptr(), *self.raw.seq_id.add(i), seq_ids.len());
             *self.raw.logits.add(i) = i8::from(logits);
         }
         self.raw.n_tokens += 1;
-        Ok(())
     }
 
     /// Appends consecutive tokens of one sequence starting at `start_pos`; only the last one asks
@@ -108,6 +153,9 @@ impl Batch {
         if self.len() + tokens.len() > self.capacity {
             return Err(BatchError::Full(self.capacity));
         }
+        if self.n_embd != 0 {
+            return Err(BatchError::WrongInput("embeddings"));
+        }
         let before = self.raw.n_tokens;
         for (k, &t) in tokens.iter().enumerate() {
             let pos = i32::try_from(k).ok().and_then(|k| start_pos.checked_add(k)).unwrap_or(-1);
@@ -119,10 +167,23 @@ impl Batch {
         Ok(())
     }
 
-    /// Token ids in the batch.
+    /// Token ids in the batch (empty for an embeddings batch).
     pub fn tokens(&self) -> &[Token] {
+        if self.n_embd != 0 {
+            return &[];
+        }
         // SAFETY: the first `len` entries were written by `add`; `Token` is transparent over i32.
         unsafe { std::slice::from_raw_parts(self.raw.token.cast::<Token>(), self.len()) }
+    }
+
+    /// Whether this batch carries token ids (not embedding rows).
+    pub fn has_tokens(&self) -> bool {
+        self.n_embd == 0
+    }
+
+    /// Row width of an embeddings batch (0 for a token batch).
+    pub fn embd_width(&self) -> usize {
+        self.n_embd
     }
 
     /// Which entries ask for output.

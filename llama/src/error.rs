@@ -20,6 +20,9 @@ pub enum LoadError {
     /// The path contains a NUL byte and cannot be passed to C.
     #[error("model path contains a NUL byte")]
     InvalidPath,
+    /// A loading option is out of range.
+    #[error("invalid model parameter: {0}")]
+    InvalidParam(&'static str),
     /// The progress callback asked to stop.
     #[error("model loading was cancelled")]
     Cancelled,
@@ -88,6 +91,17 @@ pub enum BatchError {
     /// A sequence id is negative.
     #[error("sequence id {0} is negative")]
     NegativeSeqId(i32),
+    /// A token was added to an embeddings batch, or an embedding to a token batch.
+    #[error("this batch holds {0}; create it with the matching constructor")]
+    WrongInput(&'static str),
+    /// An embedding row has the wrong width.
+    #[error("embedding row of width {got}, batch expects {expected}")]
+    EmbeddingWidth {
+        /// Width given.
+        got: usize,
+        /// Width the batch was created for.
+        expected: usize,
+    },
 }
 
 /// Why [`Context::decode`](crate::Context::decode) failed.
@@ -113,6 +127,20 @@ pub enum DecodeError {
         /// Vocabulary size.
         n_vocab: i32,
     },
+    /// An embeddings batch's row width differs from the model's embedding size.
+    #[error("embedding rows of width {got} do not match the model's n_embd = {expected}")]
+    EmbeddingWidth {
+        /// The batch's row width.
+        got: usize,
+        /// The model's width.
+        expected: usize,
+    },
+    /// [`Context::encode`](crate::Context::encode) on a model without an encoder.
+    #[error("the model has no encoder")]
+    NoEncoder,
+    /// The abort callback panicked; the decode was aborted.
+    #[error("the abort callback panicked; decode aborted")]
+    AbortCallbackPanicked,
     /// A sequence id is not below the context's `n_seq_max`.
     #[error("sequence id {seq} is not below n_seq_max = {n_seq_max}")]
     InvalidSeqId {
@@ -162,4 +190,62 @@ pub enum SampleError {
     /// The last decode produced no logits for this batch index.
     #[error("no logits for batch index {0}: the last decode did not ask for output there")]
     NoLogits(i32),
+}
+
+/// Why a KV-cache (memory) operation was refused. Nothing was changed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemoryError {
+    /// A sequence id is negative or not below the context's `n_seq_max`.
+    #[error("sequence id {seq} is not in 0..{n_seq_max}")]
+    InvalidSeqId {
+        /// The offending id.
+        seq: i32,
+        /// The context's limit.
+        n_seq_max: u32,
+    },
+    /// A position range is negative or reversed.
+    #[error("invalid position range {start}..{end}")]
+    InvalidRange {
+        /// First position (inclusive).
+        start: i64,
+        /// End position (exclusive).
+        end: i64,
+    },
+    /// The memory (e.g. a recurrent model's state) cannot drop part of a sequence.
+    #[error("this model's memory cannot remove part of a sequence")]
+    PartialRemoveUnsupported,
+    /// Copying part of a sequence between sequences needs a unified KV cache when
+    /// `n_seq_max > 1` (set [`ContextParams::kv_unified`](crate::ContextParams::kv_unified)).
+    #[error("partial copies between sequences need ContextParams::kv_unified(true)")]
+    PartialCopyNeedsUnifiedCache,
+    /// This model's memory does not support shifting positions (e.g. M-RoPE or recurrent).
+    #[error("this model's memory does not support shifting or dividing positions")]
+    ShiftUnsupported,
+    /// Position divisor must be at least 1.
+    #[error("position divisor must be at least 1, got {0}")]
+    InvalidDivisor(i32),
+}
+
+/// Why a context state could not be saved or restored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// llama.cpp rejected the data: corrupted, truncated, or saved from a different model or
+    /// context shape. The KV cache is cleared (or the sequence removed) so no partial state
+    /// remains.
+    #[error("state data rejected (corrupt, or saved from a different model/context)")]
+    Rejected,
+    /// Writing the state failed inside llama.cpp.
+    #[error("llama.cpp failed to save the state")]
+    SaveFailed,
+    /// The session file holds more tokens than the capacity given.
+    #[error("state file could not be read or holds more than {0} tokens")]
+    FileRejected(usize),
+    /// A path contains a NUL byte.
+    #[error("path contains a NUL byte")]
+    InvalidPath,
+    /// A sequence id is out of range.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
 }

@@ -38,25 +38,33 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod adapter;
 mod backend;
 mod batch;
 mod chat;
 mod context;
 mod error;
 mod model;
+mod quantize;
 mod sampling;
 mod token;
 mod vocab;
 
-pub use backend::{system_info, version};
+pub use adapter::{AdapterError, ControlVector, LoraAdapter};
+pub use backend::{devices, numa_init, supports_gpu_offload, system_info, version, Device, DeviceKind, NumaStrategy};
 pub use batch::Batch;
 pub use chat::ChatMessage;
-pub use context::{Context, ContextParams};
-pub use error::{BatchError, ChatError, ContextError, DecodeError, LoadError, SampleError, TokenizeError};
-pub use model::{Model, ModelBuilder};
+pub use context::{
+    AttentionType, Context, ContextParams, ContextPerf, FlashAttention, KvCacheType, PoolingType, RopeScaling,
+};
+pub use error::{
+    BatchError, ChatError, ContextError, DecodeError, LoadError, MemoryError, SampleError, StateError, TokenizeError,
+};
+pub use model::{MetaOverride, Model, ModelBuilder, RopeType, SplitMode};
+pub use quantize::{quantize, Ftype, QuantizeError, QuantizeParams, TensorType};
 pub use sampling::Sampler;
 pub use token::{Token, Utf8Decoder};
-pub use vocab::Vocab;
+pub use vocab::{TokenAttrs, Vocab, VocabType};
 
 /// Compile-time promises of the thread model described in the crate docs.
 const _: () = {
@@ -66,4 +74,6 @@ const _: () = {
     send::<Context>();
     send::<Sampler>();
     send::<Batch>();
+    send_sync::<LoraAdapter>();
+    send_sync::<Device>();
 };

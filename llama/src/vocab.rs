@@ -159,16 +159,148 @@ impl<'m> Vocab<'m> {
         self.check(token).is_ok() && unsafe { llama_sys::llama_vocab_is_eog(self.ptr, token.0) }
     }
 
-    /// Beginning-of-sequence token, if the model has one.
-    pub fn bos(&self) -> Option<Token> {
-        // SAFETY: the vocab is alive.
-        non_null_token(unsafe { llama_sys::llama_vocab_bos(self.ptr) })
+    /// Whether `token` is a control token (rendered only with `special`).
+    pub fn is_control(&self, token: Token) -> bool {
+        // SAFETY: the id was checked against the vocabulary.
+        self.check(token).is_ok() && unsafe { llama_sys::llama_vocab_is_control(self.ptr, token.0) }
     }
 
-    /// End-of-sequence token, if the model has one.
-    pub fn eos(&self) -> Option<Token> {
+    /// The token's raw text as stored in the vocabulary (e.g. `Ġthe` for BPE).
+    pub fn text(&self, token: Token) -> Result<String, TokenizeError> {
+        self.check(token)?;
+        // SAFETY: the id is in range; the string is owned by the vocab, copied before return.
+        Ok(unsafe { crate::backend::cstr_or_empty(llama_sys::llama_vocab_get_text(self.ptr, token.0)) })
+    }
+
+    /// The token's score (merge priority or log-probability, depending on the tokenizer).
+    pub fn score(&self, token: Token) -> Result<f32, TokenizeError> {
+        self.check(token)?;
+        // SAFETY: the id is in range.
+        Ok(unsafe { llama_sys::llama_vocab_get_score(self.ptr, token.0) })
+    }
+
+    /// The token's attribute flags.
+    pub fn attrs(&self, token: Token) -> Result<TokenAttrs, TokenizeError> {
+        self.check(token)?;
+        // SAFETY: the id is in range.
+        Ok(TokenAttrs(unsafe { llama_sys::llama_vocab_get_attr(self.ptr, token.0) } as u32))
+    }
+
+    /// The tokenizer family.
+    pub fn vocab_type(&self) -> VocabType {
+        use llama_sys::*;
         // SAFETY: the vocab is alive.
-        non_null_token(unsafe { llama_sys::llama_vocab_eos(self.ptr) })
+        match unsafe { llama_sys::llama_vocab_type(self.ptr) } {
+            LLAMA_VOCAB_TYPE_SPM => VocabType::Spm,
+            LLAMA_VOCAB_TYPE_BPE => VocabType::Bpe,
+            LLAMA_VOCAB_TYPE_WPM => VocabType::Wpm,
+            LLAMA_VOCAB_TYPE_UGM => VocabType::Ugm,
+            LLAMA_VOCAB_TYPE_RWKV => VocabType::Rwkv,
+            LLAMA_VOCAB_TYPE_PLAMO2 => VocabType::Plamo2,
+            LLAMA_VOCAB_TYPE_NONE => VocabType::None,
+            _ => VocabType::Other,
+        }
+    }
+
+    /// Whether tokenizing with `add_special` prepends BOS.
+    pub fn adds_bos(&self) -> bool {
+        // SAFETY: the vocab is alive.
+        unsafe { llama_sys::llama_vocab_get_add_bos(self.ptr) }
+    }
+
+    /// Whether tokenizing with `add_special` appends EOS.
+    pub fn adds_eos(&self) -> bool {
+        // SAFETY: the vocab is alive.
+        unsafe { llama_sys::llama_vocab_get_add_eos(self.ptr) }
+    }
+}
+
+macro_rules! special_tokens {
+    ($($(#[$doc:meta])* $name:ident => $c:ident;)*) => {
+        impl Vocab<'_> {
+            $(
+                $(#[$doc])*
+                pub fn $name(&self) -> Option<Token> {
+                    // SAFETY: the vocab is alive; a plain getter.
+                    non_null_token(unsafe { llama_sys::$c(self.ptr) })
+                }
+            )*
+        }
+    };
+}
+
+special_tokens! {
+    /// Beginning-of-sequence token, if the model has one.
+    bos => llama_vocab_bos;
+    /// End-of-sequence token, if the model has one.
+    eos => llama_vocab_eos;
+    /// End-of-turn token, if the model has one.
+    eot => llama_vocab_eot;
+    /// Sentence separator token.
+    sep => llama_vocab_sep;
+    /// Newline token.
+    nl => llama_vocab_nl;
+    /// Padding token.
+    pad => llama_vocab_pad;
+    /// Mask token.
+    mask => llama_vocab_mask;
+    /// Fill-in-the-middle prefix token.
+    fim_pre => llama_vocab_fim_pre;
+    /// Fill-in-the-middle suffix token.
+    fim_suf => llama_vocab_fim_suf;
+    /// Fill-in-the-middle middle token.
+    fim_mid => llama_vocab_fim_mid;
+    /// Fill-in-the-middle padding token.
+    fim_pad => llama_vocab_fim_pad;
+    /// Fill-in-the-middle repository token.
+    fim_rep => llama_vocab_fim_rep;
+    /// Fill-in-the-middle file separator token.
+    fim_sep => llama_vocab_fim_sep;
+}
+
+/// Tokenizer family of a vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VocabType {
+    /// No vocabulary.
+    None,
+    /// SentencePiece (LLaMA 1/2 style, byte fallback).
+    Spm,
+    /// Byte-level BPE (GPT-2 style).
+    Bpe,
+    /// WordPiece (BERT).
+    Wpm,
+    /// Unigram (T5).
+    Ugm,
+    /// RWKV greedy tokenizer.
+    Rwkv,
+    /// PLaMo-2.
+    Plamo2,
+    /// A type newer than this crate.
+    Other,
+}
+
+/// Attribute flags of a token (llama.cpp's `llama_token_attr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TokenAttrs(pub u32);
+
+impl TokenAttrs {
+    /// Unknown token.
+    pub const UNKNOWN: TokenAttrs = TokenAttrs(1 << 0);
+    /// Unused slot.
+    pub const UNUSED: TokenAttrs = TokenAttrs(1 << 1);
+    /// Ordinary text.
+    pub const NORMAL: TokenAttrs = TokenAttrs(1 << 2);
+    /// Control token.
+    pub const CONTROL: TokenAttrs = TokenAttrs(1 << 3);
+    /// User-defined token.
+    pub const USER_DEFINED: TokenAttrs = TokenAttrs(1 << 4);
+    /// Raw byte token.
+    pub const BYTE: TokenAttrs = TokenAttrs(1 << 5);
+
+    /// Whether every flag of `other` is set.
+    pub fn contains(self, other: TokenAttrs) -> bool {
+        self.0 & other.0 == other.0
     }
 }
 

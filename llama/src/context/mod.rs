@@ -1,0 +1,386 @@
+//! Inference state: [`Context`] (KV cache, compute buffers, outputs) and [`ContextParams`].
+
+mod memory;
+mod params;
+mod state;
+
+pub(crate) use params::default_threads;
+pub use params::{AttentionType, ContextParams, FlashAttention, KvCacheType, PoolingType, RopeScaling};
+
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
+
+use crate::error::{ContextError, DecodeError};
+use crate::{Batch, Model, Token, Vocab};
+
+/// Heap state of the abort callback: its address is what C holds, so it must not move with
+/// the context.
+struct AbortState {
+    f: Box<dyn FnMut() -> bool + Send>,
+    panicked: bool,
+}
+
+/// Timings llama.cpp keeps for a context (see [`Context::perf`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContextPerf {
+    /// Milliseconds spent loading (first decode's setup).
+    pub load_ms: f64,
+    /// Milliseconds spent on prompt (batch) evaluation.
+    pub prompt_ms: f64,
+    /// Number of prompt tokens evaluated.
+    pub prompt_tokens: i32,
+    /// Milliseconds spent on single-token evaluation.
+    pub eval_ms: f64,
+    /// Number of single-token evaluations.
+    pub eval_tokens: i32,
+    /// Tokens reused from the cache.
+    pub reused: i32,
+}
+
+/// An inference context on a [`Model`]: KV cache, compute buffers and the outputs of the last
+/// decode.
+///
+/// Holds a handle to its model, so it can be stored or moved freely. `Send` but not `Sync`:
+/// llama.cpp contexts are not safe to use from two threads at once.
+///
+/// ```no_run
+/// use llama::{Batch, ContextParams, Model, Sampler};
+/// let model = Model::load("model.gguf")?;
+/// let mut ctx = model.context(ContextParams::default())?;
+/// let tokens = model.vocab().tokenize("Once upon a time", true)?;
+/// let mut batch = Batch::new(tokens.len(), 1);
+/// batch.add_sequence(&tokens, 0, 0, true)?;
+/// ctx.decode(&batch)?;
+/// let next = Sampler::greedy().sample(&ctx, -1)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Context {
+    ptr: NonNull<llama_sys::llama_context>,
+    /// Batch indices whose outputs the last successful decode produced; `None` after a state
+    /// load, when only llama.cpp knows (it bounds-checks and returns null in Release builds,
+    /// which llama-sys always uses).
+    outputs: Option<Vec<bool>>,
+    n_vocab: i32,
+    kv_unified: bool,
+    embeddings: bool,
+    abort: Option<Box<AbortState>>,
+    /// LoRA adapters currently applied, kept alive while C uses them.
+    pub(crate) loras: Vec<crate::LoraAdapter>,
+    // Declared last: dropped after the context is freed.
+    model: Model,
+}
+
+// SAFETY: a llama_context has no thread affinity (no thread-locals, no thread-bound handles);
+// it may be used from any thread as long as only one uses it at a time, which `&mut self` on
+// every mutating method and the absence of `Sync` guarantee. The abort callback is `Send`.
+unsafe impl Send for Context {}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("n_ctx", &self.n_ctx()).field("model", &self.model).finish()
+    }
+}
+
+impl Context {
+    pub(crate) fn new(model: &Model, params: ContextParams) -> Result<Context, ContextError> {
+        params.validate()?;
+        // SAFETY: the model is alive (and kept alive by the clone stored below); params come
+        // from llama.cpp's defaults with plain values set, no callbacks.
+        let raw = unsafe { llama_sys::llama_init_from_model(model.as_ptr(), params.raw) };
+        let ptr = NonNull::new(raw).ok_or(ContextError::Failed { n_ctx: params.raw.n_ctx })?;
+        Ok(Context {
+            ptr,
+            outputs: Some(Vec::new()),
+            n_vocab: model.vocab().n_tokens(),
+            kv_unified: params.raw.kv_unified,
+            embeddings: params.raw.embeddings,
+            abort: None,
+            loras: Vec::new(),
+            model: model.clone(),
+        })
+    }
+
+    /// The model this context runs.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The model's vocabulary.
+    pub fn vocab(&self) -> Vocab<'_> {
+        self.model.vocab()
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut llama_sys::llama_context {
+        self.ptr.as_ptr()
+    }
+
+    /// Context length in tokens.
+    pub fn n_ctx(&self) -> u32 {
+        // SAFETY: the context is alive.
+        unsafe { llama_sys::llama_n_ctx(self.as_ptr()) }
+    }
+
+    /// Largest batch [`decode`](Self::decode) accepts.
+    pub fn n_batch(&self) -> u32 {
+        // SAFETY: the context is alive.
+        unsafe { llama_sys::llama_n_batch(self.as_ptr()) }
+    }
+
+    /// Physical micro-batch size.
+    pub fn n_ubatch(&self) -> u32 {
+        // SAFETY: the context is alive.
+        unsafe { llama_sys::llama_n_ubatch(self.as_ptr()) }
+    }
+
+    /// Number of sequences the context can hold.
+    pub fn n_seq_max(&self) -> u32 {
+        // SAFETY: the context is alive.
+        unsafe { llama_sys::llama_n_seq_max(self.as_ptr()) }
+    }
+
+    /// Vocabulary size: valid token ids are `0..n_vocab`.
+    pub fn n_vocab(&self) -> i32 {
+        self.n_vocab
+    }
+
+    /// Whether `token` ends generation.
+    pub fn is_eog(&self, token: Token) -> bool {
+        self.vocab().is_eog(token)
+    }
+
+    fn validate(&self, batch: &Batch) -> Result<(), DecodeError> {
+        if batch.is_empty() {
+            return Err(DecodeError::Empty);
+        }
+        let n_batch = self.n_batch();
+        if batch.len() > n_batch as usize {
+            return Err(DecodeError::TooLarge { len: batch.len(), n_batch });
+        }
+        if batch.has_tokens() {
+            if let Some(&bad) = batch.tokens().iter().find(|t| !(0..self.n_vocab).contains(&t.0)) {
+                return Err(DecodeError::InvalidToken { token: bad.0, n_vocab: self.n_vocab });
+            }
+        } else if batch.embd_width() != self.model.n_embd() {
+            return Err(DecodeError::EmbeddingWidth { got: batch.embd_width(), expected: self.model.n_embd() });
+        }
+        let n_seq_max = self.n_seq_max();
+        for i in 0..batch.len() {
+            if let Some(&seq) = batch.seq_ids(i).iter().find(|&&s| s as u32 >= n_seq_max) {
+                return Err(DecodeError::InvalidSeqId { seq, n_seq_max });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the model on `batch`, appending it to the KV cache.
+    ///
+    /// The batch is validated first (size, token ids, sequence ids), so llama.cpp never sees
+    /// input that would make it abort. Each error says whether the cache was left unchanged.
+    pub fn decode(&mut self, batch: &Batch) -> Result<(), DecodeError> {
+        self.validate(batch)?;
+        self.outputs = Some(Vec::new());
+        self.clear_abort_panic();
+        // SAFETY: the context is alive and exclusively borrowed; the batch's arrays are valid
+        // for `len` entries and were validated above.
+        let rc = unsafe { llama_sys::llama_decode(self.as_ptr(), batch.raw()) };
+        self.finish(rc, batch)
+    }
+
+    /// Runs the encoder of an encoder(-decoder) model on `batch` (no KV cache involved).
+    pub fn encode(&mut self, batch: &Batch) -> Result<(), DecodeError> {
+        if !self.model.has_encoder() {
+            return Err(DecodeError::NoEncoder);
+        }
+        self.validate(batch)?;
+        self.outputs = Some(Vec::new());
+        self.clear_abort_panic();
+        // SAFETY: as in `decode`; the model has an encoder.
+        let rc = unsafe { llama_sys::llama_encode(self.as_ptr(), batch.raw()) };
+        self.finish(rc, batch)
+    }
+
+    fn finish(&mut self, rc: i32, batch: &Batch) -> Result<(), DecodeError> {
+        match rc {
+            0 => {
+                self.outputs = Some(batch.output_flags().iter().map(|&f| f != 0).collect());
+                Ok(())
+            }
+            1 => Err(DecodeError::NoKvSlot),
+            2 if self.abort.as_ref().is_some_and(|a| a.panicked) => Err(DecodeError::AbortCallbackPanicked),
+            2 => Err(DecodeError::Aborted),
+            -1 => Err(DecodeError::InvalidBatch),
+            rc => Err(DecodeError::Fatal(rc)),
+        }
+    }
+
+    /// Resolves a possibly negative output index to a batch index, if it produced output.
+    fn resolve(&self, i: i32) -> Option<i32> {
+        match &self.outputs {
+            Some(outputs) => {
+                let idx = if i < 0 { outputs.len().checked_sub(i.unsigned_abs() as usize)? } else { i as usize };
+                (*outputs.get(idx)?).then_some(idx as i32)
+            }
+            // After a state load: llama.cpp resolves (and bounds-checks) the index itself.
+            None => Some(i),
+        }
+    }
+
+    /// Logits (one per vocabulary entry) for batch entry `i` of the last decode; negative `i`
+    /// counts from the end. `None` if that entry did not ask for output.
+    pub fn logits_ith(&self, i: i32) -> Option<&[f32]> {
+        let idx = self.resolve(i)?;
+        // SAFETY: the index is one the last decode produced output for (or llama.cpp checks it
+        // and returns null); rows stay valid until the next decode, which needs `&mut self`.
+        let p = unsafe { llama_sys::llama_get_logits_ith(self.as_ptr(), idx) };
+        // SAFETY: a non-null row holds n_vocab floats.
+        NonNull::new(p).map(|p| unsafe { std::slice::from_raw_parts(p.as_ptr(), self.n_vocab as usize) })
+    }
+
+    /// Batch index usable for sampling from output `i`, if it has logits.
+    pub(crate) fn output_index(&self, i: i32) -> Option<i32> {
+        let idx = self.resolve(i)?;
+        self.logits_ith(idx).map(|_| idx)
+    }
+
+    /// Embedding of batch entry `i` (context created with
+    /// [`embeddings(true)`](ContextParams::embeddings)); negative `i` counts from the end.
+    pub fn embeddings_ith(&self, i: i32) -> Option<&[f32]> {
+        if !self.embeddings {
+            return None;
+        }
+        let idx = self.resolve(i)?;
+        // SAFETY: as in `logits_ith`; llama.cpp returns null for entries without embeddings.
+        let p = unsafe { llama_sys::llama_get_embeddings_ith(self.as_ptr(), idx) };
+        // SAFETY: a non-null row holds n_embd_out floats.
+        NonNull::new(p).map(|p| unsafe { std::slice::from_raw_parts(p.as_ptr(), self.model.n_embd_out()) })
+    }
+
+    /// Pooled embedding of sequence `seq` (pooling other than `None`).
+    pub fn embeddings_seq(&self, seq: i32) -> Option<&[f32]> {
+        if !self.embeddings || seq < 0 || seq as u32 >= self.n_seq_max() {
+            return None;
+        }
+        // SAFETY: the context is alive; llama.cpp returns null when there is no pooled output
+        // for `seq`.
+        let p = unsafe { llama_sys::llama_get_embeddings_seq(self.as_ptr(), seq) };
+        // SAFETY: a non-null row holds n_embd_out floats (n_cls_out for rank pooling, which is
+        // never larger).
+        NonNull::new(p).map(|p| unsafe { std::slice::from_raw_parts(p.as_ptr(), self.model.n_embd_out()) })
+    }
+
+    /// Turns embedding output on or off for later decodes.
+    pub fn set_embeddings(&mut self, on: bool) {
+        self.embeddings = on;
+        // SAFETY: the context is alive.
+        unsafe { llama_sys::llama_set_embeddings(self.as_ptr(), on) }
+    }
+
+    /// Switches between causal and non-causal attention for later decodes.
+    pub fn set_causal_attention(&mut self, causal: bool) {
+        // SAFETY: the context is alive.
+        unsafe { llama_sys::llama_set_causal_attn(self.as_ptr(), causal) }
+    }
+
+    /// Changes the thread counts for generation and batch processing (each at least 1).
+    pub fn set_threads(&mut self, n_threads: i32, n_threads_batch: i32) -> Result<(), ContextError> {
+        if n_threads < 1 || n_threads_batch < 1 {
+            return Err(ContextError::InvalidParam("thread counts must be at least 1"));
+        }
+        // SAFETY: the context is alive; counts are positive.
+        unsafe { llama_sys::llama_set_n_threads(self.as_ptr(), n_threads, n_threads_batch) };
+        Ok(())
+    }
+
+    /// Current (generation, batch) thread counts.
+    pub fn threads(&self) -> (i32, i32) {
+        // SAFETY: the context is alive.
+        unsafe { (llama_sys::llama_n_threads(self.as_ptr()), llama_sys::llama_n_threads_batch(self.as_ptr())) }
+    }
+
+    /// Installs a callback polled during [`decode`](Self::decode); returning `true` aborts it
+    /// with [`DecodeError::Aborted`]. A panic in the callback aborts too
+    /// ([`DecodeError::AbortCallbackPanicked`]). CPU backends honour it between graph nodes.
+    ///
+    /// ```no_run
+    /// use std::sync::{atomic::{AtomicBool, Ordering}, Arc};
+    /// # let model = llama::Model::load("m.gguf")?;
+    /// let mut ctx = model.context(Default::default())?;
+    /// let cancel = Arc::new(AtomicBool::new(false));
+    /// let flag = cancel.clone();
+    /// ctx.set_abort_callback(Some(move || flag.load(Ordering::Relaxed)));
+    /// // another thread: cancel.store(true, Ordering::Relaxed);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_abort_callback<F: FnMut() -> bool + Send + 'static>(&mut self, f: Option<F>) {
+        unsafe extern "C" fn trampoline(data: *mut c_void) -> bool {
+            // SAFETY: `data` is the boxed `AbortState` of the context that installed this
+            // trampoline; llama.cpp only calls it inside decode/encode, which hold `&mut Context`,
+            // so nothing else touches the state during the call.
+            let state = unsafe { &mut *data.cast::<AbortState>() };
+            match catch_unwind(AssertUnwindSafe(|| (state.f)())) {
+                Ok(stop) => stop,
+                Err(_) => {
+                    state.panicked = true;
+                    true
+                }
+            }
+        }
+        // SAFETY: the context is alive; clearing first means C never holds a stale pointer.
+        unsafe { llama_sys::llama_set_abort_callback(self.as_ptr(), None, std::ptr::null_mut()) };
+        self.abort = f.map(|f| Box::new(AbortState { f: Box::new(f), panicked: false }));
+        if let Some(state) = self.abort.as_mut() {
+            let data: *mut AbortState = &mut **state;
+            // SAFETY: the Box keeps `data` at a fixed address until the callback is replaced
+            // (cleared above first) or the context is dropped (Drop frees the C context first).
+            unsafe { llama_sys::llama_set_abort_callback(self.as_ptr(), Some(trampoline), data.cast()) };
+        }
+    }
+
+    fn clear_abort_panic(&mut self) {
+        if let Some(a) = self.abort.as_mut() {
+            a.panicked = false;
+        }
+    }
+
+    /// Runs one throw-away decode so the first real one does not pay for lazy initialisation,
+    /// then clears the cache and the timings.
+    pub fn warmup(&mut self) -> Result<(), DecodeError> {
+        let vocab = self.vocab();
+        let token = vocab.bos().or(vocab.eos()).unwrap_or(Token(0));
+        let mut batch = Batch::new(1, 1);
+        batch.add(token, 0, &[0], true).map_err(|_| DecodeError::Empty)?;
+        self.decode(&batch)?;
+        self.clear_kv();
+        self.reset_perf();
+        Ok(())
+    }
+
+    /// Timings since creation or the last [`reset_perf`](Self::reset_perf).
+    pub fn perf(&self) -> ContextPerf {
+        // SAFETY: the context is alive; returns a plain struct.
+        let d = unsafe { llama_sys::llama_perf_context(self.as_ptr()) };
+        ContextPerf {
+            load_ms: d.t_load_ms,
+            prompt_ms: d.t_p_eval_ms,
+            prompt_tokens: d.n_p_eval,
+            eval_ms: d.t_eval_ms,
+            eval_tokens: d.n_eval,
+            reused: d.n_reused,
+        }
+    }
+
+    /// Resets the timings.
+    pub fn reset_perf(&mut self) {
+        // SAFETY: the context is alive.
+        unsafe { llama_sys::llama_perf_context_reset(self.as_ptr()) }
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from llama_init_from_model and is freed once, before the
+        // abort callback state and the model (fields dropped after this) go away.
+        unsafe { llama_sys::llama_free(self.ptr.as_ptr()) }
+    }
+}

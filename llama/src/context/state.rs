@@ -1,0 +1,162 @@
+//! Saving and restoring a context's state (logits, embeddings, KV cache), whole or per sequence.
+
+use std::ffi::CString;
+use std::path::Path;
+
+use super::Context;
+use crate::error::StateError;
+use crate::Token;
+
+fn c_path(path: &Path) -> Result<CString, StateError> {
+    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| StateError::InvalidPath)
+}
+
+impl Context {
+    /// Serialises the whole state (logits, embeddings and KV cache of every sequence).
+    ///
+    /// ```no_run
+    /// # let model = llama::Model::load("m.gguf")?;
+    /// # let mut ctx = model.context(Default::default())?;
+    /// let saved = ctx.save_state()?;
+    /// ctx.clear_kv();
+    /// ctx.load_state(&saved)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn save_state(&self) -> Result<Vec<u8>, StateError> {
+        // SAFETY: the context is alive.
+        let size = unsafe { llama_sys::llama_state_get_size(self.as_ptr()) };
+        let mut buf = vec![0u8; size];
+        // SAFETY: `buf` has `size` writable bytes; llama.cpp writes at most that many.
+        let n = unsafe { llama_sys::llama_state_get_data(self.as_ptr(), buf.as_mut_ptr(), buf.len()) };
+        if n == 0 || n > size {
+            return Err(StateError::SaveFailed);
+        }
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Restores a state from [`save_state`](Self::save_state). On error the KV cache is cleared.
+    pub fn load_state(&mut self, data: &[u8]) -> Result<(), StateError> {
+        // SAFETY: `data` is readable for its length; llama.cpp bounds-checks every read against
+        // it and reports failure with 0.
+        let n = unsafe { llama_sys::llama_state_set_data(self.as_ptr(), data.as_ptr(), data.len()) };
+        // Restored outputs are indexed by llama.cpp's own record of the saved batch.
+        self.outputs = None;
+        if n == 0 {
+            self.clear_kv();
+            return Err(StateError::Rejected);
+        }
+        Ok(())
+    }
+
+    /// Saves the whole state plus the `tokens` it was built from to a session file.
+    pub fn save_state_file(&self, path: impl AsRef<Path>, tokens: &[Token]) -> Result<(), StateError> {
+        let path = c_path(path.as_ref())?;
+        // SAFETY: NUL-terminated path; `tokens` valid for its length (`Token` is transparent).
+        let ok = unsafe {
+            llama_sys::llama_state_save_file(self.as_ptr(), path.as_ptr(), tokens.as_ptr().cast(), tokens.len())
+        };
+        ok.then_some(()).ok_or(StateError::SaveFailed)
+    }
+
+    /// Loads a session file saved by [`save_state_file`](Self::save_state_file); returns its
+    /// tokens (at most `max_tokens`). On error the KV cache is cleared.
+    pub fn load_state_file(&mut self, path: impl AsRef<Path>, max_tokens: usize) -> Result<Vec<Token>, StateError> {
+        let path = c_path(path.as_ref())?;
+        let mut tokens = vec![Token(0); max_tokens];
+        let mut n = 0usize;
+        // SAFETY: NUL-terminated path; `tokens` has room for `max_tokens`; `n` is writable.
+        let ok = unsafe {
+            llama_sys::llama_state_load_file(
+                self.as_ptr(),
+                path.as_ptr(),
+                tokens.as_mut_ptr().cast(),
+                tokens.len(),
+                &mut n,
+            )
+        };
+        self.outputs = None;
+        if !ok {
+            self.clear_kv();
+            return Err(StateError::FileRejected(max_tokens));
+        }
+        tokens.truncate(n.min(max_tokens));
+        Ok(tokens)
+    }
+
+    /// Serialises the KV cache of one sequence.
+    pub fn save_seq_state(&self, seq: i32) -> Result<Vec<u8>, StateError> {
+        self.check_seq(seq)?;
+        // SAFETY: the context is alive; seq validated.
+        let size = unsafe { llama_sys::llama_state_seq_get_size(self.as_ptr(), seq) };
+        let mut buf = vec![0u8; size];
+        // SAFETY: `buf` has `size` writable bytes.
+        let n = unsafe { llama_sys::llama_state_seq_get_data(self.as_ptr(), buf.as_mut_ptr(), buf.len(), seq) };
+        if n == 0 || n > size {
+            return Err(StateError::SaveFailed);
+        }
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Restores one sequence (into `seq`, which may differ from the one saved). On error that
+    /// sequence is removed from the cache.
+    pub fn load_seq_state(&mut self, seq: i32, data: &[u8]) -> Result<(), StateError> {
+        self.check_seq(seq)?;
+        // SAFETY: seq validated; `data` readable for its length, reads are bounds-checked.
+        let n = unsafe { llama_sys::llama_state_seq_set_data(self.as_ptr(), data.as_ptr(), data.len(), seq) };
+        if n == 0 {
+            self.kv_seq_rm(seq, ..)?;
+            return Err(StateError::Rejected);
+        }
+        Ok(())
+    }
+
+    /// Saves one sequence plus its `tokens` to a file.
+    pub fn save_seq_state_file(&self, path: impl AsRef<Path>, seq: i32, tokens: &[Token]) -> Result<(), StateError> {
+        self.check_seq(seq)?;
+        let path = c_path(path.as_ref())?;
+        // SAFETY: NUL-terminated path, seq validated, `tokens` valid for its length.
+        let n = unsafe {
+            llama_sys::llama_state_seq_save_file(
+                self.as_ptr(),
+                path.as_ptr(),
+                seq,
+                tokens.as_ptr().cast(),
+                tokens.len(),
+            )
+        };
+        (n > 0).then_some(()).ok_or(StateError::SaveFailed)
+    }
+
+    /// Loads a sequence file into `seq`; returns its tokens (at most `max_tokens`). On error that
+    /// sequence is removed from the cache.
+    pub fn load_seq_state_file(
+        &mut self,
+        path: impl AsRef<Path>,
+        seq: i32,
+        max_tokens: usize,
+    ) -> Result<Vec<Token>, StateError> {
+        self.check_seq(seq)?;
+        let path = c_path(path.as_ref())?;
+        let mut tokens = vec![Token(0); max_tokens];
+        let mut n = 0usize;
+        // SAFETY: NUL-terminated path, seq validated, `tokens` has room for `max_tokens`.
+        let read = unsafe {
+            llama_sys::llama_state_seq_load_file(
+                self.as_ptr(),
+                path.as_ptr(),
+                seq,
+                tokens.as_mut_ptr().cast(),
+                tokens.len(),
+                &mut n,
+            )
+        };
+        if read == 0 {
+            self.kv_seq_rm(seq, ..)?;
+            return Err(StateError::FileRejected(max_tokens));
+        }
+        tokens.truncate(n.min(max_tokens));
+        Ok(tokens)
+    }
+}
