@@ -61,7 +61,7 @@ impl Context {
     pub fn clear_kv(&mut self) {
         // SAFETY: valid memory handle (or null, accepted).
         unsafe { llama_sys::llama_memory_clear(self.memory(), true) };
-        self.outputs = Some(Vec::new());
+        self.outputs.clear();
     }
 
     /// Removes the positions in `range` from sequence `seq` (`..` for the whole sequence).

@@ -57,10 +57,8 @@ pub struct ContextPerf {
 /// ```
 pub struct Context {
     ptr: NonNull<llama_sys::llama_context>,
-    /// Batch indices whose outputs the last successful decode produced; `None` after a state
-    /// load, when only llama.cpp knows (it bounds-checks and returns null in Release builds,
-    /// which llama-sys always uses).
-    outputs: Option<Vec<bool>>,
+    /// Batch indices whose outputs the last successful decode produced.
+    outputs: Vec<bool>,
     n_vocab: i32,
     kv_unified: bool,
     embeddings: bool,
@@ -91,7 +89,7 @@ impl Context {
         let ptr = NonNull::new(raw).ok_or(ContextError::Failed { n_ctx: params.raw.n_ctx })?;
         Ok(Context {
             ptr,
-            outputs: Some(Vec::new()),
+            outputs: Vec::new(),
             n_vocab: model.vocab().n_tokens(),
             kv_unified: params.raw.kv_unified,
             embeddings: params.raw.embeddings,
@@ -179,7 +177,7 @@ impl Context {
     /// input that would make it abort. Each error says whether the cache was left unchanged.
     pub fn decode(&mut self, batch: &Batch) -> Result<(), DecodeError> {
         self.validate(batch)?;
-        self.outputs = Some(Vec::new());
+        self.outputs.clear();
         self.clear_abort_panic();
         // SAFETY: the context is alive and exclusively borrowed; the batch's arrays are valid
         // for `len` entries and were validated above.
@@ -193,7 +191,7 @@ impl Context {
             return Err(DecodeError::NoEncoder);
         }
         self.validate(batch)?;
-        self.outputs = Some(Vec::new());
+        self.outputs.clear();
         self.clear_abort_panic();
         // SAFETY: as in `decode`; the model has an encoder.
         let rc = unsafe { llama_sys::llama_encode(self.as_ptr(), batch.raw()) };
@@ -203,7 +201,7 @@ impl Context {
     fn finish(&mut self, rc: i32, batch: &Batch) -> Result<(), DecodeError> {
         match rc {
             0 => {
-                self.outputs = Some(batch.output_flags().iter().map(|&f| f != 0).collect());
+                self.outputs = batch.output_flags().iter().map(|&f| f != 0).collect();
                 Ok(())
             }
             1 => Err(DecodeError::NoKvSlot),
@@ -216,22 +214,16 @@ impl Context {
 
     /// Resolves a possibly negative output index to a batch index, if it produced output.
     fn resolve(&self, i: i32) -> Option<i32> {
-        match &self.outputs {
-            Some(outputs) => {
-                let idx = if i < 0 { outputs.len().checked_sub(i.unsigned_abs() as usize)? } else { i as usize };
-                (*outputs.get(idx)?).then_some(idx as i32)
-            }
-            // After a state load: llama.cpp resolves (and bounds-checks) the index itself.
-            None => Some(i),
-        }
+        let idx = if i < 0 { self.outputs.len().checked_sub(i.unsigned_abs() as usize)? } else { i as usize };
+        (*self.outputs.get(idx)?).then_some(idx as i32)
     }
 
     /// Logits (one per vocabulary entry) for batch entry `i` of the last decode; negative `i`
     /// counts from the end. `None` if that entry did not ask for output.
     pub fn logits_ith(&self, i: i32) -> Option<&[f32]> {
         let idx = self.resolve(i)?;
-        // SAFETY: the index is one the last decode produced output for (or llama.cpp checks it
-        // and returns null); rows stay valid until the next decode, which needs `&mut self`.
+        // SAFETY: the index is one the last decode produced output for (llama.cpp checks it
+        // again and returns null); rows stay valid until the next decode, which needs `&mut self`.
         let p = unsafe { llama_sys::llama_get_logits_ith(self.as_ptr(), idx) };
         // SAFETY: a non-null row holds n_vocab floats.
         NonNull::new(p).map(|p| unsafe { std::slice::from_raw_parts(p.as_ptr(), self.n_vocab as usize) })
@@ -351,15 +343,23 @@ impl Context {
         let mut batch = Batch::new(1, 1);
         batch.add(token, 0, &[0], true).map_err(|_| DecodeError::Empty)?;
         self.decode(&batch)?;
+        // SAFETY: the context is alive. Book the warmup's timings now, so the reset drops them.
+        unsafe { llama_sys::llama_synchronize(self.as_ptr()) };
         self.clear_kv();
         self.reset_perf();
         Ok(())
     }
 
-    /// Timings since creation or the last [`reset_perf`](Self::reset_perf).
+    /// Timings since creation or the last [`reset_perf`](Self::reset_perf). Times stay 0
+    /// unless the context was created with [`no_perf(false)`](ContextParams::no_perf)
+    /// (llama.cpp's default skips timing); token counts are always kept.
     pub fn perf(&self) -> ContextPerf {
-        // SAFETY: the context is alive; returns a plain struct.
-        let d = unsafe { llama_sys::llama_perf_context(self.as_ptr()) };
+        // SAFETY: the context is alive. Timings are booked when pending work is synchronised,
+        // so synchronise first; then read a plain struct.
+        let d = unsafe {
+            llama_sys::llama_synchronize(self.as_ptr());
+            llama_sys::llama_perf_context(self.as_ptr())
+        };
         ContextPerf {
             load_ms: d.t_load_ms,
             prompt_ms: d.t_p_eval_ms,

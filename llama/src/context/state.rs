@@ -12,7 +12,10 @@ fn c_path(path: &Path) -> Result<CString, StateError> {
 }
 
 impl Context {
-    /// Serialises the whole state (logits, embeddings and KV cache of every sequence).
+    /// Serialises the whole state: the KV cache of every sequence (not the last decode's
+    /// logits: decode the next token after restoring). llama.cpp checks the architecture and
+    /// cache shapes on load, so state from another model of the same architecture and size
+    /// may load without error but mean nothing.
     ///
     /// ```no_run
     /// # let model = llama::Model::load("m.gguf")?;
@@ -40,8 +43,8 @@ impl Context {
         // SAFETY: `data` is readable for its length; llama.cpp bounds-checks every read against
         // it and reports failure with 0.
         let n = unsafe { llama_sys::llama_state_set_data(self.as_ptr(), data.as_ptr(), data.len()) };
-        // Restored outputs are indexed by llama.cpp's own record of the saved batch.
-        self.outputs = None;
+        // The state holds the KV cache only, not the last outputs.
+        self.outputs.clear();
         if n == 0 {
             self.clear_kv();
             return Err(StateError::Rejected);
@@ -75,7 +78,7 @@ impl Context {
                 &mut n,
             )
         };
-        self.outputs = None;
+        self.outputs.clear();
         if !ok {
             self.clear_kv();
             return Err(StateError::FileRejected(max_tokens));

@@ -134,6 +134,15 @@ impl<'a> ModelBuilder<'a> {
         self
     }
 
+    /// Allow extra CPU buffer types that repack weights for faster kernels (default on). With
+    /// repacking, the CPU backend picks different kernels for small and large batches, so the
+    /// same row can get slightly different logits depending on batch size (seen up to ~1e-2
+    /// relative on Q4_K models); turn it off for bit-stable comparisons across batch shapes.
+    pub fn repack(mut self, yes: bool) -> Self {
+        self.params.use_extra_bufts = yes;
+        self
+    }
+
     /// Validate tensor data while loading (slower; catches corrupt weights).
     pub fn check_tensors(mut self, yes: bool) -> Self {
         self.params.check_tensors = yes;
