@@ -17,7 +17,10 @@ fn two_sequence_batch_matches_each_sequence_alone() {
     // as much). So the prompts are tile-aligned (16 and 24 tokens) and the unified cache keeps
     // each prompt in one micro-batch: then a joint decode must equal separate ones.
     for model in both() {
-        let a = &tokens(model, "The quick brown fox jumps over the lazy dog while the cat sleeps on the warm windowsill and birds sing")[..16];
+        let a = &tokens(
+            model,
+            "The quick brown fox jumps over the lazy dog while the cat sleeps on the warm windowsill and birds sing",
+        )[..16];
         let b = &tokens(model, "In 1492, Columbus sailed the ocean blue, and three ships carried nearly ninety men across the Atlantic toward Asia")[..24];
         let params = small_ctx().n_seq_max(2).kv_unified(true);
 
