@@ -1,13 +1,26 @@
-//! Build script of the examples/benches package: with llama-sys's `shared` feature, bake the
-//! directory of the llama.cpp shared libraries into the binaries' rpath so they run directly
-//! (`./target/release/examples/generate`), not only through `cargo run`.
+//! Build script of the examples/benches package:
+//! - compiles the C reference loop (`benches/c_reference/greedy.c`) against the same llama.cpp
+//!   headers and build that `llama-sys` links, for the equivalence test and the benchmark;
+//! - with llama-sys's `shared` feature, bakes the directory of the llama.cpp shared libraries
+//!   into the binaries' rpath so they run directly, not only through `cargo run`.
+
+use std::env;
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=DEP_LLAMA_SHARED");
-    println!("cargo:rerun-if-env-changed=DEP_LLAMA_LIB_DIR");
-    let shared = std::env::var("DEP_LLAMA_SHARED").is_ok_and(|v| v == "1");
-    let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    if let (true, Ok(dir)) = (shared, std::env::var("DEP_LLAMA_LIB_DIR")) {
+    println!("cargo:rerun-if-changed=benches/c_reference/greedy.c");
+    let include = env::var("DEP_LLAMA_INCLUDE").expect("llama-sys exports its include dir");
+    let ggml_include = env::var("DEP_LLAMA_GGML_INCLUDE").expect("llama-sys exports the ggml include dir");
+    cc::Build::new()
+        .file("benches/c_reference/greedy.c")
+        .include(include)
+        .include(ggml_include)
+        .opt_level(2)
+        .warnings(true)
+        .compile("llama_rs_c_reference");
+
+    let shared = env::var("DEP_LLAMA_SHARED").is_ok_and(|v| v == "1");
+    let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if let (true, Ok(dir)) = (shared, env::var("DEP_LLAMA_LIB_DIR")) {
         if target_os != "windows" {
             println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
         }

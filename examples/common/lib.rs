@@ -1,1 +1,4 @@
+//! Helpers shared by the examples, benches and the C-equivalence test.
+
+pub mod greedy;
 pub mod models;
