@@ -11,7 +11,8 @@ fn rust_and_c_greedy_tokens_are_identical() {
     let gemma = models::ensure(&models::GEMMA3).unwrap();
     let smol_model = llama::Model::load(&smol).unwrap();
     let gemma_model = llama::Model::load(&gemma).unwrap();
-    let cases = PROMPTS.iter().map(|p| (&smol, &smol_model, *p)).chain(PROMPTS[..2].iter().map(|p| (&gemma, &gemma_model, *p)));
+    let cases =
+        PROMPTS.iter().map(|p| (&smol, &smol_model, *p)).chain(PROMPTS[..2].iter().map(|p| (&gemma, &gemma_model, *p)));
     for (path, model, prompt) in cases {
         let rust = rust_greedy(model, prompt, 512, 128, threads).unwrap();
         let c = c_greedy(path, prompt, 512, 128, threads).unwrap();
