@@ -15,8 +15,9 @@ pub enum AdapterError {
     /// The file does not exist or is not GGUF.
     #[error(transparent)]
     Load(#[from] crate::LoadError),
-    /// llama.cpp rejected the adapter (wrong architecture or shapes for this model, not a LoRA).
-    #[error("llama.cpp rejected the LoRA adapter {0}")]
+    /// llama.cpp rejected the adapter (wrong architecture or shapes for this model, not a
+    /// LoRA); carries llama.cpp's reason.
+    #[error("llama.cpp rejected the LoRA adapter: {0}")]
     Rejected(String),
     /// The adapter was loaded for a different model than the context's.
     #[error("the adapter belongs to a different model than the context")]
@@ -75,8 +76,10 @@ impl LoraAdapter {
         let c_path = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| crate::LoadError::InvalidPath)?;
         // SAFETY: model alive; path NUL-terminated. llama.cpp catches its exceptions and returns
         // null on failure.
-        let ptr = unsafe { llama_sys::llama_adapter_lora_init(model.as_ptr(), c_path.as_ptr()) };
-        let ptr = NonNull::new(ptr).ok_or_else(|| AdapterError::Rejected(path.display().to_string()))?;
+        let (ptr, reason) = crate::backend::capture_errors(|| unsafe {
+            llama_sys::llama_adapter_lora_init(model.as_ptr(), c_path.as_ptr())
+        });
+        let ptr = NonNull::new(ptr).ok_or_else(|| AdapterError::Rejected(format!("{}: {reason}", path.display())))?;
         Ok(LoraAdapter(Arc::new(LoraInner { ptr, model: model.handle.clone() })))
     }
 

@@ -141,25 +141,51 @@ impl Device {
     }
 }
 
-/// Observer of log lines (see [`with_log_hook`]).
-pub(crate) type LogHook = Box<dyn FnMut(&str)>;
+/// Observer of log lines (see [`with_log_hook`]): `(is_error, text)`.
+pub(crate) type LogHook = Box<dyn FnMut(bool, &str)>;
 
 thread_local! {
     /// A per-thread observer of log lines, used to turn quantization logs into progress.
     static LOG_HOOK: RefCell<Option<LogHook>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` with `hook` seeing every llama.cpp log line emitted on this thread.
+/// Runs `f` with `hook` seeing every llama.cpp log line emitted on this thread (an outer hook
+/// is suspended meanwhile and restored afterwards).
 pub(crate) fn with_log_hook<R>(hook: LogHook, f: impl FnOnce() -> R) -> R {
-    LOG_HOOK.with(|h| *h.borrow_mut() = Some(hook));
-    struct Reset;
-    impl Drop for Reset {
+    let outer = LOG_HOOK.with(|h| h.borrow_mut().replace(hook));
+    struct Restore(Option<LogHook>);
+    impl Drop for Restore {
         fn drop(&mut self) {
-            LOG_HOOK.with(|h| *h.borrow_mut() = None);
+            let outer = self.0.take();
+            LOG_HOOK.with(|h| *h.borrow_mut() = outer);
         }
     }
-    let _reset = Reset;
+    let _restore = Restore(outer);
     f()
+}
+
+/// Runs `f` and returns what it returned plus the error lines llama.cpp logged meanwhile on
+/// this thread (llama.cpp reports most failures only through its log).
+pub(crate) fn capture_errors<R>(f: impl FnOnce() -> R) -> (R, String) {
+    capture_errors_and(|_| {}, f)
+}
+
+/// [`capture_errors`], also passing every line to `also`.
+pub(crate) fn capture_errors_and<R>(mut also: impl FnMut(&str) + 'static, f: impl FnOnce() -> R) -> (R, String) {
+    let errors = std::rc::Rc::new(RefCell::new(Vec::<String>::new()));
+    let sink = errors.clone();
+    let r = with_log_hook(
+        Box::new(move |is_error, line| {
+            also(line);
+            let line = line.trim();
+            if is_error && !line.is_empty() {
+                sink.borrow_mut().push(line.to_string());
+            }
+        }),
+        f,
+    );
+    let joined = errors.borrow().join("; ");
+    (r, joined)
 }
 
 /// Receives llama.cpp and ggml log lines. Quiet unless the application installs a `log`
@@ -172,10 +198,11 @@ unsafe extern "C" fn log_callback(level: llama_sys::ggml_log_level, text: *const
         }
         // SAFETY: llama.cpp passes a NUL-terminated string valid for the duration of the call.
         let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+        let is_error = level == llama_sys::GGML_LOG_LEVEL_ERROR;
         let _ = LOG_HOOK.try_with(|h| {
             if let Ok(mut hook) = h.try_borrow_mut() {
                 if let Some(hook) = hook.as_mut() {
-                    hook(&text);
+                    hook(is_error, &text);
                 }
             }
         });

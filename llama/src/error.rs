@@ -29,10 +29,15 @@ pub enum LoadError {
     /// The progress callback panicked; loading was stopped.
     #[error("model loading progress callback panicked")]
     CallbackPanicked,
-    /// llama.cpp refused the file (corrupt data, unsupported architecture, out of memory...).
-    /// Its log has the details; enable `log` output to see them.
-    #[error("llama.cpp could not load {0} (corrupt, truncated, or unsupported architecture)")]
-    Rejected(PathBuf),
+    /// llama.cpp refused the file (corrupt or truncated data, unsupported architecture, out of
+    /// memory...); `reason` is what llama.cpp logged.
+    #[error("llama.cpp could not load {}: {}", path.display(), if reason.is_empty() { "corrupt, truncated, or unsupported model" } else { reason })]
+    Rejected {
+        /// The path given.
+        path: PathBuf,
+        /// llama.cpp's error messages, joined.
+        reason: String,
+    },
 }
 
 /// Why a context could not be created.

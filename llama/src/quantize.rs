@@ -3,7 +3,7 @@
 use std::ffi::CString;
 use std::path::Path;
 
-use crate::backend::{ensure_init, with_log_hook};
+use crate::backend::{capture_errors_and, ensure_init};
 
 /// Target file type of [`quantize`] (llama.cpp's `llama_ftype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -162,8 +162,8 @@ pub enum QuantizeError {
     #[error(transparent)]
     Input(#[from] crate::LoadError),
     /// llama.cpp failed (unsupported type combination, I/O error, re-quantizing without
-    /// `allow_requantize`...). Enable `log` output for its reason.
-    #[error("llama.cpp could not quantize {0}")]
+    /// `allow_requantize`...); carries llama.cpp's reason.
+    #[error("llama.cpp could not quantize: {0}")]
     Failed(String),
 }
 
@@ -287,21 +287,17 @@ fn quantize_with(
         // values set and null pointer fields. llama.cpp catches its own exceptions here.
         unsafe { llama_sys::llama_model_quantize(c_in.as_ptr(), c_tmp.as_ptr(), &raw) }
     };
-    let rc = match progress {
-        // llama.cpp logs "[  i/  n] tensor..." per tensor on the calling thread.
-        Some(mut f) => with_log_hook(
-            Box::new(move |line| {
-                if let Some(frac) = parse_tensor_progress(line) {
-                    f(frac);
-                }
-            }),
-            run,
-        ),
-        None => run(),
+    let mut progress = progress;
+    // llama.cpp logs "[  i/  n] tensor..." per tensor on the calling thread.
+    let on_line = move |line: &str| {
+        if let (Some(f), Some(frac)) = (progress.as_mut(), parse_tensor_progress(line)) {
+            f(frac);
+        }
     };
+    let (rc, errors) = capture_errors_and(on_line, run);
     if rc != 0 || !tmp.is_file() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(QuantizeError::Failed(input.display().to_string()));
+        return Err(QuantizeError::Failed(if errors.is_empty() { input.display().to_string() } else { errors }));
     }
     std::fs::rename(&tmp, output).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

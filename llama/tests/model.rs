@@ -101,7 +101,7 @@ fn garbage_after_a_valid_magic_is_rejected() {
         }));
         let p = dir.join(format!("garbage-{i}.gguf"));
         std::fs::write(&p, &bytes).unwrap();
-        assert!(matches!(Model::load(&p), Err(LoadError::Rejected(_))), "len {len}");
+        assert!(matches!(Model::load(&p), Err(LoadError::Rejected { .. })), "len {len}");
     }
     // A valid header whose tensor count is absurd.
     let mut header = b"GGUF".to_vec();
@@ -110,7 +110,7 @@ fn garbage_after_a_valid_magic_is_rejected() {
     header.extend(0u64.to_le_bytes());
     let p = dir.join("huge-count.gguf");
     std::fs::write(&p, &header).unwrap();
-    assert!(matches!(Model::load(&p), Err(LoadError::Rejected(_))));
+    assert!(matches!(Model::load(&p), Err(LoadError::Rejected { .. })));
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -122,7 +122,10 @@ fn quantize_requantizes_and_the_results_generate() {
 
     // Already-quantized weights need allow_requantize.
     let refused = llama::quantize(&src, dir.join("refused.gguf"), &QuantizeParams::new(Ftype::Q8_0));
-    assert!(matches!(refused, Err(QuantizeError::Failed(_))));
+    match refused {
+        Err(QuantizeError::Failed(reason)) => assert!(reason.contains("requantizing"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
     assert!(!dir.join("refused.gguf").exists());
 
     for ftype in [Ftype::Q8_0, Ftype::F16] {
@@ -147,6 +150,12 @@ fn quantize_requantizes_and_the_results_generate() {
         llama::quantize(dir.join("missing.gguf"), dir.join("x.gguf"), &QuantizeParams::new(Ftype::Q8_0)),
         Err(QuantizeError::Input(_))
     ));
+    // Gemma-3 (Q4_K_M) re-quantized too.
+    let gemma_q8 = dir.join("gemma-q8.gguf");
+    QuantizeParams::new(Ftype::Q8_0).allow_requantize(true).run(model_path(gemma3()), &gemma_q8).unwrap();
+    let g = Model::load(&gemma_q8).unwrap();
+    assert!(g.description().contains("Q8_0"), "{}", g.description());
+    assert!(!greedy_text(&g, "The capital of France is", 8).is_empty());
     assert!(Ftype::ALL.iter().all(|f| !f.name().is_empty()));
     assert!(Ftype::TQ1_0.name().contains("TQ1_0"));
     let _ = std::fs::remove_dir_all(dir);
@@ -214,11 +223,15 @@ enum Kv {
     F32(f32),
 }
 
-/// A rank-4 LoRA on SmolLM2's first query projection (576 × 576), deterministic values.
-fn tiny_lora(path: &std::path::Path, arch: &'static str) {
-    let (n, r) = (576u64, 4u64);
-    let a: Vec<f32> = (0..n * r).map(|i| ((i % 7) as f32 - 3.0) * 0.05).collect();
-    let b: Vec<f32> = (0..r * n).map(|i| ((i % 5) as f32 - 2.0) * 0.05).collect();
+/// A rank-4 LoRA on the model's first query projection, deterministic values.
+fn tiny_lora(path: &std::path::Path, model: &Model, arch: &'static str) {
+    let head_dim = model
+        .meta(&format!("{}.attention.key_length", model.architecture()))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(model.n_embd() / model.n_head());
+    let (n_in, n_out, r) = (model.n_embd() as u64, (model.n_head() * head_dim) as u64, 4u64);
+    let a: Vec<f32> = (0..n_in * r).map(|i| ((i % 7) as f32 - 3.0) * 0.05).collect();
+    let b: Vec<f32> = (0..r * n_out).map(|i| ((i % 5) as f32 - 2.0) * 0.05).collect();
     write_gguf(
         path,
         &[
@@ -227,16 +240,22 @@ fn tiny_lora(path: &std::path::Path, arch: &'static str) {
             ("adapter.type", Kv::Str("lora")),
             ("adapter.lora.alpha", Kv::F32(4.0)),
         ],
-        &[("blk.0.attn_q.weight.lora_a", vec![n, r], a), ("blk.0.attn_q.weight.lora_b", vec![r, n], b)],
+        &[("blk.0.attn_q.weight.lora_a", vec![n_in, r], a), ("blk.0.attn_q.weight.lora_b", vec![r, n_out], b)],
     );
 }
 
 #[test]
 fn lora_adapter_built_by_the_test_changes_and_restores_logits() {
-    let model = smollm2();
-    let dir = scratch("lora");
+    for model in both() {
+        lora_on(model);
+    }
+}
+
+fn lora_on(model: &Model) {
+    let dir = scratch(&format!("lora-{}", model.architecture()));
     let path = dir.join("tiny-lora.gguf");
-    tiny_lora(&path, "llama");
+    let arch: &'static str = if model.architecture() == "llama" { "llama" } else { "gemma3" };
+    tiny_lora(&path, model, arch);
     let lora = LoraAdapter::load(model, &path).unwrap();
     assert!(lora.metadata().iter().any(|(k, v)| k == "adapter.type" && v == "lora"));
 
@@ -261,14 +280,14 @@ fn lora_adapter_built_by_the_test_changes_and_restores_logits() {
     assert!(max_rel_diff(&base, &run(&mut ctx)) < 1e-5, "removed");
 
     // Adapters for another architecture, another model, or not adapters at all are errors.
-    let wrong_arch = dir.join("gemma-lora.gguf");
-    tiny_lora(&wrong_arch, "gemma3");
+    let wrong_arch = dir.join("other-arch-lora.gguf");
+    tiny_lora(&wrong_arch, model, if arch == "llama" { "gemma3" } else { "llama" });
     assert!(matches!(LoraAdapter::load(model, &wrong_arch), Err(AdapterError::Rejected(_))));
     assert!(matches!(
         LoraAdapter::load(model, common::models::default_model().unwrap()),
         Err(AdapterError::Rejected(_))
     ));
-    let other_model = Model::load(common::models::default_model().unwrap()).unwrap();
+    let other_model = Model::load(model_path(model)).unwrap();
     let foreign = LoraAdapter::load(&other_model, &path).unwrap();
     assert!(matches!(ctx.set_lora_adapters(&[(foreign.clone(), 1.0)]), Err(AdapterError::WrongModel)));
     let mine = LoraAdapter::load(model, &path).unwrap();
@@ -276,9 +295,22 @@ fn lora_adapter_built_by_the_test_changes_and_restores_logits() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+fn model_path(model: &Model) -> std::path::PathBuf {
+    if model.architecture() == "llama" {
+        common::models::default_model().unwrap()
+    } else {
+        common::models::ensure(&common::models::GEMMA3).unwrap()
+    }
+}
+
 #[test]
 fn control_vector_changes_and_restores_logits() {
-    let model = smollm2();
+    for model in both() {
+        cvec_on(model);
+    }
+}
+
+fn cvec_on(model: &Model) {
     let prompt = model.vocab().tokenize("Control vectors steer", true).unwrap();
     let mut ctx = model.context(small_ctx()).unwrap();
     let run = |ctx: &mut llama::Context| {

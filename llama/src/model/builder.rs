@@ -8,7 +8,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use super::{Model, ModelHandle};
-use crate::backend::{ensure_init, Device};
+use crate::backend::{capture_errors, ensure_init, Device};
 use crate::error::LoadError;
 
 type Progress<'a> = Box<dyn FnMut(f32) -> bool + 'a>;
@@ -225,12 +225,13 @@ impl<'a> ModelBuilder<'a> {
         // SAFETY: `c_path` is NUL-terminated; every pointer in `params` (overrides terminated by
         // an empty key, tensor_split of llama_max_devices() floats, devices terminated by null,
         // the callback state) points into locals that outlive this synchronous call.
-        let raw = unsafe { llama_sys::llama_model_load_from_file(c_path.as_ptr(), params) };
+        let (raw, reason) =
+            capture_errors(|| unsafe { llama_sys::llama_model_load_from_file(c_path.as_ptr(), params) });
         let handle = NonNull::new(raw).map(ModelHandle);
         match state {
             Some(State { panicked: true, .. }) => Err(LoadError::CallbackPanicked),
             Some(State { cancelled: true, .. }) => Err(LoadError::Cancelled),
-            _ => handle.map(|h| Model { handle: Arc::new(h) }).ok_or(LoadError::Rejected(self.path)),
+            _ => handle.map(|h| Model { handle: Arc::new(h) }).ok_or(LoadError::Rejected { path: self.path, reason }),
         }
     }
 }

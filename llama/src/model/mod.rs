@@ -10,7 +10,7 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::backend::cstr_or_empty;
+use crate::backend::{capture_errors, cstr_or_empty};
 use crate::error::{ContextError, LoadError};
 use crate::{Context, ContextParams, Vocab};
 
@@ -259,9 +259,10 @@ impl Model {
         let c_tmp = CString::new(tmp.as_os_str().as_encoded_bytes()).map_err(|_| LoadError::InvalidPath)?;
         // SAFETY: model alive, path NUL-terminated. The GGUF writer reports I/O failure by
         // logging and leaving no file, which the check below turns into an error.
-        unsafe { llama_sys::llama_model_save_to_file(self.as_ptr(), c_tmp.as_ptr()) };
+        let ((), reason) =
+            capture_errors(|| unsafe { llama_sys::llama_model_save_to_file(self.as_ptr(), c_tmp.as_ptr()) });
         if !tmp.is_file() {
-            return Err(LoadError::Rejected(path.to_path_buf()));
+            return Err(LoadError::Rejected { path: path.to_path_buf(), reason });
         }
         std::fs::rename(&tmp, path).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
