@@ -32,6 +32,8 @@ fn main() {
 
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let install = build(&src, &features);
+    // The shim uses llama.cpp, so its archive must precede llama's on the link line.
+    build_shim(&src);
     let lib_dir = install.join("lib");
     link(&lib_dir, &features);
 
@@ -254,6 +256,19 @@ fn build(src: &Path, f: &Features) -> PathBuf {
         cfg.define("CMAKE_INSTALL_RPATH", "$ORIGIN");
     }
     cfg.build()
+}
+
+/// Compiles the exception barrier (`shim/shim.cpp`) that wraps throwing llama.cpp calls.
+fn build_shim(src: &Path) {
+    println!("cargo:rerun-if-changed=shim/shim.cpp");
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .file("shim/shim.cpp")
+        .include(src.join("include"))
+        .include(src.join("ggml/include"))
+        .opt_level(2)
+        .compile("llama_rs_shim");
 }
 
 /// Emits link directives for every library the install produced.

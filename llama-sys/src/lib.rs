@@ -20,5 +20,8 @@ include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 #[cfg(not(feature = "bindgen"))]
 include!("bindings.rs");
 
+mod shim;
+pub use shim::*;
+
 /// Root of the llama.cpp source tree this crate was built from.
 pub const SOURCE_DIR: &str = env!("LLAMA_CPP_SRC_DIR");

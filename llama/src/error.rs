@@ -195,6 +195,15 @@ pub enum SampleError {
     /// The last decode produced no logits for this batch index.
     #[error("no logits for batch index {0}: the last decode did not ask for output there")]
     NoLogits(i32),
+    /// The chain ran but no sampler selected a token (end the chain with greedy, dist, ...).
+    #[error("no sampler in the chain selected a token (end it with greedy_pick, dist, mirostat...)")]
+    NoSelection,
+    /// llama.cpp refused the step: a grammar rejected the token, or has no valid continuation.
+    #[error("the sampler rejected the token (grammar violation or dead end)")]
+    Rejected,
+    /// A Rust sampler in the chain panicked.
+    #[error("a custom sampler panicked")]
+    CustomPanicked,
 }
 
 /// Why a KV-cache (memory) operation was refused. Nothing was changed.

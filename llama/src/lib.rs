@@ -62,7 +62,7 @@ pub use error::{
 };
 pub use model::{MetaOverride, Model, ModelBuilder, RopeType, SplitMode};
 pub use quantize::{quantize, Ftype, QuantizeError, QuantizeParams, TensorType};
-pub use sampling::Sampler;
+pub use sampling::{Candidates, CustomSampler, Sampler, SamplerError, SamplerPerf, TokenData, TokenDataArray};
 pub use token::{Token, Utf8Decoder};
 pub use vocab::{TokenAttrs, Vocab, VocabType};
 

@@ -38,6 +38,10 @@ impl<'m> Vocab<'m> {
         Vocab { ptr, _model: PhantomData }
     }
 
+    pub(crate) fn as_ptr(&self) -> *const llama_sys::llama_vocab {
+        self.ptr
+    }
+
     /// Number of tokens in the vocabulary.
     pub fn n_tokens(&self) -> i32 {
         // SAFETY: the vocab is alive for 'm.

@@ -229,12 +229,6 @@ impl Context {
         NonNull::new(p).map(|p| unsafe { std::slice::from_raw_parts(p.as_ptr(), self.n_vocab as usize) })
     }
 
-    /// Batch index usable for sampling from output `i`, if it has logits.
-    pub(crate) fn output_index(&self, i: i32) -> Option<i32> {
-        let idx = self.resolve(i)?;
-        self.logits_ith(idx).map(|_| idx)
-    }
-
     /// Embedding of batch entry `i` (context created with
     /// [`embeddings(true)`](ContextParams::embeddings)); negative `i` counts from the end.
     pub fn embeddings_ith(&self, i: i32) -> Option<&[f32]> {
