@@ -44,6 +44,7 @@ mod batch;
 mod chat;
 mod context;
 mod error;
+mod generate;
 mod model;
 mod quantize;
 mod sampling;
@@ -60,6 +61,7 @@ pub use context::{
 pub use error::{
     BatchError, ChatError, ContextError, DecodeError, LoadError, MemoryError, SampleError, StateError, TokenizeError,
 };
+pub use generate::{ContextFull, FinishReason, GenerateError, GenerateParams, Generation, Piece, Timings};
 pub use model::{MetaOverride, Model, ModelBuilder, RopeType, SplitMode};
 pub use quantize::{quantize, Ftype, QuantizeError, QuantizeParams, TensorType};
 pub use sampling::{Candidates, CustomSampler, Sampler, SamplerError, SamplerPerf, TokenData, TokenDataArray};

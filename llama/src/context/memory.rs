@@ -59,6 +59,7 @@ impl Context {
 
     /// Empties the KV cache (all sequences) and forgets the last decode's outputs.
     pub fn clear_kv(&mut self) {
+        self.history.clear();
         // SAFETY: valid memory handle (or null, accepted).
         unsafe { llama_sys::llama_memory_clear(self.memory(), true) };
         self.outputs.clear();
@@ -73,6 +74,7 @@ impl Context {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn kv_seq_rm(&mut self, seq: i32, range: impl RangeBounds<i32>) -> Result<(), MemoryError> {
+        self.history.clear();
         self.check_seq(seq)?;
         let (p0, p1) = c_range(range)?;
         // SAFETY: seq and range validated; valid memory handle.
@@ -86,6 +88,7 @@ impl Context {
     /// Makes the positions in `range` of sequence `src` part of sequence `dst` as well (shares
     /// the cells; no recomputation).
     pub fn kv_seq_cp(&mut self, src: i32, dst: i32, range: impl RangeBounds<i32>) -> Result<(), MemoryError> {
+        self.history.clear();
         self.check_seq(src)?;
         self.check_seq(dst)?;
         let (p0, p1) = c_range(range)?;
@@ -100,6 +103,7 @@ impl Context {
 
     /// Removes every sequence except `seq`.
     pub fn kv_seq_keep(&mut self, seq: i32) -> Result<(), MemoryError> {
+        self.history.clear();
         self.check_seq(seq)?;
         // SAFETY: seq validated; valid memory handle.
         unsafe { llama_sys::llama_memory_seq_keep(self.memory(), seq) };
@@ -108,6 +112,7 @@ impl Context {
 
     /// Adds `delta` to the positions in `range` of sequence `seq` (context shifting).
     pub fn kv_seq_add(&mut self, seq: i32, range: impl RangeBounds<i32>, delta: i32) -> Result<(), MemoryError> {
+        self.history.clear();
         self.check_seq(seq)?;
         let (p0, p1) = c_range(range)?;
         self.check_shift()?;
@@ -118,6 +123,7 @@ impl Context {
 
     /// Divides the positions in `range` of sequence `seq` by `d` (self-extend).
     pub fn kv_seq_div(&mut self, seq: i32, range: impl RangeBounds<i32>, d: i32) -> Result<(), MemoryError> {
+        self.history.clear();
         self.check_seq(seq)?;
         let (p0, p1) = c_range(range)?;
         if d < 1 {

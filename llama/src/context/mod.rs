@@ -63,6 +63,9 @@ pub struct Context {
     kv_unified: bool,
     embeddings: bool,
     abort: Option<Box<AbortState>>,
+    /// Tokens of sequence 0 in the KV cache, as far as [`generate`](Context::generate) knows;
+    /// cleared by any other change to the cache.
+    pub(crate) history: Vec<Token>,
     /// LoRA adapters currently applied, kept alive while C uses them.
     pub(crate) loras: Vec<crate::LoraAdapter>,
     // Declared last: dropped after the context is freed.
@@ -95,6 +98,7 @@ impl Context {
             embeddings: params.raw.embeddings,
             abort: None,
             loras: Vec::new(),
+            history: Vec::new(),
             model: model.clone(),
         })
     }
@@ -176,6 +180,12 @@ impl Context {
     /// The batch is validated first (size, token ids, sequence ids), so llama.cpp never sees
     /// input that would make it abort. Each error says whether the cache was left unchanged.
     pub fn decode(&mut self, batch: &Batch) -> Result<(), DecodeError> {
+        self.history.clear();
+        self.decode_inner(batch)
+    }
+
+    /// [`decode`](Self::decode) without forgetting the generation history.
+    pub(crate) fn decode_inner(&mut self, batch: &Batch) -> Result<(), DecodeError> {
         self.validate(batch)?;
         self.outputs.clear();
         self.clear_abort_panic();
@@ -190,6 +200,7 @@ impl Context {
         if !self.model.has_encoder() {
             return Err(DecodeError::NoEncoder);
         }
+        self.history.clear();
         self.validate(batch)?;
         self.outputs.clear();
         self.clear_abort_panic();
