@@ -180,9 +180,16 @@ pub enum ChatError {
     /// A role, content or template contains a NUL byte.
     #[error("chat text contains a NUL byte")]
     NulByte,
-    /// llama.cpp does not recognise the template (it only supports its built-in list).
-    #[error("chat template not supported by llama.cpp's built-in renderer")]
+    /// llama.cpp does not recognise the template (it only supports its built-in list), or the
+    /// template rewrites message contents so they cannot be kept apart from its own text.
+    #[error("chat template not supported")]
     Unsupported,
+    /// The Jinja template failed to render.
+    #[error("chat template failed to render: {0}")]
+    Render(String),
+    /// A message could not be tokenized.
+    #[error(transparent)]
+    Tokenize(TokenizeError),
 }
 
 /// Why a token could not be sampled.

@@ -54,7 +54,9 @@ mod vocab;
 pub use adapter::{AdapterError, ControlVector, LoraAdapter};
 pub use backend::{devices, numa_init, supports_gpu_offload, system_info, version, Device, DeviceKind, NumaStrategy};
 pub use batch::Batch;
-pub use chat::ChatMessage;
+#[cfg(feature = "jinja")]
+pub use chat::ChatTemplate;
+pub use chat::{apply_builtin_template, builtin_templates, ChatMessage};
 pub use context::{
     AttentionType, Context, ContextParams, ContextPerf, FlashAttention, KvCacheType, PoolingType, RopeScaling,
 };
