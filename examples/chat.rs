@@ -1,0 +1,155 @@
+//! Interactive chat with the model's chat template, streaming replies.
+//!
+//! ```text
+//! cargo run --release --example chat [-- --model PATH --system "You are terse." --temp 0.7]
+//! ```
+//!
+//! Type a message and press Enter. `/reset` starts over; Ctrl-D quits. When the conversation no
+//! longer fits in the context, the oldest turns are dropped (the system message stays). Each
+//! turn re-renders the whole conversation; the part already in the KV cache is not decoded again
+//! (stderr shows how many prompt tokens were decoded).
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use llama::{
+    ChatMessage, ChatTemplate, ContextParams, FinishReason, GenerateError, GenerateParams, Model, Sampler, Token,
+};
+
+struct Args {
+    model: Option<String>,
+    system: Option<String>,
+    temp: f32,
+    n_ctx: u32,
+    max_tokens: usize,
+    seed: u32,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args { model: None, system: None, temp: 0.0, n_ctx: 2048, max_tokens: 256, seed: 42 };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--model" | "-m" => a.model = Some(value()?),
+            "--system" => a.system = Some(value()?),
+            "--temp" => a.temp = value()?.parse().map_err(|_| "--temp: not a number")?,
+            "--ctx" | "-c" => a.n_ctx = value()?.parse().map_err(|_| "--ctx: not a number")?,
+            "-n" => a.max_tokens = value()?.parse().map_err(|_| "-n: not a number")?,
+            "--seed" => a.seed = value()?.parse().map_err(|_| "--seed: not a number")?,
+            other => {
+                return Err(format!(
+                    "unknown argument {other}\nusage: chat [--model PATH] [--system TEXT] [--temp T] [--ctx N] [-n N] [--seed S]"
+                ))
+            }
+        }
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = parse_args()?;
+    let path = match &args.model {
+        Some(p) => p.into(),
+        None => llama_examples::models::default_model()?,
+    };
+    let model = Model::load(&path)?;
+    let template = ChatTemplate::from_model(&model)
+        .map_err(|e| format!("{e}: this example needs a model with a chat template"))?;
+    let mut ctx = model.context(ContextParams::default().n_ctx(args.n_ctx))?;
+    let mut sampler = if args.temp <= 0.0 {
+        Sampler::greedy()
+    } else {
+        Sampler::chain().top_k(40).top_p(0.95).min_p(0.05).temp(args.temp).dist(args.seed)
+    };
+    let params = GenerateParams::default().max_tokens(args.max_tokens);
+    let fresh = || args.system.iter().map(ChatMessage::system).collect::<Vec<_>>();
+    let mut history = fresh();
+
+    eprintln!("chatting with {} — /reset starts over, Ctrl-D quits", model.description());
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            eprintln!();
+            return Ok(());
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.trim() == "/reset" {
+            history = fresh();
+            ctx.clear_kv();
+            eprintln!("(conversation cleared)");
+            continue;
+        }
+        history.push(ChatMessage::user(line));
+        let reply = loop {
+            let tokens = template.render_tokens(&model.vocab(), &history, true)?;
+            match stream_reply(&mut ctx, &tokens, &mut sampler, &params, &mut stdout) {
+                Ok(Some(reply)) => break reply,
+                // Out of room: drop the oldest exchange (keep the system message) and retry.
+                Ok(None) | Err(GenerateError::PromptTooLong { .. }) if drop_oldest(&mut history) => {
+                    eprintln!("\n(context full: dropped the oldest turn)");
+                }
+                Ok(None) => return Err("the message alone does not fit in the context; raise --ctx".into()),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        history.push(ChatMessage::assistant(reply));
+    }
+}
+
+/// Streams one reply. `Ok(None)` when the context filled up before the reply ended.
+fn stream_reply(
+    ctx: &mut llama::Context,
+    prompt: &[Token],
+    sampler: &mut Sampler,
+    params: &GenerateParams,
+    out: &mut impl Write,
+) -> Result<Option<String>, GenerateError> {
+    let mut gen = ctx.generate_tokens(prompt, sampler, params)?;
+    for piece in gen.by_ref() {
+        let _ = write!(out, "{}", piece?);
+        let _ = out.flush();
+    }
+    let _ = writeln!(out);
+    let t = gen.timings();
+    eprintln!(
+        "[prompt {} tokens, {} decoded | reply {} tokens, {:.1} t/s]",
+        t.prompt_tokens,
+        t.prompt_decoded,
+        t.generated,
+        t.generation_tps()
+    );
+    Ok((gen.finish_reason() != Some(FinishReason::ContextFull)).then(|| gen.text().trim().to_string()))
+}
+
+/// Removes the oldest non-system exchange; false if there is nothing left to drop.
+fn drop_oldest(history: &mut Vec<ChatMessage>) -> bool {
+    let first = history.iter().position(|m| m.role != "system");
+    match first {
+        // Keep at least the newest user message.
+        Some(i) if history.len() - i > 1 => {
+            history.remove(i);
+            if history.get(i).is_some_and(|m| m.role == "assistant") && history.len() - i > 1 {
+                history.remove(i);
+            }
+            true
+        }
+        _ => false,
+    }
+}
