@@ -43,6 +43,7 @@ mod backend;
 mod batch;
 mod chat;
 mod context;
+mod embed;
 mod error;
 mod generate;
 mod model;
@@ -60,6 +61,7 @@ pub use chat::{apply_builtin_template, builtin_templates, ChatMessage};
 pub use context::{
     AttentionType, Context, ContextParams, ContextPerf, FlashAttention, KvCacheType, PoolingType, RopeScaling,
 };
+pub use embed::{cosine_similarity, EmbedError, Embedder};
 pub use error::{
     BatchError, ChatError, ContextError, DecodeError, LoadError, MemoryError, SampleError, StateError, TokenizeError,
 };

@@ -1,0 +1,141 @@
+//! Sentence embeddings: [`Embedder`] turns texts into vectors with the model's pooling.
+
+use crate::error::{ContextError, DecodeError, TokenizeError};
+use crate::{Batch, Context, ContextParams, Model, PoolingType};
+
+/// Why texts could not be embedded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbedError {
+    /// The embedding context could not be created.
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    /// A text could not be tokenized.
+    #[error(transparent)]
+    Tokenize(#[from] TokenizeError),
+    /// A text is longer than the context.
+    #[error("text {index} has {tokens} tokens, more than the embedding context's {n_ctx}")]
+    TooLong {
+        /// Which text.
+        index: usize,
+        /// Its length in tokens.
+        tokens: usize,
+        /// The context size.
+        n_ctx: u32,
+    },
+    /// Decoding failed.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The model produced no pooled embedding (pooling `None` or unsupported).
+    #[error("the model produced no pooled embedding for text {0}")]
+    NoEmbedding(usize),
+}
+
+/// Embeds texts: one pooled vector per text, optionally L2-normalised.
+///
+/// ```no_run
+/// use llama::{Embedder, Model};
+/// let model = Model::load("model.gguf")?;
+/// let mut embedder = Embedder::new(&model, 512)?;
+/// let v = embedder.embed(&["a cat", "a kitten"], true)?;
+/// let cosine: f32 = v[0].iter().zip(&v[1]).map(|(a, b)| a * b).sum();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Embedder {
+    ctx: Context,
+    batch: Batch,
+    n_seq: usize,
+}
+
+impl std::fmt::Debug for Embedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedder").field("n_ctx", &self.ctx.n_ctx()).field("n_seq", &self.n_seq).finish()
+    }
+}
+
+impl Embedder {
+    /// An embedder whose texts may hold up to `n_ctx` tokens in total per batch, with mean
+    /// pooling unless the model defines its own.
+    pub fn new(model: &Model, n_ctx: u32) -> Result<Embedder, EmbedError> {
+        Embedder::with_pooling(model, n_ctx, PoolingType::Mean)
+    }
+
+    /// As [`new`](Self::new), with an explicit pooling (not [`PoolingType::None`]).
+    pub fn with_pooling(model: &Model, n_ctx: u32, pooling: PoolingType) -> Result<Embedder, EmbedError> {
+        if pooling == PoolingType::None {
+            return Err(ContextError::InvalidParam("an Embedder needs a pooling other than None").into());
+        }
+        let n_seq = 16;
+        let params = ContextParams::default()
+            .n_ctx(n_ctx)
+            .n_batch(n_ctx)
+            .n_ubatch(n_ctx)
+            .n_seq_max(n_seq as u32)
+            .kv_unified(true)
+            .embeddings(true)
+            .pooling(pooling);
+        let ctx = model.context(params)?;
+        let batch = Batch::new(ctx.n_batch() as usize, 1);
+        Ok(Embedder { ctx, batch, n_seq })
+    }
+
+    /// One vector per text, in order; `normalize` scales each to unit length.
+    pub fn embed<S: AsRef<str>>(&mut self, texts: &[S], normalize: bool) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let vocab = self.ctx.vocab();
+        let n_ctx = self.ctx.n_batch();
+        let tokenized = texts
+            .iter()
+            .enumerate()
+            .map(|(index, t)| {
+                let tokens = vocab.tokenize(t.as_ref(), true)?;
+                if tokens.is_empty() || tokens.len() > n_ctx as usize {
+                    return Err(EmbedError::TooLong { index, tokens: tokens.len(), n_ctx });
+                }
+                Ok(tokens)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(texts.len());
+        let mut i = 0;
+        while i < tokenized.len() {
+            // Pack as many texts as fit into one batch, one sequence each.
+            self.batch.clear();
+            let start = i;
+            while i < tokenized.len()
+                && i - start < self.n_seq
+                && self.batch.len() + tokenized[i].len() <= n_ctx as usize
+            {
+                let seq = (i - start) as i32;
+                for (pos, &t) in tokenized[i].iter().enumerate() {
+                    self.batch.add(t, pos as i32, &[seq], true).map_err(|_| DecodeError::Empty)?;
+                }
+                i += 1;
+            }
+            self.ctx.clear_kv();
+            self.ctx.decode(&self.batch)?;
+            for seq in 0..(i - start) {
+                let mut v = self.ctx.embeddings_seq(seq as i32).ok_or(EmbedError::NoEmbedding(start + seq))?.to_vec();
+                if normalize {
+                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    if norm > 0.0 {
+                        v.iter_mut().for_each(|x| *x /= norm);
+                    }
+                }
+                out.push(v);
+            }
+        }
+        self.ctx.clear_kv();
+        Ok(out)
+    }
+}
+
+/// Cosine similarity of two vectors (0 when either is zero).
+pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
+}
