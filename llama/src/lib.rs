@@ -49,6 +49,8 @@ mod generate;
 mod model;
 mod quantize;
 mod sampling;
+#[cfg(feature = "async")]
+mod stream;
 mod token;
 mod vocab;
 
@@ -69,6 +71,8 @@ pub use generate::{ContextFull, FinishReason, GenerateError, GenerateParams, Gen
 pub use model::{MetaOverride, Model, ModelBuilder, RopeType, SplitMode};
 pub use quantize::{quantize, Ftype, QuantizeError, QuantizeParams, TensorType};
 pub use sampling::{Candidates, CustomSampler, Sampler, SamplerError, SamplerPerf, TokenData, TokenDataArray};
+#[cfg(feature = "async")]
+pub use stream::{GenerationStream, StreamOutcome};
 pub use token::{Token, Utf8Decoder};
 pub use vocab::{TokenAttrs, Vocab, VocabType};
 
