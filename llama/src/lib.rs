@@ -46,6 +46,8 @@ mod context;
 mod embed;
 mod error;
 mod generate;
+#[cfg(feature = "json-schema")]
+mod json_schema;
 mod model;
 mod quantize;
 mod sampling;
@@ -68,6 +70,8 @@ pub use error::{
     BatchError, ChatError, ContextError, DecodeError, LoadError, MemoryError, SampleError, StateError, TokenizeError,
 };
 pub use generate::{ContextFull, FinishReason, GenerateError, GenerateParams, Generation, Piece, Timings};
+#[cfg(feature = "json-schema")]
+pub use json_schema::{json_grammar, json_schema_to_grammar, SchemaError};
 pub use model::{MetaOverride, Model, ModelBuilder, RopeType, SplitMode};
 pub use quantize::{quantize, Ftype, QuantizeError, QuantizeParams, TensorType};
 pub use sampling::{Candidates, CustomSampler, Sampler, SamplerError, SamplerPerf, TokenData, TokenDataArray};

@@ -32,6 +32,10 @@ pub enum SamplerError {
     /// A string contains a NUL byte.
     #[error("sampler text contains a NUL byte")]
     NulByte,
+    /// The JSON Schema could not be converted to a grammar.
+    #[cfg(feature = "json-schema")]
+    #[error(transparent)]
+    Schema(#[from] crate::SchemaError),
     /// A Rust sampler in the chain cannot be cloned.
     #[error("the chain holds a custom sampler that does not support cloning")]
     NotClonable,
@@ -64,6 +68,10 @@ pub struct SamplerPerf {
 /// ```
 pub struct Sampler {
     ptr: NonNull<llama_sys::llama_sampler>,
+    /// The grammar, kept out of the chain so sampling can try the unconstrained choice first
+    /// (see [`grammar_first`](Sampler::grammar_first)).
+    grammar: Option<NonNull<llama_sys::llama_sampler>>,
+    grammar_first: bool,
     /// Models whose vocabularies grammar, DRY and infill samplers point into.
     models: Vec<Model>,
     /// Set by a Rust sampler in this chain that panicked.
@@ -111,7 +119,15 @@ impl Sampler {
             params.no_perf = false;
             llama_sys::llama_sampler_chain_init(params)
         };
-        Sampler { ptr: must(ptr), models: Vec::new(), panicked: Arc::default(), not_clonable: 0, cur: Vec::new() }
+        Sampler {
+            ptr: must(ptr),
+            grammar: None,
+            grammar_first: false,
+            models: Vec::new(),
+            panicked: Arc::default(),
+            not_clonable: 0,
+            cur: Vec::new(),
+        }
     }
 
     /// A chain that always picks the most likely token.
@@ -290,7 +306,52 @@ impl Sampler {
         if s.is_null() {
             return Err(SamplerError::Grammar(if reason.is_empty() { "parse failed".into() } else { reason }));
         }
-        Ok(self.push_with_model(model, s))
+        self.set_grammar(model, s)
+    }
+
+    fn set_grammar(mut self, model: &Model, s: *mut llama_sys::llama_sampler) -> Result<Sampler, SamplerError> {
+        let s = must(s);
+        if self.grammar.is_some() {
+            // SAFETY: `s` was just created and is owned here.
+            unsafe { llama_sys::llama_sampler_free(s.as_ptr()) };
+            return Err(SamplerError::InvalidParam("a chain holds at most one grammar"));
+        }
+        if !self.models.iter().any(|m| Arc::ptr_eq(&m.handle, &model.handle)) {
+            self.models.push(model.clone());
+        }
+        self.grammar = Some(s);
+        Ok(self)
+    }
+
+    /// Applies the grammar to the full candidate list before the rest of the chain on every
+    /// token. Off by default: [`sample`](Self::sample) first lets the chain pick without the
+    /// grammar and only when the grammar rejects that token re-runs with the grammar applied
+    /// first — much faster on large vocabularies (llama.cpp's own default), at the price of a
+    /// slightly different distribution than strict masking. Turn on for exact masking.
+    pub fn grammar_first(mut self, yes: bool) -> Sampler {
+        self.grammar_first = yes;
+        self
+    }
+
+    /// Constrains output to any JSON object or array.
+    #[cfg(feature = "json-schema")]
+    pub fn json(self, model: &Model) -> Result<Sampler, SamplerError> {
+        self.grammar(model, &crate::json_grammar(), "root")
+    }
+
+    /// Constrains output to JSON valid against `schema` (see
+    /// [`json_schema_to_grammar`](crate::json_schema_to_grammar) for the supported subset).
+    ///
+    /// ```no_run
+    /// # let model = llama::Model::load("m.gguf")?;
+    /// let schema = serde_json::json!({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]});
+    /// let sampler = llama::Sampler::chain().json_schema(&model, &schema)?.dist(1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "json-schema")]
+    pub fn json_schema(self, model: &Model, schema: &serde_json::Value) -> Result<Sampler, SamplerError> {
+        let gbnf = crate::json_schema_to_grammar(schema)?;
+        self.grammar(model, &gbnf, "root")
     }
 
     /// A grammar that only starts constraining once the output matches one of
@@ -328,7 +389,7 @@ impl Sampler {
         if s.is_null() {
             return Err(SamplerError::Grammar(if reason.is_empty() { "parse failed".into() } else { reason }));
         }
-        Ok(self.push_with_model(model, s))
+        self.set_grammar(model, s)
     }
 
     /// Fill-in-the-middle helper: merges tokens sharing a prefix and prefers end-of-generation
@@ -349,10 +410,11 @@ impl Sampler {
         self.push(s)
     }
 
-    /// Number of samplers in the chain.
+    /// Number of samplers in the chain (the grammar included).
     pub fn len(&self) -> usize {
         // SAFETY: the chain is alive.
-        usize::try_from(unsafe { llama_sys::llama_sampler_chain_n(self.ptr.as_ptr()) }).unwrap_or(0)
+        let n = usize::try_from(unsafe { llama_sys::llama_sampler_chain_n(self.ptr.as_ptr()) }).unwrap_or(0);
+        n + usize::from(self.grammar.is_some())
     }
 
     /// Whether the chain is empty.
@@ -360,16 +422,20 @@ impl Sampler {
         self.len() == 0
     }
 
-    /// Names of the samplers in the chain, in order.
+    /// Names of the samplers in the chain, in order (a grammar first).
     pub fn names(&self) -> Vec<String> {
-        (0..self.len() as i32)
-            .map(|i| {
+        let grammar = self.grammar.map(|_| "grammar".to_string());
+        // SAFETY: the chain is alive.
+        let n = unsafe { llama_sys::llama_sampler_chain_n(self.ptr.as_ptr()) };
+        grammar
+            .into_iter()
+            .chain((0..n).map(|i| {
                 // SAFETY: `i` is below the chain length; names are static or owned by the sampler.
                 unsafe {
                     let s = llama_sys::llama_sampler_chain_get(self.ptr.as_ptr(), i);
                     crate::backend::cstr_or_empty(llama_sys::llama_sampler_name(s))
                 }
-            })
+            }))
             .collect()
     }
 
@@ -377,6 +443,28 @@ impl Sampler {
     /// end) and records it in the chain's state (for penalties, grammars, ...).
     pub fn sample(&mut self, ctx: &Context, idx: i32) -> Result<Token, SampleError> {
         let logits = ctx.logits_ith(idx).ok_or(SampleError::NoLogits(idx))?;
+        if let (Some(grammar), false) = (self.grammar, self.grammar_first) {
+            // Fast path: pick without the grammar, keep the pick if the grammar allows it.
+            let token = self.pick(logits, false)?;
+            let mut one = [llama_sys::llama_token_data { id: token.0, logit: 1.0, p: 0.0 }];
+            let mut arr =
+                llama_sys::llama_token_data_array { data: one.as_mut_ptr(), size: 1, selected: -1, sorted: false };
+            // SAFETY: the grammar is alive and `arr` describes one valid entry; the shim catches
+            // C++ exceptions.
+            let rc = unsafe { llama_sys::llama_rs_sampler_apply(grammar.as_ptr(), &mut arr) };
+            if rc == 0 && arr.size == 1 && one[0].logit.is_finite() {
+                self.accept(token)?;
+                return Ok(token);
+            }
+        }
+        let token = self.pick(logits, true)?;
+        self.accept(token)?;
+        Ok(token)
+    }
+
+    /// Runs the chain (after the grammar if `with_grammar`) over `logits`; returns the
+    /// selected token without accepting it.
+    fn pick(&mut self, logits: &[f32], with_grammar: bool) -> Result<Token, SampleError> {
         self.cur.clear();
         self.cur.extend(logits.iter().enumerate().map(|(i, &logit)| llama_sys::llama_token_data {
             id: i as i32,
@@ -389,20 +477,34 @@ impl Sampler {
             selected: -1,
             sorted: false,
         };
-        self.apply_raw(&mut arr)?;
+        self.run(&mut arr, with_grammar)?;
         let selected = usize::try_from(arr.selected).ok().filter(|&s| s < arr.size).ok_or(SampleError::NoSelection)?;
         // SAFETY: samplers may repoint `data` at their own buffer, valid until the chain runs
         // again; `selected < size` was checked.
-        let token = Token(unsafe { (*arr.data.add(selected)).id });
-        self.accept(token)?;
-        Ok(token)
+        let data = unsafe { *arr.data.add(selected) };
+        if with_grammar && self.grammar.is_some() && !data.logit.is_finite() {
+            // Everything was masked: the grammar has no continuation the chain could pick.
+            return Err(SampleError::Rejected);
+        }
+        Ok(Token(data.id))
     }
 
     fn apply_raw(&mut self, arr: &mut llama_sys::llama_token_data_array) -> Result<(), SampleError> {
+        self.run(arr, true)
+    }
+
+    fn run(&mut self, arr: &mut llama_sys::llama_token_data_array, with_grammar: bool) -> Result<(), SampleError> {
         if self.is_empty() {
             return Err(SampleError::EmptyChain);
         }
         self.panicked.store(false, Ordering::Relaxed);
+        if let (Some(g), true) = (self.grammar, with_grammar) {
+            // SAFETY: the grammar is alive; `arr` describes `size` valid entries; the shim
+            // catches C++ exceptions.
+            if unsafe { llama_sys::llama_rs_sampler_apply(g.as_ptr(), arr) } != 0 {
+                return Err(SampleError::Rejected);
+            }
+        }
         // SAFETY: the chain is alive; `arr` describes `size` valid entries; the shim catches
         // C++ exceptions and Rust samplers catch panics.
         let rc = unsafe { llama_sys::llama_rs_sampler_apply(self.ptr.as_ptr(), arr) };
@@ -428,6 +530,13 @@ impl Sampler {
     /// grammar does not allow is [`SampleError::Rejected`].
     pub fn accept(&mut self, token: Token) -> Result<(), SampleError> {
         self.panicked.store(false, Ordering::Relaxed);
+        if let Some(g) = self.grammar {
+            // SAFETY: the grammar is alive; the shim catches the exception a rejected token
+            // raises.
+            if unsafe { llama_sys::llama_rs_sampler_accept(g.as_ptr(), token.0) } != 0 {
+                return Err(SampleError::Rejected);
+            }
+        }
         // SAFETY: the chain is alive; the shim catches C++ exceptions (grammar rejections).
         let rc = unsafe { llama_sys::llama_rs_sampler_accept(self.ptr.as_ptr(), token.0) };
         if self.panicked.swap(false, Ordering::Relaxed) {
@@ -444,6 +553,10 @@ impl Sampler {
         // SAFETY: the chain is alive; the shim catches exceptions (a failed reset leaves the
         // old state, which the next sample reports).
         unsafe { llama_sys::llama_rs_sampler_reset(self.ptr.as_ptr()) };
+        if let Some(g) = self.grammar {
+            // SAFETY: as above.
+            unsafe { llama_sys::llama_rs_sampler_reset(g.as_ptr()) };
+        }
         self.panicked.store(false, Ordering::Relaxed);
     }
 
@@ -458,12 +571,33 @@ impl Sampler {
         let ptr = NonNull::new(p).ok_or(SamplerError::NotClonable)?;
         // Rust samplers in the copy report panics to their own flag: re-point them.
         let panicked = Arc::new(AtomicBool::new(false));
-        for i in 0..self.len() as i32 {
+        // SAFETY: the copy is alive.
+        for i in 0..unsafe { llama_sys::llama_sampler_chain_n(ptr.as_ptr()) } {
             // SAFETY: `i` is below the copy's length.
             let s = unsafe { llama_sys::llama_sampler_chain_get(ptr.as_ptr(), i) };
             custom::repoint_panic_flag(s, &panicked);
         }
-        Ok(Sampler { ptr, models: self.models.clone(), panicked, not_clonable: 0, cur: Vec::new() })
+        let grammar = match self.grammar {
+            // SAFETY: the grammar is alive; the shim catches exceptions.
+            Some(g) => match NonNull::new(unsafe { llama_sys::llama_rs_sampler_clone(g.as_ptr()) }) {
+                Some(g) => Some(g),
+                None => {
+                    // SAFETY: the chain copy is owned here and not yet wrapped.
+                    unsafe { llama_sys::llama_sampler_free(ptr.as_ptr()) };
+                    return Err(SamplerError::NotClonable);
+                }
+            },
+            None => None,
+        };
+        Ok(Sampler {
+            ptr,
+            grammar,
+            grammar_first: self.grammar_first,
+            models: self.models.clone(),
+            panicked,
+            not_clonable: 0,
+            cur: Vec::new(),
+        })
     }
 
     /// Time spent and tokens sampled by this chain.
@@ -482,8 +616,14 @@ impl Sampler {
 
 impl Drop for Sampler {
     fn drop(&mut self) {
-        // SAFETY: the chain is owned by this value and freed once; it frees its members
-        // (Rust samplers free their boxed state), before `models` releases the vocabularies.
-        unsafe { llama_sys::llama_sampler_free(self.ptr.as_ptr()) }
+        // SAFETY: the chain and the grammar are owned by this value and freed once; the chain
+        // frees its members (Rust samplers free their boxed state); both go before `models`
+        // releases the vocabularies they point into.
+        unsafe {
+            llama_sys::llama_sampler_free(self.ptr.as_ptr());
+            if let Some(g) = self.grammar {
+                llama_sys::llama_sampler_free(g.as_ptr());
+            }
+        }
     }
 }
