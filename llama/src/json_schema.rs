@@ -497,10 +497,10 @@ mod tests {
             loop {
                 skip_ws(s, i);
                 let rest = &s[*i..];
-                let parts: Vec<String> = if rest.starts_with('"') {
-                    let end = rest[1..].find('"').unwrap() + 1;
-                    *i += end + 1;
-                    vec![rest[1..end].to_string()]
+                let parts: Vec<String> = if let Some(lit) = rest.strip_prefix('"') {
+                    let end = lit.find('"').unwrap();
+                    *i += end + 2;
+                    vec![lit[..end].to_string()]
                 } else if rest.starts_with('[') {
                     let (lo, hi) = (rest.as_bytes()[1], rest.as_bytes()[3]);
                     *i += 5;
