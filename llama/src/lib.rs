@@ -51,6 +51,7 @@ mod json_schema;
 mod model;
 mod quantize;
 mod sampling;
+pub mod speculative;
 #[cfg(feature = "async")]
 mod stream;
 mod token;
