@@ -22,7 +22,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let spec = match v()?.as_str() {
                     "smollm2" => llama_examples::models::SMOLLM2,
                     "gemma3" => llama_examples::models::GEMMA3,
-                    other => return Err(format!("unknown model name {other} (smollm2, gemma3)").into()),
+                    "qwen-coder-0.5b" => llama_examples::models::QWEN_CODER_DRAFT,
+                    "qwen-coder-1.5b" => llama_examples::models::QWEN_CODER_TARGET,
+                    other => {
+                        return Err(format!(
+                            "unknown model name {other} (smollm2, gemma3, qwen-coder-0.5b, qwen-coder-1.5b)"
+                        )
+                        .into())
+                    }
                 };
                 model = Some(llama_examples::models::ensure(&spec)?);
             }
