@@ -240,10 +240,7 @@ impl Converter<'_> {
         match t {
             "string" => self.visit_string(o, hint),
             "integer" => {
-                let lo =
-                    get_i64(o, "minimum").map(|m| m.ceil()).or(get_i64(o, "exclusiveMinimum").map(|m| m.floor() + 1.0));
-                let hi =
-                    get_i64(o, "maximum").map(|m| m.floor()).or(get_i64(o, "exclusiveMaximum").map(|m| m.ceil() - 1.0));
+                let (lo, hi) = integer_bounds(o);
                 if lo.is_none() && hi.is_none() {
                     return Ok("integer".into());
                 }
@@ -254,10 +251,7 @@ impl Converter<'_> {
                 Ok(self.add(hint, format!("( {} ) space", int_range(lo, hi))))
             }
             "number" => {
-                let lo =
-                    get_i64(o, "minimum").map(|m| m.ceil()).or(get_i64(o, "exclusiveMinimum").map(|m| m.floor() + 1.0));
-                let hi =
-                    get_i64(o, "maximum").map(|m| m.floor()).or(get_i64(o, "exclusiveMaximum").map(|m| m.ceil() - 1.0));
+                let (lo, hi) = integer_bounds(o);
                 if lo.is_none() && hi.is_none() {
                     return Ok("number".into());
                 }
@@ -394,6 +388,13 @@ impl Converter<'_> {
         };
         Ok(self.add(hint, format!("\"{{\" space {body} \"}}\" space")))
     }
+}
+
+/// The integers allowed by `minimum`/`maximum` (or their exclusive forms), if bounded.
+fn integer_bounds(o: &Map<String, Value>) -> (Option<f64>, Option<f64>) {
+    let lo = get_i64(o, "minimum").map(f64::ceil).or(get_i64(o, "exclusiveMinimum").map(|m| m.floor() + 1.0));
+    let hi = get_i64(o, "maximum").map(f64::floor).or(get_i64(o, "exclusiveMaximum").map(|m| m.ceil() - 1.0));
+    (lo, hi)
 }
 
 fn clamp_int(v: Option<f64>, default: i64) -> i64 {

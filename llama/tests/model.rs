@@ -14,6 +14,13 @@ fn next_logits(model: &Model, text: &str) -> Vec<f32> {
     ctx.logits_ith(-1).unwrap().to_vec()
 }
 
+/// Next-token logits after `prompt` on an emptied cache.
+fn fresh_logits(ctx: &mut llama::Context, prompt: &[Token]) -> Vec<f32> {
+    ctx.clear_kv();
+    prefill(ctx, prompt, 0);
+    ctx.logits_ith(-1).unwrap().to_vec()
+}
+
 fn greedy_text(model: &Model, prompt: &str, n: usize) -> String {
     let mut ctx = model.context(small_ctx()).unwrap();
     let prompt = model.vocab().tokenize(prompt, true).unwrap();
@@ -261,11 +268,7 @@ fn lora_on(model: &Model) {
 
     let prompt = model.vocab().tokenize("LoRA adapters nudge a model", true).unwrap();
     let mut ctx = model.context(small_ctx()).unwrap();
-    let run = |ctx: &mut llama::Context| {
-        ctx.clear_kv();
-        prefill(ctx, &prompt, 0);
-        ctx.logits_ith(-1).unwrap().to_vec()
-    };
+    let run = |ctx: &mut llama::Context| fresh_logits(ctx, &prompt);
     let base = run(&mut ctx);
     ctx.set_lora_adapters(&[(lora.clone(), 0.0)]).unwrap();
     assert!(max_rel_diff(&base, &run(&mut ctx)) < 1e-5, "scale 0 is the base model");
@@ -313,11 +316,7 @@ fn control_vector_changes_and_restores_logits() {
 fn cvec_on(model: &Model) {
     let prompt = model.vocab().tokenize("Control vectors steer", true).unwrap();
     let mut ctx = model.context(small_ctx()).unwrap();
-    let run = |ctx: &mut llama::Context| {
-        ctx.clear_kv();
-        prefill(ctx, &prompt, 0);
-        ctx.logits_ith(-1).unwrap().to_vec()
-    };
+    let run = |ctx: &mut llama::Context| fresh_logits(ctx, &prompt);
     let base = run(&mut ctx);
     let (n_embd, n_layer) = (model.n_embd(), model.n_layer() as i32);
     let cvec = ControlVector {
