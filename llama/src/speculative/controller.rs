@@ -24,10 +24,14 @@ pub struct Controller {
     rejected: f64,
     /// Rounds since the last draft.
     idle: usize,
+    /// Plain rounds between probes; doubles while probes keep confirming plain decoding (a
+    /// probe is not free: a draft model first catches up on every token since its last draft).
+    probe_every: usize,
 }
 
 const DECAY: f64 = 0.9;
-const PROBE_EVERY: usize = 16;
+const PROBE_FIRST: usize = 16;
+const PROBE_MAX: usize = 512;
 
 fn ema(old: Option<f64>, new: f64) -> Option<f64> {
     Some(old.map_or(new, |o| 0.8 * o + 0.2 * new))
@@ -36,7 +40,17 @@ fn ema(old: Option<f64>, new: f64) -> Option<f64> {
 impl Controller {
     /// Adaptive, drafting at most `max` tokens.
     pub fn adaptive(max: usize) -> Self {
-        Controller { max, fixed: None, t1: None, slope: None, draft_cost: None, accepted: 1.0, rejected: 1.0, idle: 0 }
+        Controller {
+            max,
+            fixed: None,
+            t1: None,
+            slope: None,
+            draft_cost: None,
+            accepted: 1.0,
+            rejected: 1.0,
+            idle: 0,
+            probe_every: PROBE_FIRST,
+        }
     }
 
     /// Always drafts `k` tokens.
@@ -56,15 +70,25 @@ impl Controller {
 
     /// Expected tokens per second with draft length `k`, if the costs are known.
     pub fn expected_rate(&self, k: usize, draft_cost: Option<f64>) -> Option<f64> {
+        self.rate_at(k, draft_cost, self.alpha().min(0.999))
+    }
+
+    fn rate_at(&self, k: usize, draft_cost: Option<f64>, alpha: f64) -> Option<f64> {
         let t1 = self.t1?;
         if k == 0 {
             return Some(1.0 / t1);
         }
         let slope = self.slope?;
         let draft = self.draft_cost.or(draft_cost)?;
-        let a = self.alpha().min(0.999);
-        let tokens = (1.0 - a.powi(k as i32 + 1)) / (1.0 - a);
+        let tokens = if alpha >= 1.0 { (k + 1) as f64 } else { (1.0 - alpha.powi(k as i32 + 1)) / (1.0 - alpha) };
         Some(tokens / (t1 + slope * k as f64 + draft * k as f64))
+    }
+
+    /// Whether some draft length would beat plain decoding even if every draft were accepted;
+    /// if not, probing for a better acceptance rate cannot change the decision.
+    fn could_pay(&self, draft_cost: Option<f64>) -> bool {
+        let plain = self.rate_at(0, draft_cost, 1.0).unwrap_or(0.0);
+        (1..=self.max).any(|k| self.rate_at(k, draft_cost, 1.0).unwrap_or(f64::INFINITY) > plain)
     }
 
     /// The draft length for the next round.
@@ -87,12 +111,16 @@ impl Controller {
             .unwrap_or(0);
         if best == 0 {
             self.idle += 1;
-            if self.idle >= PROBE_EVERY {
+            // Costs alone rule drafting out: probe only rarely, to refresh them.
+            let every = if self.could_pay(draft_cost) { self.probe_every } else { PROBE_MAX };
+            if self.idle >= every {
                 self.idle = 0;
+                self.probe_every = (self.probe_every * 2).min(PROBE_MAX);
                 return 2.min(self.max);
             }
         } else {
             self.idle = 0;
+            self.probe_every = PROBE_FIRST;
         }
         best
     }
