@@ -15,7 +15,7 @@ pub struct NgramDrafter {
 
 impl Default for NgramDrafter {
     fn default() -> Self {
-        NgramDrafter { max_n: 4, min_n: 2 }
+        NgramDrafter { max_n: 6, min_n: 3 }
     }
 }
 
