@@ -112,7 +112,7 @@ fn json_literal(v: &Value) -> String {
     format!("{} space", literal(&v.to_string()))
 }
 
-fn get_i64(o: &Map<String, Value>, key: &str) -> Option<f64> {
+fn get_f64(o: &Map<String, Value>, key: &str) -> Option<f64> {
     o.get(key).and_then(Value::as_f64)
 }
 
@@ -392,8 +392,8 @@ impl Converter<'_> {
 
 /// The integers allowed by `minimum`/`maximum` (or their exclusive forms), if bounded.
 fn integer_bounds(o: &Map<String, Value>) -> (Option<f64>, Option<f64>) {
-    let lo = get_i64(o, "minimum").map(f64::ceil).or(get_i64(o, "exclusiveMinimum").map(|m| m.floor() + 1.0));
-    let hi = get_i64(o, "maximum").map(f64::floor).or(get_i64(o, "exclusiveMaximum").map(|m| m.ceil() - 1.0));
+    let lo = get_f64(o, "minimum").map(f64::ceil).or(get_f64(o, "exclusiveMinimum").map(|m| m.floor() + 1.0));
+    let hi = get_f64(o, "maximum").map(f64::floor).or(get_f64(o, "exclusiveMaximum").map(|m| m.ceil() - 1.0));
     (lo, hi)
 }
 

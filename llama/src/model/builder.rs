@@ -222,11 +222,13 @@ impl<'a> ModelBuilder<'a> {
             params.progress_callback_user_data = (state as *mut State).cast();
         }
 
-        // SAFETY: `c_path` is NUL-terminated; every pointer in `params` (overrides terminated by
-        // an empty key, tensor_split of llama_max_devices() floats, devices terminated by null,
-        // the callback state) points into locals that outlive this synchronous call.
-        let (raw, reason) =
-            capture_errors(|| unsafe { llama_sys::llama_model_load_from_file(c_path.as_ptr(), params) });
+        let load = || {
+            // SAFETY: `c_path` is NUL-terminated; every pointer in `params` (overrides ended by
+            // an empty key, tensor_split of llama_max_devices() floats, devices ended by null,
+            // the callback state) points into locals that outlive this synchronous call.
+            unsafe { llama_sys::llama_model_load_from_file(c_path.as_ptr(), params) }
+        };
+        let (raw, reason) = capture_errors(load);
         let handle = NonNull::new(raw).map(ModelHandle);
         match state {
             Some(State { panicked: true, .. }) => Err(LoadError::CallbackPanicked),

@@ -257,11 +257,14 @@ impl Model {
         tmp.push(format!(".partial-{}", std::process::id()));
         let tmp = std::path::PathBuf::from(tmp);
         let c_tmp = CString::new(tmp.as_os_str().as_encoded_bytes()).map_err(|_| LoadError::InvalidPath)?;
-        // SAFETY: model alive, path NUL-terminated. The GGUF writer reports I/O failure by
-        // logging and leaving no file, which the check below turns into an error.
-        let ((), reason) =
-            capture_errors(|| unsafe { llama_sys::llama_model_save_to_file(self.as_ptr(), c_tmp.as_ptr()) });
-        if !tmp.is_file() {
+        let save = || {
+            // SAFETY: model alive, path NUL-terminated; the shim turns a C++ exception into -1.
+            // The GGUF writer reports I/O failure by logging and leaving no file.
+            unsafe { llama_sys::llama_rs_model_save_to_file(self.as_ptr(), c_tmp.as_ptr()) }
+        };
+        let (rc, reason) = capture_errors(save);
+        if rc != 0 || !tmp.is_file() {
+            let _ = std::fs::remove_file(&tmp);
             return Err(LoadError::Rejected { path: path.to_path_buf(), reason });
         }
         std::fs::rename(&tmp, path).map_err(|e| {

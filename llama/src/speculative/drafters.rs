@@ -123,7 +123,7 @@ impl Drafter for DraftModel {
                 None => Token(logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i) as i32),
                 Some(t) => {
                     let q = softmax(logits, t);
-                    let token = super::sample(&q, &mut self.rng);
+                    let token = super::sample_index(&q, &mut self.rng);
                     draft.probs.push(q);
                     token
                 }

@@ -220,7 +220,7 @@ impl SpeculativeDecoder {
             let logits = self.target.logits_ith(-1).ok_or(DecodeError::InvalidBatch)?;
             match mode {
                 Mode::Greedy => argmax(logits),
-                Mode::Sample { temperature, .. } => sample(&softmax(logits, temperature), &mut self.rng),
+                Mode::Sample { temperature, .. } => sample_index(&softmax(logits, temperature), &mut self.rng),
             }
         };
         if self.target.vocab().is_eog(first) || max_tokens == 0 {
@@ -231,7 +231,6 @@ impl SpeculativeDecoder {
         self.stats.generated += 1;
         // Invariant from here: the cache holds history[..len-1]; the last token waits to be
         // verified together with the next draft.
-        let vocab_eog = |ctx: &Context, t: Token| ctx.vocab().is_eog(t);
         'outer: while out.len() < max_tokens {
             let k = self.controller.choose(self.drafter.cost_per_token()).min(max_tokens - out.len() - 1);
             let t0 = Instant::now();
@@ -289,17 +288,12 @@ impl SpeculativeDecoder {
             }
             let new = draft.tokens[..accepted].iter().copied().chain(bonus);
             for t in new {
-                if vocab_eog(&self.target, t) || out.len() >= max_tokens {
+                if self.target.vocab().is_eog(t) || out.len() >= max_tokens {
                     break 'outer;
                 }
                 out.push(t);
                 history.push(t);
                 self.stats.generated += 1;
-            }
-            if bonus.is_none() {
-                // Every position accepted and no bonus drawn (cannot happen: position k always
-                // yields one), kept for robustness.
-                break;
             }
         }
         // Leave the cache as if the output had been decoded one by one (the last token too).
@@ -329,7 +323,7 @@ pub enum Verdict {
 /// `rng` is the state of the generator (xorshift64*).
 pub fn verify_step(p: &[f32], proposal: Option<Token>, q: Option<&[f32]>, rng: &mut u64) -> Verdict {
     let Some(x) = proposal else {
-        return Verdict::Replace(sample(p, rng));
+        return Verdict::Replace(sample_index(p, rng));
     };
     let i = x.0 as usize;
     let px = p.get(i).copied().unwrap_or(0.0);
@@ -342,9 +336,9 @@ pub fn verify_step(p: &[f32], proposal: Option<Token>, q: Option<&[f32]>, rng: &
         None => p.iter().enumerate().map(|(j, &a)| if j == i { 0.0 } else { a }).collect(),
     };
     if residual.iter().sum::<f32>() <= 0.0 {
-        return Verdict::Replace(sample(p, rng));
+        return Verdict::Replace(sample_index(p, rng));
     }
-    Verdict::Replace(sample(&residual, rng))
+    Verdict::Replace(sample_index(&residual, rng))
 }
 
 fn argmax(row: &[f32]) -> Token {
@@ -377,13 +371,8 @@ pub(crate) fn uniform(state: &mut u64) -> f32 {
     ((state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32) / (1u64 << 24) as f32
 }
 
-/// Draws an index from unnormalised weights (the generator `verify_step` uses).
+/// Draws an index from unnormalised weights with the generator `verify_step` uses.
 pub fn sample_index(weights: &[f32], rng: &mut u64) -> Token {
-    sample(weights, rng)
-}
-
-/// Draws an index from unnormalised weights.
-pub(crate) fn sample(weights: &[f32], rng: &mut u64) -> Token {
     let total: f32 = weights.iter().sum();
     let mut target = uniform(rng) * total;
     for (i, &w) in weights.iter().enumerate() {
@@ -406,7 +395,7 @@ mod tests {
         let mut rng = 12345u64;
         let mut counts = vec![0usize; p.len()];
         for _ in 0..draws {
-            let x = sample(q, &mut rng);
+            let x = sample_index(q, &mut rng);
             let t = match rule(p, Some(x), Some(q), &mut rng) {
                 Verdict::Accept => x,
                 Verdict::Replace(t) => t,
