@@ -1,6 +1,7 @@
 //! Build script of the examples/benches package:
-//! - compiles the C reference loop (`benches/c_reference/greedy.c`) against the same llama.cpp
-//!   headers and build that `llama-sys` links, for the equivalence test and the benchmark;
+//! - compiles the C reference loops (`benches/c_reference/greedy.c`, `speculative.c`) against the
+//!   same llama.cpp headers and build that `llama-sys` links, for the equivalence test and the
+//!   benchmarks;
 //! - with llama-sys's `shared` feature, bakes the directory of the llama.cpp shared libraries
 //!   into the binaries' rpath so they run directly, not only through `cargo run`.
 
@@ -8,10 +9,12 @@ use std::env;
 
 fn main() {
     println!("cargo:rerun-if-changed=benches/c_reference/greedy.c");
+    println!("cargo:rerun-if-changed=benches/c_reference/speculative.c");
     let include = env::var("DEP_LLAMA_INCLUDE").expect("llama-sys exports its include dir");
     let ggml_include = env::var("DEP_LLAMA_GGML_INCLUDE").expect("llama-sys exports the ggml include dir");
     cc::Build::new()
         .file("benches/c_reference/greedy.c")
+        .file("benches/c_reference/speculative.c")
         .include(include)
         .include(ggml_include)
         .opt_level(2)

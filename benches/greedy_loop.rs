@@ -18,21 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match a.as_str() {
             "--impl" => imp = v()?,
             "--model" => model = Some(std::path::PathBuf::from(v()?)),
-            "--model-name" => {
-                let spec = match v()?.as_str() {
-                    "smollm2" => llama_examples::models::SMOLLM2,
-                    "gemma3" => llama_examples::models::GEMMA3,
-                    "qwen-coder-0.5b" => llama_examples::models::QWEN_CODER_DRAFT,
-                    "qwen-coder-1.5b" => llama_examples::models::QWEN_CODER_TARGET,
-                    other => {
-                        return Err(format!(
-                            "unknown model name {other} (smollm2, gemma3, qwen-coder-0.5b, qwen-coder-1.5b)"
-                        )
-                        .into())
-                    }
-                };
-                model = Some(llama_examples::models::ensure(&spec)?);
-            }
+            "--model-name" => model = Some(llama_examples::models::by_name(&v()?)?),
             "--threads" => threads = v()?.parse()?,
             "--prompt" => prompt = v()?,
             "--n-prompt" => n_prompt = v()?.parse()?,

@@ -119,6 +119,76 @@ pub fn c_greedy(
     Ok(GreedyRun { tokens, pp_tps: pp, tg_tps: tg })
 }
 
+extern "C" {
+    fn llama_rs_c_speculative(
+        target_path: *const std::ffi::c_char,
+        draft_path: *const std::ffi::c_char,
+        prompt: *const i32,
+        n_prompt: i32,
+        n_gen: i32,
+        n_draft: i32,
+        n_threads: i32,
+        out_tokens: *mut i32,
+        n_out: *mut i32,
+        tg_tps: *mut f64,
+        n_drafted: *mut i32,
+        n_accepted: *mut i32,
+    ) -> i32;
+}
+
+/// Result of the C speculative-decoding reference.
+#[derive(Debug, Clone)]
+pub struct SpecRun {
+    /// Generated tokens.
+    pub tokens: Vec<i32>,
+    /// Generation tokens per second (prompt excluded).
+    pub tg_tps: f64,
+    /// Draft tokens proposed.
+    pub drafted: usize,
+    /// Draft tokens accepted.
+    pub accepted: usize,
+}
+
+/// llama.cpp's `speculative-simple` loop (greedy, fixed draft length) reproduced in C over
+/// llama.h: see `benches/c_reference/speculative.c`.
+pub fn c_speculative(
+    target: &std::path::Path,
+    draft: &std::path::Path,
+    prompt: &[i32],
+    n_gen: usize,
+    n_draft: usize,
+    threads: i32,
+) -> Result<SpecRun, Box<dyn std::error::Error>> {
+    let target = CString::new(target.as_os_str().as_encoded_bytes())?;
+    let draft = CString::new(draft.as_os_str().as_encoded_bytes())?;
+    let mut tokens = vec![0i32; n_gen];
+    let (mut n_out, mut tps, mut drafted, mut accepted) = (0i32, 0.0, 0i32, 0i32);
+    // SAFETY: the paths are NUL-terminated; `prompt` is valid for its length; `tokens` has
+    // room for `n_gen` ids, the most the C loop writes; the out-pointers are valid. The C code
+    // only calls llama.h functions that report errors by return value.
+    let rc = unsafe {
+        llama_rs_c_speculative(
+            target.as_ptr(),
+            draft.as_ptr(),
+            prompt.as_ptr(),
+            i32::try_from(prompt.len())?,
+            i32::try_from(n_gen)?,
+            i32::try_from(n_draft)?,
+            threads,
+            tokens.as_mut_ptr(),
+            &mut n_out,
+            &mut tps,
+            &mut drafted,
+            &mut accepted,
+        )
+    };
+    if rc != 0 {
+        return Err(format!("C speculative reference failed with code {rc}").into());
+    }
+    tokens.truncate(usize::try_from(n_out)?);
+    Ok(SpecRun { tokens, tg_tps: tps, drafted: usize::try_from(drafted)?, accepted: usize::try_from(accepted)? })
+}
+
 /// Ten different prompt texts for the equivalence checks.
 pub const PROMPTS: [&str; 10] = [
     "The history of the printing press begins in",

@@ -128,6 +128,25 @@ fn err(msg: impl Into<String>) -> FetchError {
     FetchError(msg.into())
 }
 
+/// The models by short name: `smollm2`, `gemma3`, `qwen-coder-0.5b`, `qwen-coder-1.5b`.
+pub const NAMED: [(&str, ModelSpec); 4] = [
+    ("smollm2", SMOLLM2),
+    ("gemma3", GEMMA3),
+    ("qwen-coder-0.5b", QWEN_CODER_DRAFT),
+    ("qwen-coder-1.5b", QWEN_CODER_TARGET),
+];
+
+/// Path of the model called `name` (see [`NAMED`]), fetching it first if needed.
+pub fn by_name(name: &str) -> Result<PathBuf, FetchError> {
+    match NAMED.iter().find(|(n, _)| *n == name) {
+        Some((_, spec)) => ensure(spec),
+        None => {
+            let names: Vec<&str> = NAMED.iter().map(|(n, _)| *n).collect();
+            Err(err(format!("unknown model name {name} (known: {})", names.join(", "))))
+        }
+    }
+}
+
 /// The default model's path, fetching it first if needed.
 pub fn default_model() -> Result<PathBuf, FetchError> {
     ensure(&SMOLLM2)

@@ -80,14 +80,14 @@ pub enum GenerateError {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct GenerateParams {
-    max_tokens: usize,
-    stop: Vec<String>,
-    logprobs: bool,
-    add_special: bool,
-    parse_special: bool,
-    on_full: ContextFull,
-    reuse_prefix: bool,
-    cancel: Option<Arc<AtomicBool>>,
+    pub(crate) max_tokens: usize,
+    pub(crate) stop: Vec<String>,
+    pub(crate) logprobs: bool,
+    pub(crate) add_special: bool,
+    pub(crate) parse_special: bool,
+    pub(crate) on_full: ContextFull,
+    pub(crate) reuse_prefix: bool,
+    pub(crate) cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for GenerateParams {
@@ -203,16 +203,87 @@ impl Timings {
     }
 }
 
+/// Turns generated tokens into emitted text: UTF-8 reassembly and stop strings (never emitted,
+/// not even partly). Shared by plain and speculative generation.
+#[derive(Debug, Default)]
+pub(crate) struct TextOutput {
+    decoder: Utf8Decoder,
+    stop: Vec<String>,
+    /// All text generated so far and how much of it was emitted.
+    text: String,
+    emitted: usize,
+}
+
+impl TextOutput {
+    pub(crate) fn new(stop: &[String]) -> Self {
+        TextOutput { stop: stop.to_vec(), ..TextOutput::default() }
+    }
+
+    /// The text emitted so far.
+    pub(crate) fn text(&self) -> &str {
+        &self.text[..self.emitted]
+    }
+
+    /// Adds a token's bytes; returns the text now safe to emit and whether a stop string
+    /// appeared (generation must end).
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> (String, bool) {
+        self.text.push_str(&self.decoder.push(bytes));
+        self.release()
+    }
+
+    /// At the end: text held back only for being a possible stop-string prefix, and any
+    /// incomplete UTF-8 (as U+FFFD). Nothing after a stop string.
+    pub(crate) fn flush(&mut self, stopped: bool) -> Option<String> {
+        let tail = self.decoder.finish();
+        self.text.push_str(&tail);
+        if stopped || self.emitted >= self.text.len() {
+            return None;
+        }
+        let rest = self.text[self.emitted..].to_string();
+        self.emitted = self.text.len();
+        Some(rest)
+    }
+
+    /// Emits what can no longer become part of a stop string; detects stop strings.
+    fn release(&mut self) -> (String, bool) {
+        let stops = &self.stop;
+        let longest = stops.iter().map(String::len).max().unwrap_or(0);
+        // A stop string can start at most `longest - 1` bytes before the unemitted text.
+        let mut from = self.emitted.saturating_sub(longest.saturating_sub(1));
+        while !self.text.is_char_boundary(from) {
+            from -= 1;
+        }
+        let hit = stops.iter().filter_map(|s| self.text[from..].find(s.as_str()).map(|i| from + i)).min();
+        let end = match hit {
+            Some(at) => {
+                self.text.truncate(at);
+                at.max(self.emitted)
+            }
+            None => {
+                // Hold back the longest suffix that is a prefix of a stop string.
+                let hold = stops
+                    .iter()
+                    .flat_map(|s| (1..s.len()).rev().filter(move |&k| s.is_char_boundary(k)).map(move |k| &s[..k]))
+                    .filter(|prefix| self.text.ends_with(prefix))
+                    .map(str::len)
+                    .max()
+                    .unwrap_or(0);
+                (self.text.len() - hold).max(self.emitted)
+            }
+        };
+        let out = self.text[self.emitted..end].to_string();
+        self.emitted = end;
+        (out, hit.is_some())
+    }
+}
+
 /// A running generation: an iterator of [`Piece`]s. See [`Context::generate`].
 pub struct Generation<'a> {
     ctx: &'a mut Context,
     sampler: &'a mut Sampler,
     params: GenerateParams,
     batch: Batch,
-    decoder: Utf8Decoder,
-    /// All text generated so far and how much of it was emitted.
-    text: String,
-    emitted: usize,
+    out: TextOutput,
     finish: Option<FinishReason>,
     timings: Timings,
     /// Position of the next token in the sequence.
@@ -311,9 +382,7 @@ impl Context {
             sampler,
             params: params.clone(),
             batch,
-            decoder: Utf8Decoder::default(),
-            text: String::new(),
-            emitted: 0,
+            out: TextOutput::new(&params.stop),
             finish: None,
             timings,
             pos: prompt.len(),
@@ -336,7 +405,7 @@ impl Generation<'_> {
 
     /// The text emitted so far.
     pub fn text(&self) -> &str {
-        &self.text[..self.emitted]
+        self.out.text()
     }
 
     /// Runs to the end and returns the whole text.
@@ -403,42 +472,11 @@ impl Generation<'_> {
         self.timings.generated += 1;
         self.pending = Some(token);
         let bytes = self.ctx.vocab().token_to_bytes(token, false)?;
-        self.text.push_str(&self.decoder.push(&bytes));
-        let text = self.release();
-        Ok(Some(Piece { token: Some(token), text, logprob }))
-    }
-
-    /// Emits what can no longer become part of a stop string; detects stop strings.
-    fn release(&mut self) -> String {
-        let stops = &self.params.stop;
-        let longest = stops.iter().map(String::len).max().unwrap_or(0);
-        // A stop string can start at most `longest - 1` bytes before the unemitted text.
-        let mut from = self.emitted.saturating_sub(longest.saturating_sub(1));
-        while !self.text.is_char_boundary(from) {
-            from -= 1;
+        let (text, stopped) = self.out.push(&bytes);
+        if stopped {
+            self.finish = Some(FinishReason::Stop);
         }
-        let hit = stops.iter().filter_map(|s| self.text[from..].find(s.as_str()).map(|i| from + i)).min();
-        let end = match hit {
-            Some(at) => {
-                self.finish = Some(FinishReason::Stop);
-                self.text.truncate(at);
-                at.max(self.emitted)
-            }
-            None => {
-                // Hold back the longest suffix that is a prefix of a stop string.
-                let hold = stops
-                    .iter()
-                    .flat_map(|s| (1..s.len()).rev().filter(move |&k| s.is_char_boundary(k)).map(move |k| &s[..k]))
-                    .filter(|prefix| self.text.ends_with(prefix))
-                    .map(str::len)
-                    .max()
-                    .unwrap_or(0);
-                (self.text.len() - hold).max(self.emitted)
-            }
-        };
-        let out = self.text[self.emitted..end].to_string();
-        self.emitted = end;
-        out
+        Ok(Some(Piece { token: Some(token), text, logprob }))
     }
 }
 
@@ -462,16 +500,8 @@ impl Iterator for Generation<'_> {
         match result {
             Ok(Some(piece)) => Some(Ok(piece)),
             Ok(None) => {
-                // Flush text held back only for being a possible stop-string prefix, and any
-                // incomplete UTF-8 (as U+FFFD).
-                let tail = self.decoder.finish();
-                self.text.push_str(&tail);
-                if self.finish != Some(FinishReason::Stop) && self.emitted < self.text.len() {
-                    let rest = self.text[self.emitted..].to_string();
-                    self.emitted = self.text.len();
-                    return Some(Ok(Piece { token: None, text: rest, logprob: None }));
-                }
-                None
+                let rest = self.out.flush(self.finish == Some(FinishReason::Stop))?;
+                Some(Ok(Piece { token: None, text: rest, logprob: None }))
             }
             Err(e) => {
                 self.failed = true;

@@ -2,20 +2,27 @@
 
 use std::time::Duration;
 
-/// Picks how many tokens to draft each round.
+/// Picks how many tokens to draft and verify each round.
 ///
-/// Adaptive mode keeps running estimates of: the target's time for a batch of `k + 1` tokens
-/// (as `t1 + slope·k`), the drafter's time per token, and the per-token acceptance probability
-/// α. The expected tokens per round for draft length `k` is (1 − α^(k+1)) / (1 − α); it picks
+/// Adaptive mode measures, online: the target's time to verify `k` drafts (one batch of `k + 1`
+/// tokens; a per-size table, with `t1 + slope·k` for sizes not seen yet), the drafter's time
+/// per token, and the per-token acceptance probability α — the drafter's own estimate when it
+/// gives one ([`Draft::acceptance`](super::Draft::acceptance), per position), otherwise the
+/// observed rate. With a constant α the expected tokens per round for `k` drafts is
+/// (1 − α^(k+1)) / (1 − α); it picks
 /// the `k` (0 = plain decoding) with the best expected tokens per second. While plain decoding
 /// wins it still drafts a short probe now and then, so a change in acceptance is noticed.
+///
+/// A round asks the drafter for [`budget`](Self::budget) tokens and then verifies
+/// [`trim`](Self::trim) of them: for a free drafter (n-gram lookup) the decision waits until
+/// the draft and its confidence are known.
 #[derive(Debug, Clone)]
 pub struct Controller {
     max: usize,
     fixed: Option<usize>,
-    /// Seconds for a single-token target decode.
-    t1: Option<f64>,
-    /// Extra seconds per additional token in a target batch.
+    /// Seconds to verify `k` drafts, by `k` (index 0 = a plain single-token decode).
+    verify: Vec<Option<f64>>,
+    /// Extra seconds per additional token in a target batch (for sizes not measured yet).
     slope: Option<f64>,
     /// Seconds per drafted token.
     draft_cost: Option<f64>,
@@ -43,7 +50,7 @@ impl Controller {
         Controller {
             max,
             fixed: None,
-            t1: None,
+            verify: vec![None; max + 1],
             slope: None,
             draft_cost: None,
             accepted: 1.0,
@@ -53,7 +60,7 @@ impl Controller {
         }
     }
 
-    /// Always drafts `k` tokens.
+    /// Always drafts `k` tokens (fewer only when the drafter has fewer).
     pub fn fixed(k: usize) -> Self {
         Controller { fixed: Some(k), ..Controller::adaptive(k) }
     }
@@ -63,76 +70,112 @@ impl Controller {
         self.max
     }
 
-    /// Estimated per-token acceptance probability.
+    /// Observed per-token acceptance probability.
     pub fn alpha(&self) -> f64 {
         self.accepted / (self.accepted + self.rejected)
     }
 
-    /// Expected tokens per second with draft length `k`, if the costs are known.
-    pub fn expected_rate(&self, k: usize, draft_cost: Option<f64>) -> Option<f64> {
-        self.rate_at(k, draft_cost, self.alpha().min(0.999))
+    /// Estimated seconds to verify `k` drafts: measured, or interpolated between the nearest
+    /// measured sizes (a batch's cost per token falls with its size, so a straight line from
+    /// small sizes would overcharge long drafts), or extrapolated with the fitted slope.
+    pub fn verify_cost(&self, k: usize) -> Option<f64> {
+        if let Some(t) = self.verify.get(k).copied().flatten() {
+            return Some(t);
+        }
+        let below = (0..k).rev().find_map(|i| Some((i, self.verify.get(i).copied().flatten()?)));
+        let above = (k + 1..self.verify.len()).find_map(|i| Some((i, self.verify[i]?)));
+        match (below, above) {
+            (Some((i, ti)), Some((j, tj))) => Some(ti + (tj - ti) * (k - i) as f64 / (j - i) as f64),
+            (Some((i, ti)), None) => Some(ti + self.slope? * (k - i) as f64),
+            _ => None,
+        }
     }
 
-    fn rate_at(&self, k: usize, draft_cost: Option<f64>, alpha: f64) -> Option<f64> {
-        let t1 = self.t1?;
-        if k == 0 {
-            return Some(1.0 / t1);
+    /// Expected tokens per second with `k` drafts, where draft `i` is accepted with
+    /// probability `acceptance(i)` once those before it were, charging `draft_cost` seconds per
+    /// drafted token.
+    fn rate_at(&self, k: usize, draft_cost: f64, acceptance: &dyn Fn(usize) -> f64) -> Option<f64> {
+        // The verified token always counts; each draft counts if it and all before it pass.
+        let (mut tokens, mut reach) = (1.0, 1.0);
+        for i in 0..k {
+            reach *= acceptance(i).clamp(0.0, 1.0);
+            tokens += reach;
         }
-        let slope = self.slope?;
-        let draft = self.draft_cost.or(draft_cost)?;
-        let tokens = if alpha >= 1.0 { (k + 1) as f64 } else { (1.0 - alpha.powi(k as i32 + 1)) / (1.0 - alpha) };
-        Some(tokens / (t1 + slope * k as f64 + draft * k as f64))
+        Some(tokens / (self.verify_cost(k)? + draft_cost * k as f64))
+    }
+
+    fn best(&self, up_to: usize, draft_cost: f64, acceptance: &dyn Fn(usize) -> f64) -> usize {
+        let rate = |k| self.rate_at(k, draft_cost, acceptance).unwrap_or(0.0);
+        (0..=up_to).max_by(|&a, &b| rate(a).total_cmp(&rate(b))).unwrap_or(0)
     }
 
     /// Whether some draft length would beat plain decoding even if every draft were accepted;
     /// if not, probing for a better acceptance rate cannot change the decision.
-    fn could_pay(&self, draft_cost: Option<f64>) -> bool {
-        let plain = self.rate_at(0, draft_cost, 1.0).unwrap_or(0.0);
-        (1..=self.max).any(|k| self.rate_at(k, draft_cost, 1.0).unwrap_or(f64::INFINITY) > plain)
+    fn could_pay(&self, draft_cost: f64) -> bool {
+        let plain = self.rate_at(0, draft_cost, &|_| 1.0).unwrap_or(0.0);
+        (1..=self.max).any(|k| self.rate_at(k, draft_cost, &|_| 1.0).unwrap_or(f64::INFINITY) > plain)
     }
 
-    /// The draft length for the next round.
-    pub fn choose(&mut self, draft_cost: Option<f64>) -> usize {
+    /// Turns a "plain decoding is best" verdict into an occasional short probe.
+    fn maybe_probe(&mut self, best: usize, draft_cost: f64) -> usize {
+        if best > 0 {
+            self.idle = 0;
+            self.probe_every = PROBE_FIRST;
+            return best;
+        }
+        self.idle += 1;
+        // Costs alone rule drafting out: probe only rarely, to refresh them.
+        let every = if self.could_pay(draft_cost) { self.probe_every } else { PROBE_MAX };
+        if self.idle >= every {
+            self.idle = 0;
+            self.probe_every = (self.probe_every * 2).min(PROBE_MAX);
+            return 2.min(self.max);
+        }
+        0
+    }
+
+    /// How many tokens to ask the drafter for this round, given its cost per token if known.
+    pub fn budget(&mut self, draft_cost: Option<f64>) -> usize {
         if let Some(k) = self.fixed {
             return k;
         }
         // Measure first: a plain step for t1, then a full draft for the slope and costs.
-        if self.t1.is_none() {
+        if self.verify[0].is_none() {
             return 0;
         }
-        if self.slope.is_none() || (self.draft_cost.is_none() && draft_cost.is_none()) {
+        let Some(cost) = draft_cost.or(self.draft_cost).filter(|_| self.slope.is_some()) else {
+            return self.max;
+        };
+        if cost == 0.0 {
+            // Free drafts: draft everything, decide in `trim` with the draft's confidence.
             return self.max;
         }
-        let best = (0..=self.max)
-            .max_by(|&a, &b| {
-                let (ra, rb) = (self.expected_rate(a, draft_cost), self.expected_rate(b, draft_cost));
-                ra.unwrap_or(0.0).total_cmp(&rb.unwrap_or(0.0))
-            })
-            .unwrap_or(0);
-        if best == 0 {
-            self.idle += 1;
-            // Costs alone rule drafting out: probe only rarely, to refresh them.
-            let every = if self.could_pay(draft_cost) { self.probe_every } else { PROBE_MAX };
-            if self.idle >= every {
-                self.idle = 0;
-                self.probe_every = (self.probe_every * 2).min(PROBE_MAX);
-                return 2.min(self.max);
-            }
-        } else {
-            self.idle = 0;
-            self.probe_every = PROBE_FIRST;
+        let alpha = self.alpha();
+        let best = self.best(self.max, cost, &|_| alpha);
+        self.maybe_probe(best, cost)
+    }
+
+    /// How many of the `available` drafted tokens to verify; `acceptance` is the drafter's own
+    /// estimate for each token (see [`Draft::acceptance`](super::Draft::acceptance)), if any.
+    pub fn trim(&mut self, available: usize, acceptance: &[f64]) -> usize {
+        if self.fixed.is_some() || self.slope.is_none() || acceptance.is_empty() {
+            return available; // `budget` already chose with the observed rate
         }
-        best
+        let last = acceptance[acceptance.len() - 1];
+        let best = self.best(available, 0.0, &|i| acceptance.get(i).copied().unwrap_or(last));
+        self.maybe_probe(best, 0.0).min(available)
     }
 
     /// Records a round: `k` drafted, `accepted` of them accepted, and the times spent.
     pub fn observe(&mut self, k: usize, accepted: usize, draft: Duration, verify: Duration) {
         let verify = verify.as_secs_f64();
+        if let Some(slot) = self.verify.get_mut(k) {
+            *slot = ema(*slot, verify);
+        }
         if k == 0 {
-            self.t1 = ema(self.t1, verify);
             return;
         }
-        if let Some(t1) = self.t1 {
+        if let Some(t1) = self.verify[0] {
             self.slope = ema(self.slope, ((verify - t1) / k as f64).max(0.0));
         }
         self.draft_cost = ema(self.draft_cost, draft.as_secs_f64() / k as f64);

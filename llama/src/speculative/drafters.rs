@@ -3,46 +3,249 @@
 use super::{softmax, Draft, Drafter, SpeculativeError};
 use crate::{Batch, Context, Token};
 
-/// Drafts by looking up the longest recent n-gram of the history earlier in the history and
-/// proposing what followed it (prompt lookup). Free to run; pays off when output copies input.
+/// Prompt lookup: drafts by copying from earlier text of the prompt and output.
+///
+/// It keeps an *alignment*: the position in the history that the next token is expected to
+/// repeat. Each token that matches moves the alignment on. A token that does not starts a
+/// divergence; the alignment is found again first near where the copy left off (so a copy
+/// picks up right after a small edit), else anywhere (the longest earlier occurrence of the
+/// recent tokens, at least [`min_match`](Self::min_match) long).
+///
+/// When a copy resumes near where it left off, the divergence is remembered as an *edit*
+/// (these source tokens became those output tokens, e.g. ` total` → ` grand` `_total`) and
+/// replayed wherever the source shows the same tokens again, so a rewrite that applies one
+/// change throughout (a rename) is drafted correctly after its first occurrence.
+///
+/// The length of the unbroken copy run is the confidence signal: the drafter learns, online,
+/// how often drafts are accepted after runs of each length and reports that per position as
+/// [`Draft::acceptance`](super::Draft::acceptance), so the controller drafts long only inside
+/// long, consistent copies.
 #[derive(Debug, Clone)]
 pub struct NgramDrafter {
-    /// Longest n-gram to match.
-    pub max_n: usize,
-    /// Shortest n-gram to match.
-    pub min_n: usize,
+    min_match: usize,
+    /// Where the copy stands; `None` before any alignment was found.
+    state: Option<Cursor>,
+    /// Where a divergence began: the source position and the output index.
+    diverged: Option<(usize, usize)>,
+    /// Learned edits, replayed while copying.
+    edits: Vec<Edit>,
+    /// Tokens copied in a row under the current alignment.
+    run: usize,
+    /// The history as of the last call (to find what was appended).
+    seen: Vec<Token>,
+    /// Per run-length bucket: decayed (accepted, rejected) draft-token counts.
+    buckets: [(f64, f64); BUCKETS],
+    /// Bucket of the last draft.
+    last_bucket: usize,
+}
+
+/// A position in the (edited) source: the next source token, or the middle of an edit's
+/// replacement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    anchor: usize,
+    /// Replaying `edits[.0]`, next output token at offset `.1`.
+    edit: Option<(usize, usize)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Edit {
+    from: Vec<Token>,
+    to: Vec<Token>,
+}
+
+const BUCKETS: usize = 6;
+/// How far from the old alignment a local resynchronisation looks.
+const LOCAL_WINDOW: usize = 12;
+/// Longest match examined when scoring candidate alignments.
+const MAX_MATCH: usize = 64;
+/// Edits kept; longer ones are not learned.
+const MAX_EDITS: usize = 32;
+const MAX_EDIT_LEN: usize = 8;
+
+fn bucket(run: usize) -> usize {
+    match run {
+        0..=1 => 0,
+        2..=3 => 1,
+        4..=7 => 2,
+        8..=15 => 3,
+        16..=31 => 4,
+        _ => 5,
+    }
 }
 
 impl Default for NgramDrafter {
     fn default() -> Self {
-        NgramDrafter { max_n: 6, min_n: 3 }
+        NgramDrafter {
+            min_match: 3,
+            state: None,
+            diverged: None,
+            edits: Vec::new(),
+            run: 0,
+            seen: Vec::new(),
+            // Priors: copies that have held for longer are more likely to go on holding.
+            buckets: [(1.0, 1.0), (2.0, 1.0), (3.0, 1.0), (4.0, 1.0), (6.0, 1.0), (8.0, 1.0)],
+            last_bucket: 0,
+        }
+    }
+}
+
+impl NgramDrafter {
+    /// Shortest earlier occurrence of the recent tokens that may start a copy anywhere in the
+    /// history (default 3; near the previous alignment one token suffices).
+    pub fn min_match(mut self, n: usize) -> Self {
+        self.min_match = n.max(1);
+        self
+    }
+
+    /// The drafter's current estimate of the per-token acceptance after a copy run of `run`
+    /// tokens.
+    pub fn acceptance_after(&self, run: usize) -> f64 {
+        let (a, r) = self.buckets[bucket(run)];
+        a / (a + r)
+    }
+
+    /// Forgets the alignment and learned edits (the learned acceptance rates stay).
+    pub fn reset(&mut self) {
+        self.state = None;
+        self.diverged = None;
+        self.edits.clear();
+        self.run = 0;
+        self.seen.clear();
+    }
+
+    /// The token the copy predicts at `c` and the cursor after it, applying learned edits.
+    fn next(&self, h: &[Token], mut c: Cursor) -> Option<(Token, Cursor)> {
+        loop {
+            if let Some((e, off)) = c.edit {
+                let edit = &self.edits[e];
+                if let Some(&t) = edit.to.get(off) {
+                    let after = if off + 1 == edit.to.len() {
+                        Cursor { anchor: c.anchor + edit.from.len(), edit: None }
+                    } else {
+                        Cursor { anchor: c.anchor, edit: Some((e, off + 1)) }
+                    };
+                    return Some((t, after));
+                }
+                c = Cursor { anchor: c.anchor + edit.from.len(), edit: None };
+                continue;
+            }
+            let rest = h.get(c.anchor..).filter(|r| !r.is_empty())?;
+            // The most recently learned edit that applies here wins.
+            match self.edits.iter().rposition(|e| rest.starts_with(&e.from)) {
+                Some(e) => c.edit = Some((e, 0)),
+                None => return Some((rest[0], Cursor { anchor: c.anchor + 1, edit: None })),
+            }
+        }
+    }
+
+    /// Length of the match between the tokens ending at `h[end - 1]` and those ending at
+    /// `h[h.len() - 1]`.
+    fn match_len(h: &[Token], end: usize) -> usize {
+        let n = h.len();
+        (0..MAX_MATCH.min(end)).take_while(|&i| h[end - 1 - i] == h[n - 1 - i]).count()
+    }
+
+    /// Realigns after the token `h[i]` broke the copy. Returns the new source position and
+    /// the match length, learning an edit when the copy resumes near where it diverged.
+    fn resync(&mut self, h: &[Token]) -> Option<(usize, usize)> {
+        let i = h.len() - 1;
+        if let Some((src, out)) = self.diverged {
+            // Near the divergence a single matching token is enough: the longest match wins,
+            // then the one closest to where an equal-length substitution would resume.
+            let expect = src + (i - out);
+            let lo = src.max(1);
+            let hi = (expect + LOCAL_WINDOW).min(i);
+            let best = (lo..=hi)
+                .map(|j| (Self::match_len(h, j), j))
+                .filter(|&(l, j)| l >= 1 && j - l >= src && i + 1 - l >= out)
+                .max_by_key(|&(l, j)| (l, std::cmp::Reverse(j.abs_diff(expect))));
+            if let Some((l, j)) = best {
+                let edit = Edit { from: h[src..j - l].to_vec(), to: h[out..=i - l].to_vec() };
+                let useful = !edit.from.is_empty() && edit.from.len() <= MAX_EDIT_LEN && edit.to.len() <= MAX_EDIT_LEN;
+                if useful && self.edits.len() < MAX_EDITS && !self.edits.contains(&edit) {
+                    self.edits.push(edit);
+                }
+                return Some((j, l));
+            }
+        }
+        // Anywhere: the longest match, the most recent among equals.
+        (1..i + 1)
+            .map(|j| (Self::match_len(h, j), j))
+            .filter(|&(l, _)| l >= self.min_match)
+            .max_by_key(|&(l, j)| (l, j))
+            .map(|(l, j)| (j, l))
+    }
+
+    /// Moves the alignment over `h[i]`, the newest token.
+    fn follow(&mut self, h: &[Token]) {
+        let i = h.len() - 1;
+        if self.diverged.is_none() {
+            if let Some((t, after)) = self.state.and_then(|c| self.next(&h[..i], c)) {
+                if t == h[i] {
+                    self.state = Some(after);
+                    self.run += 1;
+                    return;
+                }
+            }
+            if let Some(c) = self.state {
+                self.diverged = Some((c.anchor, i));
+            }
+        }
+        match self.resync(h) {
+            Some((j, l)) => {
+                self.state = Some(Cursor { anchor: j, edit: None });
+                self.diverged = None;
+                self.run = l;
+            }
+            None => self.run = 0,
+        }
     }
 }
 
 impl Drafter for NgramDrafter {
     fn draft(&mut self, history: &[Token], n: usize) -> Result<Draft, SpeculativeError> {
-        let len = history.len();
-        for size in (self.min_n.max(1)..=self.max_n).rev() {
-            if len <= size {
-                continue;
-            }
-            let key = &history[len - size..];
-            // Most recent earlier occurrence.
-            if let Some(start) = (0..len - size).rev().find(|&s| &history[s..s + size] == key) {
-                let from = start + size;
-                let tokens: Vec<Token> = history[from..].iter().take(n).copied().collect();
-                if !tokens.is_empty() {
-                    return Ok(Draft { tokens, probs: Vec::new() });
-                }
-            }
+        if !history.starts_with(&self.seen) {
+            self.reset();
         }
-        Ok(Draft::default())
+        // Follow the alignment through what was appended since the last call (a new history
+        // only needs an alignment for its end).
+        let from = if self.seen.is_empty() { history.len().saturating_sub(1) } else { self.seen.len() };
+        for i in from..history.len() {
+            self.follow(&history[..=i]);
+        }
+        self.seen = history.to_vec();
+        let mut draft = Draft::default();
+        if self.diverged.is_some() {
+            return Ok(draft);
+        }
+        let mut cursor = self.state;
+        while draft.tokens.len() < n {
+            let Some((t, after)) = cursor.and_then(|c| self.next(history, c)) else { break };
+            draft.tokens.push(t);
+            cursor = Some(after);
+        }
+        self.last_bucket = bucket(self.run);
+        // Each accepted token lengthens the run, so later positions use longer-run estimates.
+        draft.acceptance = (0..draft.tokens.len()).map(|i| self.acceptance_after(self.run + i)).collect();
+        Ok(draft)
+    }
+
+    fn feedback(&mut self, drafted: usize, accepted: usize) {
+        if drafted == 0 {
+            return;
+        }
+        let (a, r) = &mut self.buckets[self.last_bucket];
+        *a = *a * FEEDBACK_DECAY + accepted as f64;
+        *r = *r * FEEDBACK_DECAY + f64::from(u8::from(accepted < drafted));
     }
 
     fn cost_per_token(&self) -> Option<f64> {
         Some(0.0)
     }
 }
+
+const FEEDBACK_DECAY: f64 = 0.95;
 
 /// Drafts with a smaller model (its own context) that shares the target's vocabulary.
 pub struct DraftModel {
@@ -137,5 +340,57 @@ impl Drafter for DraftModel {
             }
         }
         Ok(draft)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(s: &str) -> Vec<Token> {
+        s.split_whitespace().map(|w| Token(w.bytes().fold(0, |h, b| h * 31 + i32::from(b)) & 0xffff)).collect()
+    }
+
+    #[test]
+    fn copies_and_replays_a_learned_rename() {
+        let source = "let total = 0 ; for x in xs { total += x ; } print ( total ) ; done";
+        let copy = "let grand _total = 0 ; for x in xs { grand _total += x ;";
+        let mut d = NgramDrafter::default();
+        // The output grows token by token, as during decoding.
+        let mut h = toks(&format!("{source} COPY"));
+        for t in toks(copy) {
+            h.push(t);
+            d.draft(&h, 4).unwrap();
+        }
+        // After the first rename the drafter knows `total` → `grand _total`.
+        let draft = d.draft(&h, 8).unwrap();
+        assert_eq!(draft.tokens, toks("} print ( grand _total ) ; done"));
+        assert_eq!(draft.acceptance.len(), draft.tokens.len());
+        // Following the draft keeps the alignment, through the edit.
+        h.extend(toks("} print ( grand"));
+        assert_eq!(d.draft(&h, 3).unwrap().tokens, toks("_total ) ;"));
+    }
+
+    #[test]
+    fn no_alignment_no_draft_and_a_new_history_resets() {
+        let mut d = NgramDrafter::default();
+        assert!(d.draft(&toks("a b c d e f"), 4).unwrap().tokens.is_empty());
+        let h = toks("a b c d e f a b c");
+        assert_eq!(d.draft(&h, 2).unwrap().tokens, toks("d e"));
+        // A history that does not extend the last one starts over.
+        assert_eq!(d.draft(&toks("x y z x y"), 2).unwrap().tokens, Vec::<Token>::new());
+        assert_eq!(d.draft(&toks("p q r s p q r"), 1).unwrap().tokens, toks("s"));
+    }
+
+    #[test]
+    fn acceptance_estimates_learn_from_feedback() {
+        let mut d = NgramDrafter::default();
+        let h = toks("a b c d e f g a b c");
+        let before = d.draft(&h, 4).unwrap().acceptance[0];
+        for _ in 0..20 {
+            d.feedback(4, 0);
+        }
+        let after = d.draft(&h, 4).unwrap().acceptance[0];
+        assert!(after < before / 2.0, "{before} -> {after}");
     }
 }

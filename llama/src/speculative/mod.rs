@@ -11,10 +11,13 @@ mod drafters;
 pub use controller::Controller;
 pub use drafters::{DraftModel, NgramDrafter};
 
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::{BatchError, DecodeError, MemoryError, TokenizeError};
-use crate::{Batch, Context, Token};
+use crate::generate::TextOutput;
+use crate::{Batch, Context, FinishReason, GenerateParams, Piece, Token};
 
 /// Why speculative decoding failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,10 @@ pub struct Draft {
     /// For each token, the full distribution `q` it was drawn from (vocabulary-sized); empty when
     /// the drafter is deterministic (a point mass on the proposed token).
     pub probs: Vec<Vec<f32>>,
+    /// The drafter's estimate, for each token, of the probability that it is accepted given
+    /// that the ones before it were (the last value extends to the rest); empty lets the
+    /// controller use the observed rate.
+    pub acceptance: Vec<f64>,
 }
 
 /// Proposes continuations. Implemented by [`DraftModel`] and [`NgramDrafter`]; implement it
@@ -65,6 +72,11 @@ pub struct Draft {
 pub trait Drafter: Send {
     /// Proposes up to `n` tokens that continue `history` (the prompt and all accepted tokens).
     fn draft(&mut self, history: &[Token], n: usize) -> Result<Draft, SpeculativeError>;
+    /// Told after verification: of the last draft, `drafted` tokens were verified and the
+    /// first `accepted` of them kept.
+    fn feedback(&mut self, drafted: usize, accepted: usize) {
+        let _ = (drafted, accepted);
+    }
     /// Seconds one drafted token costs, if known (used by the adaptive controller).
     fn cost_per_token(&self) -> Option<f64> {
         None
@@ -76,7 +88,7 @@ pub trait Drafter: Send {
 pub struct SpecStats {
     /// Verification rounds (target batch decodes).
     pub rounds: usize,
-    /// Draft tokens proposed.
+    /// Draft tokens proposed and verified.
     pub drafted: usize,
     /// Draft tokens accepted.
     pub accepted: usize,
@@ -86,6 +98,10 @@ pub struct SpecStats {
     pub draft_time: Duration,
     /// Time spent verifying (target decodes).
     pub verify_time: Duration,
+    /// Time spent on the prompt.
+    pub prompt_time: Duration,
+    /// Time from the end of the prompt to the last token.
+    pub generation_time: Duration,
     /// How often each draft length was chosen (index = length).
     pub draft_lengths: Vec<usize>,
 }
@@ -103,6 +119,11 @@ impl SpecStats {
     /// Tokens produced per target decode.
     pub fn tokens_per_round(&self) -> f64 {
         self.generated as f64 / self.rounds.max(1) as f64
+    }
+
+    /// Tokens generated per second (prompt time excluded).
+    pub fn tokens_per_second(&self) -> f64 {
+        self.generated as f64 / self.generation_time.as_secs_f64().max(1e-9)
     }
 }
 
@@ -123,14 +144,22 @@ pub enum Mode {
 
 /// Runs a target context with a drafter.
 ///
+/// Greedy output is the target's own greedy output, token for token, as long as a batch
+/// computes each row exactly as a single-token decode would: on the CPU backend that holds
+/// with one thread and weight repacking off ([`ModelBuilder::repack`](crate::ModelBuilder::repack));
+/// otherwise rounding differences can flip near-tied choices.
+///
 /// ```no_run
-/// use llama::{speculative::{Mode, NgramDrafter, SpeculativeDecoder}, Model};
+/// use llama::{speculative::{Mode, NgramDrafter, SpeculativeDecoder}, GenerateParams, Model};
 /// let model = Model::load("model.gguf")?;
 /// let ctx = model.context(Default::default())?;
 /// let mut spec = SpeculativeDecoder::new(ctx, Box::new(NgramDrafter::default()), 8)?;
 /// let prompt = model.vocab().tokenize("Copy this: a b c d. Again: a b", true)?;
-/// let out = spec.generate(&prompt, 32, Mode::Greedy)?;
-/// println!("{:?} acceptance {:.2}", out, spec.stats().acceptance_rate());
+/// let params = GenerateParams::default().max_tokens(32).stop(["\n"]);
+/// for piece in spec.generate_text(&prompt, Mode::Greedy, &params)? {
+///     print!("{}", piece?);
+/// }
+/// println!("\nacceptance {:.2}", spec.stats().acceptance_rate());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct SpeculativeDecoder {
@@ -145,6 +174,14 @@ impl std::fmt::Debug for SpeculativeDecoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SpeculativeDecoder").field("stats", &self.stats).finish()
     }
+}
+
+/// State of one generation: the prompt and every token produced.
+struct Run {
+    history: Vec<Token>,
+    prompt_len: usize,
+    batch: Batch,
+    mode: Mode,
 }
 
 impl SpeculativeDecoder {
@@ -171,9 +208,14 @@ impl SpeculativeDecoder {
         self
     }
 
-    /// Statistics of the last [`generate`](Self::generate).
+    /// Statistics of the last generation.
     pub fn stats(&self) -> &SpecStats {
         &self.stats
+    }
+
+    /// The controller (with what it has measured so far).
+    pub fn controller(&self) -> &Controller {
+        &self.controller
     }
 
     /// The target context.
@@ -181,15 +223,49 @@ impl SpeculativeDecoder {
         &self.target
     }
 
+    /// Generates after `prompt`, streaming [`Piece`]s as [`Context::generate_tokens`] does and
+    /// honouring `params`' max tokens, stop strings and cancellation flag (its sampler-related
+    /// options do not apply: `mode` chooses tokens). When the iterator ends, the target's KV
+    /// cache holds exactly the prompt and the generated tokens, as if decoded one by one.
+    pub fn generate_text<'a>(
+        &'a mut self,
+        prompt: &[Token],
+        mode: Mode,
+        params: &GenerateParams,
+    ) -> Result<SpeculativeGeneration<'a>, SpeculativeError> {
+        let run = self.begin(prompt, params.max_tokens, mode)?;
+        Ok(SpeculativeGeneration {
+            spec: self,
+            run,
+            params: params.clone(),
+            queue: VecDeque::new(),
+            out: TextOutput::new(&params.stop),
+            finish: None,
+            started: Instant::now(),
+            done: false,
+        })
+    }
+
     /// Generates up to `max_tokens` after `prompt` (stopping at end-of-generation, which is
-    /// not included). The target's KV cache ends up holding exactly the prompt and the
-    /// accepted tokens, as if they had been decoded one by one.
+    /// not included) and returns the tokens.
     pub fn generate(
         &mut self,
         prompt: &[Token],
         max_tokens: usize,
         mode: Mode,
     ) -> Result<Vec<Token>, SpeculativeError> {
+        let params = GenerateParams::default().max_tokens(max_tokens);
+        let mut out = Vec::new();
+        for piece in self.generate_text(prompt, mode, &params)? {
+            out.extend(piece?.token);
+        }
+        Ok(out)
+    }
+
+    /// Validates, decodes the prompt exactly as plain generation does (one pass, logits for
+    /// the last token) so that plain decoding and speculation see identically computed logits
+    /// wherever no draft is involved.
+    fn begin(&mut self, prompt: &[Token], max_tokens: usize, mode: Mode) -> Result<Run, SpeculativeError> {
         if let Mode::Sample { temperature, seed } = mode {
             if temperature.is_nan() || temperature <= 0.0 {
                 return Err(SpeculativeError::InvalidParam("temperature must be > 0 (use Mode::Greedy)"));
@@ -201,110 +277,223 @@ impl SpeculativeDecoder {
         if prompt.is_empty() || prompt.len() + extra > n_ctx as usize {
             return Err(SpeculativeError::ContextTooSmall { prompt: prompt.len(), extra, n_ctx });
         }
+        for &t in prompt {
+            self.target.vocab().check(t)?;
+        }
         self.stats = SpecStats { draft_lengths: vec![0; self.controller.max_draft() + 1], ..SpecStats::default() };
         self.target.clear_kv();
+        let start = Instant::now();
         let n_batch = self.target.n_batch() as usize;
         let mut batch = Batch::new(n_batch, 1);
-        // The prompt is decoded exactly as plain generation does (one pass, logits for the last
-        // token) and the first token comes from those logits, so that plain decoding and
-        // speculation see identically computed logits wherever no draft is involved.
         for (i, chunk) in prompt.chunks(n_batch).enumerate() {
             batch.clear();
             let last = (i + 1) * n_batch >= prompt.len();
             batch.add_sequence(chunk, (i * n_batch) as i32, 0, last)?;
             self.target.decode(&batch)?;
         }
-        let mut history = prompt.to_vec();
-        let mut out = Vec::new();
-        let first = {
+        self.stats.prompt_time = start.elapsed();
+        Ok(Run { history: prompt.to_vec(), prompt_len: prompt.len(), batch, mode })
+    }
+
+    /// One round: draft, verify in one batch, roll back the rejected part. Returns the new
+    /// tokens (at most `remaining`), ending early with an end-of-generation token if one came;
+    /// the others are appended to the history.
+    ///
+    /// Invariant between rounds: the cache holds `history[..len - 1]`; the last token waits to
+    /// be verified together with the next draft. (The very first token comes from the
+    /// prompt's logits.)
+    fn round(&mut self, run: &mut Run, remaining: usize) -> Result<Vec<Token>, SpeculativeError> {
+        if run.history.len() == run.prompt_len {
             let logits = self.target.logits_ith(-1).ok_or(DecodeError::InvalidBatch)?;
-            match mode {
+            let first = match run.mode {
                 Mode::Greedy => argmax(logits),
                 Mode::Sample { temperature, .. } => sample_index(&softmax(logits, temperature), &mut self.rng),
+            };
+            if !self.target.vocab().is_eog(first) {
+                run.history.push(first);
             }
-        };
-        if self.target.vocab().is_eog(first) || max_tokens == 0 {
-            return Ok(out);
+            return Ok(vec![first]);
         }
-        out.push(first);
-        history.push(first);
-        self.stats.generated += 1;
-        // Invariant from here: the cache holds history[..len-1]; the last token waits to be
-        // verified together with the next draft.
-        'outer: while out.len() < max_tokens {
-            let k = self.controller.choose(self.drafter.cost_per_token()).min(max_tokens - out.len() - 1);
-            let t0 = Instant::now();
-            let draft = if k > 0 { self.drafter.draft(&history, k)? } else { Draft::default() };
-            let draft_time = t0.elapsed();
-            let k = draft.tokens.len().min(k);
-            for &t in &draft.tokens[..k] {
-                self.target.vocab().check(t)?;
-            }
+        let budget = self.controller.budget(self.drafter.cost_per_token()).min(remaining - 1);
+        let t0 = Instant::now();
+        let draft = if budget > 0 { self.drafter.draft(&run.history, budget)? } else { Draft::default() };
+        let draft_time = t0.elapsed();
+        let available = draft.tokens.len().min(budget);
+        let k = if available > 0 { self.controller.trim(available, &draft.acceptance) } else { 0 };
+        for &t in &draft.tokens[..k] {
+            self.target.vocab().check(t)?;
+        }
 
-            let pos = history.len() - 1;
-            batch.clear();
-            batch.add(history[pos], pos as i32, &[0], true)?;
-            for (i, &t) in draft.tokens[..k].iter().enumerate() {
-                batch.add(t, (pos + 1 + i) as i32, &[0], true)?;
-            }
-            let t1 = Instant::now();
-            self.target.decode(&batch)?;
-            // Reading logits synchronises, so the time is the decode's.
-            let mut accepted = 0;
-            let mut bonus = None;
-            for i in 0..=k {
-                let logits = self.target.logits_ith(i as i32).ok_or(DecodeError::InvalidBatch)?;
-                let q = draft.probs.get(i).filter(|q| !q.is_empty()).map(Vec::as_slice);
-                let proposal = draft.tokens.get(i).copied().filter(|_| i < k);
-                match (mode, proposal) {
-                    (Mode::Greedy, Some(d)) if argmax(logits) == d => accepted += 1,
-                    (Mode::Greedy, _) => {
-                        bonus = Some(argmax(logits));
-                        break;
-                    }
-                    (Mode::Sample { temperature, .. }, proposal) => {
-                        let p = softmax(logits, temperature);
-                        match verify_step(&p, proposal, q, &mut self.rng) {
-                            Verdict::Accept => accepted += 1,
-                            Verdict::Replace(t) => {
-                                bonus = Some(t);
-                                break;
-                            }
+        let pos = run.history.len() - 1;
+        let batch = &mut run.batch;
+        batch.clear();
+        batch.add(run.history[pos], pos as i32, &[0], true)?;
+        for (i, &t) in draft.tokens[..k].iter().enumerate() {
+            batch.add(t, (pos + 1 + i) as i32, &[0], true)?;
+        }
+        let t1 = Instant::now();
+        self.target.decode(batch)?;
+        // Reading logits synchronises, so the time is the decode's.
+        let mut accepted = 0;
+        let mut bonus = None;
+        for i in 0..=k {
+            let logits = self.target.logits_ith(i as i32).ok_or(DecodeError::InvalidBatch)?;
+            let q = draft.probs.get(i).filter(|q| !q.is_empty()).map(Vec::as_slice);
+            let proposal = draft.tokens.get(i).copied().filter(|_| i < k);
+            match (run.mode, proposal) {
+                (Mode::Greedy, Some(d)) if argmax(logits) == d => accepted += 1,
+                (Mode::Greedy, _) => {
+                    bonus = Some(argmax(logits));
+                    break;
+                }
+                (Mode::Sample { temperature, .. }, proposal) => {
+                    let p = softmax(logits, temperature);
+                    match verify_step(&p, proposal, q, &mut self.rng) {
+                        Verdict::Accept => accepted += 1,
+                        Verdict::Replace(t) => {
+                            bonus = Some(t);
+                            break;
                         }
                     }
                 }
             }
-            let verify_time = t1.elapsed();
-            // Roll back rejected drafts: keep the verified token and the accepted drafts.
-            self.target.kv_seq_rm(0, (pos + 1 + accepted) as i32..)?;
-            self.controller.observe(k, accepted, draft_time, verify_time);
-            self.stats.rounds += 1;
-            self.stats.drafted += k;
-            self.stats.accepted += accepted;
-            self.stats.draft_time += draft_time;
-            self.stats.verify_time += verify_time;
-            if let Some(slot) = self.stats.draft_lengths.get_mut(k) {
-                *slot += 1;
+        }
+        let verify_time = t1.elapsed();
+        // Roll back rejected drafts: keep the verified token and the accepted drafts.
+        self.target.kv_seq_rm(0, (pos + 1 + accepted) as i32..)?;
+        self.controller.observe(k, accepted, draft_time, verify_time);
+        self.drafter.feedback(k, accepted);
+        self.stats.rounds += 1;
+        self.stats.drafted += k;
+        self.stats.accepted += accepted;
+        self.stats.draft_time += draft_time;
+        self.stats.verify_time += verify_time;
+        if let Some(slot) = self.stats.draft_lengths.get_mut(k) {
+            *slot += 1;
+        }
+        let mut new = Vec::with_capacity(accepted + 1);
+        for t in draft.tokens[..accepted].iter().copied().chain(bonus).take(remaining) {
+            new.push(t);
+            if self.target.vocab().is_eog(t) {
+                break;
             }
-            let new = draft.tokens[..accepted].iter().copied().chain(bonus);
-            for t in new {
-                if self.target.vocab().is_eog(t) || out.len() >= max_tokens {
-                    break 'outer;
+            run.history.push(t);
+        }
+        Ok(new)
+    }
+
+    /// Leaves the cache as if the first `generated` tokens had been decoded one by one.
+    fn finish(&mut self, run: &mut Run, generated: usize) -> Result<(), SpeculativeError> {
+        run.history.truncate(run.prompt_len + generated);
+        if generated == 0 {
+            return Ok(()); // the cache holds exactly the prompt
+        }
+        let pos = run.history.len() - 1;
+        self.target.kv_seq_rm(0, pos as i32..)?;
+        run.batch.clear();
+        run.batch.add(run.history[pos], pos as i32, &[0], true)?;
+        self.target.decode(&run.batch)?;
+        Ok(())
+    }
+}
+
+/// A running speculative generation: an iterator of [`Piece`]s. See
+/// [`SpeculativeDecoder::generate_text`].
+pub struct SpeculativeGeneration<'a> {
+    spec: &'a mut SpeculativeDecoder,
+    run: Run,
+    params: GenerateParams,
+    /// Verified tokens not yet emitted.
+    queue: VecDeque<Token>,
+    out: TextOutput,
+    finish: Option<FinishReason>,
+    started: Instant,
+    /// Ended (finished, or failed).
+    done: bool,
+}
+
+impl std::fmt::Debug for SpeculativeGeneration<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpeculativeGeneration").field("finish", &self.finish).finish()
+    }
+}
+
+impl SpeculativeGeneration<'_> {
+    /// Why generation ended (`None` while it runs).
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    /// The text emitted so far.
+    pub fn text(&self) -> &str {
+        self.out.text()
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> &SpecStats {
+        &self.spec.stats
+    }
+
+    fn step(&mut self) -> Result<Option<Piece>, SpeculativeError> {
+        let generated = self.spec.stats.generated;
+        if self.queue.is_empty() {
+            if generated >= self.params.max_tokens {
+                self.finish = Some(FinishReason::Length);
+                return Ok(None);
+            }
+            if self.params.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                self.finish = Some(FinishReason::Cancelled);
+                return Ok(None);
+            }
+            let new = self.spec.round(&mut self.run, self.params.max_tokens - generated)?;
+            self.queue.extend(new);
+        }
+        let Some(token) = self.queue.pop_front() else {
+            return Ok(None);
+        };
+        if self.spec.target.vocab().is_eog(token) {
+            self.finish = Some(FinishReason::Eog);
+            return Ok(None);
+        }
+        self.spec.stats.generated += 1;
+        let bytes = self.spec.target.vocab().token_to_bytes(token, false)?;
+        let (text, stopped) = self.out.push(&bytes);
+        if stopped {
+            self.finish = Some(FinishReason::Stop);
+        }
+        Ok(Some(Piece { token: Some(token), text, logprob: None }))
+    }
+}
+
+impl Iterator for SpeculativeGeneration<'_> {
+    type Item = Result<Piece, SpeculativeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.finish.is_none() {
+            match self.step() {
+                Ok(Some(piece)) => {
+                    self.spec.stats.generation_time = self.started.elapsed();
+                    return Some(Ok(piece));
                 }
-                out.push(t);
-                history.push(t);
-                self.stats.generated += 1;
+                Ok(None) => {}
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
             }
         }
-        // Leave the cache as if the output had been decoded one by one (the last token too).
-        if let Some(&last) = history.last() {
-            let pos = history.len() - 1;
-            self.target.kv_seq_rm(0, pos as i32..)?;
-            batch.clear();
-            batch.add(last, pos as i32, &[0], true)?;
-            self.target.decode(&batch)?;
+        self.done = true;
+        let generated = self.spec.stats.generated;
+        let fixed = self.spec.finish(&mut self.run, generated);
+        self.spec.stats.generation_time = self.started.elapsed();
+        if let Err(e) = fixed {
+            return Some(Err(e));
         }
-        Ok(out)
+        let rest = self.out.flush(self.finish == Some(FinishReason::Stop))?;
+        Some(Ok(Piece { token: None, text: rest, logprob: None }))
     }
 }
 

@@ -1,0 +1,71 @@
+//! What verifying a draft costs: the time of one target decode of `k` tokens (k = 1..=16) at a
+//! fixed context position, relative to a single-token decode. Speculative decoding with `k − 1`
+//! drafts only pays when the tokens it gains outweigh this ratio; the adaptive controller
+//! measures the same curve online.
+//!
+//! ```text
+//! cargo bench --bench verify_cost -- [--model-name smollm2|gemma3|qwen-coder-1.5b|...]
+//!     [--model PATH] [--threads 2] [--rounds 15] [--no-repack]
+//! ```
+
+use std::time::Instant;
+
+use llama::{Batch, ContextParams, Model};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let (mut path, mut threads, mut rounds, mut repack) = (None, 2, 15usize, true);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut v = || args.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--model" => path = Some(std::path::PathBuf::from(v()?)),
+            "--model-name" => path = Some(llama_examples::models::by_name(&v()?)?),
+            "--threads" => threads = v()?.parse()?,
+            "--rounds" => rounds = v()?.parse()?,
+            "--no-repack" => repack = false,
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let path = match path {
+        Some(p) => p,
+        None => llama_examples::models::default_model()?,
+    };
+    let model = Model::builder(&path).repack(repack).load()?;
+    let mut ctx = model.context(ContextParams::default().n_ctx(1024).n_threads(threads))?;
+    let text = "fn main() { let xs: Vec<u32> = (0..100).collect(); println!(\"{}\", xs.len()); }\n".repeat(12);
+    let mut prompt = model.vocab().tokenize(&text, true)?;
+    prompt.truncate(256);
+    let mut batch = Batch::new(512, 1);
+    batch.add_sequence(&prompt, 0, 0, false)?;
+    ctx.decode(&batch)?;
+    let pos = prompt.len() as i32;
+    let sizes: Vec<usize> = (1..=9).chain([12, 16]).collect();
+    let mut times = vec![Vec::new(); sizes.len()];
+    // Interleave the sizes round by round so drift hits them all alike.
+    for _ in 0..rounds + 1 {
+        for (i, &k) in sizes.iter().enumerate() {
+            batch.clear();
+            for j in 0..k {
+                batch.add(prompt[j % prompt.len()], pos + j as i32, &[0], true)?;
+            }
+            let t = Instant::now();
+            ctx.decode(&batch)?;
+            let _: Option<&[f32]> = ctx.logits_ith(k as i32 - 1); // synchronises
+            times[i].push(t.elapsed().as_secs_f64());
+            ctx.kv_seq_rm(0, pos..)?;
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.remove(0); // warm-up round
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let meds: Vec<f64> = times.iter_mut().map(median).collect();
+    println!("{}: {threads} threads, position {pos}, repack {repack}, median of {rounds}", path.display());
+    println!("{:>5} {:>9} {:>10} {:>9}", "batch", "ms", "vs 1 tok", "tok/s");
+    for (k, t) in sizes.iter().zip(&meds) {
+        println!("{k:>5} {:>9.2} {:>10.2} {:>9.1}", t * 1e3, t / meds[0], *k as f64 / t);
+    }
+    Ok(())
+}
