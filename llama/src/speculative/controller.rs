@@ -78,7 +78,18 @@ impl Controller {
     /// Estimated seconds to verify `k` drafts: measured, or interpolated between the nearest
     /// measured sizes (a batch's cost per token falls with its size, so a straight line from
     /// small sizes would overcharge long drafts), or extrapolated with the fitted slope.
+    ///
+    /// Two facts bound the estimate, so one noisy measurement cannot rule a size out for good
+    /// (a size that is never chosen is never measured again): a batch costs no more than a
+    /// larger one, and no more than decoding its tokens one by one.
     pub fn verify_cost(&self, k: usize) -> Option<f64> {
+        let t1 = self.verify.first().copied().flatten()?;
+        let raw = self.raw_cost(k)?;
+        let larger = (k + 1..self.verify.len()).filter_map(|j| self.verify[j]).fold(f64::INFINITY, f64::min);
+        Some(raw.min(larger).min(t1 * (k + 1) as f64).max(t1))
+    }
+
+    fn raw_cost(&self, k: usize) -> Option<f64> {
         if let Some(t) = self.verify.get(k).copied().flatten() {
             return Some(t);
         }
@@ -181,5 +192,44 @@ impl Controller {
         self.draft_cost = ema(self.draft_cost, draft.as_secs_f64() / k as f64);
         self.accepted = self.accepted * DECAY + accepted as f64;
         self.rejected = self.rejected * DECAY + f64::from(u8::from(accepted < k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds the controller rounds whose verify time follows `cost(k)` (seconds) and whose
+    /// drafts are accepted with probability `alpha` (deterministically: the expected count).
+    fn settle(cost: impl Fn(usize) -> f64, alpha: f64, acceptance: &[f64]) -> usize {
+        let mut c = Controller::adaptive(8);
+        let mut k = 0;
+        for _ in 0..200 {
+            let budget = c.budget(Some(0.0));
+            k = if budget == 0 { 0 } else { c.trim(budget, acceptance) };
+            let accepted = (0..k).take_while(|&i| alpha.powi(i as i32 + 1) > 0.5).count();
+            c.observe(k, accepted, Duration::ZERO, Duration::from_secs_f64(cost(k)));
+        }
+        k
+    }
+
+    #[test]
+    fn backs_off_to_plain_decoding_when_verification_costs_as_much_as_decoding() {
+        // A batch of k + 1 costs k + 1 single decodes: no draft length can pay.
+        assert_eq!(settle(|k| 0.01 * (k + 1) as f64, 0.9, &[0.9; 8]), 0);
+    }
+
+    #[test]
+    fn drafts_long_when_verification_is_cheap_and_drafts_are_good() {
+        // A GPU-like curve: a batch costs barely more than one token.
+        assert_eq!(settle(|k| 0.01 + 0.0005 * k as f64, 0.99, &[0.99; 8]), 8);
+    }
+
+    #[test]
+    fn fixed_mode_never_adapts() {
+        let mut c = Controller::fixed(5);
+        c.observe(5, 0, Duration::ZERO, Duration::from_secs(1));
+        assert_eq!(c.budget(None), 5);
+        assert_eq!(c.trim(5, &[0.0]), 5);
     }
 }
