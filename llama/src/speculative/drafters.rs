@@ -348,7 +348,9 @@ mod tests {
     use super::*;
 
     fn toks(s: &str) -> Vec<Token> {
-        s.split_whitespace().map(|w| Token(w.bytes().fold(0, |h, b| h * 31 + i32::from(b)) & 0xffff)).collect()
+        s.split_whitespace()
+            .map(|w| Token(w.bytes().fold(0i32, |h, b| h.wrapping_mul(31).wrapping_add(i32::from(b))) & 0xffff))
+            .collect()
     }
 
     #[test]
