@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     batch.add_sequence(&prompt, 0, 0, false)?;
     ctx.decode(&batch)?;
     let pos = prompt.len() as i32;
-    let sizes: Vec<usize> = (1..=9).chain([12, 16]).collect();
+    let sizes: Vec<usize> = (1..=9).chain([12, 16, 17]).collect();
     let mut times = vec![Vec::new(); sizes.len()];
     // Interleave the sizes round by round so drift hits them all alike.
     for _ in 0..rounds + 1 {

@@ -1,5 +1,6 @@
 //! Choosing the draft length from measured costs and acceptance.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Picks how many tokens to draft and verify each round.
@@ -20,8 +21,13 @@ use std::time::Duration;
 pub struct Controller {
     max: usize,
     fixed: Option<usize>,
-    /// Seconds to verify `k` drafts, by `k` (index 0 = a plain single-token decode).
+    /// Seconds to verify `k` drafts, by `k` (index 0 = a plain single-token decode): the
+    /// median of the recent samples, which a single stall cannot move.
     verify: Vec<Option<f64>>,
+    samples: Vec<VecDeque<f64>>,
+    /// Round in which each size was last measured.
+    measured_at: Vec<usize>,
+    rounds: usize,
     /// Extra seconds per additional token in a target batch (for sizes not measured yet).
     slope: Option<f64>,
     /// Seconds per drafted token.
@@ -37,6 +43,12 @@ pub struct Controller {
 }
 
 const DECAY: f64 = 0.9;
+/// Samples per size kept for the median.
+const SAMPLES: usize = 5;
+/// With a confident draft, the full length is re-measured when its cost is this many rounds old:
+/// sizes that are never chosen would otherwise never be measured again.
+const REMEASURE_AFTER: usize = 24;
+const CONFIDENT: f64 = 0.9;
 const PROBE_FIRST: usize = 16;
 const PROBE_MAX: usize = 512;
 
@@ -51,6 +63,9 @@ impl Controller {
             max,
             fixed: None,
             verify: vec![None; max + 1],
+            samples: vec![VecDeque::new(); max + 1],
+            measured_at: vec![0; max + 1],
+            rounds: 0,
             slope: None,
             draft_cost: None,
             accepted: 1.0,
@@ -174,14 +189,26 @@ impl Controller {
         }
         let last = acceptance[acceptance.len() - 1];
         let best = self.best(available, 0.0, &|i| acceptance.get(i).copied().unwrap_or(last));
+        let stale = self.rounds.saturating_sub(self.measured_at[available.min(self.max)]) >= REMEASURE_AFTER;
+        if best < available && stale && acceptance[0] >= CONFIDENT {
+            return available;
+        }
         self.maybe_probe(best, 0.0).min(available)
     }
 
     /// Records a round: `k` drafted, `accepted` of them accepted, and the times spent.
     pub fn observe(&mut self, k: usize, accepted: usize, draft: Duration, verify: Duration) {
         let verify = verify.as_secs_f64();
-        if let Some(slot) = self.verify.get_mut(k) {
-            *slot = ema(*slot, verify);
+        self.rounds += 1;
+        if let Some(samples) = self.samples.get_mut(k) {
+            if samples.len() == SAMPLES {
+                samples.pop_front();
+            }
+            samples.push_back(verify);
+            let mut sorted: Vec<f64> = samples.iter().copied().collect();
+            sorted.sort_by(f64::total_cmp);
+            self.verify[k] = Some(sorted[sorted.len() / 2]);
+            self.measured_at[k] = self.rounds;
         }
         if k == 0 {
             return;

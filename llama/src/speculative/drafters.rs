@@ -25,8 +25,9 @@ pub struct NgramDrafter {
     min_match: usize,
     /// Where the copy stands; `None` before any alignment was found.
     state: Option<Cursor>,
-    /// Where a divergence began: the source position and the output index.
-    diverged: Option<(usize, usize)>,
+    /// Where a divergence began: the source position, the output index, and the copy run
+    /// before it.
+    diverged: Option<(usize, usize, usize)>,
     /// Learned edits, replayed while copying.
     edits: Vec<Edit>,
     /// Tokens copied in a row under the current alignment.
@@ -84,7 +85,7 @@ impl Default for NgramDrafter {
             run: 0,
             seen: Vec::new(),
             // Priors: copies that have held for longer are more likely to go on holding.
-            buckets: [(1.0, 1.0), (2.0, 1.0), (3.0, 1.0), (4.0, 1.0), (6.0, 1.0), (8.0, 1.0)],
+            buckets: [(1.0, 1.0), (2.0, 1.0), (3.0, 1.0), (6.0, 1.0), (12.0, 1.0), (20.0, 1.0)],
             last_bucket: 0,
         }
     }
@@ -147,10 +148,11 @@ impl NgramDrafter {
     }
 
     /// Realigns after the token `h[i]` broke the copy. Returns the new source position and
-    /// the match length, learning an edit when the copy resumes near where it diverged.
+    /// the run to credit: a copy that resumes near where it diverged (learning the edit) keeps
+    /// half its run, a new alignment starts from its match length.
     fn resync(&mut self, h: &[Token]) -> Option<(usize, usize)> {
         let i = h.len() - 1;
-        if let Some((src, out)) = self.diverged {
+        if let Some((src, out, run)) = self.diverged {
             // Near the divergence a single matching token is enough: the longest match wins,
             // then the one closest to where an equal-length substitution would resume.
             let expect = src + (i - out);
@@ -166,14 +168,16 @@ impl NgramDrafter {
                 if useful && self.edits.len() < MAX_EDITS && !self.edits.contains(&edit) {
                     self.edits.push(edit);
                 }
-                return Some((j, l));
+                return Some((j, l.max(run / 2)));
             }
         }
-        // Anywhere: the longest match, the most recent among equals.
+        // Anywhere: the longest match; among equals the one nearest where the broken copy
+        // would be by now (copies move forward), else the most recent.
+        let expect = self.diverged.map_or(i, |(src, out, _)| src + (i - out));
         (1..i + 1)
             .map(|j| (Self::match_len(h, j), j))
             .filter(|&(l, _)| l >= self.min_match)
-            .max_by_key(|&(l, j)| (l, j))
+            .max_by_key(|&(l, j)| (l, std::cmp::Reverse(j.abs_diff(expect)), j))
             .map(|(l, j)| (j, l))
     }
 
@@ -189,14 +193,14 @@ impl NgramDrafter {
                 }
             }
             if let Some(c) = self.state {
-                self.diverged = Some((c.anchor, i));
+                self.diverged = Some((c.anchor, i, self.run));
             }
         }
         match self.resync(h) {
-            Some((j, l)) => {
+            Some((j, run)) => {
                 self.state = Some(Cursor { anchor: j, edit: None });
                 self.diverged = None;
-                self.run = l;
+                self.run = run;
             }
             None => self.run = 0,
         }
