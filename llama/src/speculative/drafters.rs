@@ -327,7 +327,7 @@ impl Drafter for DraftModel {
         for i in 0..n {
             let logits = self.ctx.logits_ith(-1).ok_or(crate::DecodeError::InvalidBatch)?;
             let token = match self.temperature {
-                None => Token(logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i) as i32),
+                None => super::argmax(logits),
                 Some(t) => {
                     let q = softmax(logits, t);
                     let token = super::sample_index(&q, &mut self.rng);
