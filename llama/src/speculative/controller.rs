@@ -189,9 +189,18 @@ impl Controller {
         }
         let last = acceptance[acceptance.len() - 1];
         let best = self.best(available, 0.0, &|i| acceptance.get(i).copied().unwrap_or(last));
-        let stale = self.rounds.saturating_sub(self.measured_at[available.min(self.max)]) >= REMEASURE_AFTER;
-        if best < available && stale && acceptance[0] >= CONFIDENT {
-            return available;
+        if acceptance[0] >= CONFIDENT {
+            // Batch costs are irregular (tiling): measure the sizes 2, 4, 8, 16, ... once, so
+            // interpolation runs between real points.
+            if let Some(k) =
+                (1..).map(|b| (1usize << b) - 1).take_while(|&k| k <= available).find(|&k| self.verify[k].is_none())
+            {
+                return k;
+            }
+            let stale = self.rounds.saturating_sub(self.measured_at[available.min(self.max)]) >= REMEASURE_AFTER;
+            if best < available && stale {
+                return available;
+            }
         }
         self.maybe_probe(best, 0.0).min(available)
     }
