@@ -6,16 +6,23 @@
 //! ```text
 //! cargo bench --bench speculative -- --impl plain|rust|c --model-name qwen-coder-1.5b
 //!     [--draft-name qwen-coder-0.5b | --ngram] [--fixed K | --adaptive] [--max 8]
-//!     [--prompt-file F | --prompt TEXT] [-n 256] [--threads 2]
+//!     [--prompt-file F | --prompt TEXT] [-n 256] [--threads 2] [--requantize q4_0|q8_0|f16]
 //! ```
+//!
+//! `--requantize` runs the target re-quantized by the crate's own quantize API (cached next to
+//! the downloaded models): the same model with another weight type, to show how much of the
+//! result belongs to the batched matrix kernels of that type.
 
 use llama::speculative::{DraftModel, Drafter, Mode, NgramDrafter, SpeculativeDecoder};
-use llama::{ContextParams, GenerateParams, Model, Sampler, Token};
+use std::path::{Path, PathBuf};
+
+use llama::{ContextParams, Ftype, GenerateParams, Model, QuantizeParams, Sampler, Token};
 use llama_examples::{greedy::c_speculative, models};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut imp, mut target, mut draft, mut fixed, mut max) = ("rust".to_string(), None, None, None, 8usize);
     let (mut prompt, mut n, mut threads) = (String::from("def parse_csv(path):\n"), 256usize, 2i32);
+    let mut requantize = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut v = || args.next().ok_or(format!("{a} needs a value"));
@@ -32,14 +39,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--prompt" => prompt = v()?,
             "-n" => n = v()?.parse()?,
             "--threads" => threads = v()?.parse()?,
+            "--requantize" => requantize = Some(v()?),
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
-    let target = match target {
+    let mut target = match target {
         Some(t) => t,
         None => models::default_model()?,
     };
+    if let Some(kind) = &requantize {
+        target = requantized(&target, kind)?;
+    }
     let model = Model::load(&target)?;
     let params = ContextParams::default().n_ctx(4096).n_threads(threads);
     let tokens = model.vocab().tokenize(&prompt, true)?;
@@ -85,4 +96,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ids.join(",")
     );
     Ok(())
+}
+
+/// `src` re-quantized to `kind`, made once and kept in the model cache.
+fn requantized(src: &Path, kind: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let ftype = match kind {
+        "q4_0" => Ftype::Q4_0,
+        "q8_0" => Ftype::Q8_0,
+        "f16" => Ftype::F16,
+        other => return Err(format!("--requantize takes q4_0, q8_0 or f16, not {other}").into()),
+    };
+    let stem = src.file_stem().and_then(|s| s.to_str()).ok_or("model path has no file name")?;
+    let dir = models::cache_dir().join("derived");
+    let out = dir.join(format!("{stem}.{kind}.gguf"));
+    if !out.exists() {
+        std::fs::create_dir_all(&dir)?;
+        let tmp = out.with_extension("partial");
+        QuantizeParams::new(ftype).allow_requantize(true).run(src, &tmp)?;
+        std::fs::rename(&tmp, &out)?;
+    }
+    Ok(out)
 }

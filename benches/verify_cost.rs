@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench --bench verify_cost -- [--model-name smollm2|gemma3|qwen-coder-1.5b|...]
-//!     [--model PATH] [--threads 2] [--rounds 15] [--no-repack]
+//!     [--model PATH] [--threads 2] [--rounds 15] [--position 256] [--no-repack]
 //! ```
 
 use std::time::Instant;
@@ -13,7 +13,7 @@ use std::time::Instant;
 use llama::{Batch, ContextParams, Model};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (mut path, mut threads, mut rounds, mut repack) = (None, 2, 15usize, true);
+    let (mut path, mut threads, mut rounds, mut repack, mut position) = (None, 2, 15usize, true, 256usize);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut v = || args.next().ok_or(format!("{a} needs a value"));
@@ -22,6 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--model-name" => path = Some(llama_examples::models::by_name(&v()?)?),
             "--threads" => threads = v()?.parse()?,
             "--rounds" => rounds = v()?.parse()?,
+            "--position" => position = v()?.parse()?,
             "--no-repack" => repack = false,
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
@@ -32,11 +33,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => llama_examples::models::default_model()?,
     };
     let model = Model::builder(&path).repack(repack).load()?;
-    let mut ctx = model.context(ContextParams::default().n_ctx(1024).n_threads(threads))?;
-    let text = "fn main() { let xs: Vec<u32> = (0..100).collect(); println!(\"{}\", xs.len()); }\n".repeat(12);
-    let mut prompt = model.vocab().tokenize(&text, true)?;
-    prompt.truncate(256);
-    let mut batch = Batch::new(512, 1);
+    let n_ctx = (position + 64).next_power_of_two().max(1024) as u32;
+    let mut ctx = model.context(ContextParams::default().n_ctx(n_ctx).n_batch(n_ctx).n_threads(threads))?;
+    let line = "fn main() { let xs: Vec<u32> = (0..100).collect(); println!(\"{}\", xs.len()); }\n";
+    let mut prompt = model.vocab().tokenize(&line.repeat(position / 8 + 1), true)?;
+    prompt.truncate(position.max(1));
+    let mut batch = Batch::new(n_ctx as usize, 1);
     batch.add_sequence(&prompt, 0, 0, false)?;
     ctx.decode(&batch)?;
     let pos = prompt.len() as i32;

@@ -28,6 +28,13 @@ pub struct NgramDrafter {
     /// Where a divergence began: the source position, the output index, and the copy run
     /// before it.
     diverged: Option<(usize, usize, usize)>,
+    /// A local resynchronisation not yet confirmed by [`CONFIRM`] matching tokens: if the
+    /// copy breaks again first, the two divergences are one edit (e.g. `\n\n` became `\n`
+    /// `\n`, found one token at a time), so the first is undone and the divergence reopened.
+    pending: Option<Pending>,
+    /// Length of the history when the drafter started following it: what comes after was
+    /// generated (a copy), what comes before is the source it copies.
+    origin: usize,
     /// Learned edits, replayed while copying.
     edits: Vec<Edit>,
     /// Tokens copied in a row under the current alignment.
@@ -49,6 +56,15 @@ struct Cursor {
     edit: Option<(usize, usize)>,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// The divergence it closed: source position, output index, run before it.
+    diverged: (usize, usize, usize),
+    /// Whether it added the last entry of `edits`.
+    learned: bool,
+    matched: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Edit {
     from: Vec<Token>,
@@ -63,6 +79,13 @@ const MAX_MATCH: usize = 64;
 /// Edits kept; longer ones are not learned.
 const MAX_EDITS: usize = 32;
 const MAX_EDIT_LEN: usize = 8;
+/// Matching tokens that confirm a local resynchronisation.
+const CONFIRM: usize = 2;
+/// How far past where a broken copy would be by now a global resynchronisation prefers
+/// short matches over long ones elsewhere (rewrites move forward through their source).
+const FORWARD_WINDOW: usize = 64;
+/// Match length for a global resynchronisation on the first token of a divergence.
+const JUMP_MATCH: usize = 8;
 
 fn bucket(run: usize) -> usize {
     match run {
@@ -81,6 +104,8 @@ impl Default for NgramDrafter {
             min_match: 3,
             state: None,
             diverged: None,
+            pending: None,
+            origin: 0,
             edits: Vec::new(),
             run: 0,
             seen: Vec::new(),
@@ -110,6 +135,8 @@ impl NgramDrafter {
     pub fn reset(&mut self) {
         self.state = None;
         self.diverged = None;
+        self.pending = None;
+        self.origin = 0;
         self.edits.clear();
         self.run = 0;
         self.seen.clear();
@@ -165,19 +192,32 @@ impl NgramDrafter {
             if let Some((l, j)) = best {
                 let edit = Edit { from: h[src..j - l].to_vec(), to: h[out..=i - l].to_vec() };
                 let useful = !edit.from.is_empty() && edit.from.len() <= MAX_EDIT_LEN && edit.to.len() <= MAX_EDIT_LEN;
-                if useful && self.edits.len() < MAX_EDITS && !self.edits.contains(&edit) {
+                let learned = useful && self.edits.len() < MAX_EDITS && !self.edits.contains(&edit);
+                if learned {
                     self.edits.push(edit);
                 }
+                self.pending = Some(Pending { diverged: (src, out, run), learned, matched: 0 });
                 return Some((j, l.max(run / 2)));
             }
         }
         // Anywhere: the longest match; among equals the one nearest where the broken copy
-        // would be by now (copies move forward), else the most recent.
+        // would be by now, else the most recent. A rewrite moves forward through its source,
+        // so a shorter match just ahead of the broken copy (in the source, not in the copy
+        // itself) beats a longer one elsewhere, which is often the output's own copy of text
+        // already passed.
         let expect = self.diverged.map_or(i, |(src, out, _)| src + (i - out));
+        // One changed token is more often a substitution (the copy resumes right after it) than
+        // a jump elsewhere: on the first token of a divergence only a long match moves it.
+        let first = self.diverged.is_some_and(|(_, out, _)| out == i);
+        let min_match = if first { JUMP_MATCH } else { self.min_match };
+        let ahead = |l: usize, j: usize| {
+            let window = (expect + FORWARD_WINDOW).min(self.origin);
+            !first && l >= 2 && self.diverged.is_some_and(|(src, ..)| j > src && j <= window)
+        };
         (1..i + 1)
             .map(|j| (Self::match_len(h, j), j))
-            .filter(|&(l, _)| l >= self.min_match)
-            .max_by_key(|&(l, j)| (l, std::cmp::Reverse(j.abs_diff(expect)), j))
+            .filter(|&(l, j)| l >= min_match || ahead(l, j))
+            .max_by_key(|&(l, j)| (ahead(l, j), l, std::cmp::Reverse(j.abs_diff(expect)), j))
             .map(|(l, j)| (j, l))
     }
 
@@ -189,13 +229,25 @@ impl NgramDrafter {
                 if t == h[i] {
                     self.state = Some(after);
                     self.run += 1;
+                    if let Some(p) = &mut self.pending {
+                        p.matched += 1;
+                        if p.matched >= CONFIRM {
+                            self.pending = None;
+                        }
+                    }
                     return;
                 }
             }
-            if let Some(c) = self.state {
+            if let Some(p) = self.pending.take() {
+                if p.learned {
+                    self.edits.pop();
+                }
+                self.diverged = Some(p.diverged);
+            } else if let Some(c) = self.state {
                 self.diverged = Some((c.anchor, i, self.run));
             }
         }
+        self.pending = None;
         match self.resync(h) {
             Some((j, run)) => {
                 self.state = Some(Cursor { anchor: j, edit: None });
@@ -215,6 +267,9 @@ impl Drafter for NgramDrafter {
         // Follow the alignment through what was appended since the last call (a new history
         // only needs an alignment for its end).
         let from = if self.seen.is_empty() { history.len().saturating_sub(1) } else { self.seen.len() };
+        if self.seen.is_empty() {
+            self.origin = from;
+        }
         for i in from..history.len() {
             self.follow(&history[..=i]);
         }
@@ -375,6 +430,49 @@ mod tests {
         // Following the draft keeps the alignment, through the edit.
         h.extend(toks("} print ( grand"));
         assert_eq!(d.draft(&h, 3).unwrap().tokens, toks("_total ) ;"));
+    }
+
+    /// Feeds `copy` to the drafter one token at a time after `source`, as during decoding.
+    fn follow_copy(d: &mut NgramDrafter, source: &str, copy: &str) -> Vec<Token> {
+        let mut h = toks(source);
+        for t in toks(copy) {
+            h.push(t);
+            d.draft(&h, 4).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn a_change_found_one_token_at_a_time_is_learned_as_one_edit() {
+        // The source's `NN` (one token) comes out as `N N` (two): the first `N` looks like a
+        // deletion of `NN` until the second one arrives.
+        let source = "def a : ret NN N def b : ret NN N def c : ret NN N def d : ret";
+        let mut d = NgramDrafter::default();
+        let h = follow_copy(&mut d, &format!("{source} COPY"), "def a : ret N N def b : ret");
+        assert_eq!(d.draft(&h, 5).unwrap().tokens, toks("N N def c :"));
+    }
+
+    #[test]
+    fn a_substituted_token_waits_for_the_copy_to_resume_instead_of_jumping() {
+        // `( x , new` also occurs further on; a jump there would draft `: D`.
+        let filler: String = (0..30).map(|i| format!(" f{i}")).collect();
+        let source = format!("A ( x , old ) : B ; {filler} C ( x , new ) : D ;");
+        let mut d = NgramDrafter::default();
+        let h = follow_copy(&mut d, &format!("{source} COPY"), "A ( x , new )");
+        assert_eq!(d.draft(&h, 2).unwrap().tokens, toks(": B"));
+    }
+
+    #[test]
+    fn a_resync_prefers_a_short_match_ahead_to_a_long_one_in_text_already_copied() {
+        let gap: String = (0..20).map(|i| format!(" g{i}")).collect();
+        let filler: String = (0..80).map(|i| format!(" f{i}")).collect();
+        // Source: ... m3 <gap> c d e ...; earlier output: w0 y c d Z; now: w1 y c d.
+        let h = toks(&format!("m0 m1 m2 m3 {gap} c d e m4 {filler} w0 y c d Z w1 y c d"));
+        let (src, i) = (3, h.len() - 1);
+        let origin = h.len() - 9;
+        let mut d = NgramDrafter { diverged: Some((src, i - 2, 8)), origin, ..NgramDrafter::default() };
+        let (j, _) = d.resync(&h).unwrap();
+        assert_eq!(h[j], toks("e")[0], "realigned to {j}");
     }
 
     #[test]
