@@ -13,9 +13,9 @@ machine's speed drifts by tens of percent over minutes):
             n-gram drafter (adaptive, max 15: a 16-token verify batch, which on this CPU costs
             less per token than 17) on a copy-heavy task — rewrite a 40-line code
             block with a rename (benches/prompts/rename.txt) — vs plain decoding
-  ngram-smollm2-q4_0, ngram-smollm2-f16
+  ngram-smollm2-q4_0, ngram-smollm2-q8_0, ngram-smollm2-f16
             the same with SmolLM2 re-quantized by the crate from its Q4_1 file: ggml has batched
-            x86 kernels for Q4_0 and F16 but not for Q4_1, so verifying a draft costs far less
+            x86 kernels for these types but not for Q4_1, so verifying a draft costs far less
 
     python3 benches/speculative.py [--rounds 3] [--threads 2] [-n 256] [--only fixed8,adaptive,...]
 """
@@ -42,6 +42,10 @@ SCENARIOS = {
     "ngram-smollm2-q4_0": (
         ("rust", ["--model-name", "smollm2", "--requantize", "q4_0", "--ngram", "--max", "15"] + RENAME),
         ("plain", ["--model-name", "smollm2", "--requantize", "q4_0"] + RENAME),
+    ),
+    "ngram-smollm2-q8_0": (
+        ("rust", ["--model-name", "smollm2", "--requantize", "q8_0", "--ngram", "--max", "15"] + RENAME),
+        ("plain", ["--model-name", "smollm2", "--requantize", "q8_0"] + RENAME),
     ),
     "ngram-smollm2-f16": (
         ("rust", ["--model-name", "smollm2", "--requantize", "f16", "--ngram", "--max", "15"] + RENAME),

@@ -14,10 +14,8 @@
 //! result belongs to the batched matrix kernels of that type.
 
 use llama::speculative::{DraftModel, Drafter, Mode, NgramDrafter, SpeculativeDecoder};
-use std::path::{Path, PathBuf};
-
-use llama::{ContextParams, Ftype, GenerateParams, Model, QuantizeParams, Sampler, Token};
-use llama_examples::{greedy::c_speculative, models};
+use llama::{ContextParams, GenerateParams, Model, Sampler, Token};
+use llama_examples::{derived, greedy::c_speculative, models};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut imp, mut target, mut draft, mut fixed, mut max) = ("rust".to_string(), None, None, None, 8usize);
@@ -49,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => models::default_model()?,
     };
     if let Some(kind) = &requantize {
-        target = requantized(&target, kind)?;
+        target = derived::requantized(&target, kind)?;
     }
     let model = Model::load(&target)?;
     let params = ContextParams::default().n_ctx(4096).n_threads(threads);
@@ -96,24 +94,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ids.join(",")
     );
     Ok(())
-}
-
-/// `src` re-quantized to `kind`, made once and kept in the model cache.
-fn requantized(src: &Path, kind: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let ftype = match kind {
-        "q4_0" => Ftype::Q4_0,
-        "q8_0" => Ftype::Q8_0,
-        "f16" => Ftype::F16,
-        other => return Err(format!("--requantize takes q4_0, q8_0 or f16, not {other}").into()),
-    };
-    let stem = src.file_stem().and_then(|s| s.to_str()).ok_or("model path has no file name")?;
-    let dir = models::cache_dir().join("derived");
-    let out = dir.join(format!("{stem}.{kind}.gguf"));
-    if !out.exists() {
-        std::fs::create_dir_all(&dir)?;
-        let tmp = out.with_extension("partial");
-        QuantizeParams::new(ftype).allow_requantize(true).run(src, &tmp)?;
-        std::fs::rename(&tmp, &out)?;
-    }
-    Ok(out)
 }

@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench --bench verify_cost -- [--model-name smollm2|gemma3|qwen-coder-1.5b|...]
 //!     [--model PATH] [--threads 2] [--rounds 15] [--position 256] [--no-repack]
+//!     [--requantize q4_0|q8_0|f16]
 //! ```
 
 use std::time::Instant;
@@ -14,6 +15,7 @@ use llama::{Batch, ContextParams, Model};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut path, mut threads, mut rounds, mut repack, mut position) = (None, 2, 15usize, true, 256usize);
+    let mut requantize = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut v = || args.next().ok_or(format!("{a} needs a value"));
@@ -24,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--rounds" => rounds = v()?.parse()?,
             "--position" => position = v()?.parse()?,
             "--no-repack" => repack = false,
+            "--requantize" => requantize = Some(v()?),
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -31,6 +34,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = match path {
         Some(p) => p,
         None => llama_examples::models::default_model()?,
+    };
+    let path = match requantize {
+        Some(kind) => llama_examples::derived::requantized(&path, &kind)?,
+        None => path,
     };
     let model = Model::builder(&path).repack(repack).load()?;
     let n_ctx = (position + 64).next_power_of_two().max(1024) as u32;

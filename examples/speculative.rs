@@ -154,6 +154,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (0..=max).filter_map(|k| c.verify_cost(k).map(|t| format!("{k}:{:.1}ms", t * 1e3))).collect();
     eprintln!("verify cost by draft length (measured or extrapolated): {}", costs.join(" "));
     eprintln!(
+        "time: drafting {:.2} s, verifying {:.2} s, whole generation {:.2} s",
+        s.draft_time.as_secs_f64(),
+        s.verify_time.as_secs_f64(),
+        s.generation_time.as_secs_f64()
+    );
+    eprintln!(
         "plain {plain_tps:.1} t/s, speculative {:.1} t/s, ratio {:.2}",
         s.tokens_per_second(),
         s.tokens_per_second() / plain_tps

@@ -1,4 +1,5 @@
 //! Helpers shared by the examples, benches and the C-equivalence test.
 
+pub mod derived;
 pub mod greedy;
 pub mod models;
