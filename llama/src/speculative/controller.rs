@@ -17,6 +17,11 @@ use std::time::Duration;
 /// A round asks the drafter for [`budget`](Self::budget) tokens and then verifies
 /// [`trim`](Self::trim) of them: for a free drafter (n-gram lookup) the decision waits until
 /// the draft and its confidence are known.
+///
+/// A costly drafter (a draft model) must first catch up on the whole prompt, so before its
+/// first draft the controller asks for [cost probes](Self::wants_cost_probe): rounds that
+/// verify a placeholder token, which price a batch of two. If then even drafts that were
+/// always accepted could not pay, the draft model is not run at all (until a rare probe).
 #[derive(Debug, Clone)]
 pub struct Controller {
     max: usize,
@@ -28,8 +33,6 @@ pub struct Controller {
     /// Round in which each size was last measured.
     measured_at: Vec<usize>,
     rounds: usize,
-    /// Extra seconds per additional token in a target batch (for sizes not measured yet).
-    slope: Option<f64>,
     /// Seconds per drafted token.
     draft_cost: Option<f64>,
     /// Accepted and rejected draft tokens (decayed counts).
@@ -51,6 +54,10 @@ const REMEASURE_AFTER: usize = 24;
 const CONFIDENT: f64 = 0.9;
 const PROBE_FIRST: usize = 16;
 const PROBE_MAX: usize = 512;
+const PAY_MARGIN: f64 = 1.1;
+/// Plain steps before the first cost probe, and cost probes before a costly drafter is run.
+const PROBE_AFTER: usize = 3;
+const PROBES: usize = 3;
 
 fn ema(old: Option<f64>, new: f64) -> Option<f64> {
     Some(old.map_or(new, |o| 0.8 * o + 0.2 * new))
@@ -66,7 +73,6 @@ impl Controller {
             samples: vec![VecDeque::new(); max + 1],
             measured_at: vec![0; max + 1],
             rounds: 0,
-            slope: None,
             draft_cost: None,
             accepted: 1.0,
             rejected: 1.0,
@@ -112,7 +118,7 @@ impl Controller {
         let above = (k + 1..self.verify.len()).find_map(|i| Some((i, self.verify[i]?)));
         match (below, above) {
             (Some((i, ti)), Some((j, tj))) => Some(ti + (tj - ti) * (k - i) as f64 / (j - i) as f64),
-            (Some((i, ti)), None) => Some(ti + self.slope? * (k - i) as f64),
+            (Some((i, ti)), None) => Some(ti + self.slope()? * (k - i) as f64),
             _ => None,
         }
     }
@@ -135,11 +141,25 @@ impl Controller {
         (0..=up_to).max_by(|&a, &b| rate(a).total_cmp(&rate(b))).unwrap_or(0)
     }
 
-    /// Whether some draft length would beat plain decoding even if every draft were accepted;
-    /// if not, probing for a better acceptance rate cannot change the decision.
+    /// Whether the next round should verify a placeholder draft of one token instead of asking
+    /// the drafter: the drafter is costly (`draft_cost` seconds per token, known before it
+    /// drafts) and no batch has been priced yet.
+    pub fn wants_cost_probe(&self, draft_cost: Option<f64>) -> bool {
+        self.fixed.is_none()
+            && self.max > 0
+            && draft_cost.is_some_and(|c| c > 0.0)
+            && self.draft_cost.is_none()
+            && self.samples[0].len() >= PROBE_AFTER
+            && self.samples[1].len() < PROBES
+    }
+
+    /// Whether some draft length would beat plain decoding by [`PAY_MARGIN`] even if every
+    /// draft were accepted; if not, probing for a better acceptance rate cannot change the
+    /// decision (real drafts are never all accepted, and the estimates are optimistic: a slope
+    /// measured on small batches, a draft model timed on a short context).
     fn could_pay(&self, draft_cost: f64) -> bool {
         let plain = self.rate_at(0, draft_cost, &|_| 1.0).unwrap_or(0.0);
-        (1..=self.max).any(|k| self.rate_at(k, draft_cost, &|_| 1.0).unwrap_or(f64::INFINITY) > plain)
+        (1..=self.max).any(|k| self.rate_at(k, draft_cost, &|_| 1.0).unwrap_or(f64::INFINITY) > PAY_MARGIN * plain)
     }
 
     /// Turns a "plain decoding is best" verdict into an occasional short probe.
@@ -165,11 +185,13 @@ impl Controller {
         if let Some(k) = self.fixed {
             return k;
         }
-        // Measure first: a plain step for t1, then a full draft for the slope and costs.
-        if self.verify[0].is_none() {
+        // Measure first: a plain step for t1, then a full draft for the slope and costs. A
+        // costly drafter waits for a steadier t1 and for cost probes to price a batch.
+        let costly = draft_cost.is_some_and(|c| c > 0.0) && self.draft_cost.is_none();
+        if self.verify[0].is_none() || (costly && self.slope().is_none()) {
             return 0;
         }
-        let Some(cost) = draft_cost.or(self.draft_cost).filter(|_| self.slope.is_some()) else {
+        let Some(cost) = draft_cost.or(self.draft_cost).filter(|_| self.slope().is_some()) else {
             return self.max;
         };
         if cost == 0.0 {
@@ -184,7 +206,7 @@ impl Controller {
     /// How many of the `available` drafted tokens to verify; `acceptance` is the drafter's own
     /// estimate for each token (see [`Draft::acceptance`](super::Draft::acceptance)), if any.
     pub fn trim(&mut self, available: usize, acceptance: &[f64]) -> usize {
-        if self.fixed.is_some() || self.slope.is_none() || acceptance.is_empty() {
+        if self.fixed.is_some() || self.slope().is_none() || acceptance.is_empty() {
             return available; // `budget` already chose with the observed rate
         }
         let last = acceptance[acceptance.len() - 1];
@@ -207,6 +229,18 @@ impl Controller {
 
     /// Records a round: `k` drafted, `accepted` of them accepted, and the times spent.
     pub fn observe(&mut self, k: usize, accepted: usize, draft: Duration, verify: Duration) {
+        self.observe_verify(k, verify);
+        if k == 0 {
+            return;
+        }
+        self.draft_cost = ema(self.draft_cost, draft.as_secs_f64() / k as f64);
+        self.accepted = self.accepted * DECAY + accepted as f64;
+        self.rejected = self.rejected * DECAY + f64::from(u8::from(accepted < k));
+    }
+
+    /// Records what verifying `k` tokens cost, without counting them as drafts (a
+    /// [cost probe](Self::wants_cost_probe)).
+    pub fn observe_verify(&mut self, k: usize, verify: Duration) {
         let verify = verify.as_secs_f64();
         self.rounds += 1;
         if let Some(samples) = self.samples.get_mut(k) {
@@ -219,15 +253,24 @@ impl Controller {
             self.verify[k] = Some(sorted[sorted.len() / 2]);
             self.measured_at[k] = self.rounds;
         }
-        if k == 0 {
-            return;
+    }
+
+    /// Extra seconds per additional token in a target batch, for sizes not measured yet: the
+    /// median over the measured sizes (each itself a median), so one noisy round cannot skew it.
+    fn slope(&self) -> Option<f64> {
+        let t1 = self.verify[0]?;
+        let mut per: Vec<f64> = self
+            .verify
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter_map(|(k, t)| Some(((*t)? - t1).max(0.0) / k as f64))
+            .collect();
+        if per.is_empty() {
+            return None;
         }
-        if let Some(t1) = self.verify[0] {
-            self.slope = ema(self.slope, ((verify - t1) / k as f64).max(0.0));
-        }
-        self.draft_cost = ema(self.draft_cost, draft.as_secs_f64() / k as f64);
-        self.accepted = self.accepted * DECAY + accepted as f64;
-        self.rejected = self.rejected * DECAY + f64::from(u8::from(accepted < k));
+        per.sort_by(f64::total_cmp);
+        Some(per[per.len() / 2])
     }
 }
 
@@ -259,6 +302,40 @@ mod tests {
     fn drafts_long_when_verification_is_cheap_and_drafts_are_good() {
         // A GPU-like curve: a batch costs barely more than one token.
         assert_eq!(settle(|k| 0.01 + 0.0005 * k as f64, 0.99, &[0.99; 8]), 8);
+    }
+
+    /// Rounds of a controller whose drafter costs `draft_cost` seconds per token: what it asks
+    /// for in each (`None` = a cost probe), verify times following `cost(k)`.
+    fn costly_rounds(cost: impl Fn(usize) -> f64, draft_cost: f64, rounds: usize) -> Vec<Option<usize>> {
+        let mut c = Controller::adaptive(8);
+        (0..rounds)
+            .map(|_| {
+                if c.wants_cost_probe(Some(draft_cost)) {
+                    c.observe_verify(1, Duration::from_secs_f64(cost(1)));
+                    return None;
+                }
+                let k = c.budget(Some(draft_cost));
+                c.observe(k, k, Duration::from_secs_f64(draft_cost * k as f64), Duration::from_secs_f64(cost(k)));
+                Some(k)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_costly_drafter_is_never_run_when_a_probe_shows_it_cannot_pay() {
+        // CPU-like: a batch of two costs 1.7 decodes, a draft token half a decode.
+        let asked = costly_rounds(|k| 0.05 * (1.0 + 0.7 * k as f64), 0.025, 100);
+        assert_eq!(asked[..6], [Some(0), Some(0), Some(0), None, None, None]);
+        assert!(asked[6..].iter().all(|&k| k == Some(0)), "{asked:?}");
+    }
+
+    #[test]
+    fn a_costly_drafter_drafts_in_full_when_verification_is_cheap() {
+        // GPU-like: a batch costs barely more than one token, drafts a tenth of a decode.
+        let asked = costly_rounds(|k| 0.01 + 0.0005 * k as f64, 0.001, 15);
+        assert_eq!(asked[..6], [Some(0), Some(0), Some(0), None, None, None]);
+        assert!(asked[6].is_some_and(|k| k > 0), "{asked:?}");
+        assert_eq!(asked.last(), Some(&Some(8)), "{asked:?}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Drafters: a smaller model sharing the target's vocabulary, and n-gram prompt lookup.
 
+use std::time::Instant;
+
 use super::{softmax, Draft, Drafter, SpeculativeError};
 use crate::{Batch, Context, Token};
 
@@ -315,6 +317,8 @@ pub struct DraftModel {
     temperature: Option<f32>,
     rng: u64,
     batch: Batch,
+    /// Seconds per single-token decode (running estimate, first measured at construction).
+    per_token: f64,
 }
 
 impl std::fmt::Debug for DraftModel {
@@ -326,10 +330,39 @@ impl std::fmt::Debug for DraftModel {
 impl DraftModel {
     /// A greedy draft model. `target` is checked for vocabulary compatibility: same type, size,
     /// special tokens and token texts.
+    ///
+    /// It times a few single-token decodes here (its cache is left empty), so the controller
+    /// knows what a draft token costs before the first draft, which would first have to catch
+    /// up on the whole prompt.
     pub fn new(draft: Context, target: &Context) -> Result<Self, SpeculativeError> {
         check_compatible(&draft, target)?;
         let batch = Batch::new(draft.n_batch() as usize, 1);
-        Ok(DraftModel { ctx: draft, cached: Vec::new(), temperature: None, rng: 1, batch })
+        let mut d = DraftModel { ctx: draft, cached: Vec::new(), temperature: None, rng: 1, batch, per_token: 0.0 };
+        d.per_token = d.time_decodes()?;
+        Ok(d)
+    }
+
+    /// The median of three single-token decodes after a first one (which also sets up
+    /// buffers).
+    fn time_decodes(&mut self) -> Result<f64, SpeculativeError> {
+        let token = self.ctx.vocab().bos().unwrap_or(Token(0));
+        let mut times = Vec::with_capacity(4);
+        for pos in 0..4 {
+            times.push(self.timed_decode(token, pos)?);
+        }
+        self.ctx.kv_seq_rm(0, 0..)?;
+        times[1..].sort_by(f64::total_cmp);
+        Ok(times[2])
+    }
+
+    /// Decodes one token at `pos` (logits out) and returns the seconds it took.
+    fn timed_decode(&mut self, token: Token, pos: usize) -> Result<f64, SpeculativeError> {
+        self.batch.clear();
+        self.batch.add(token, pos as i32, &[0], true)?;
+        let t = Instant::now();
+        self.ctx.decode(&self.batch)?;
+        let _ = self.ctx.logits_ith(-1); // reading logits synchronises
+        Ok(t.elapsed().as_secs_f64())
     }
 
     /// Draft by sampling at `temperature` (for [`Mode::Sample`](super::Mode::Sample)); the
@@ -370,13 +403,21 @@ impl Drafter for DraftModel {
         let common = self.cached.iter().zip(history).take_while(|(a, b)| a == b).count().min(history.len() - 1);
         self.ctx.kv_seq_rm(0, common as i32..)?;
         self.cached.truncate(common);
-        let n_batch = self.batch.capacity();
-        for (i, chunk) in history[common..].chunks(n_batch).enumerate() {
-            self.batch.clear();
-            let last = common + (i + 1) * n_batch >= history.len();
-            self.batch.add_sequence(chunk, (common + i * n_batch) as i32, 0, last)?;
-            self.ctx.decode(&self.batch)?;
-            self.cached.extend_from_slice(chunk);
+        if history.len() - common == 1 {
+            // The usual catch-up after a round (the target's bonus token) is one decode per
+            // round, like each further draft token: it is part of a draft token's cost.
+            let t = self.timed_decode(history[common], common)?;
+            self.per_token = 0.8 * self.per_token + 0.2 * t;
+            self.cached.push(history[common]);
+        } else {
+            let n_batch = self.batch.capacity();
+            for (i, chunk) in history[common..].chunks(n_batch).enumerate() {
+                self.batch.clear();
+                let last = common + (i + 1) * n_batch >= history.len();
+                self.batch.add_sequence(chunk, (common + i * n_batch) as i32, 0, last)?;
+                self.ctx.decode(&self.batch)?;
+                self.cached.extend_from_slice(chunk);
+            }
         }
         let mut draft = Draft::default();
         for i in 0..n {
@@ -392,13 +433,16 @@ impl Drafter for DraftModel {
             };
             draft.tokens.push(token);
             if i + 1 < n {
-                self.batch.clear();
-                self.batch.add(token, (history.len() + i) as i32, &[0], true)?;
-                self.ctx.decode(&self.batch)?;
+                let t = self.timed_decode(token, history.len() + i)?;
+                self.per_token = 0.8 * self.per_token + 0.2 * t;
                 self.cached.push(token);
             }
         }
         Ok(draft)
+    }
+
+    fn cost_per_token(&self) -> Option<f64> {
+        Some(self.per_token)
     }
 }
 

@@ -320,17 +320,31 @@ impl SpeculativeDecoder {
             }
             return Ok(vec![first]);
         }
-        let budget = self.controller.budget(self.drafter.cost_per_token()).min(remaining - 1);
+        let pos = run.history.len() - 1;
+        let cost = self.drafter.cost_per_token();
+        // A placeholder draft (the last token again) prices a batch of two without running a
+        // costly drafter that might not pay; if it happens to be right, it counts.
+        let probe = remaining > 1 && self.controller.wants_cost_probe(cost);
+        let budget = if probe { 1 } else { self.controller.budget(cost).min(remaining - 1) };
         let t0 = Instant::now();
-        let draft = if budget > 0 { self.drafter.draft(&run.history, budget)? } else { Draft::default() };
+        let draft = if probe {
+            Draft { tokens: vec![run.history[pos]], ..Draft::default() }
+        } else if budget > 0 {
+            self.drafter.draft(&run.history, budget)?
+        } else {
+            Draft::default()
+        };
         let draft_time = t0.elapsed();
         let available = draft.tokens.len().min(budget);
-        let k = if available > 0 { self.controller.trim(available, &draft.acceptance) } else { 0 };
+        let k = match available {
+            0 => 0,
+            _ if probe => 1,
+            _ => self.controller.trim(available, &draft.acceptance),
+        };
         for &t in &draft.tokens[..k] {
             self.target.vocab().check(t)?;
         }
 
-        let pos = run.history.len() - 1;
         let batch = &mut run.batch;
         batch.clear();
         batch.add(run.history[pos], pos as i32, &[0], true)?;
@@ -367,8 +381,12 @@ impl SpeculativeDecoder {
         let verify_time = t1.elapsed();
         // Roll back rejected drafts: keep the verified token and the accepted drafts.
         self.target.kv_seq_rm(0, (pos + 1 + accepted) as i32..)?;
-        self.controller.observe(k, accepted, draft_time, verify_time);
-        self.drafter.feedback(k, accepted);
+        if probe {
+            self.controller.observe_verify(k, verify_time);
+        } else {
+            self.controller.observe(k, accepted, draft_time, verify_time);
+            self.drafter.feedback(k, accepted);
+        }
         self.stats.rounds += 1;
         self.stats.drafted += k;
         self.stats.accepted += accepted;
