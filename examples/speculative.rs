@@ -149,6 +149,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.tokens_per_round()
     );
     eprintln!("draft lengths chosen (length x rounds): {}", lengths.join(" "));
+    if s.cost_probes > 0 {
+        eprintln!("cost probes (a placeholder token verified to price a batch): {}", s.cost_probes);
+    }
     let c = spec.controller();
     let costs: Vec<String> =
         (0..=max).filter_map(|k| c.verify_cost(k).map(|t| format!("{k}:{:.1}ms", t * 1e3))).collect();

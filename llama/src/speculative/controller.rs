@@ -43,6 +43,8 @@ pub struct Controller {
     /// Plain rounds between probes; doubles while probes keep confirming plain decoding (a
     /// probe is not free: a draft model first catches up on every token since its last draft).
     probe_every: usize,
+    /// Round from which cost probes may run again.
+    probe_due: usize,
 }
 
 const DECAY: f64 = 0.9;
@@ -78,6 +80,7 @@ impl Controller {
             rejected: 1.0,
             idle: 0,
             probe_every: PROBE_FIRST,
+            probe_due: 0,
         }
     }
 
@@ -151,6 +154,7 @@ impl Controller {
             && self.draft_cost.is_none()
             && self.samples[0].len() >= PROBE_AFTER
             && self.samples[1].len() < PROBES
+            && self.rounds >= self.probe_due
     }
 
     /// Whether some draft length would beat plain decoding by [`PAY_MARGIN`] even if every
@@ -187,16 +191,31 @@ impl Controller {
         }
         // Measure first: a plain step for t1, then a full draft for the slope and costs. A
         // costly drafter waits for a steadier t1 and for cost probes to price a batch.
-        let costly = draft_cost.is_some_and(|c| c > 0.0) && self.draft_cost.is_none();
-        if self.verify[0].is_none() || (costly && self.slope().is_none()) {
+        let unmeasured = draft_cost.is_some_and(|c| c > 0.0) && self.draft_cost.is_none();
+        if self.verify[0].is_none() || (unmeasured && self.slope().is_none()) {
             return 0;
         }
-        let Some(cost) = draft_cost.or(self.draft_cost).filter(|_| self.slope().is_some()) else {
+        // What drafting really costs is what rounds measured (it includes catching up on tokens
+        // decoded while not drafting); the drafter's own figure serves until then.
+        let cost = if draft_cost == Some(0.0) { draft_cost } else { self.draft_cost.or(draft_cost) };
+        let Some(cost) = cost.filter(|_| self.slope().is_some()) else {
             return self.max;
         };
         if cost == 0.0 {
             // Free drafts: draft everything, decide in `trim` with the draft's confidence.
             return self.max;
+        }
+        if unmeasured {
+            // Decided once per set of probes, while their costs and t1 are contemporary (the
+            // machine's speed drifts): measure a full draft if they leave room for drafting
+            // to pay, else decode plainly and probe again much later.
+            if self.could_pay(cost) {
+                return self.max;
+            }
+            self.probe_due = self.rounds + PROBE_MAX;
+            self.samples[1].clear();
+            self.verify[1] = None;
+            return 0;
         }
         let alpha = self.alpha();
         let best = self.best(self.max, cost, &|_| alpha);

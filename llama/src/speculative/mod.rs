@@ -110,6 +110,9 @@ pub struct SpecStats {
     pub generation_time: Duration,
     /// How often each draft length was chosen (index = length).
     pub draft_lengths: Vec<usize>,
+    /// Rounds that verified a placeholder token to price a batch before running a costly
+    /// drafter (see [`Controller::wants_cost_probe`]); not counted as drafts.
+    pub cost_probes: usize,
 }
 
 impl SpecStats {
@@ -388,12 +391,16 @@ impl SpeculativeDecoder {
             self.drafter.feedback(k, accepted);
         }
         self.stats.rounds += 1;
-        self.stats.drafted += k;
-        self.stats.accepted += accepted;
-        self.stats.draft_time += draft_time;
         self.stats.verify_time += verify_time;
-        if let Some(slot) = self.stats.draft_lengths.get_mut(k) {
-            *slot += 1;
+        if probe {
+            self.stats.cost_probes += 1;
+        } else {
+            self.stats.drafted += k;
+            self.stats.accepted += accepted;
+            self.stats.draft_time += draft_time;
+            if let Some(slot) = self.stats.draft_lengths.get_mut(k) {
+                *slot += 1;
+            }
         }
         let mut new = Vec::with_capacity(accepted + 1);
         for t in draft.tokens[..accepted].iter().copied().chain(bonus).take(remaining) {
