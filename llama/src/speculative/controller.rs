@@ -45,6 +45,10 @@ pub struct Controller {
     probe_every: usize,
     /// Round from which cost probes may run again.
     probe_due: usize,
+    /// The drafter's own cost per token, kept for the first measured draft: that round also
+    /// catches the drafter up on the whole prompt, a one-time cost that would otherwise make
+    /// drafting look dear and be backed off from.
+    first_draft_cost: Option<f64>,
 }
 
 const DECAY: f64 = 0.9;
@@ -81,6 +85,7 @@ impl Controller {
             idle: 0,
             probe_every: PROBE_FIRST,
             probe_due: 0,
+            first_draft_cost: None,
         }
     }
 
@@ -210,6 +215,7 @@ impl Controller {
             // machine's speed drifts): measure a full draft if they leave room for drafting
             // to pay, else decode plainly and probe again much later.
             if self.could_pay(cost) {
+                self.first_draft_cost = Some(cost);
                 return self.max;
             }
             self.probe_due = self.rounds + PROBE_MAX;
@@ -252,7 +258,10 @@ impl Controller {
         if k == 0 {
             return;
         }
-        self.draft_cost = ema(self.draft_cost, draft.as_secs_f64() / k as f64);
+        self.draft_cost = match self.first_draft_cost.take() {
+            Some(own) => Some(own),
+            None => ema(self.draft_cost, draft.as_secs_f64() / k as f64),
+        };
         self.accepted = self.accepted * DECAY + accepted as f64;
         self.rejected = self.rejected * DECAY + f64::from(u8::from(accepted < k));
     }
@@ -326,6 +335,17 @@ mod tests {
     /// Rounds of a controller whose drafter costs `draft_cost` seconds per token: what it asks
     /// for in each (`None` = a cost probe), verify times following `cost(k)`.
     fn costly_rounds(cost: impl Fn(usize) -> f64, draft_cost: f64, rounds: usize) -> Vec<Option<usize>> {
+        costly_rounds_with(cost, draft_cost, 0.0, rounds)
+    }
+
+    /// As [`costly_rounds`], the first real draft also taking `catch_up` seconds (the drafter
+    /// reading the prompt).
+    fn costly_rounds_with(
+        cost: impl Fn(usize) -> f64,
+        draft_cost: f64,
+        mut catch_up: f64,
+        rounds: usize,
+    ) -> Vec<Option<usize>> {
         let mut c = Controller::adaptive(8);
         (0..rounds)
             .map(|_| {
@@ -334,10 +354,19 @@ mod tests {
                     return None;
                 }
                 let k = c.budget(Some(draft_cost));
-                c.observe(k, k, Duration::from_secs_f64(draft_cost * k as f64), Duration::from_secs_f64(cost(k)));
+                let drafting = if k > 0 { draft_cost * k as f64 + std::mem::take(&mut catch_up) } else { 0.0 };
+                c.observe(k, k, Duration::from_secs_f64(drafting), Duration::from_secs_f64(cost(k)));
                 Some(k)
             })
             .collect()
+    }
+
+    #[test]
+    fn reading_the_prompt_once_does_not_make_a_draft_model_look_dear() {
+        // GPU-like costs; the first draft also reads a long prompt (a second, 100 decodes' worth).
+        let asked = costly_rounds_with(|k| 0.01 + 0.0005 * k as f64, 0.001, 1.0, 15);
+        assert_eq!(asked[6], Some(8), "{asked:?}");
+        assert!(asked[7..].iter().all(|&k| k == Some(8)), "{asked:?}");
     }
 
     #[test]
