@@ -33,6 +33,9 @@ pub struct Controller {
     /// Round in which each size was last measured.
     measured_at: Vec<usize>,
     rounds: usize,
+    /// Extra seconds per additional token in a target batch, for sizes not measured yet (see
+    /// [`fit_slope`](Self::fit_slope)).
+    slope: Option<f64>,
     /// Seconds per drafted token.
     draft_cost: Option<f64>,
     /// Accepted and rejected draft tokens (decayed counts).
@@ -79,6 +82,7 @@ impl Controller {
             samples: vec![VecDeque::new(); max + 1],
             measured_at: vec![0; max + 1],
             rounds: 0,
+            slope: None,
             draft_cost: None,
             accepted: 1.0,
             rejected: 1.0,
@@ -126,7 +130,7 @@ impl Controller {
         let above = (k + 1..self.verify.len()).find_map(|i| Some((i, self.verify[i]?)));
         match (below, above) {
             (Some((i, ti)), Some((j, tj))) => Some(ti + (tj - ti) * (k - i) as f64 / (j - i) as f64),
-            (Some((i, ti)), None) => Some(ti + self.slope()? * (k - i) as f64),
+            (Some((i, ti)), None) => Some(ti + self.slope? * (k - i) as f64),
             _ => None,
         }
     }
@@ -197,13 +201,13 @@ impl Controller {
         // Measure first: a plain step for t1, then a full draft for the slope and costs. A
         // costly drafter waits for a steadier t1 and for cost probes to price a batch.
         let unmeasured = draft_cost.is_some_and(|c| c > 0.0) && self.draft_cost.is_none();
-        if self.verify[0].is_none() || (unmeasured && self.slope().is_none()) {
+        if self.verify[0].is_none() || (unmeasured && self.slope.is_none()) {
             return 0;
         }
         // What drafting really costs is what rounds measured (it includes catching up on tokens
         // decoded while not drafting); the drafter's own figure serves until then.
         let cost = if draft_cost == Some(0.0) { draft_cost } else { self.draft_cost.or(draft_cost) };
-        let Some(cost) = cost.filter(|_| self.slope().is_some()) else {
+        let Some(cost) = cost.filter(|_| self.slope.is_some()) else {
             return self.max;
         };
         if cost == 0.0 {
@@ -221,6 +225,7 @@ impl Controller {
             self.probe_due = self.rounds + PROBE_MAX;
             self.samples[1].clear();
             self.verify[1] = None;
+            self.slope = self.fit_slope();
             return 0;
         }
         let alpha = self.alpha();
@@ -231,7 +236,7 @@ impl Controller {
     /// How many of the `available` drafted tokens to verify; `acceptance` is the drafter's own
     /// estimate for each token (see [`Draft::acceptance`](super::Draft::acceptance)), if any.
     pub fn trim(&mut self, available: usize, acceptance: &[f64]) -> usize {
-        if self.fixed.is_some() || self.slope().is_none() || acceptance.is_empty() {
+        if self.fixed.is_some() || self.slope.is_none() || acceptance.is_empty() {
             return available; // `budget` already chose with the observed rate
         }
         let last = acceptance[acceptance.len() - 1];
@@ -280,12 +285,13 @@ impl Controller {
             sorted.sort_by(f64::total_cmp);
             self.verify[k] = Some(sorted[sorted.len() / 2]);
             self.measured_at[k] = self.rounds;
+            self.slope = self.fit_slope();
         }
     }
 
-    /// Extra seconds per additional token in a target batch, for sizes not measured yet: the
-    /// median over the measured sizes (each itself a median), so one noisy round cannot skew it.
-    fn slope(&self) -> Option<f64> {
+    /// The slope: the median over the measured sizes (each itself a median) of the extra
+    /// seconds per token beyond a single decode, so one noisy round cannot skew it.
+    fn fit_slope(&self) -> Option<f64> {
         let t1 = self.verify[0]?;
         let mut per: Vec<f64> = self
             .verify

@@ -365,6 +365,14 @@ impl DraftModel {
         Ok(t.elapsed().as_secs_f64())
     }
 
+    /// Appends `token` at `pos` to the cache, counting its time into the per-token cost.
+    fn push_token(&mut self, token: Token, pos: usize) -> Result<(), SpeculativeError> {
+        let t = self.timed_decode(token, pos)?;
+        self.per_token = 0.8 * self.per_token + 0.2 * t;
+        self.cached.push(token);
+        Ok(())
+    }
+
     /// Draft by sampling at `temperature` (for [`Mode::Sample`](super::Mode::Sample)); the
     /// draft probabilities are reported so the target keeps its exact distribution.
     pub fn sampling(mut self, temperature: f32, seed: u64) -> Self {
@@ -406,9 +414,7 @@ impl Drafter for DraftModel {
         if history.len() - common == 1 {
             // The usual catch-up after a round (the target's bonus token) is one decode per
             // round, like each further draft token: it is part of a draft token's cost.
-            let t = self.timed_decode(history[common], common)?;
-            self.per_token = 0.8 * self.per_token + 0.2 * t;
-            self.cached.push(history[common]);
+            self.push_token(history[common], common)?;
         } else {
             let n_batch = self.batch.capacity();
             for (i, chunk) in history[common..].chunks(n_batch).enumerate() {
@@ -433,9 +439,7 @@ impl Drafter for DraftModel {
             };
             draft.tokens.push(token);
             if i + 1 < n {
-                let t = self.timed_decode(token, history.len() + i)?;
-                self.per_token = 0.8 * self.per_token + 0.2 * t;
-                self.cached.push(token);
+                self.push_token(token, history.len() + i)?;
             }
         }
         Ok(draft)
@@ -461,12 +465,7 @@ mod tests {
         let source = "let total = 0 ; for x in xs { total += x ; } print ( total ) ; done";
         let copy = "let grand _total = 0 ; for x in xs { grand _total += x ;";
         let mut d = NgramDrafter::default();
-        // The output grows token by token, as during decoding.
-        let mut h = toks(&format!("{source} COPY"));
-        for t in toks(copy) {
-            h.push(t);
-            d.draft(&h, 4).unwrap();
-        }
+        let mut h = follow_copy(&mut d, &format!("{source} COPY"), copy);
         // After the first rename the drafter knows `total` → `grand _total`.
         let draft = d.draft(&h, 8).unwrap();
         assert_eq!(draft.tokens, toks("} print ( grand _total ) ; done"));

@@ -339,11 +339,7 @@ impl SpeculativeDecoder {
         };
         let draft_time = t0.elapsed();
         let available = draft.tokens.len().min(budget);
-        let k = match available {
-            0 => 0,
-            _ if probe => 1,
-            _ => self.controller.trim(available, &draft.acceptance),
-        };
+        let k = if probe || available == 0 { available } else { self.controller.trim(available, &draft.acceptance) };
         for &t in &draft.tokens[..k] {
             self.target.vocab().check(t)?;
         }
