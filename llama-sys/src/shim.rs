@@ -1,10 +1,153 @@
 // Hand-written declarations for shim/shim.cpp: exception-safe wrappers around llama.cpp
-// functions that can throw. Each returns an error code (non-zero) or null instead of unwinding.
+// functions that can throw. Each has the wrapped function's signature and returns the value
+// noted below when the call threw; `llama_rs_take_exception` then returns the message.
 
-use crate::{llama_model, llama_sampler, llama_token, llama_token_data_array, llama_vocab};
+use crate::*;
 use core::ffi::c_char;
 
 extern "C" {
+    /// The message of the last exception a wrapper caught on this thread, or null if none is
+    /// pending; taking it clears it. The pointer stays valid until the next exception on this
+    /// thread: copy it at once.
+    pub fn llama_rs_take_exception() -> *const c_char;
+
+    /// `llama_model_load_from_file`; null if it threw.
+    pub fn llama_rs_model_load_from_file(path: *const c_char, params: llama_model_params) -> *mut llama_model;
+    /// `llama_model_save_to_file`; -1 if it threw.
+    pub fn llama_rs_model_save_to_file(model: *const llama_model, path: *const c_char) -> i32;
+    /// `llama_init_from_model`; null if it threw.
+    pub fn llama_rs_init_from_model(model: *mut llama_model, params: llama_context_params) -> *mut llama_context;
+    /// `llama_model_quantize`; `u32::MAX` if it threw.
+    pub fn llama_rs_model_quantize(
+        fname_inp: *const c_char,
+        fname_out: *const c_char,
+        params: *const llama_model_quantize_params,
+    ) -> u32;
+    /// `llama_adapter_lora_init`; null if it threw.
+    pub fn llama_rs_adapter_lora_init(model: *mut llama_model, path: *const c_char) -> *mut llama_adapter_lora;
+    /// `llama_set_adapters_lora`; `i32::MIN` if it threw.
+    pub fn llama_rs_set_adapters_lora(
+        ctx: *mut llama_context,
+        adapters: *mut *mut llama_adapter_lora,
+        n_adapters: usize,
+        scales: *mut f32,
+    ) -> i32;
+    /// `llama_set_adapter_cvec`; `i32::MIN` if it threw.
+    pub fn llama_rs_set_adapter_cvec(
+        ctx: *mut llama_context,
+        data: *const f32,
+        len: usize,
+        n_embd: i32,
+        il_start: i32,
+        il_end: i32,
+    ) -> i32;
+
+    /// `llama_decode`; `i32::MIN` if it threw.
+    pub fn llama_rs_decode(ctx: *mut llama_context, batch: llama_batch) -> i32;
+    /// `llama_encode`; `i32::MIN` if it threw.
+    pub fn llama_rs_encode(ctx: *mut llama_context, batch: llama_batch) -> i32;
+
+    /// `llama_tokenize`; `i32::MIN` if it threw (llama.cpp also returns it on overflow: check
+    /// `llama_rs_take_exception`).
+    pub fn llama_rs_tokenize(
+        vocab: *const llama_vocab,
+        text: *const c_char,
+        text_len: i32,
+        tokens: *mut llama_token,
+        n_tokens_max: i32,
+        add_special: bool,
+        parse_special: bool,
+    ) -> i32;
+    /// `llama_token_to_piece`; `i32::MIN` if it threw.
+    pub fn llama_rs_token_to_piece(
+        vocab: *const llama_vocab,
+        token: llama_token,
+        buf: *mut c_char,
+        length: i32,
+        lstrip: i32,
+        special: bool,
+    ) -> i32;
+    /// `llama_detokenize`; `i32::MIN` if it threw (or on overflow, as `llama_rs_tokenize`).
+    pub fn llama_rs_detokenize(
+        vocab: *const llama_vocab,
+        tokens: *const llama_token,
+        n_tokens: i32,
+        text: *mut c_char,
+        text_len_max: i32,
+        remove_special: bool,
+        unparse_special: bool,
+    ) -> i32;
+    /// `llama_vocab_get_text`; null if it threw.
+    pub fn llama_rs_vocab_get_text(vocab: *const llama_vocab, token: llama_token) -> *const c_char;
+    /// `llama_vocab_get_score`; NaN if it threw.
+    pub fn llama_rs_vocab_get_score(vocab: *const llama_vocab, token: llama_token) -> f32;
+    /// `llama_vocab_get_attr` as flags; -1 if it threw.
+    pub fn llama_rs_vocab_get_attr(vocab: *const llama_vocab, token: llama_token) -> i32;
+    /// `llama_chat_apply_template`; `i32::MIN` if it threw.
+    pub fn llama_rs_chat_apply_template(
+        tmpl: *const c_char,
+        chat: *const llama_chat_message,
+        n_msg: usize,
+        add_ass: bool,
+        buf: *mut c_char,
+        length: i32,
+    ) -> i32;
+
+    /// `llama_state_get_size`; 0 if it threw.
+    pub fn llama_rs_state_get_size(ctx: *mut llama_context) -> usize;
+    /// `llama_state_get_data`; 0 if it threw.
+    pub fn llama_rs_state_get_data(ctx: *mut llama_context, dst: *mut u8, size: usize) -> usize;
+    /// `llama_state_set_data`; 0 if it threw.
+    pub fn llama_rs_state_set_data(ctx: *mut llama_context, src: *const u8, size: usize) -> usize;
+    /// `llama_state_save_file`; false if it threw.
+    pub fn llama_rs_state_save_file(
+        ctx: *mut llama_context,
+        path: *const c_char,
+        tokens: *const llama_token,
+        n_token_count: usize,
+    ) -> bool;
+    /// `llama_state_load_file`; false if it threw.
+    pub fn llama_rs_state_load_file(
+        ctx: *mut llama_context,
+        path: *const c_char,
+        tokens_out: *mut llama_token,
+        n_token_capacity: usize,
+        n_token_count_out: *mut usize,
+    ) -> bool;
+    /// `llama_state_seq_get_size`; 0 if it threw.
+    pub fn llama_rs_state_seq_get_size(ctx: *mut llama_context, seq_id: llama_seq_id) -> usize;
+    /// `llama_state_seq_get_data`; 0 if it threw.
+    pub fn llama_rs_state_seq_get_data(
+        ctx: *mut llama_context,
+        dst: *mut u8,
+        size: usize,
+        seq_id: llama_seq_id,
+    ) -> usize;
+    /// `llama_state_seq_set_data`; 0 if it threw.
+    pub fn llama_rs_state_seq_set_data(
+        ctx: *mut llama_context,
+        src: *const u8,
+        size: usize,
+        dest_seq_id: llama_seq_id,
+    ) -> usize;
+    /// `llama_state_seq_save_file`; 0 if it threw.
+    pub fn llama_rs_state_seq_save_file(
+        ctx: *mut llama_context,
+        path: *const c_char,
+        seq_id: llama_seq_id,
+        tokens: *const llama_token,
+        n_token_count: usize,
+    ) -> usize;
+    /// `llama_state_seq_load_file`; 0 if it threw.
+    pub fn llama_rs_state_seq_load_file(
+        ctx: *mut llama_context,
+        path: *const c_char,
+        dest_seq_id: llama_seq_id,
+        tokens_out: *mut llama_token,
+        n_token_capacity: usize,
+        n_token_count_out: *mut usize,
+    ) -> usize;
+
     /// `llama_sampler_accept`; -1 if it threw (e.g. a grammar rejecting the token).
     pub fn llama_rs_sampler_accept(smpl: *mut llama_sampler, token: llama_token) -> i32;
     /// `llama_sampler_apply`; -1 if it threw.
@@ -13,6 +156,24 @@ extern "C" {
     pub fn llama_rs_sampler_reset(smpl: *mut llama_sampler) -> i32;
     /// `llama_sampler_clone`; null if it threw.
     pub fn llama_rs_sampler_clone(smpl: *const llama_sampler) -> *mut llama_sampler;
+    /// `llama_sampler_chain_add`; -1 if it threw (the chain did not take `smpl` then).
+    pub fn llama_rs_sampler_chain_add(chain: *mut llama_sampler, smpl: *mut llama_sampler) -> i32;
+    /// `llama_sampler_init_penalties`; null if it threw.
+    pub fn llama_rs_sampler_init_penalties(
+        n_vocab: i32,
+        penalty_last_n: i32,
+        penalty_repeat: f32,
+        penalty_freq: f32,
+        penalty_present: f32,
+    ) -> *mut llama_sampler;
+    /// `llama_sampler_init_logit_bias`; null if it threw.
+    pub fn llama_rs_sampler_init_logit_bias(
+        n_vocab: i32,
+        n_logit_bias: i32,
+        logit_bias: *const llama_logit_bias,
+    ) -> *mut llama_sampler;
+    /// `llama_sampler_init_infill`; null if it threw.
+    pub fn llama_rs_sampler_init_infill(vocab: *const llama_vocab) -> *mut llama_sampler;
     /// `llama_sampler_init_grammar`; null on a parse error or if it threw.
     pub fn llama_rs_sampler_init_grammar(
         vocab: *const llama_vocab,
@@ -39,6 +200,4 @@ extern "C" {
         seq_breakers: *mut *const c_char,
         num_breakers: usize,
     ) -> *mut llama_sampler;
-    /// `llama_model_save_to_file`; -1 if it threw.
-    pub fn llama_rs_model_save_to_file(model: *const llama_model, path: *const c_char) -> i32;
 }

@@ -77,7 +77,7 @@ impl LoraAdapter {
         // SAFETY: model alive; path NUL-terminated. llama.cpp catches its exceptions and returns
         // null on failure.
         let (ptr, reason) = crate::backend::capture_errors(|| unsafe {
-            llama_sys::llama_adapter_lora_init(model.as_ptr(), c_path.as_ptr())
+            llama_sys::llama_rs_adapter_lora_init(model.as_ptr(), c_path.as_ptr())
         });
         let ptr = NonNull::new(ptr).ok_or_else(|| AdapterError::Rejected(format!("{}: {reason}", path.display())))?;
         Ok(LoraAdapter(Arc::new(LoraInner { ptr, model: model.handle.clone() })))
@@ -129,9 +129,13 @@ impl Context {
         // SAFETY: the context is alive; every adapter belongs to its model and is kept alive by
         // `self.loras` below for as long as it is applied; arrays have `len` entries (non-null
         // even when empty, so llama.cpp's null check does not trip).
-        unsafe {
-            llama_sys::llama_set_adapters_lora(self.as_ptr(), ptrs.as_mut_ptr(), ptrs.len(), scales.as_mut_ptr())
+        let rc = unsafe {
+            llama_sys::llama_rs_set_adapters_lora(self.as_ptr(), ptrs.as_mut_ptr(), ptrs.len(), scales.as_mut_ptr())
         };
+        if rc != 0 {
+            let what = crate::barrier::take_exception().unwrap_or_else(|| format!("code {rc}"));
+            return Err(AdapterError::Rejected(format!("llama.cpp could not apply the adapters: {what}")));
+        }
         self.loras = adapters.iter().map(|(a, _)| a.clone()).collect();
         Ok(())
     }
@@ -143,7 +147,7 @@ impl Context {
         let rc = match cvec {
             None => {
                 // SAFETY: a null pointer clears the control vector.
-                unsafe { llama_sys::llama_set_adapter_cvec(self.as_ptr(), std::ptr::null(), 0, n_embd as i32, 0, 0) }
+                unsafe { llama_sys::llama_rs_set_adapter_cvec(self.as_ptr(), std::ptr::null(), 0, n_embd as i32, 0, 0) }
             }
             Some(c) => {
                 if c.data.is_empty() || c.data.len() % n_embd != 0 || c.data.len() / n_embd > n_layer as usize {
@@ -158,7 +162,7 @@ impl Context {
                 // SAFETY: data is valid for `len` floats, a whole number of n_embd rows, at most
                 // n_layer of them; the layer range is inside the model.
                 unsafe {
-                    llama_sys::llama_set_adapter_cvec(
+                    llama_sys::llama_rs_set_adapter_cvec(
                         self.as_ptr(),
                         c.data.as_ptr(),
                         c.data.len(),

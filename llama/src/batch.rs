@@ -16,15 +16,27 @@ use crate::Token;
 /// # Ok::<(), llama::BatchError>(())
 /// ```
 pub struct Batch {
-    raw: llama_sys::llama_batch,
+    // Rust owns every array; `raw()` lends llama.cpp a view of them for one call. Allocating
+    // here rather than with llama_batch_init makes an allocation failure an `Err`: the C
+    // function does not check malloc's result and writes through it.
+    token: Vec<i32>,
+    embd: Vec<f32>,
+    pos: Vec<i32>,
+    n_seq_id: Vec<i32>,
+    logits: Vec<i8>,
+    /// `n_seq_max` ids per entry, flat; `seq_ptrs[i]` points at entry `i`'s slice. Never
+    /// resized after construction, so the pointers stay valid.
+    seq_storage: Vec<i32>,
+    seq_ptrs: Vec<*mut i32>,
+    len: usize,
     capacity: usize,
     n_seq_max: usize,
     /// Row width for embeddings input; 0 for a token batch.
     n_embd: usize,
 }
 
-// SAFETY: the batch owns its heap arrays exclusively (allocated by llama_batch_init, freed in
-// Drop) and llama.cpp keeps no reference to them beyond a decode call; nothing is thread-bound.
+// SAFETY: the batch owns all its arrays; `seq_ptrs` only points into its own `seq_storage`, and
+// llama.cpp keeps no reference to them beyond a decode call. Nothing is thread-bound.
 unsafe impl Send for Batch {}
 
 impl std::fmt::Debug for Batch {
@@ -33,42 +45,89 @@ impl std::fmt::Debug for Batch {
     }
 }
 
+/// A zero-filled vector of exactly `n` elements, or the number of bytes that could not be had.
+fn zeroed<T: Clone + Default>(n: usize) -> Result<Vec<T>, BatchError> {
+    let bytes = n.saturating_mul(std::mem::size_of::<T>());
+    let mut v = Vec::new();
+    // Reserve first: an impossible size fails here without touching memory.
+    v.try_reserve_exact(n).map_err(|_| BatchError::AllocFailed { bytes })?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
 impl Batch {
-    /// A batch for up to `capacity` tokens, each in up to `n_seq_max` sequences (both at least 1).
+    /// A batch for up to `capacity` tokens, each in up to `n_seq_max` sequences (both at least
+    /// 1; `n_seq_max` at most llama.cpp's sequence limit). Like `Vec::with_capacity`, aborts if
+    /// the memory cannot be had; use [`try_new`](Self::try_new) for sizes from untrusted input.
     pub fn new(capacity: usize, n_seq_max: usize) -> Batch {
+        Batch::try_new(capacity, n_seq_max)
+            .unwrap_or_else(|_| std::alloc::handle_alloc_error(std::alloc::Layout::new::<i32>()))
+    }
+
+    /// [`new`](Self::new), but a capacity beyond what llama.cpp can address, or memory that
+    /// cannot be had, is an error.
+    ///
+    /// ```
+    /// assert!(llama::Batch::try_new(usize::MAX, 1).is_err());
+    /// ```
+    pub fn try_new(capacity: usize, n_seq_max: usize) -> Result<Batch, BatchError> {
         Batch::alloc(capacity, 0, n_seq_max)
     }
 
     /// A batch of embedding rows of width `n_embd` instead of token ids (e.g. projected image
-    /// features), for up to `capacity` rows.
-    pub fn new_embeddings(capacity: usize, n_embd: usize, n_seq_max: usize) -> Batch {
-        Batch::alloc(capacity, n_embd.clamp(1, i32::MAX as usize), n_seq_max)
+    /// features), for up to `capacity` rows. Sizes whose product cannot be allocated are an
+    /// error.
+    pub fn new_embeddings(capacity: usize, n_embd: usize, n_seq_max: usize) -> Result<Batch, BatchError> {
+        Batch::alloc(capacity, n_embd.max(1), n_seq_max)
     }
 
-    fn alloc(capacity: usize, n_embd: usize, n_seq_max: usize) -> Batch {
-        let capacity = capacity.clamp(1, i32::MAX as usize);
-        let n_seq_max = n_seq_max.clamp(1, i32::MAX as usize);
-        if capacity.checked_mul(n_embd.max(1)).and_then(|n| n.checked_mul(4)).is_none_or(|b| b > isize::MAX as usize) {
-            std::alloc::handle_alloc_error(std::alloc::Layout::new::<f32>());
+    fn alloc(capacity: usize, n_embd: usize, n_seq_max: usize) -> Result<Batch, BatchError> {
+        let capacity = capacity.max(1);
+        if capacity > i32::MAX as usize || n_embd > i32::MAX as usize {
+            return Err(BatchError::TooLarge { capacity, n_embd });
         }
-        // SAFETY: sizes are positive and fit i32; n_embd = 0 allocates token ids, otherwise
-        // `capacity * n_embd` floats.
-        let raw = unsafe { llama_sys::llama_batch_init(capacity as i32, n_embd as i32, n_seq_max as i32) };
-        let data = if n_embd == 0 { raw.token.cast::<u8>() } else { raw.embd.cast::<u8>() };
-        if data.is_null() || raw.pos.is_null() || raw.seq_id.is_null() {
-            std::alloc::handle_alloc_error(std::alloc::Layout::new::<i32>());
-        }
-        Batch { raw, capacity, n_seq_max, n_embd }
+        // SAFETY: a pure query of a compile-time limit.
+        let seq_limit = unsafe { llama_sys::llama_max_parallel_sequences() };
+        let n_seq_max = n_seq_max.clamp(1, seq_limit.max(1));
+        let too_large = BatchError::TooLarge { capacity, n_embd };
+        let embd_len = capacity.checked_mul(n_embd).ok_or(too_large.clone())?;
+        let seq_len = capacity.checked_mul(n_seq_max).ok_or(too_large.clone())?;
+        // Refuse what no allocator can give before allocating (and zero-filling) any of it.
+        let per_entry = 4 * 3 + 1 + 8 + if n_embd == 0 { 4 } else { 0 };
+        let bytes = [embd_len.checked_mul(4), seq_len.checked_mul(4), capacity.checked_mul(per_entry)]
+            .into_iter()
+            .try_fold(0usize, |sum, b| sum.checked_add(b?))
+            .filter(|&b| b <= isize::MAX as usize);
+        bytes.ok_or(too_large)?;
+        let mut seq_storage: Vec<i32> = zeroed(seq_len)?;
+        let base = seq_storage.as_mut_ptr();
+        let mut seq_ptrs = Vec::new();
+        seq_ptrs.try_reserve_exact(capacity).map_err(|_| BatchError::AllocFailed { bytes: capacity * 8 })?;
+        // `wrapping_add` keeps this free of `unsafe`: every offset is inside `seq_storage`.
+        seq_ptrs.extend((0..capacity).map(|i| base.wrapping_add(i * n_seq_max)));
+        Ok(Batch {
+            token: zeroed(if n_embd == 0 { capacity } else { 0 })?,
+            embd: zeroed(embd_len)?,
+            pos: zeroed(capacity)?,
+            n_seq_id: zeroed(capacity)?,
+            logits: zeroed(capacity)?,
+            seq_storage,
+            seq_ptrs,
+            len: 0,
+            capacity,
+            n_seq_max,
+            n_embd,
+        })
     }
 
     /// Number of tokens in the batch.
     pub fn len(&self) -> usize {
-        self.raw.n_tokens as usize
+        self.len
     }
 
     /// Whether the batch holds no tokens.
     pub fn is_empty(&self) -> bool {
-        self.raw.n_tokens == 0
+        self.len == 0
     }
 
     /// Maximum number of tokens.
@@ -78,7 +137,7 @@ impl Batch {
 
     /// Removes all tokens (keeps the allocation).
     pub fn clear(&mut self) {
-        self.raw.n_tokens = 0;
+        self.len = 0;
     }
 
     /// Appends `token` at position `pos` in the sequences `seq_ids`; `logits` asks for its
@@ -88,8 +147,7 @@ impl Batch {
             return Err(BatchError::WrongInput("embeddings"));
         }
         let i = self.check_entry(pos, seq_ids)?;
-        // SAFETY: `i < capacity` and token batches have a `capacity`-long token array.
-        unsafe { *self.raw.token.add(i) = token.0 };
+        self.token[i] = token.0;
         self.push_entry(i, pos, seq_ids, logits);
         Ok(())
     }
@@ -103,16 +161,14 @@ impl Batch {
             return Err(BatchError::EmbeddingWidth { got: row.len(), expected: self.n_embd });
         }
         let i = self.check_entry(pos, seq_ids)?;
-        // SAFETY: `i < capacity`; the embd array holds `capacity * n_embd` floats and the row is
-        // exactly `n_embd` long.
-        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), self.raw.embd.add(i * self.n_embd), self.n_embd) };
+        self.embd[i * self.n_embd..(i + 1) * self.n_embd].copy_from_slice(row);
         self.push_entry(i, pos, seq_ids, logits);
         Ok(())
     }
 
     /// Validates one entry; returns its index.
     fn check_entry(&self, pos: i32, seq_ids: &[i32]) -> Result<usize, BatchError> {
-        let i = self.len();
+        let i = self.len;
         if i >= self.capacity {
             return Err(BatchError::Full(self.capacity));
         }
@@ -130,15 +186,12 @@ impl Batch {
 
     /// Writes the per-entry metadata of an entry validated by `check_entry`.
     fn push_entry(&mut self, i: usize, pos: i32, seq_ids: &[i32], logits: bool) {
-        // SAFETY: `i < capacity` (checked), and llama_batch_init allocated `capacity` entries in
-        // every array and `n_seq_max` ids in each `seq_id[i]`; `seq_ids.len() <= n_seq_max`.
-        unsafe {
-            *self.raw.pos.add(i) = pos;
-            *self.raw.n_seq_id.add(i) = seq_ids.len() as i32;
-            std::ptr::copy_nonoverlapping(seq_ids.as_ptr(), *self.raw.seq_id.add(i), seq_ids.len());
-            *self.raw.logits.add(i) = i8::from(logits);
-        }
-        self.raw.n_tokens += 1;
+        self.pos[i] = pos;
+        self.n_seq_id[i] = seq_ids.len() as i32;
+        let at = i * self.n_seq_max;
+        self.seq_storage[at..at + seq_ids.len()].copy_from_slice(seq_ids);
+        self.logits[i] = i8::from(logits);
+        self.len += 1;
     }
 
     /// Appends consecutive tokens of one sequence starting at `start_pos`; only the last one asks
@@ -150,17 +203,17 @@ impl Batch {
         seq_id: i32,
         logits_last: bool,
     ) -> Result<(), BatchError> {
-        if self.len() + tokens.len() > self.capacity {
+        if self.len + tokens.len() > self.capacity {
             return Err(BatchError::Full(self.capacity));
         }
         if self.n_embd != 0 {
             return Err(BatchError::WrongInput("embeddings"));
         }
-        let before = self.raw.n_tokens;
+        let before = self.len;
         for (k, &t) in tokens.iter().enumerate() {
             let pos = i32::try_from(k).ok().and_then(|k| start_pos.checked_add(k)).unwrap_or(-1);
             if let Err(e) = self.add(t, pos, &[seq_id], logits_last && k + 1 == tokens.len()) {
-                self.raw.n_tokens = before;
+                self.len = before;
                 return Err(e);
             }
         }
@@ -172,8 +225,9 @@ impl Batch {
         if self.n_embd != 0 {
             return &[];
         }
-        // SAFETY: the first `len` entries were written by `add`; `Token` is transparent over i32.
-        unsafe { std::slice::from_raw_parts(self.raw.token.cast::<Token>(), self.len()) }
+        // SAFETY: `Token` is `repr(transparent)` over i32 and the first `len` ids are
+        // initialised (the whole array is, zero-filled at creation).
+        unsafe { std::slice::from_raw_parts(self.token.as_ptr().cast::<Token>(), self.len) }
     }
 
     /// Whether this batch carries token ids (not embedding rows).
@@ -188,29 +242,28 @@ impl Batch {
 
     /// Which entries ask for output.
     pub(crate) fn output_flags(&self) -> &[i8] {
-        // SAFETY: the first `len` entries were written by `add`.
-        unsafe { std::slice::from_raw_parts(self.raw.logits, self.len()) }
+        &self.logits[..self.len]
     }
 
     /// Sequence ids of entry `i` (`i < len`).
     pub(crate) fn seq_ids(&self, i: usize) -> &[i32] {
-        debug_assert!(i < self.len());
-        // SAFETY: entry `i` was written by `add`, which stored `n_seq_id[i]` valid ids.
-        unsafe {
-            let n = *self.raw.n_seq_id.add(i) as usize;
-            std::slice::from_raw_parts(*self.raw.seq_id.add(i), n)
-        }
+        let at = i * self.n_seq_max;
+        let n = self.n_seq_id.get(i).map_or(0, |&n| n as usize);
+        self.seq_storage.get(at..at + n).unwrap_or(&[])
     }
 
+    /// A view for llama.cpp, valid while `self` is borrowed and not modified. llama.cpp only
+    /// reads through it (decode copies the batch before working on it).
     pub(crate) fn raw(&self) -> llama_sys::llama_batch {
-        self.raw
-    }
-}
-
-impl Drop for Batch {
-    fn drop(&mut self) {
-        // SAFETY: `raw` came from llama_batch_init and is freed exactly once. n_tokens is not
-        // used by llama_batch_free.
-        unsafe { llama_sys::llama_batch_free(self.raw) }
+        let null_if_empty = |p: *mut u8, len: usize| if len == 0 { std::ptr::null_mut() } else { p };
+        llama_sys::llama_batch {
+            n_tokens: self.len as i32,
+            token: null_if_empty(self.token.as_ptr().cast_mut().cast(), self.token.len()).cast(),
+            embd: null_if_empty(self.embd.as_ptr().cast_mut().cast(), self.embd.len()).cast(),
+            pos: self.pos.as_ptr().cast_mut(),
+            n_seq_id: self.n_seq_id.as_ptr().cast_mut(),
+            seq_id: self.seq_ptrs.as_ptr().cast_mut(),
+            logits: self.logits.as_ptr().cast_mut(),
+        }
     }
 }

@@ -78,8 +78,8 @@ pub fn apply_builtin_template(
         let cap = i32::try_from(buf.len()).map_err(|_| ChatError::Unsupported)?;
         // SAFETY: template and messages are NUL-terminated strings kept alive by `owned` and
         // `template`; the buffer has `cap` writable bytes.
-        let n = unsafe {
-            llama_sys::llama_chat_apply_template(
+        let n = crate::barrier::guarded(|| unsafe {
+            llama_sys::llama_rs_chat_apply_template(
                 template.as_ptr(),
                 chat.as_ptr(),
                 chat.len(),
@@ -87,7 +87,8 @@ pub fn apply_builtin_template(
                 buf.as_mut_ptr().cast(),
                 cap,
             )
-        };
+        })
+        .map_err(ChatError::Render)?;
         let n = usize::try_from(n).map_err(|_| ChatError::Unsupported)?;
         if n <= buf.len() {
             buf.truncate(n);

@@ -17,6 +17,15 @@ pub enum LoadError {
     /// The file does not start with the GGUF magic.
     #[error("{0} is not a GGUF file")]
     NotGguf(PathBuf),
+    /// The file is GGUF but malformed (truncated, inconsistent, or with values llama.cpp's loader
+    /// would crash on); it was refused before llama.cpp saw it.
+    #[error("{path} is not a valid GGUF model: {what}")]
+    Malformed {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong, naming the key or tensor at fault.
+        what: String,
+    },
     /// The path contains a NUL byte and cannot be passed to C.
     #[error("model path contains a NUL byte")]
     InvalidPath,
@@ -73,10 +82,13 @@ pub enum TokenizeError {
         /// Vocabulary size.
         n_vocab: i32,
     },
+    /// llama.cpp threw a C++ exception (caught at the FFI boundary).
+    #[error("llama.cpp threw while tokenizing: {0}")]
+    Exception(String),
 }
 
 /// Why a token could not be added to a [`Batch`](crate::Batch).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BatchError {
     /// The batch already holds as many tokens as its capacity.
@@ -99,6 +111,21 @@ pub enum BatchError {
     /// A token was added to an embeddings batch, or an embedding to a token batch.
     #[error("this batch holds {0}; create it with the matching constructor")]
     WrongInput(&'static str),
+    /// The batch is larger than llama.cpp can address (`capacity` and `n_embd` must fit `i32`,
+    /// and their product `usize`).
+    #[error("a batch of {capacity} entries (embedding width {n_embd}) is too large")]
+    TooLarge {
+        /// Entries asked for.
+        capacity: usize,
+        /// Embedding width (0 for a token batch).
+        n_embd: usize,
+    },
+    /// The memory for the batch could not be allocated.
+    #[error("could not allocate {bytes} bytes for a batch")]
+    AllocFailed {
+        /// Size of the allocation that failed.
+        bytes: usize,
+    },
     /// An embedding row has the wrong width.
     #[error("embedding row of width {got}, batch expects {expected}")]
     EmbeddingWidth {
@@ -168,6 +195,10 @@ pub enum DecodeError {
     /// A fatal error inside llama.cpp; processed micro-batches stay in the cache.
     #[error("llama.cpp decode failed (code {0}); processed micro-batches remain in the KV cache")]
     Fatal(i32),
+    /// llama.cpp threw a C++ exception (caught at the FFI boundary); processed micro-batches stay
+    /// in the cache.
+    #[error("llama.cpp threw during decode: {0}; processed micro-batches remain in the KV cache")]
+    Exception(String),
 }
 
 /// Why a chat template could not be applied.

@@ -66,7 +66,7 @@ pub fn json_grammar() -> String {
 /// # Ok::<(), llama::SchemaError>(())
 /// ```
 pub fn json_schema_to_grammar(schema: &Value) -> Result<String, SchemaError> {
-    let mut c = Converter { root: schema, rules: BTreeMap::new(), refs: BTreeMap::new(), used: Vec::new() };
+    let mut c = Converter { root: schema, rules: BTreeMap::new(), refs: BTreeMap::new(), used: Vec::new(), depth: 0 };
     let root = c.visit(schema, "root")?;
     if root != "root" {
         c.rules.insert("root".into(), root);
@@ -87,7 +87,13 @@ struct Converter<'a> {
     /// `$ref` target → rule name (so recursive schemas terminate).
     refs: BTreeMap<String, String>,
     used: Vec<String>,
+    /// Nesting of `visit` calls, bounded so a schema built in code cannot exhaust the stack.
+    depth: usize,
 }
+
+/// Deepest nesting of sub-schemas accepted (serde_json's own parser stops at 128 levels of
+/// JSON, and each schema level is at least two).
+const MAX_DEPTH: usize = 128;
 
 /// A GBNF string literal for `s`.
 fn literal(s: &str) -> String {
@@ -136,6 +142,16 @@ impl Converter<'_> {
 
     /// Returns an expression (a rule name or an inline alternative) for `schema`.
     fn visit(&mut self, schema: &Value, hint: &str) -> Result<String, SchemaError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(SchemaError::Unsupported(format!("schemas nested deeper than {MAX_DEPTH} levels")));
+        }
+        self.depth += 1;
+        let result = self.visit_inner(schema, hint);
+        self.depth -= 1;
+        result
+    }
+
+    fn visit_inner(&mut self, schema: &Value, hint: &str) -> Result<String, SchemaError> {
         let o = match schema {
             Value::Bool(true) => return Ok("value".into()),
             Value::Bool(false) => return Err(SchemaError::Unsupported("the `false` schema".into())),

@@ -40,6 +40,7 @@
 
 mod adapter;
 mod backend;
+mod barrier;
 mod batch;
 mod chat;
 mod context;

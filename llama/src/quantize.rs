@@ -284,8 +284,8 @@ fn quantize_with(
     let c_tmp = CString::new(tmp.as_os_str().as_encoded_bytes()).map_err(|_| QuantizeError::InvalidPath)?;
     let run = || {
         // SAFETY: NUL-terminated paths; `raw` comes from llama.cpp's defaults with plain
-        // values set and null pointer fields. llama.cpp catches its own exceptions here.
-        unsafe { llama_sys::llama_model_quantize(c_in.as_ptr(), c_tmp.as_ptr(), &raw) }
+        // values set and null pointer fields.
+        unsafe { llama_sys::llama_rs_model_quantize(c_in.as_ptr(), c_tmp.as_ptr(), &raw) }
     };
     let mut progress = progress;
     // llama.cpp logs "[  i/  n] tensor..." per tensor on the calling thread.
@@ -294,7 +294,10 @@ fn quantize_with(
             f(frac);
         }
     };
-    let (rc, errors) = capture_errors_and(on_line, run);
+    let (rc, mut errors) = capture_errors_and(on_line, run);
+    if let Some(what) = crate::barrier::take_exception() {
+        errors = if errors.is_empty() { what } else { format!("{errors}; {what}") };
+    }
     if rc != 0 || !tmp.is_file() {
         let _ = std::fs::remove_file(&tmp);
         return Err(QuantizeError::Failed(if errors.is_empty() { input.display().to_string() } else { errors }));

@@ -81,8 +81,8 @@ impl<'m> Vocab<'m> {
             let cap = i32::try_from(tokens.capacity()).unwrap_or(i32::MAX);
             // SAFETY: `text` is valid for `len` bytes; `tokens` has room for `cap` tokens and
             // `Token` is `repr(transparent)` over `llama_token`.
-            let n = unsafe {
-                llama_sys::llama_tokenize(
+            let n = crate::barrier::guarded(|| unsafe {
+                llama_sys::llama_rs_tokenize(
                     self.ptr,
                     text.as_ptr().cast::<c_char>(),
                     len,
@@ -91,7 +91,8 @@ impl<'m> Vocab<'m> {
                     add_special,
                     parse_special,
                 )
-            };
+            })
+            .map_err(TokenizeError::Exception)?;
             if n == i32::MIN {
                 return Err(TokenizeError::TooLong(text.len()));
             }
@@ -114,8 +115,10 @@ impl<'m> Vocab<'m> {
         loop {
             let cap = i32::try_from(buf.len()).unwrap_or(i32::MAX);
             // SAFETY: the token is in range; the buffer has `cap` writable bytes.
-            let n =
-                unsafe { llama_sys::llama_token_to_piece(self.ptr, token.0, buf.as_mut_ptr().cast(), cap, 0, special) };
+            let n = crate::barrier::guarded(|| unsafe {
+                llama_sys::llama_rs_token_to_piece(self.ptr, token.0, buf.as_mut_ptr().cast(), cap, 0, special)
+            })
+            .map_err(TokenizeError::Exception)?;
             if n >= 0 {
                 buf.truncate(n as usize);
                 return Ok(buf);
@@ -135,8 +138,8 @@ impl<'m> Vocab<'m> {
             let cap = i32::try_from(buf.len()).unwrap_or(i32::MAX);
             // SAFETY: every id was checked; `tokens` is valid for `n_tokens` ids (`Token` is
             // transparent); the buffer has `cap` writable bytes.
-            let n = unsafe {
-                llama_sys::llama_detokenize(
+            let n = crate::barrier::guarded(|| unsafe {
+                llama_sys::llama_rs_detokenize(
                     self.ptr,
                     tokens.as_ptr().cast(),
                     n_tokens,
@@ -145,7 +148,8 @@ impl<'m> Vocab<'m> {
                     false,
                     false,
                 )
-            };
+            })
+            .map_err(TokenizeError::Exception)?;
             if n >= 0 {
                 buf.truncate(n as usize);
                 return Ok(String::from_utf8_lossy(&buf).into_owned());
@@ -173,21 +177,26 @@ impl<'m> Vocab<'m> {
     pub fn text(&self, token: Token) -> Result<String, TokenizeError> {
         self.check(token)?;
         // SAFETY: the id is in range; the string is owned by the vocab, copied before return.
-        Ok(unsafe { crate::backend::cstr_or_empty(llama_sys::llama_vocab_get_text(self.ptr, token.0)) })
+        let text = crate::barrier::guarded(|| unsafe {
+            crate::backend::cstr_or_empty(llama_sys::llama_rs_vocab_get_text(self.ptr, token.0))
+        });
+        text.map_err(TokenizeError::Exception)
     }
 
     /// The token's score (merge priority or log-probability, depending on the tokenizer).
     pub fn score(&self, token: Token) -> Result<f32, TokenizeError> {
         self.check(token)?;
         // SAFETY: the id is in range.
-        Ok(unsafe { llama_sys::llama_vocab_get_score(self.ptr, token.0) })
+        crate::barrier::guarded(|| unsafe { llama_sys::llama_rs_vocab_get_score(self.ptr, token.0) })
+            .map_err(TokenizeError::Exception)
     }
 
     /// The token's attribute flags.
     pub fn attrs(&self, token: Token) -> Result<TokenAttrs, TokenizeError> {
         self.check(token)?;
         // SAFETY: the id is in range.
-        Ok(TokenAttrs(unsafe { llama_sys::llama_vocab_get_attr(self.ptr, token.0) } as u32))
+        let attr = crate::barrier::guarded(|| unsafe { llama_sys::llama_rs_vocab_get_attr(self.ptr, token.0) });
+        Ok(TokenAttrs(attr.map_err(TokenizeError::Exception)? as u32))
     }
 
     /// The tokenizer family.

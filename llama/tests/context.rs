@@ -221,13 +221,13 @@ fn embeddings_on(model: &Model) {
 fn embedding_input_batches_are_validated() {
     let model = smollm2();
     let mut ctx = model.context(small_ctx()).unwrap();
-    let mut wrong = Batch::new_embeddings(2, 7, 1);
+    let mut wrong = Batch::new_embeddings(2, 7, 1).unwrap();
     assert!(wrong.add(Token(1), 0, &[0], true).is_err());
     assert!(wrong.add_embedding(&[0.0; 6], 0, &[0], true).is_err());
     wrong.add_embedding(&[0.1; 7], 0, &[0], true).unwrap();
     assert_eq!(ctx.decode(&wrong), Err(DecodeError::EmbeddingWidth { got: 7, expected: model.n_embd() }));
 
-    let mut batch = Batch::new_embeddings(2, model.n_embd(), 1);
+    let mut batch = Batch::new_embeddings(2, model.n_embd(), 1).unwrap();
     batch.add_embedding(&vec![0.01; model.n_embd()], 0, &[0], true).unwrap();
     ctx.decode(&batch).unwrap();
     assert!(ctx.logits_ith(0).unwrap().iter().all(|x| x.is_finite()));

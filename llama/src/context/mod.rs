@@ -88,7 +88,7 @@ impl Context {
         params.validate()?;
         // SAFETY: the model is alive (and kept alive by the clone stored below); params come
         // from llama.cpp's defaults with plain values set, no callbacks.
-        let raw = unsafe { llama_sys::llama_init_from_model(model.as_ptr(), params.raw) };
+        let raw = unsafe { llama_sys::llama_rs_init_from_model(model.as_ptr(), params.raw) };
         let ptr = NonNull::new(raw).ok_or(ContextError::Failed { n_ctx: params.raw.n_ctx })?;
         Ok(Context {
             ptr,
@@ -191,7 +191,7 @@ impl Context {
         self.clear_abort_panic();
         // SAFETY: the context is alive and exclusively borrowed; the batch's arrays are valid
         // for `len` entries and were validated above.
-        let rc = unsafe { llama_sys::llama_decode(self.as_ptr(), batch.raw()) };
+        let rc = unsafe { llama_sys::llama_rs_decode(self.as_ptr(), batch.raw()) };
         self.finish(rc, batch)
     }
 
@@ -205,7 +205,7 @@ impl Context {
         self.outputs.clear();
         self.clear_abort_panic();
         // SAFETY: as in `decode`; the model has an encoder.
-        let rc = unsafe { llama_sys::llama_encode(self.as_ptr(), batch.raw()) };
+        let rc = unsafe { llama_sys::llama_rs_encode(self.as_ptr(), batch.raw()) };
         self.finish(rc, batch)
     }
 
@@ -219,6 +219,10 @@ impl Context {
             2 if self.abort.as_ref().is_some_and(|a| a.panicked) => Err(DecodeError::AbortCallbackPanicked),
             2 => Err(DecodeError::Aborted),
             -1 => Err(DecodeError::InvalidBatch),
+            i32::MIN => match crate::barrier::take_exception() {
+                Some(what) => Err(DecodeError::Exception(what)),
+                None => Err(DecodeError::Fatal(rc)),
+            },
             rc => Err(DecodeError::Fatal(rc)),
         }
     }

@@ -27,10 +27,10 @@ impl Context {
     /// ```
     pub fn save_state(&self) -> Result<Vec<u8>, StateError> {
         // SAFETY: the context is alive.
-        let size = unsafe { llama_sys::llama_state_get_size(self.as_ptr()) };
+        let size = unsafe { llama_sys::llama_rs_state_get_size(self.as_ptr()) };
         let mut buf = vec![0u8; size];
         // SAFETY: `buf` has `size` writable bytes; llama.cpp writes at most that many.
-        let n = unsafe { llama_sys::llama_state_get_data(self.as_ptr(), buf.as_mut_ptr(), buf.len()) };
+        let n = unsafe { llama_sys::llama_rs_state_get_data(self.as_ptr(), buf.as_mut_ptr(), buf.len()) };
         if n == 0 || n > size {
             return Err(StateError::SaveFailed);
         }
@@ -43,7 +43,7 @@ impl Context {
         self.history.clear();
         // SAFETY: `data` is readable for its length; llama.cpp bounds-checks every read against
         // it and reports failure with 0.
-        let n = unsafe { llama_sys::llama_state_set_data(self.as_ptr(), data.as_ptr(), data.len()) };
+        let n = unsafe { llama_sys::llama_rs_state_set_data(self.as_ptr(), data.as_ptr(), data.len()) };
         // The state holds the KV cache only, not the last outputs.
         self.outputs.clear();
         if n == 0 {
@@ -58,7 +58,7 @@ impl Context {
         let path = c_path(path.as_ref())?;
         // SAFETY: NUL-terminated path; `tokens` valid for its length (`Token` is transparent).
         let ok = unsafe {
-            llama_sys::llama_state_save_file(self.as_ptr(), path.as_ptr(), tokens.as_ptr().cast(), tokens.len())
+            llama_sys::llama_rs_state_save_file(self.as_ptr(), path.as_ptr(), tokens.as_ptr().cast(), tokens.len())
         };
         ok.then_some(()).ok_or(StateError::SaveFailed)
     }
@@ -72,7 +72,7 @@ impl Context {
         let mut n = 0usize;
         // SAFETY: NUL-terminated path; `tokens` has room for `max_tokens`; `n` is writable.
         let ok = unsafe {
-            llama_sys::llama_state_load_file(
+            llama_sys::llama_rs_state_load_file(
                 self.as_ptr(),
                 path.as_ptr(),
                 tokens.as_mut_ptr().cast(),
@@ -93,10 +93,10 @@ impl Context {
     pub fn save_seq_state(&self, seq: i32) -> Result<Vec<u8>, StateError> {
         self.check_seq(seq)?;
         // SAFETY: the context is alive; seq validated.
-        let size = unsafe { llama_sys::llama_state_seq_get_size(self.as_ptr(), seq) };
+        let size = unsafe { llama_sys::llama_rs_state_seq_get_size(self.as_ptr(), seq) };
         let mut buf = vec![0u8; size];
         // SAFETY: `buf` has `size` writable bytes.
-        let n = unsafe { llama_sys::llama_state_seq_get_data(self.as_ptr(), buf.as_mut_ptr(), buf.len(), seq) };
+        let n = unsafe { llama_sys::llama_rs_state_seq_get_data(self.as_ptr(), buf.as_mut_ptr(), buf.len(), seq) };
         if n == 0 || n > size {
             return Err(StateError::SaveFailed);
         }
@@ -110,7 +110,7 @@ impl Context {
         self.history.clear();
         self.check_seq(seq)?;
         // SAFETY: seq validated; `data` readable for its length, reads are bounds-checked.
-        let n = unsafe { llama_sys::llama_state_seq_set_data(self.as_ptr(), data.as_ptr(), data.len(), seq) };
+        let n = unsafe { llama_sys::llama_rs_state_seq_set_data(self.as_ptr(), data.as_ptr(), data.len(), seq) };
         if n == 0 {
             self.kv_seq_rm(seq, ..)?;
             return Err(StateError::Rejected);
@@ -124,7 +124,7 @@ impl Context {
         let path = c_path(path.as_ref())?;
         // SAFETY: NUL-terminated path, seq validated, `tokens` valid for its length.
         let n = unsafe {
-            llama_sys::llama_state_seq_save_file(
+            llama_sys::llama_rs_state_seq_save_file(
                 self.as_ptr(),
                 path.as_ptr(),
                 seq,
@@ -150,7 +150,7 @@ impl Context {
         let mut n = 0usize;
         // SAFETY: NUL-terminated path, seq validated, `tokens` has room for `max_tokens`.
         let read = unsafe {
-            llama_sys::llama_state_seq_load_file(
+            llama_sys::llama_rs_state_seq_load_file(
                 self.as_ptr(),
                 path.as_ptr(),
                 seq,

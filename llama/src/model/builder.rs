@@ -1,12 +1,12 @@
 //! [`ModelBuilder`]: every model-loading option, then [`ModelBuilder::load`].
 
 use std::ffi::{c_void, CString};
-use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use super::gguf::{self, Scope};
 use super::{Model, ModelHandle};
 use crate::backend::{capture_errors, ensure_init, Device};
 use crate::error::LoadError;
@@ -59,6 +59,7 @@ pub struct ModelBuilder<'a> {
     overrides: Vec<(String, MetaOverride)>,
     tensor_split: Vec<f32>,
     devices: Option<Vec<Device>>,
+    validate: bool,
 }
 
 impl<'a> ModelBuilder<'a> {
@@ -75,6 +76,7 @@ impl<'a> ModelBuilder<'a> {
             overrides: Vec::new(),
             tensor_split: Vec::new(),
             devices: None,
+            validate: true,
         }
     }
 
@@ -162,9 +164,23 @@ impl<'a> ModelBuilder<'a> {
         self
     }
 
+    /// Check the file in Rust before llama.cpp parses it (default on): structure, the
+    /// hyper-parameters and the vocabulary llama.cpp asserts on. A malformed file is then
+    /// [`LoadError::Malformed`] instead of a crash inside the C++ loader. Turning it off hands
+    /// the file straight to llama.cpp's C++ parser (only the magic is checked): only for files
+    /// you trust, or to test the C++ exception barrier.
+    pub fn validate(mut self, yes: bool) -> Self {
+        self.validate = yes;
+        self
+    }
+
     /// Loads the model.
     pub fn load(self) -> Result<Model, LoadError> {
-        check_gguf(&self.path)?;
+        if self.validate {
+            gguf::validate(&self.path, Scope::Model { vocab_only: self.params.vocab_only })?;
+        } else {
+            gguf::check_magic(&self.path)?;
+        }
         let c_path = CString::new(self.path.as_os_str().as_encoded_bytes()).map_err(|_| LoadError::InvalidPath)?;
         let mut params = self.params;
         params.load_mode = match (self.mmap, self.mlock) {
@@ -226,9 +242,12 @@ impl<'a> ModelBuilder<'a> {
             // SAFETY: `c_path` is NUL-terminated; every pointer in `params` (overrides ended by
             // an empty key, tensor_split of llama_max_devices() floats, devices ended by null,
             // the callback state) points into locals that outlive this synchronous call.
-            unsafe { llama_sys::llama_model_load_from_file(c_path.as_ptr(), params) }
+            unsafe { llama_sys::llama_rs_model_load_from_file(c_path.as_ptr(), params) }
         };
-        let (raw, reason) = capture_errors(load);
+        let (raw, mut reason) = capture_errors(load);
+        if let Some(what) = crate::barrier::take_exception() {
+            reason = if reason.is_empty() { what } else { format!("{reason}; {what}") };
+        }
         let handle = NonNull::new(raw).map(ModelHandle);
         match state {
             Some(State { panicked: true, .. }) => Err(LoadError::CallbackPanicked),
@@ -283,15 +302,8 @@ fn kv_overrides(list: &[(String, MetaOverride)]) -> Result<Vec<llama_sys::llama_
     Ok(out)
 }
 
-/// Rejects files that do not exist or are not GGUF before llama.cpp sees them.
+/// Rejects files that do not exist, are not GGUF, or whose structure is malformed, before
+/// llama.cpp sees them (adapters, quantizer input).
 pub(crate) fn check_gguf(path: &Path) -> Result<(), LoadError> {
-    let io = |source| LoadError::Io { path: path.to_path_buf(), source };
-    let mut magic = [0u8; 4];
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    match file.read_exact(&mut magic) {
-        Ok(()) if &magic == b"GGUF" => Ok(()),
-        Ok(()) => Err(LoadError::NotGguf(path.to_path_buf())),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(LoadError::NotGguf(path.to_path_buf())),
-        Err(e) => Err(io(e)),
-    }
+    gguf::validate(path, Scope::Structure)
 }

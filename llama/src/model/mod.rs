@@ -1,6 +1,7 @@
 //! Loaded model weights: [`Model`] and its [`ModelBuilder`].
 
 mod builder;
+mod gguf;
 
 pub(crate) use builder::check_gguf;
 pub use builder::{MetaOverride, ModelBuilder, SplitMode};

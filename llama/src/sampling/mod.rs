@@ -138,8 +138,12 @@ impl Sampler {
     /// Adds an owned sampler to the chain (the chain takes ownership).
     fn push(self, s: *mut llama_sys::llama_sampler) -> Sampler {
         let s = must(s);
-        // SAFETY: both pointers are valid; the chain takes ownership of `s`.
-        unsafe { llama_sys::llama_sampler_chain_add(self.ptr.as_ptr(), s.as_ptr()) };
+        // SAFETY: both pointers are valid; the chain takes ownership of `s` when the call
+        // returns 0.
+        if unsafe { llama_sys::llama_rs_sampler_chain_add(self.ptr.as_ptr(), s.as_ptr()) } != 0 {
+            // Only a failed allocation in the chain's vector can get here; Rust aborts on those too.
+            std::alloc::handle_alloc_error(std::alloc::Layout::new::<usize>());
+        }
         self
     }
 
@@ -233,10 +237,12 @@ impl Sampler {
     }
 
     /// Repetition (`repeat`, 1.0 = off), frequency and presence (0.0 = off) penalties over the
-    /// last `last_n` accepted tokens (0 = off, -1 = all).
+    /// last `last_n` accepted tokens (0 or negative = off; at most 2^20, larger windows are
+    /// clamped because llama.cpp allocates the whole window up front).
     pub fn penalties(self, last_n: i32, repeat: f32, frequency: f32, presence: f32) -> Sampler {
+        let last_n = last_n.min(1 << 20);
         // SAFETY: plain numbers (the n_vocab argument is unused by llama.cpp).
-        self.push(unsafe { llama_sys::llama_sampler_init_penalties(0, last_n, repeat, frequency, presence) })
+        self.push(unsafe { llama_sys::llama_rs_sampler_init_penalties(0, last_n, repeat, frequency, presence) })
     }
 
     /// DRY ("don't repeat yourself") penalty for extending repeated sequences, with the given
@@ -284,7 +290,7 @@ impl Sampler {
             .collect::<Result<_, SamplerError>>()?;
         let n = i32::try_from(raw.len()).map_err(|_| SamplerError::InvalidParam("too many biases"))?;
         // SAFETY: every token is in range; llama.cpp copies the array.
-        Ok(self.push(unsafe { llama_sys::llama_sampler_init_logit_bias(n_vocab, n, raw.as_ptr()) }))
+        Ok(self.push(unsafe { llama_sys::llama_rs_sampler_init_logit_bias(n_vocab, n, raw.as_ptr()) }))
     }
 
     /// Constrains output to a GBNF grammar starting at rule `root`. A grammar that does not
@@ -396,7 +402,7 @@ impl Sampler {
     /// when it dominates. Use after top-k/top-p.
     pub fn infill(self, model: &Model) -> Sampler {
         // SAFETY: the vocab outlives the sampler (the chain keeps the model).
-        let s = unsafe { llama_sys::llama_sampler_init_infill(model.vocab().as_ptr()) };
+        let s = unsafe { llama_sys::llama_rs_sampler_init_infill(model.vocab().as_ptr()) };
         self.push_with_model(model, s)
     }
 

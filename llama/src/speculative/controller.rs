@@ -55,6 +55,9 @@ pub struct Controller {
 }
 
 const DECAY: f64 = 0.9;
+/// Longest draft a controller plans for; longer requests are clamped. Its tables hold one entry
+/// per length, and acceptance decays geometrically, so drafts this long never pay.
+pub const MAX_DRAFT: usize = 1024;
 /// Samples per size kept for the median.
 const SAMPLES: usize = 5;
 /// With a confident draft, the full length is re-measured when its cost is this many rounds old:
@@ -73,14 +76,17 @@ fn ema(old: Option<f64>, new: f64) -> Option<f64> {
 }
 
 impl Controller {
-    /// Adaptive, drafting at most `max` tokens.
+    /// Adaptive, drafting at most `max` tokens (clamped to [`MAX_DRAFT`]).
     pub fn adaptive(max: usize) -> Self {
+        let max = max.min(MAX_DRAFT);
+        // Sizes 0 and 1 always have a slot: cost probes verify two tokens even when `max` is 0.
+        let sizes = max.max(1) + 1;
         Controller {
             max,
             fixed: None,
-            verify: vec![None; max + 1],
-            samples: vec![VecDeque::new(); max + 1],
-            measured_at: vec![0; max + 1],
+            verify: vec![None; sizes],
+            samples: vec![VecDeque::new(); sizes],
+            measured_at: vec![0; sizes],
             rounds: 0,
             slope: None,
             draft_cost: None,
@@ -93,8 +99,10 @@ impl Controller {
         }
     }
 
-    /// Always drafts `k` tokens (fewer only when the drafter has fewer).
+    /// Always drafts `k` tokens (fewer only when the drafter has fewer; clamped to
+    /// [`MAX_DRAFT`]).
     pub fn fixed(k: usize) -> Self {
+        let k = k.min(MAX_DRAFT);
         Controller { fixed: Some(k), ..Controller::adaptive(k) }
     }
 
@@ -118,16 +126,17 @@ impl Controller {
     pub fn verify_cost(&self, k: usize) -> Option<f64> {
         let t1 = self.verify.first().copied().flatten()?;
         let raw = self.raw_cost(k)?;
-        let larger = (k + 1..self.verify.len()).filter_map(|j| self.verify[j]).fold(f64::INFINITY, f64::min);
-        Some(raw.min(larger).min(t1 * (k + 1) as f64).max(t1))
+        let larger =
+            (k.saturating_add(1)..self.verify.len()).filter_map(|j| self.verify[j]).fold(f64::INFINITY, f64::min);
+        Some(raw.min(larger).min(t1 * (k as f64 + 1.0)).max(t1))
     }
 
     fn raw_cost(&self, k: usize) -> Option<f64> {
         if let Some(t) = self.verify.get(k).copied().flatten() {
             return Some(t);
         }
-        let below = (0..k).rev().find_map(|i| Some((i, self.verify.get(i).copied().flatten()?)));
-        let above = (k + 1..self.verify.len()).find_map(|i| Some((i, self.verify[i]?)));
+        let below = (0..k.min(self.verify.len())).rev().find_map(|i| Some((i, self.verify[i]?)));
+        let above = (k.saturating_add(1)..self.verify.len()).find_map(|i| Some((i, self.verify[i]?)));
         match (below, above) {
             (Some((i, ti)), Some((j, tj))) => Some(ti + (tj - ti) * (k - i) as f64 / (j - i) as f64),
             (Some((i, ti)), None) => Some(ti + self.slope? * (k - i) as f64),
@@ -236,6 +245,7 @@ impl Controller {
     /// How many of the `available` drafted tokens to verify; `acceptance` is the drafter's own
     /// estimate for each token (see [`Draft::acceptance`](super::Draft::acceptance)), if any.
     pub fn trim(&mut self, available: usize, acceptance: &[f64]) -> usize {
+        let available = available.min(self.max);
         if self.fixed.is_some() || self.slope.is_none() || acceptance.is_empty() {
             return available; // `budget` already chose with the observed rate
         }

@@ -404,7 +404,10 @@ fn check_compatible(draft: &Context, target: &Context) -> Result<(), Speculative
 
 impl Drafter for DraftModel {
     fn draft(&mut self, history: &[Token], n: usize) -> Result<Draft, SpeculativeError> {
-        if history.len() + n > self.ctx.n_ctx() as usize {
+        if history.is_empty() {
+            return Err(SpeculativeError::InvalidParam("a draft needs at least one token of history"));
+        }
+        if history.len().saturating_add(n) > self.ctx.n_ctx() as usize {
             return Err(SpeculativeError::ContextTooSmall { prompt: history.len(), extra: n, n_ctx: self.ctx.n_ctx() });
         }
         // Bring the cache to `history`, keeping the common prefix.

@@ -14,7 +14,7 @@
 mod controller;
 mod drafters;
 
-pub use controller::Controller;
+pub use controller::{Controller, MAX_DRAFT};
 pub use drafters::{DraftModel, NgramDrafter};
 
 use std::collections::VecDeque;
@@ -199,7 +199,7 @@ impl SpeculativeDecoder {
         if max_draft == 0 {
             return Err(SpeculativeError::InvalidParam("max_draft must be at least 1"));
         }
-        if max_draft + 1 > target.n_batch() as usize {
+        if max_draft >= target.n_batch() as usize {
             return Err(SpeculativeError::InvalidParam("max_draft + 1 exceeds the target's n_batch"));
         }
         Ok(SpeculativeDecoder {

@@ -1,0 +1,80 @@
+//! Inputs at the edges of the public API that once panicked, overflowed or aborted: each is now
+//! an `Err` or clamped.
+
+mod common;
+
+use llama::speculative::{Controller, DraftModel, Drafter, NgramDrafter, SpeculativeDecoder, MAX_DRAFT};
+use llama::{Batch, BatchError, Sampler};
+use std::time::Duration;
+
+#[test]
+fn absurd_batch_sizes_are_errors() {
+    assert!(matches!(Batch::try_new(usize::MAX, 1), Err(BatchError::TooLarge { .. })));
+    assert!(matches!(Batch::new_embeddings(1 << 40, 1 << 40, 1), Err(BatchError::TooLarge { .. })));
+    assert!(matches!(Batch::new_embeddings(i32::MAX as usize, i32::MAX as usize, 1), Err(BatchError::TooLarge { .. })));
+    // 32 TiB: fits the index types, cannot be allocated.
+    let err = Batch::new_embeddings(1 << 20, 1 << 23, 1).unwrap_err();
+    assert!(matches!(err, BatchError::AllocFailed { .. }), "{err}");
+    // More sequence ids per entry than llama.cpp has sequences is clamped, not allocated.
+    let batch = Batch::try_new(4, usize::MAX).unwrap();
+    assert_eq!(batch.capacity(), 4);
+}
+
+#[test]
+fn controllers_clamp_huge_draft_lengths() {
+    for mut c in [Controller::adaptive(usize::MAX), Controller::fixed(usize::MAX), Controller::adaptive(0)] {
+        assert!(c.max_draft() <= MAX_DRAFT);
+        assert_eq!(c.verify_cost(usize::MAX), None);
+        c.observe(0, 0, Duration::ZERO, Duration::from_millis(10));
+        c.observe_verify(1, Duration::from_millis(12));
+        assert!(c.verify_cost(usize::MAX).is_some_and(f64::is_finite));
+        assert!(c.trim(usize::MAX, &[0.9, 0.8]) <= c.max_draft().max(1));
+        let _ = c.budget(Some(0.001));
+    }
+}
+
+#[test]
+fn speculative_decoder_refuses_a_draft_longer_than_the_batch() {
+    let ctx = common::smollm2().context(common::small_ctx()).unwrap();
+    let err = SpeculativeDecoder::new(ctx, Box::new(NgramDrafter::default()), usize::MAX).unwrap_err();
+    assert!(err.to_string().contains("n_batch"), "{err}");
+}
+
+#[test]
+fn a_draft_model_given_no_history_is_an_error() {
+    let model = common::smollm2();
+    let target = model.context(common::small_ctx()).unwrap();
+    let mut draft = DraftModel::new(model.context(common::small_ctx()).unwrap(), &target).unwrap();
+    assert!(draft.draft(&[], 4).is_err());
+    assert!(draft.draft(&[llama::Token(1)], usize::MAX).is_err());
+}
+
+#[test]
+fn a_huge_penalty_window_does_not_allocate_it() {
+    // llama.cpp allocates the whole window up front; i32::MAX tokens would be 8 GiB.
+    let model = common::smollm2();
+    let mut ctx = model.context(common::small_ctx()).unwrap();
+    let prompt = model.vocab().tokenize("Hello", true).unwrap();
+    common::prefill(&mut ctx, &prompt, 0);
+    let mut s = Sampler::chain().penalties(i32::MAX, 1.1, 0.0, 0.0).greedy_pick();
+    s.sample(&ctx, -1).unwrap();
+}
+
+#[cfg(feature = "json-schema")]
+#[test]
+fn a_deeply_nested_schema_is_refused_not_a_stack_overflow() {
+    // Run on a big stack so building and dropping the value itself is safe.
+    std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(|| {
+            let mut schema = serde_json::json!({ "type": "string" });
+            for _ in 0..2_000 {
+                schema = serde_json::json!({ "type": "array", "items": schema });
+            }
+            let err = llama::json_schema_to_grammar(&schema).unwrap_err();
+            assert!(err.to_string().contains("nested"), "{err}");
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
