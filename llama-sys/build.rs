@@ -17,7 +17,7 @@ const CARRIER: &str = "llama-cpp-sys-2";
 
 fn main() {
     for var in
-        ["LLAMA_CPP_SRC", "CUDA_PATH", "CUDAToolkit_ROOT", "VULKAN_SDK", "ROCM_PATH", "HIP_PATH", "CARGO_NET_OFFLINE"]
+        ["LLAMA_CPP_SRC", "LLAMA_SYS_AMX", "CUDA_PATH", "CUDAToolkit_ROOT", "VULKAN_SDK", "ROCM_PATH", "HIP_PATH", "CARGO_NET_OFFLINE"]
     {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -250,6 +250,17 @@ fn build(src: &Path, f: &Features) -> PathBuf {
     cfg.profile("Release");
     for (key, value) in cmake_defines(f) {
         cfg.define(key, value);
+    }
+    // A native build compiles ggml's AMX kernels whenever the build machine's CPU advertises
+    // AMX, and they trap (SIGILL on `tilezero`, seen on this project's 2-core VMs) where the
+    // hypervisor advertises AMX without enabling it: every multi-token decode of a Q4_1 model
+    // killed the process. AVX-512 kernels are used instead; `LLAMA_SYS_AMX=1` keeps AMX.
+    let x86 = env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64");
+    if f.native && x86 && env::var_os("LLAMA_SYS_AMX").is_none() {
+        for flag in ["-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16"] {
+            cfg.cflag(flag);
+            cfg.cxxflag(flag);
+        }
     }
     if f.shared {
         // Let the installed libraries find each other next to themselves.

@@ -137,6 +137,8 @@ impl Context {
             return Err(AdapterError::Rejected(format!("llama.cpp could not apply the adapters: {what}")));
         }
         self.loras = adapters.iter().map(|(a, _)| a.clone()).collect();
+        // Cached KV was computed under the old adapters: never reuse it.
+        self.ledger.forget_all();
         Ok(())
     }
 
@@ -173,6 +175,8 @@ impl Context {
                 }
             }
         };
+        // Cached KV was computed under the old vector (even a refused call may have cleared it).
+        self.ledger.forget_all();
         if rc == 0 {
             Ok(())
         } else {

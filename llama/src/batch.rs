@@ -245,6 +245,11 @@ impl Batch {
         &self.logits[..self.len]
     }
 
+    /// Position of entry `i` (`i < len`).
+    pub(crate) fn pos(&self, i: usize) -> i32 {
+        self.pos.get(i).copied().unwrap_or(-1)
+    }
+
     /// Sequence ids of entry `i` (`i < len`).
     pub(crate) fn seq_ids(&self, i: usize) -> &[i32] {
         let at = i * self.n_seq_max;

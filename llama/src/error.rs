@@ -195,6 +195,9 @@ pub enum DecodeError {
     /// A fatal error inside llama.cpp; processed micro-batches stay in the cache.
     #[error("llama.cpp decode failed (code {0}); processed micro-batches remain in the KV cache")]
     Fatal(i32),
+    /// A batch for the tokens could not be built (see [`Context::decode_tokens`](crate::Context::decode_tokens)).
+    #[error(transparent)]
+    Batch(#[from] BatchError),
     /// llama.cpp threw a C++ exception (caught at the FFI boundary); processed micro-batches stay
     /// in the cache.
     #[error("llama.cpp threw during decode: {0}; processed micro-batches remain in the KV cache")]

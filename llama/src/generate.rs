@@ -1,12 +1,13 @@
 //! High-level generation: prompt in, an iterator of UTF-8-correct text pieces out, with stop
 //! strings, end-of-generation handling, log-probabilities, timings and prompt-prefix reuse.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::driver::Driver;
 use crate::error::{BatchError, DecodeError, MemoryError, SampleError, TokenizeError};
-use crate::{Batch, Context, Sampler, Token, Utf8Decoder};
+use crate::{Batch, Context, Sampler, Token};
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,8 +21,11 @@ pub enum FinishReason {
     Eog,
     /// The cancellation flag was raised.
     Cancelled,
-    /// The context filled up under [`ContextFull::Stop`].
+    /// The context filled up under [`ContextFull::Stop`] (or, in the
+    /// [engine](crate::engine), the shared cache had no room left for this sequence).
     ContextFull,
+    /// The request's deadline passed ([`engine::Request::timeout`](crate::engine::Request::timeout)).
+    Deadline,
 }
 
 /// What to do when generation reaches the end of the context window.
@@ -83,6 +87,7 @@ pub struct GenerateParams {
     pub(crate) max_tokens: usize,
     pub(crate) stop: Vec<String>,
     pub(crate) logprobs: bool,
+    pub(crate) top_logprobs: usize,
     pub(crate) add_special: bool,
     pub(crate) parse_special: bool,
     pub(crate) on_full: ContextFull,
@@ -96,6 +101,7 @@ impl Default for GenerateParams {
             max_tokens: 256,
             stop: Vec::new(),
             logprobs: false,
+            top_logprobs: 0,
             add_special: true,
             parse_special: false,
             on_full: ContextFull::Stop,
@@ -122,6 +128,13 @@ impl GenerateParams {
     /// Report each token's log-probability under the model (before sampler transforms).
     pub fn logprobs(mut self, yes: bool) -> Self {
         self.logprobs = yes;
+        self
+    }
+
+    /// Also report the `n` most likely tokens and their log-probabilities at each step (implies
+    /// [`logprobs`](Self::logprobs)).
+    pub fn top_logprobs(mut self, n: usize) -> Self {
+        self.top_logprobs = n;
         self
     }
 
@@ -168,6 +181,9 @@ pub struct Piece {
     pub text: String,
     /// Log-probability of the token, when requested.
     pub logprob: Option<f32>,
+    /// The most likely tokens at this step with their log-probabilities, most likely first,
+    /// when requested ([`GenerateParams::top_logprobs`]).
+    pub top_logprobs: Vec<(Token, f32)>,
 }
 
 impl std::fmt::Display for Piece {
@@ -203,88 +219,13 @@ impl Timings {
     }
 }
 
-/// Turns generated tokens into emitted text: UTF-8 reassembly and stop strings (never emitted,
-/// not even partly). Shared by plain and speculative generation.
-#[derive(Debug, Default)]
-pub(crate) struct TextOutput {
-    decoder: Utf8Decoder,
-    stop: Vec<String>,
-    /// All text generated so far and how much of it was emitted.
-    text: String,
-    emitted: usize,
-}
-
-impl TextOutput {
-    pub(crate) fn new(stop: &[String]) -> Self {
-        TextOutput { stop: stop.to_vec(), ..TextOutput::default() }
-    }
-
-    /// The text emitted so far.
-    pub(crate) fn text(&self) -> &str {
-        &self.text[..self.emitted]
-    }
-
-    /// Adds a token's bytes; returns the text now safe to emit and whether a stop string
-    /// appeared (generation must end).
-    pub(crate) fn push(&mut self, bytes: &[u8]) -> (String, bool) {
-        self.text.push_str(&self.decoder.push(bytes));
-        self.release()
-    }
-
-    /// At the end: text held back only for being a possible stop-string prefix, and any
-    /// incomplete UTF-8 (as U+FFFD). Nothing after a stop string.
-    pub(crate) fn flush(&mut self, stopped: bool) -> Option<String> {
-        let tail = self.decoder.finish();
-        self.text.push_str(&tail);
-        if stopped || self.emitted >= self.text.len() {
-            return None;
-        }
-        let rest = self.text[self.emitted..].to_string();
-        self.emitted = self.text.len();
-        Some(rest)
-    }
-
-    /// Emits what can no longer become part of a stop string; detects stop strings.
-    fn release(&mut self) -> (String, bool) {
-        let stops = &self.stop;
-        let longest = stops.iter().map(String::len).max().unwrap_or(0);
-        // A stop string can start at most `longest - 1` bytes before the unemitted text.
-        let mut from = self.emitted.saturating_sub(longest.saturating_sub(1));
-        while !self.text.is_char_boundary(from) {
-            from -= 1;
-        }
-        let hit = stops.iter().filter_map(|s| self.text[from..].find(s.as_str()).map(|i| from + i)).min();
-        let end = match hit {
-            Some(at) => {
-                self.text.truncate(at);
-                at.max(self.emitted)
-            }
-            None => {
-                // Hold back the longest suffix that is a prefix of a stop string.
-                let hold = stops
-                    .iter()
-                    .flat_map(|s| (1..s.len()).rev().filter(move |&k| s.is_char_boundary(k)).map(move |k| &s[..k]))
-                    .filter(|prefix| self.text.ends_with(prefix))
-                    .map(str::len)
-                    .max()
-                    .unwrap_or(0);
-                (self.text.len() - hold).max(self.emitted)
-            }
-        };
-        let out = self.text[self.emitted..end].to_string();
-        self.emitted = end;
-        (out, hit.is_some())
-    }
-}
-
 /// A running generation: an iterator of [`Piece`]s. See [`Context::generate`].
 pub struct Generation<'a> {
     ctx: &'a mut Context,
     sampler: &'a mut Sampler,
-    params: GenerateParams,
+    on_full: ContextFull,
     batch: Batch,
-    out: TextOutput,
-    finish: Option<FinishReason>,
+    driver: Driver,
     timings: Timings,
     /// Position of the next token in the sequence.
     pos: usize,
@@ -295,7 +236,7 @@ pub struct Generation<'a> {
 
 impl std::fmt::Debug for Generation<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Generation").field("finish", &self.finish).field("timings", &self.timings).finish()
+        f.debug_struct("Generation").field("finish", &self.driver.finish_reason()).field("timings", &self.timings).finish()
     }
 }
 
@@ -341,33 +282,17 @@ impl Context {
         }
         // Reuse the cached prefix, but always decode at least the last prompt token: its
         // logits start the generation.
-        let mut common = if params.reuse_prefix {
-            self.history.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1)
-        } else {
-            0
-        };
-        let mut history = std::mem::take(&mut self.history);
+        let cached = if params.reuse_prefix { self.ledger.tokens(0) } else { &[] };
+        let mut common = cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
         if self.kv_seq_rm(0, common as i32..).is_err() {
             common = 0;
             self.clear_kv();
         }
-        history.truncate(common);
-        self.history = history;
-
-        let n_batch = self.n_batch() as usize;
-        let mut batch = Batch::new(n_batch, 1);
         let start = Instant::now();
         let suffix = &prompt[common..];
-        for (i, chunk) in suffix.chunks(n_batch).enumerate() {
-            batch.clear();
-            let last = common + (i + 1) * n_batch >= prompt.len();
-            batch.add_sequence(chunk, (common + i * n_batch) as i32, 0, last)?;
-            if let Err(e) = self.decode_inner(&batch) {
-                self.history.clear();
-                let _ = self.kv_seq_rm(0, ..);
-                return Err(e.into());
-            }
-            self.history.extend_from_slice(chunk);
+        if let Err(e) = self.decode_tokens(suffix, common as i32, 0) {
+            let _ = self.kv_seq_rm(0, ..);
+            return Err(e.into());
         }
         sampler.reset();
         let timings = Timings {
@@ -376,14 +301,12 @@ impl Context {
             prompt_time: start.elapsed(),
             ..Timings::default()
         };
-        batch.clear();
         Ok(Generation {
             ctx: self,
             sampler,
-            params: params.clone(),
-            batch,
-            out: TextOutput::new(&params.stop),
-            finish: None,
+            on_full: params.on_full,
+            batch: Batch::new(1, 1),
+            driver: Driver::new(params),
             timings,
             pos: prompt.len(),
             pending: None,
@@ -395,7 +318,7 @@ impl Context {
 impl Generation<'_> {
     /// Why generation ended (`None` while it runs).
     pub fn finish_reason(&self) -> Option<FinishReason> {
-        self.finish
+        self.driver.finish_reason()
     }
 
     /// Token counts and times so far.
@@ -405,7 +328,7 @@ impl Generation<'_> {
 
     /// The text emitted so far.
     pub fn text(&self) -> &str {
-        self.out.text()
+        self.driver.text()
     }
 
     /// Runs to the end and returns the whole text.
@@ -419,9 +342,9 @@ impl Generation<'_> {
     /// Makes room when the context is full, per the policy. `Ok(false)`: stop.
     fn make_room(&mut self) -> Result<bool, GenerateError> {
         let n_ctx = self.ctx.n_ctx();
-        match self.params.on_full {
+        match self.on_full {
             ContextFull::Stop => {
-                self.finish = Some(FinishReason::ContextFull);
+                self.driver.end(FinishReason::ContextFull);
                 Ok(false)
             }
             ContextFull::Error => Err(GenerateError::ContextFull(n_ctx)),
@@ -432,11 +355,12 @@ impl Generation<'_> {
                     return Err(GenerateError::ContextFull(n_ctx));
                 }
                 let (k, d, p) = (keep as i32, discard as i32, self.pos as i32);
-                let mut history = std::mem::take(&mut self.ctx.history);
+                let mut tokens = self.ctx.ledger.tokens(0).to_vec();
                 self.ctx.kv_seq_rm(0, k..k + d)?;
                 self.ctx.kv_seq_add(0, k + d..p, -d)?;
-                history.drain(keep..keep + discard);
-                self.ctx.history = history;
+                // The cache now holds exactly these tokens at positions 0..: keep reusing it.
+                tokens.drain(keep.min(tokens.len())..(keep + discard).min(tokens.len()));
+                self.ctx.ledger.set(0, tokens);
                 self.pos -= discard;
                 Ok(true)
             }
@@ -450,59 +374,39 @@ impl Generation<'_> {
             }
             self.batch.clear();
             self.batch.add(t, self.pos as i32, &[0], true)?;
-            self.ctx.decode_inner(&self.batch)?;
-            self.ctx.history.push(t);
+            self.ctx.decode(&self.batch)?;
             self.pos += 1;
         }
-        if self.timings.generated >= self.params.max_tokens {
-            self.finish = Some(FinishReason::Length);
+        if !self.driver.may_continue() {
             return Ok(None);
         }
-        if self.params.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-            self.finish = Some(FinishReason::Cancelled);
-            return Ok(None);
-        }
-        let logprob = if self.params.logprobs { self.ctx.logits_ith(-1).map(log_softmax_row) } else { None };
         let token = self.sampler.sample(self.ctx, -1)?;
-        let logprob = logprob.map(|row| row(token));
-        if self.ctx.vocab().is_eog(token) {
-            self.finish = Some(FinishReason::Eog);
-            return Ok(None);
+        let logits = if self.driver.wants_logprobs() { self.ctx.logits_ith(-1) } else { None };
+        let piece = self.driver.push(&self.ctx.vocab(), token, logits)?;
+        if piece.is_some() {
+            self.timings.generated += 1;
+            self.pending = Some(token);
         }
-        self.timings.generated += 1;
-        self.pending = Some(token);
-        let bytes = self.ctx.vocab().token_to_bytes(token, false)?;
-        let (text, stopped) = self.out.push(&bytes);
-        if stopped {
-            self.finish = Some(FinishReason::Stop);
-        }
-        Ok(Some(Piece { token: Some(token), text, logprob }))
+        Ok(piece)
     }
-}
-
-/// Returns a function giving the log-probability of a token under `logits`.
-fn log_softmax_row(logits: &[f32]) -> impl Fn(Token) -> f32 + '_ {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
-    move |t: Token| logits.get(t.0 as usize).map_or(f32::NEG_INFINITY, |&l| l - lse)
 }
 
 impl Iterator for Generation<'_> {
     type Item = Result<Piece, GenerateError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.finish.is_some() || self.failed {
+        if self.failed {
             return None;
+        }
+        if self.driver.finish_reason().is_some() {
+            return self.driver.flush().map(Ok);
         }
         let started = Instant::now();
         let result = self.step();
         self.timings.generation_time += started.elapsed();
         match result {
             Ok(Some(piece)) => Some(Ok(piece)),
-            Ok(None) => {
-                let rest = self.out.flush(self.finish == Some(FinishReason::Stop))?;
-                Some(Ok(Piece { token: None, text: rest, logprob: None }))
-            }
+            Ok(None) => self.driver.flush().map(Ok),
             Err(e) => {
                 self.failed = true;
                 Some(Err(e))

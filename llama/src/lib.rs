@@ -44,6 +44,7 @@ mod barrier;
 mod batch;
 mod chat;
 mod context;
+mod driver;
 mod embed;
 mod error;
 mod generate;
@@ -52,6 +53,7 @@ mod json_schema;
 mod model;
 mod quantize;
 mod sampling;
+pub mod engine;
 pub mod speculative;
 #[cfg(feature = "async")]
 mod stream;

@@ -59,7 +59,7 @@ impl Context {
 
     /// Empties the KV cache (all sequences) and forgets the last decode's outputs.
     pub fn clear_kv(&mut self) {
-        self.history.clear();
+        self.ledger.clear_all();
         // SAFETY: valid memory handle (or null, accepted).
         unsafe { llama_sys::llama_memory_clear(self.memory(), true) };
         self.outputs.clear();
@@ -74,11 +74,11 @@ impl Context {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn kv_seq_rm(&mut self, seq: i32, range: impl RangeBounds<i32>) -> Result<(), MemoryError> {
-        self.history.clear();
         self.check_seq(seq)?;
         let (p0, p1) = c_range(range)?;
         // SAFETY: seq and range validated; valid memory handle.
         if unsafe { llama_sys::llama_memory_seq_rm(self.memory(), seq, p0, p1) } {
+            self.ledger.removed(seq, p0, p1);
             Ok(())
         } else {
             Err(MemoryError::PartialRemoveUnsupported)
@@ -88,7 +88,6 @@ impl Context {
     /// Makes the positions in `range` of sequence `src` part of sequence `dst` as well (shares
     /// the cells; no recomputation).
     pub fn kv_seq_cp(&mut self, src: i32, dst: i32, range: impl RangeBounds<i32>) -> Result<(), MemoryError> {
-        self.history.clear();
         self.check_seq(src)?;
         self.check_seq(dst)?;
         let (p0, p1) = c_range(range)?;
@@ -98,32 +97,32 @@ impl Context {
         }
         // SAFETY: ids and range validated, including the whole-stream rule above.
         unsafe { llama_sys::llama_memory_seq_cp(self.memory(), src, dst, p0, p1) };
+        self.ledger.copied(src, dst, p0, p1);
         Ok(())
     }
 
     /// Removes every sequence except `seq`.
     pub fn kv_seq_keep(&mut self, seq: i32) -> Result<(), MemoryError> {
-        self.history.clear();
         self.check_seq(seq)?;
         // SAFETY: seq validated; valid memory handle.
         unsafe { llama_sys::llama_memory_seq_keep(self.memory(), seq) };
+        self.ledger.kept(seq);
         Ok(())
     }
 
     /// Adds `delta` to the positions in `range` of sequence `seq` (context shifting).
     pub fn kv_seq_add(&mut self, seq: i32, range: impl RangeBounds<i32>, delta: i32) -> Result<(), MemoryError> {
-        self.history.clear();
         self.check_seq(seq)?;
         let (p0, p1) = c_range(range)?;
         self.check_shift()?;
         // SAFETY: seq and range validated; the memory supports shifting.
         unsafe { llama_sys::llama_memory_seq_add(self.memory(), seq, p0, p1, delta) };
+        self.ledger.forget(seq);
         Ok(())
     }
 
     /// Divides the positions in `range` of sequence `seq` by `d` (self-extend).
     pub fn kv_seq_div(&mut self, seq: i32, range: impl RangeBounds<i32>, d: i32) -> Result<(), MemoryError> {
-        self.history.clear();
         self.check_seq(seq)?;
         let (p0, p1) = c_range(range)?;
         if d < 1 {
@@ -132,6 +131,7 @@ impl Context {
         self.check_shift()?;
         // SAFETY: seq, range and divisor validated; the memory supports shifting.
         unsafe { llama_sys::llama_memory_seq_div(self.memory(), seq, p0, p1, d) };
+        self.ledger.forget(seq);
         Ok(())
     }
 

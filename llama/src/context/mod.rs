@@ -1,5 +1,6 @@
 //! Inference state: [`Context`] (KV cache, compute buffers, outputs) and [`ContextParams`].
 
+mod ledger;
 mod memory;
 mod params;
 mod state;
@@ -11,7 +12,8 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 
-use crate::error::{ContextError, DecodeError};
+use crate::error::{BatchError, ContextError, DecodeError};
+pub(crate) use ledger::Ledger;
 use crate::{Batch, Model, Token, Vocab};
 
 /// Heap state of the abort callback: its address is what C holds, so it must not move with
@@ -63,9 +65,8 @@ pub struct Context {
     kv_unified: bool,
     embeddings: bool,
     abort: Option<Box<AbortState>>,
-    /// Tokens of sequence 0 in the KV cache, as far as [`generate`](Context::generate) knows;
-    /// cleared by any other change to the cache.
-    pub(crate) history: Vec<Token>,
+    /// Which tokens each sequence holds in the KV cache (for prefix reuse).
+    pub(crate) ledger: Ledger,
     /// LoRA adapters currently applied, kept alive while C uses them.
     pub(crate) loras: Vec<crate::LoraAdapter>,
     // Declared last: dropped after the context is freed.
@@ -98,7 +99,7 @@ impl Context {
             embeddings: params.raw.embeddings,
             abort: None,
             loras: Vec::new(),
-            history: Vec::new(),
+            ledger: Ledger::new(params.raw.n_seq_max as usize),
             model: model.clone(),
         })
     }
@@ -180,19 +181,51 @@ impl Context {
     /// The batch is validated first (size, token ids, sequence ids), so llama.cpp never sees
     /// input that would make it abort. Each error says whether the cache was left unchanged.
     pub fn decode(&mut self, batch: &Batch) -> Result<(), DecodeError> {
-        self.history.clear();
-        self.decode_inner(batch)
-    }
-
-    /// [`decode`](Self::decode) without forgetting the generation history.
-    pub(crate) fn decode_inner(&mut self, batch: &Batch) -> Result<(), DecodeError> {
         self.validate(batch)?;
         self.outputs.clear();
         self.clear_abort_panic();
         // SAFETY: the context is alive and exclusively borrowed; the batch's arrays are valid
         // for `len` entries and were validated above.
         let rc = unsafe { llama_sys::llama_rs_decode(self.as_ptr(), batch.raw()) };
-        self.finish(rc, batch)
+        let result = self.finish(rc, batch);
+        match &result {
+            Ok(()) => self.ledger.record(batch),
+            Err(DecodeError::NoKvSlot | DecodeError::InvalidBatch) => {}
+            Err(_) => self.ledger.forget_batch(batch),
+        }
+        result
+    }
+
+    /// Decodes `tokens` as sequence `seq` from position `start`, in chunks of `n_batch`, asking
+    /// for logits of the last token only: the usual way to read a prompt.
+    ///
+    /// ```no_run
+    /// # let model = llama::Model::load("m.gguf")?;
+    /// # let mut ctx = model.context(Default::default())?;
+    /// let prompt = model.vocab().tokenize("Hello", true)?;
+    /// ctx.decode_tokens(&prompt, 0, 0)?;
+    /// let logits = ctx.logits_ith(-1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decode_tokens(&mut self, tokens: &[Token], start: i32, seq: i32) -> Result<(), DecodeError> {
+        let n_batch = (self.n_batch() as usize).max(1);
+        let mut batch = Batch::try_new(tokens.len().min(n_batch), 1)?;
+        for (i, chunk) in tokens.chunks(n_batch).enumerate() {
+            batch.clear();
+            let offset = i32::try_from(i * n_batch).map_err(|_| BatchError::NegativePosition(-1))?;
+            let pos = start.checked_add(offset).ok_or(BatchError::NegativePosition(-1))?;
+            let last = (i + 1) * n_batch >= tokens.len();
+            batch.add_sequence(chunk, pos, seq, last)?;
+            self.decode(&batch)?;
+        }
+        Ok(())
+    }
+
+    /// The tokens sequence `seq` holds at positions `0..n` of the KV cache, as far as this
+    /// context can tell; `None` once an operation made that unknowable (a hole, a shift, a
+    /// restored state, adapters changed since).
+    pub fn cached_tokens(&self, seq: i32) -> Option<&[Token]> {
+        self.ledger.known(seq)
     }
 
     /// Runs the encoder of an encoder(-decoder) model on `batch` (no KV cache involved).
@@ -200,7 +233,6 @@ impl Context {
         if !self.model.has_encoder() {
             return Err(DecodeError::NoEncoder);
         }
-        self.history.clear();
         self.validate(batch)?;
         self.outputs.clear();
         self.clear_abort_panic();

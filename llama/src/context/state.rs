@@ -40,7 +40,7 @@ impl Context {
 
     /// Restores a state from [`save_state`](Self::save_state). On error the KV cache is cleared.
     pub fn load_state(&mut self, data: &[u8]) -> Result<(), StateError> {
-        self.history.clear();
+        self.ledger.forget_all();
         // SAFETY: `data` is readable for its length; llama.cpp bounds-checks every read against
         // it and reports failure with 0.
         let n = unsafe { llama_sys::llama_rs_state_set_data(self.as_ptr(), data.as_ptr(), data.len()) };
@@ -66,7 +66,7 @@ impl Context {
     /// Loads a session file saved by [`save_state_file`](Self::save_state_file); returns its
     /// tokens (at most `max_tokens`). On error the KV cache is cleared.
     pub fn load_state_file(&mut self, path: impl AsRef<Path>, max_tokens: usize) -> Result<Vec<Token>, StateError> {
-        self.history.clear();
+        self.ledger.forget_all();
         let path = c_path(path.as_ref())?;
         let mut tokens = vec![Token(0); max_tokens];
         let mut n = 0usize;
@@ -107,7 +107,7 @@ impl Context {
     /// Restores one sequence (into `seq`, which may differ from the one saved). On error that
     /// sequence is removed from the cache.
     pub fn load_seq_state(&mut self, seq: i32, data: &[u8]) -> Result<(), StateError> {
-        self.history.clear();
+        self.ledger.forget(seq);
         self.check_seq(seq)?;
         // SAFETY: seq validated; `data` readable for its length, reads are bounds-checked.
         let n = unsafe { llama_sys::llama_rs_state_seq_set_data(self.as_ptr(), data.as_ptr(), data.len(), seq) };
@@ -143,7 +143,7 @@ impl Context {
         seq: i32,
         max_tokens: usize,
     ) -> Result<Vec<Token>, StateError> {
-        self.history.clear();
+        self.ledger.forget(seq);
         self.check_seq(seq)?;
         let path = c_path(path.as_ref())?;
         let mut tokens = vec![Token(0); max_tokens];

@@ -311,8 +311,6 @@ const FEEDBACK_DECAY: f64 = 0.95;
 /// Drafts with a smaller model (its own context) that shares the target's vocabulary.
 pub struct DraftModel {
     ctx: Context,
-    /// Tokens in the draft context's cache (sequence 0).
-    cached: Vec<Token>,
     /// Sample from the draft distribution at this temperature (`None` = greedy).
     temperature: Option<f32>,
     rng: u64,
@@ -336,8 +334,8 @@ impl DraftModel {
     /// up on the whole prompt.
     pub fn new(draft: Context, target: &Context) -> Result<Self, SpeculativeError> {
         check_compatible(&draft, target)?;
-        let batch = Batch::new(draft.n_batch() as usize, 1);
-        let mut d = DraftModel { ctx: draft, cached: Vec::new(), temperature: None, rng: 1, batch, per_token: 0.0 };
+        let batch = Batch::new(1, 1);
+        let mut d = DraftModel { ctx: draft, temperature: None, rng: 1, batch, per_token: 0.0 };
         d.per_token = d.time_decodes()?;
         Ok(d)
     }
@@ -369,7 +367,6 @@ impl DraftModel {
     fn push_token(&mut self, token: Token, pos: usize) -> Result<(), SpeculativeError> {
         let t = self.timed_decode(token, pos)?;
         self.per_token = 0.8 * self.per_token + 0.2 * t;
-        self.cached.push(token);
         Ok(())
     }
 
@@ -411,22 +408,15 @@ impl Drafter for DraftModel {
             return Err(SpeculativeError::ContextTooSmall { prompt: history.len(), extra: n, n_ctx: self.ctx.n_ctx() });
         }
         // Bring the cache to `history`, keeping the common prefix.
-        let common = self.cached.iter().zip(history).take_while(|(a, b)| a == b).count().min(history.len() - 1);
+        let cached = self.ctx.cached_tokens(0).unwrap_or(&[]);
+        let common = cached.iter().zip(history).take_while(|(a, b)| a == b).count().min(history.len() - 1);
         self.ctx.kv_seq_rm(0, common as i32..)?;
-        self.cached.truncate(common);
         if history.len() - common == 1 {
             // The usual catch-up after a round (the target's bonus token) is one decode per
             // round, like each further draft token: it is part of a draft token's cost.
             self.push_token(history[common], common)?;
         } else {
-            let n_batch = self.batch.capacity();
-            for (i, chunk) in history[common..].chunks(n_batch).enumerate() {
-                self.batch.clear();
-                let last = common + (i + 1) * n_batch >= history.len();
-                self.batch.add_sequence(chunk, (common + i * n_batch) as i32, 0, last)?;
-                self.ctx.decode(&self.batch)?;
-                self.cached.extend_from_slice(chunk);
-            }
+            self.ctx.decode_tokens(&history[common..], common as i32, 0)?;
         }
         let mut draft = Draft::default();
         for i in 0..n {

@@ -18,11 +18,10 @@ pub use controller::{Controller, MAX_DRAFT};
 pub use drafters::{DraftModel, NgramDrafter};
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::{BatchError, DecodeError, MemoryError, TokenizeError};
-use crate::generate::TextOutput;
+use crate::driver::Driver;
 use crate::{Batch, Context, FinishReason, GenerateParams, Piece, Token};
 
 /// Why speculative decoding failed.
@@ -246,10 +245,8 @@ impl SpeculativeDecoder {
         Ok(SpeculativeGeneration {
             spec: self,
             run,
-            params: params.clone(),
             queue: VecDeque::new(),
-            out: TextOutput::new(&params.stop),
-            finish: None,
+            driver: Driver::new(params),
             started: Instant::now(),
             done: false,
         })
@@ -282,7 +279,7 @@ impl SpeculativeDecoder {
             self.rng = seed ^ 0x9E37_79B9_7F4A_7C15;
         }
         let n_ctx = self.target.n_ctx();
-        let extra = max_tokens + self.controller.max_draft() + 1;
+        let extra = max_tokens.saturating_add(self.controller.max_draft() + 1);
         if prompt.is_empty() || prompt.len() + extra > n_ctx as usize {
             return Err(SpeculativeError::ContextTooSmall { prompt: prompt.len(), extra, n_ctx });
         }
@@ -292,14 +289,8 @@ impl SpeculativeDecoder {
         self.stats = SpecStats { draft_lengths: vec![0; self.controller.max_draft() + 1], ..SpecStats::default() };
         self.target.clear_kv();
         let start = Instant::now();
-        let n_batch = self.target.n_batch() as usize;
-        let mut batch = Batch::new(n_batch, 1);
-        for (i, chunk) in prompt.chunks(n_batch).enumerate() {
-            batch.clear();
-            let last = (i + 1) * n_batch >= prompt.len();
-            batch.add_sequence(chunk, (i * n_batch) as i32, 0, last)?;
-            self.target.decode(&batch)?;
-        }
+        self.target.decode_tokens(prompt, 0, 0)?;
+        let batch = Batch::new(self.controller.max_draft() + 1, 1);
         self.stats.prompt_time = start.elapsed();
         Ok(Run { history: prompt.to_vec(), prompt_len: prompt.len(), batch, mode })
     }
@@ -429,11 +420,9 @@ impl SpeculativeDecoder {
 pub struct SpeculativeGeneration<'a> {
     spec: &'a mut SpeculativeDecoder,
     run: Run,
-    params: GenerateParams,
     /// Verified tokens not yet emitted.
     queue: VecDeque<Token>,
-    out: TextOutput,
-    finish: Option<FinishReason>,
+    driver: Driver,
     started: Instant,
     /// Ended (finished, or failed).
     done: bool,
@@ -441,19 +430,19 @@ pub struct SpeculativeGeneration<'a> {
 
 impl std::fmt::Debug for SpeculativeGeneration<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpeculativeGeneration").field("finish", &self.finish).finish()
+        f.debug_struct("SpeculativeGeneration").field("finish", &self.driver.finish_reason()).finish()
     }
 }
 
 impl SpeculativeGeneration<'_> {
     /// Why generation ended (`None` while it runs).
     pub fn finish_reason(&self) -> Option<FinishReason> {
-        self.finish
+        self.driver.finish_reason()
     }
 
     /// The text emitted so far.
     pub fn text(&self) -> &str {
-        self.out.text()
+        self.driver.text()
     }
 
     /// Statistics so far.
@@ -462,33 +451,19 @@ impl SpeculativeGeneration<'_> {
     }
 
     fn step(&mut self) -> Result<Option<Piece>, SpeculativeError> {
-        let generated = self.spec.stats.generated;
         if self.queue.is_empty() {
-            if generated >= self.params.max_tokens {
-                self.finish = Some(FinishReason::Length);
+            if !self.driver.may_continue() {
                 return Ok(None);
             }
-            if self.params.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-                self.finish = Some(FinishReason::Cancelled);
-                return Ok(None);
-            }
-            let new = self.spec.round(&mut self.run, self.params.max_tokens - generated)?;
+            let new = self.spec.round(&mut self.run, self.driver.remaining())?;
             self.queue.extend(new);
         }
         let Some(token) = self.queue.pop_front() else {
             return Ok(None);
         };
-        if self.spec.target.vocab().is_eog(token) {
-            self.finish = Some(FinishReason::Eog);
-            return Ok(None);
-        }
-        self.spec.stats.generated += 1;
-        let bytes = self.spec.target.vocab().token_to_bytes(token, false)?;
-        let (text, stopped) = self.out.push(&bytes);
-        if stopped {
-            self.finish = Some(FinishReason::Stop);
-        }
-        Ok(Some(Piece { token: Some(token), text, logprob: None }))
+        let piece = self.driver.push(&self.spec.target.vocab(), token, None)?;
+        self.spec.stats.generated = self.driver.generated();
+        Ok(piece)
     }
 }
 
@@ -499,7 +474,7 @@ impl Iterator for SpeculativeGeneration<'_> {
         if self.done {
             return None;
         }
-        if self.finish.is_none() {
+        if self.driver.finish_reason().is_none() {
             match self.step() {
                 Ok(Some(piece)) => {
                     self.spec.stats.generation_time = self.started.elapsed();
@@ -519,8 +494,7 @@ impl Iterator for SpeculativeGeneration<'_> {
         if let Err(e) = fixed {
             return Some(Err(e));
         }
-        let rest = self.out.flush(self.finish == Some(FinishReason::Stop))?;
-        Some(Ok(Piece { token: None, text: rest, logprob: None }))
+        self.driver.flush().map(Ok)
     }
 }
 

@@ -1,0 +1,241 @@
+//! The generation driver: what happens to each chosen token, whoever chose it. Plain
+//! generation ([`Context::generate`](crate::Context::generate)), speculative decoding and the
+//! serving engine all feed their tokens through one [`Driver`], so end-of-generation, token
+//! limits, cancellation, UTF-8 assembly, stop strings and log-probabilities behave the same
+//! everywhere.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::error::TokenizeError;
+use crate::generate::{FinishReason, GenerateParams, Piece};
+use crate::{Token, Utf8Decoder, Vocab};
+
+/// One generation's output state. Feed it tokens with [`push`](Self::push) while
+/// [`may_continue`](Self::may_continue) says so; end with [`flush`](Self::flush).
+#[derive(Debug)]
+pub(crate) struct Driver {
+    out: TextOutput,
+    max_tokens: usize,
+    cancel: Option<Arc<AtomicBool>>,
+    logprobs: bool,
+    top_logprobs: usize,
+    generated: usize,
+    finish: Option<FinishReason>,
+    flushed: bool,
+}
+
+impl Driver {
+    pub(crate) fn new(params: &GenerateParams) -> Driver {
+        Driver {
+            out: TextOutput::new(&params.stop),
+            max_tokens: params.max_tokens,
+            cancel: params.cancel.clone(),
+            logprobs: params.logprobs || params.top_logprobs > 0,
+            top_logprobs: params.top_logprobs,
+            generated: 0,
+            finish: None,
+            flushed: false,
+        }
+    }
+
+    /// Whether another token may be produced. If not, the reason is recorded: an earlier end,
+    /// the token limit, or the cancellation flag.
+    pub(crate) fn may_continue(&mut self) -> bool {
+        if self.finish.is_some() {
+            return false;
+        }
+        if self.generated >= self.max_tokens {
+            self.finish = Some(FinishReason::Length);
+        } else if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            self.finish = Some(FinishReason::Cancelled);
+        }
+        self.finish.is_none()
+    }
+
+    /// How many more tokens may be produced.
+    pub(crate) fn remaining(&self) -> usize {
+        self.max_tokens.saturating_sub(self.generated)
+    }
+
+    /// Whether log-probabilities are wanted (read the logits row before sampling).
+    pub(crate) fn wants_logprobs(&self) -> bool {
+        self.logprobs
+    }
+
+    /// Takes the next chosen token, with the logits row it was chosen from when
+    /// [`wants_logprobs`](Self::wants_logprobs). `None`: the token ended generation (end of
+    /// generation; it is not emitted).
+    pub(crate) fn push(
+        &mut self,
+        vocab: &Vocab<'_>,
+        token: Token,
+        logits: Option<&[f32]>,
+    ) -> Result<Option<Piece>, TokenizeError> {
+        if vocab.is_eog(token) {
+            self.finish = Some(FinishReason::Eog);
+            return Ok(None);
+        }
+        self.generated += 1;
+        let (logprob, top_logprobs) = match logits.filter(|_| self.logprobs) {
+            Some(row) => log_probs(row, token, self.top_logprobs),
+            None => (None, Vec::new()),
+        };
+        let bytes = vocab.token_to_bytes(token, false)?;
+        let (text, stopped) = self.out.push(&bytes);
+        if stopped {
+            self.finish = Some(FinishReason::Stop);
+        }
+        Ok(Some(Piece { token: Some(token), text, logprob, top_logprobs }))
+    }
+
+    /// Ends generation for a reason only the caller knows (e.g. the context is full), unless it
+    /// already ended.
+    pub(crate) fn end(&mut self, reason: FinishReason) {
+        self.finish.get_or_insert(reason);
+    }
+
+    /// Once: the text held back at the end (a possible stop-string prefix, incomplete UTF-8).
+    pub(crate) fn flush(&mut self) -> Option<Piece> {
+        if std::mem::replace(&mut self.flushed, true) {
+            return None;
+        }
+        let text = self.out.flush(self.finish == Some(FinishReason::Stop))?;
+        Some(Piece { token: None, text, logprob: None, top_logprobs: Vec::new() })
+    }
+
+    pub(crate) fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    /// Tokens produced (end-of-generation tokens excluded).
+    pub(crate) fn generated(&self) -> usize {
+        self.generated
+    }
+
+    /// The text emitted so far.
+    pub(crate) fn text(&self) -> &str {
+        self.out.text()
+    }
+}
+
+/// The chosen token's log-probability under `logits` and the `top` most likely tokens'.
+fn log_probs(logits: &[f32], token: Token, top: usize) -> (Option<f32>, Vec<(Token, f32)>) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+    let chosen = logits.get(usize::try_from(token.0).unwrap_or(usize::MAX)).map(|&l| l - lse);
+    let mut best: Vec<(Token, f32)> = Vec::with_capacity(top + 1);
+    if top > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if best.len() == top && best.last().is_some_and(|&(_, b)| l <= b) {
+                continue;
+            }
+            let at = best.partition_point(|&(_, b)| b >= l);
+            best.insert(at, (Token(i as i32), l));
+            best.truncate(top);
+        }
+    }
+    (chosen, best.into_iter().map(|(t, l)| (t, l - lse)).collect())
+}
+
+/// Turns generated tokens into emitted text: UTF-8 reassembly and stop strings (never emitted,
+/// not even partly).
+#[derive(Debug, Default)]
+struct TextOutput {
+    decoder: Utf8Decoder,
+    stop: Vec<String>,
+    /// All text generated so far and how much of it was emitted.
+    text: String,
+    emitted: usize,
+}
+
+impl TextOutput {
+    fn new(stop: &[String]) -> Self {
+        TextOutput { stop: stop.to_vec(), ..TextOutput::default() }
+    }
+
+    /// The text emitted so far.
+    fn text(&self) -> &str {
+        &self.text[..self.emitted]
+    }
+
+    /// Adds a token's bytes; returns the text now safe to emit and whether a stop string
+    /// appeared (generation must end).
+    fn push(&mut self, bytes: &[u8]) -> (String, bool) {
+        self.text.push_str(&self.decoder.push(bytes));
+        self.release()
+    }
+
+    /// At the end: text held back only for being a possible stop-string prefix, and any
+    /// incomplete UTF-8 (as U+FFFD). Nothing after a stop string.
+    fn flush(&mut self, stopped: bool) -> Option<String> {
+        let tail = self.decoder.finish();
+        self.text.push_str(&tail);
+        if stopped || self.emitted >= self.text.len() {
+            return None;
+        }
+        let rest = self.text[self.emitted..].to_string();
+        self.emitted = self.text.len();
+        Some(rest)
+    }
+
+    /// Emits what can no longer become part of a stop string; detects stop strings.
+    fn release(&mut self) -> (String, bool) {
+        let stops = &self.stop;
+        let longest = stops.iter().map(String::len).max().unwrap_or(0);
+        // A stop string can start at most `longest - 1` bytes before the unemitted text.
+        let mut from = self.emitted.saturating_sub(longest.saturating_sub(1));
+        while !self.text.is_char_boundary(from) {
+            from -= 1;
+        }
+        let hit = stops.iter().filter_map(|s| self.text[from..].find(s.as_str()).map(|i| from + i)).min();
+        let end = match hit {
+            Some(at) => {
+                self.text.truncate(at);
+                at.max(self.emitted)
+            }
+            None => {
+                // Hold back the longest suffix that is a prefix of a stop string.
+                let hold = stops
+                    .iter()
+                    .flat_map(|s| (1..s.len()).rev().filter(move |&k| s.is_char_boundary(k)).map(move |k| &s[..k]))
+                    .filter(|prefix| self.text.ends_with(prefix))
+                    .map(str::len)
+                    .max()
+                    .unwrap_or(0);
+                (self.text.len() - hold).max(self.emitted)
+            }
+        };
+        let out = self.text[self.emitted..end].to_string();
+        self.emitted = end;
+        (out, hit.is_some())
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::{log_probs, TextOutput};
+    use crate::Token;
+
+    #[test]
+    fn top_logprobs_are_the_largest_in_order() {
+        let logits = [0.0f32, 3.0, 1.0, 2.0];
+        let (chosen, top) = log_probs(&logits, Token(2), 2);
+        let ids: Vec<i32> = top.iter().map(|(t, _)| t.0).collect();
+        assert_eq!(ids, [1, 3]);
+        assert!(chosen.unwrap() < top[1].1);
+        let z: f32 = logits.iter().map(|l| l.exp()).sum();
+        assert!((top[0].1 - (3.0f32.exp() / z).ln()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn stop_strings_are_never_emitted_even_partly() {
+        let mut out = TextOutput::new(&["END".to_string()]);
+        assert_eq!(out.push(b"abc E").0, "abc ");
+        assert_eq!(out.push(b"N").0, "");
+        let (text, stopped) = out.push(b"D more");
+        assert!(stopped && text.is_empty());
+        assert_eq!(out.text(), "abc ");
+    }
+}
