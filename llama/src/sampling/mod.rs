@@ -246,7 +246,9 @@ impl Sampler {
     }
 
     /// DRY ("don't repeat yourself") penalty for extending repeated sequences, with the given
-    /// sequence breakers (e.g. `["\n", ":", "\"", "*"]`).
+    /// sequence breakers (e.g. `["\n", ":", "\"", "*"]`), over the last `last_n` tokens (0 or
+    /// negative = off; at most 2^20, larger windows are clamped as in
+    /// [`penalties`](Self::penalties)).
     pub fn dry(
         self,
         model: &Model,
@@ -257,6 +259,8 @@ impl Sampler {
         breakers: &[&str],
     ) -> Result<Sampler, SamplerError> {
         let owned = cstrings(breakers)?;
+        // llama.cpp sizes two zero-filled buffers by the window: i32::MAX would be 16 GiB.
+        let last_n = last_n.min(1 << 20);
         let mut ptrs: Vec<*const std::ffi::c_char> = owned.iter().map(|s| s.as_ptr()).collect();
         // SAFETY: the vocab outlives the sampler (the chain keeps the model); the breaker
         // strings are NUL-terminated and only read during construction.

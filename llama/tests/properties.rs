@@ -1,0 +1,732 @@
+//! Property tests over the public API's boundaries: whatever the input, each call returns a
+//! value or the right `Err`, and never panics or aborts the process.
+//!
+//! Case counts are kept modest so the file runs in well under a minute in a debug build on two
+//! cores; raise them locally with `PROPTEST_CASES=...`. Failures are not persisted to files:
+//! a real finding becomes a plain regression test at the end of this file.
+
+mod common;
+
+use std::ops::Bound;
+
+use common::{small_ctx, smollm2};
+use llama::{Batch, BatchError, Context, MemoryError, Sampler, Token, TokenizeError, Utf8Decoder};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::select;
+
+/// `cases` unless `PROPTEST_CASES` asks for more; no failure files in the source tree.
+fn config(cases: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+/// Integers with the values where off-by-one and overflow bugs live weighted up.
+fn edgy_i32() -> impl Strategy<Value = i32> {
+    prop_oneof![
+        3 => -4..80i32,
+        1 => select(vec![i32::MIN, i32::MIN + 1, -1, 0, 1, i32::MAX - 1, i32::MAX]),
+        1 => any::<i32>(),
+    ]
+}
+
+/// Floats including NaN, infinities, negative zero and subnormals.
+fn edgy_f32() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        3 => -2.0f32..3.0,
+        2 => select(vec![
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1.0,
+            f32::MIN_POSITIVE,
+            1e-45,
+            f32::MAX,
+            f32::MIN,
+        ]),
+        1 => any::<f32>(),
+    ]
+}
+
+fn bound() -> impl Strategy<Value = Bound<i32>> {
+    prop_oneof![
+        edgy_i32().prop_map(Bound::Included),
+        edgy_i32().prop_map(Bound::Excluded),
+        Just(Bound::Unbounded),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Utf8Decoder
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// Any split of any bytes decodes exactly as `from_utf8_lossy` of the whole.
+    #[test]
+    fn utf8_decoder_matches_lossy_decoding(chunks in vec(vec(any::<u8>(), 0..12), 0..16)) {
+        let mut d = Utf8Decoder::default();
+        let mut out = String::new();
+        for c in &chunks {
+            out += &d.push(c);
+        }
+        out += &d.finish();
+        let whole: Vec<u8> = chunks.concat();
+        prop_assert_eq!(out, String::from_utf8_lossy(&whole));
+    }
+
+    /// Valid text split anywhere (even inside a character) comes back unchanged, and nothing of
+    /// an incomplete character is emitted early.
+    #[test]
+    fn utf8_decoder_round_trips_text(text in "\\PC{0,40}", cuts in vec(any::<prop::sample::Index>(), 0..6)) {
+        let bytes = text.as_bytes();
+        let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        at.push(0);
+        at.push(bytes.len());
+        at.sort_unstable();
+        let mut d = Utf8Decoder::default();
+        let mut out = String::new();
+        for w in at.windows(2) {
+            out += &d.push(&bytes[w[0]..w[1]]);
+            prop_assert!(text.starts_with(&out));
+        }
+        prop_assert_eq!(d.finish(), "");
+        prop_assert_eq!(out, text);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch
+
+/// Capacities that are cheap to allocate, or too large to address: never the ones in between,
+/// which would really allocate gigabytes.
+fn capacity() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        4 => 0..64usize,
+        1 => select(vec![i32::MAX as usize + 1, u32::MAX as usize, usize::MAX / 2, usize::MAX]),
+        1 => (i32::MAX as usize + 1)..=usize::MAX,
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum BatchOp {
+    Add { token: i32, pos: i32, seqs: Vec<i32>, logits: bool },
+    AddSequence { tokens: Vec<i32>, start: i32, seq: i32, logits_last: bool },
+    Clear,
+}
+
+fn batch_op() -> impl Strategy<Value = BatchOp> {
+    prop_oneof![
+        4 => (edgy_i32(), edgy_i32(), vec(edgy_i32(), 0..5), any::<bool>())
+            .prop_map(|(token, pos, seqs, logits)| BatchOp::Add { token, pos, seqs, logits }),
+        2 => (vec(edgy_i32(), 0..12), edgy_i32(), edgy_i32(), any::<bool>())
+            .prop_map(|(tokens, start, seq, logits_last)| BatchOp::AddSequence { tokens, start, seq, logits_last }),
+        1 => Just(BatchOp::Clear),
+    ]
+}
+
+/// The error `Batch::add` must give for one entry, checked in the documented order.
+fn expected_add(len: usize, cap: usize, n_seq_max: usize, pos: i32, seqs: &[i32]) -> Option<BatchError> {
+    if len >= cap {
+        Some(BatchError::Full(cap))
+    } else if pos < 0 {
+        Some(BatchError::NegativePosition(pos))
+    } else if seqs.is_empty() || seqs.len() > n_seq_max {
+        Some(BatchError::SeqIdCount { got: seqs.len(), max: n_seq_max })
+    } else {
+        seqs.iter().find(|&&s| s < 0).map(|&s| BatchError::NegativeSeqId(s))
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Any capacity is a batch or `TooLarge`; zero is rounded up to one.
+    #[test]
+    fn batch_capacity_is_a_batch_or_too_large(cap in capacity(), n_seq in 0..1000usize, n_embd in 0..4096usize) {
+        match Batch::try_new(cap, n_seq) {
+            Ok(b) => {
+                prop_assert!(cap <= i32::MAX as usize);
+                prop_assert_eq!(b.capacity(), cap.max(1));
+                prop_assert!(b.is_empty());
+            }
+            Err(e) => prop_assert!(matches!(e, BatchError::TooLarge { .. }), "{e}"),
+        }
+        match Batch::new_embeddings(cap, n_embd, n_seq) {
+            Ok(b) => prop_assert!(cap <= i32::MAX as usize && !b.has_tokens()),
+            Err(e) => prop_assert!(matches!(e, BatchError::TooLarge { .. }), "{e}"),
+        }
+    }
+
+    /// A shadow model of the batch predicts every result: contents after success, the exact
+    /// error otherwise, and a failed `add_sequence` adds nothing.
+    #[test]
+    fn batch_operations_follow_the_model(
+        cap in 1..24usize,
+        n_seq_max in 1..4usize,
+        ops in vec(batch_op(), 0..24),
+    ) {
+        let mut batch = Batch::try_new(cap, n_seq_max).unwrap();
+        let mut shadow: Vec<i32> = Vec::new();
+        for op in ops {
+            match op {
+                BatchOp::Add { token, pos, seqs, logits } => {
+                    let want = expected_add(shadow.len(), cap, n_seq_max, pos, &seqs);
+                    let got = batch.add(Token(token), pos, &seqs, logits).err();
+                    prop_assert_eq!(&got, &want);
+                    if want.is_none() {
+                        shadow.push(token);
+                    }
+                }
+                BatchOp::AddSequence { tokens, start, seq, logits_last } => {
+                    let ids: Vec<Token> = tokens.iter().copied().map(Token).collect();
+                    let result = batch.add_sequence(&ids, start, seq, logits_last);
+                    let last = i32::try_from(tokens.len()).ok().and_then(|n| start.checked_add(n.max(1) - 1));
+                    if shadow.len() + tokens.len() > cap {
+                        prop_assert_eq!(result, Err(BatchError::Full(cap)));
+                    } else if tokens.is_empty() {
+                        prop_assert_eq!(result, Ok(()));
+                    } else if start < 0 || last.is_none() || seq < 0 {
+                        prop_assert!(result.is_err());
+                    } else {
+                        prop_assert_eq!(result, Ok(()));
+                        shadow.extend(&tokens);
+                    }
+                }
+                BatchOp::Clear => {
+                    batch.clear();
+                    shadow.clear();
+                }
+            }
+            let ids: Vec<i32> = batch.tokens().iter().map(|t| t.0).collect();
+            prop_assert_eq!(&ids, &shadow);
+            prop_assert_eq!(batch.len(), shadow.len());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding arbitrary batches and KV-cache operations
+
+/// A context with four sequences (separate KV streams) and a short prompt in sequences 0 and 1.
+fn kv_context() -> Context {
+    let mut ctx = smollm2().context(small_ctx().n_seq_max(4).kv_unified(false)).unwrap();
+    refill(&mut ctx);
+    ctx
+}
+
+fn refill(ctx: &mut Context) {
+    ctx.clear_kv();
+    let prompt = smollm2().vocab().tokenize("The quick brown fox", true).unwrap();
+    for seq in 0..2 {
+        let mut batch = Batch::new(prompt.len(), 1);
+        batch.add_sequence(&prompt, 0, seq, true).unwrap();
+        ctx.decode(&batch).unwrap();
+    }
+}
+
+#[derive(Debug, Clone)]
+enum KvOp {
+    Rm(i32, (Bound<i32>, Bound<i32>)),
+    Cp(i32, i32, (Bound<i32>, Bound<i32>)),
+    Keep(i32),
+    Add(i32, (Bound<i32>, Bound<i32>), i32),
+    Div(i32, (Bound<i32>, Bound<i32>), i32),
+}
+
+fn seq_id() -> impl Strategy<Value = i32> {
+    prop_oneof![4 => -1..6i32, 1 => edgy_i32()]
+}
+
+fn kv_op() -> impl Strategy<Value = KvOp> {
+    let range = || (bound(), bound());
+    prop_oneof![
+        (seq_id(), range()).prop_map(|(s, r)| KvOp::Rm(s, r)),
+        (seq_id(), seq_id(), range()).prop_map(|(a, b, r)| KvOp::Cp(a, b, r)),
+        seq_id().prop_map(KvOp::Keep),
+        (seq_id(), range(), edgy_i32()).prop_map(|(s, r, d)| KvOp::Add(s, r, d)),
+        (seq_id(), range(), edgy_i32()).prop_map(|(s, r, d)| KvOp::Div(s, r, d)),
+    ]
+}
+
+/// `(start, end)` in llama.cpp's half-open convention if the range is valid.
+fn valid_range(r: &(Bound<i32>, Bound<i32>)) -> Option<(i64, Option<i64>)> {
+    let start = match r.0 {
+        Bound::Included(s) => i64::from(s),
+        Bound::Excluded(s) => i64::from(s) + 1,
+        Bound::Unbounded => 0,
+    };
+    let end = match r.1 {
+        Bound::Included(e) => Some(i64::from(e) + 1),
+        Bound::Excluded(e) => Some(i64::from(e)),
+        Bound::Unbounded => None,
+    };
+    let fits = start >= 0 && start <= i64::from(i32::MAX) && end.is_none_or(|e| e >= start);
+    fits.then_some((start, end))
+}
+
+proptest! {
+    #![proptest_config(config(96))]
+
+    /// Arbitrary sequence ids and ranges: invalid ones are exactly the refused ones, nothing
+    /// aborts, the cache stays consistent (`pos_min <= pos_max`), and decoding the next token
+    /// afterwards is a result, not a crash.
+    #[test]
+    fn kv_operations_validate_ids_and_ranges(ops in vec(kv_op(), 1..8)) {
+        thread_local!(static CTX: std::cell::RefCell<Context> = std::cell::RefCell::new(kv_context()));
+        CTX.with_borrow_mut(|ctx| -> Result<(), TestCaseError> {
+            refill(ctx);
+            let seq_ok = |s: i32| (0..4).contains(&s);
+            for op in ops {
+                let (result, seqs, range) = match &op {
+                    KvOp::Rm(s, r) => (ctx.kv_seq_rm(*s, *r), vec![*s], Some(r)),
+                    KvOp::Cp(a, b, r) => (ctx.kv_seq_cp(*a, *b, *r), vec![*a, *b], Some(r)),
+                    KvOp::Keep(s) => (ctx.kv_seq_keep(*s), vec![*s], None),
+                    KvOp::Add(s, r, d) => (ctx.kv_seq_add(*s, *r, *d), vec![*s], Some(r)),
+                    KvOp::Div(s, r, d) => (ctx.kv_seq_div(*s, *r, *d), vec![*s], Some(r)),
+                };
+                let bad_seq = seqs.iter().any(|&s| !seq_ok(s));
+                let bad_range = range.is_some_and(|r| valid_range(r).is_none());
+                match result {
+                    Err(MemoryError::InvalidSeqId { seq, .. }) => prop_assert!(!seq_ok(seq)),
+                    Err(MemoryError::InvalidRange { .. }) => prop_assert!(bad_range && !bad_seq),
+                    Err(MemoryError::InvalidDivisor(d)) => prop_assert!(d < 1),
+                    Err(MemoryError::PartialCopyNeedsUnifiedCache) => prop_assert!(matches!(op, KvOp::Cp(a, b, _) if a != b)),
+                    Err(e) => prop_assert!(false, "unexpected {e} for {op:?}"),
+                    Ok(()) => {
+                        prop_assert!(!bad_seq && !bad_range, "{op:?} accepted");
+                        prop_assert!(!matches!(op, KvOp::Div(_, _, d) if d < 1), "{op:?} accepted");
+                    }
+                }
+            }
+            for seq in 0..4 {
+                let (lo, hi) = (ctx.kv_seq_pos_min(seq).unwrap(), ctx.kv_seq_pos_max(seq).unwrap());
+                prop_assert_eq!(lo.is_some(), hi.is_some());
+                prop_assert!(lo <= hi, "seq {seq}: {lo:?} > {hi:?}");
+            }
+            prop_assert!(ctx.kv_seq_pos_min(4).is_err() && ctx.kv_seq_pos_max(-1).is_err());
+            let next = ctx.kv_seq_pos_max(0).unwrap().map_or(Some(0), |p| p.checked_add(1));
+            if let Some(pos) = next {
+                let mut batch = Batch::new(1, 1);
+                batch.add(Token(1), pos, &[0], true).unwrap();
+                let _ = ctx.decode(&batch);
+            }
+            Ok(())
+        })?;
+    }
+
+    /// Batches with arbitrary positions, sequence ids and token ids: `decode` refuses or runs
+    /// them, and after a success every requested row of logits is there.
+    #[test]
+    fn decode_of_arbitrary_batches_is_a_result(
+        entries in vec((edgy_i32(), prop_oneof![3 => 0..40i32, 1 => edgy_i32()], vec(seq_id(), 1..3), any::<bool>()), 1..8),
+        keep_prompt in any::<bool>(),
+    ) {
+        thread_local!(static CTX: std::cell::RefCell<Context> = std::cell::RefCell::new(kv_context()));
+        CTX.with_borrow_mut(|ctx| -> Result<(), TestCaseError> {
+            if keep_prompt { refill(ctx) } else { ctx.clear_kv() }
+            let n_vocab = ctx.n_vocab();
+            let mut batch = Batch::new(entries.len(), 4);
+            for (token, pos, seqs, logits) in &entries {
+                let token = if *token >= 0 && *token < 1000 { *token } else { token.rem_euclid(n_vocab + 8) };
+                let _ = batch.add(Token(token), *pos, seqs, *logits);
+            }
+            if batch.is_empty() {
+                return Ok(());
+            }
+            if ctx.decode(&batch).is_ok() {
+                let wanted = (0..batch.len() as i32).filter(|&i| ctx.logits_ith(i).is_some()).count();
+                prop_assert!(wanted <= batch.len());
+                if let Some(row) = ctx.logits_ith(-1) {
+                    prop_assert_eq!(row.len(), n_vocab as usize);
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizer
+
+/// Text built from pieces a tokenizer finds hard: special-token syntax, byte-token syntax,
+/// NULs, lone combining marks, long runs of one character.
+fn hostile_text() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        "\\PC{0,8}",
+        any::<String>(),
+        select(vec![
+            "<|im_start|>",
+            "<|im_end|>",
+            "<|endoftext|>",
+            "<s>",
+            "</s>",
+            "<0x0A>",
+            "<0xZZ>",
+            "<|",
+            "|>",
+            "\0",
+            "\u{301}",
+            "\r\n",
+            "\u{FEFF}",
+            "\u{10FFFF}",
+            " ",
+            "\t\t",
+        ])
+        .prop_map(String::from),
+        ("\\PC{1,2}", 1..300usize).prop_map(|(s, n)| s.repeat(n)),
+    ];
+    vec(piece, 0..8).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Any text tokenizes to ids in the vocabulary, and without special parsing it detokenizes
+    /// back to itself (byte-level BPE loses nothing).
+    #[test]
+    fn tokenize_is_in_range_and_round_trips(text in hostile_text(), add_special in any::<bool>()) {
+        let vocab = smollm2().vocab();
+        let tokens = vocab.tokenize(&text, add_special).unwrap();
+        for &t in &tokens {
+            prop_assert!(vocab.check(t).is_ok(), "{t} out of range");
+        }
+        let plain = vocab.tokenize(&text, false).unwrap();
+        prop_assert_eq!(vocab.detokenize(&plain).unwrap(), text.clone());
+        let mut d = Utf8Decoder::default();
+        let mut pieces = String::new();
+        for &t in &plain {
+            pieces += &d.push(&vocab.token_to_bytes(t, false).unwrap());
+        }
+        pieces += &d.finish();
+        prop_assert_eq!(pieces, text.clone());
+        // Special parsing on: still in range, whatever the text claims to be.
+        for t in vocab.tokenize_with(&text, add_special, true).unwrap() {
+            prop_assert!(vocab.check(t).is_ok());
+        }
+    }
+
+    /// Any i32 id: in-range ids render, others are `InvalidToken` from every lookup.
+    #[test]
+    fn arbitrary_token_ids_are_checked(ids in vec(prop_oneof![3 => 0..49_200i32, 1 => edgy_i32()], 0..24)) {
+        let vocab = smollm2().vocab();
+        let n = vocab.n_tokens();
+        let all_valid = ids.iter().all(|&t| (0..n).contains(&t));
+        let tokens: Vec<Token> = ids.iter().copied().map(Token).collect();
+        match vocab.detokenize(&tokens) {
+            Ok(_) => prop_assert!(all_valid),
+            Err(TokenizeError::InvalidToken { token, n_vocab }) => prop_assert!(!all_valid && !(0..n_vocab).contains(&token)),
+            Err(e) => prop_assert!(false, "{e}"),
+        }
+        for &t in &tokens {
+            let valid = (0..n).contains(&t.0);
+            prop_assert_eq!(vocab.token_to_bytes(t, true).is_ok(), valid);
+            prop_assert_eq!(vocab.text(t).is_ok(), valid);
+            prop_assert_eq!(vocab.score(t).is_ok(), valid);
+            prop_assert_eq!(vocab.attrs(t).is_ok(), valid);
+            if !valid {
+                prop_assert!(!vocab.is_eog(t) && !vocab.is_control(t));
+            }
+        }
+    }
+}
+
+#[test]
+fn huge_repetitions_tokenize_and_round_trip() {
+    let vocab = smollm2().vocab();
+    for piece in ["a", " ", "\0", "<|im_end|>", "é", "🦀", "ab "] {
+        let text = piece.repeat(200_000 / piece.len());
+        let tokens = vocab.tokenize(&text, true).unwrap();
+        assert!(!tokens.is_empty());
+        let plain = vocab.tokenize(&text, false).unwrap();
+        assert_eq!(vocab.detokenize(&plain).unwrap(), text, "{piece:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Samplers
+
+#[derive(Debug, Clone)]
+enum Step {
+    TopK(i32),
+    TopP(f32),
+    MinP(f32),
+    Typical(f32),
+    Temp(f32),
+    TempExt(f32, f32, f32),
+    Xtc(f32, f32, u32),
+    TopNSigma(f32),
+    Penalties(i32, f32, f32, f32),
+    Dry(f32, f32, i32, i32, Vec<String>),
+    LogitBias(Vec<(i32, f32)>),
+    /// Top-k first: infill compares every pair of candidates.
+    Infill(i32),
+    Greedy,
+    Dist(u32),
+    Mirostat(u32, f32, f32, i32),
+    MirostatV2(u32, f32, f32),
+    AdaptiveP(f32, f32, u32),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let f = edgy_f32;
+    prop_oneof![
+        edgy_i32().prop_map(Step::TopK),
+        f().prop_map(Step::TopP),
+        f().prop_map(Step::MinP),
+        f().prop_map(Step::Typical),
+        f().prop_map(Step::Temp),
+        (f(), f(), f()).prop_map(|(a, b, c)| Step::TempExt(a, b, c)),
+        (f(), f(), any::<u32>()).prop_map(|(a, b, s)| Step::Xtc(a, b, s)),
+        f().prop_map(Step::TopNSigma),
+        (edgy_i32(), f(), f(), f()).prop_map(|(n, a, b, c)| Step::Penalties(n, a, b, c)),
+        (f(), f(), edgy_i32(), edgy_i32(), vec("\\PC{0,6}|\n|:|\"", 0..4))
+            .prop_map(|(m, b, a, n, br)| Step::Dry(m, b, a, n, br)),
+        vec((prop_oneof![0..49_152i32, edgy_i32()], f()), 0..4).prop_map(Step::LogitBias),
+        (1..64i32).prop_map(Step::Infill),
+        Just(Step::Greedy),
+        any::<u32>().prop_map(Step::Dist),
+        (any::<u32>(), f(), f(), edgy_i32()).prop_map(|(s, t, e, m)| Step::Mirostat(s, t, e, m)),
+        (any::<u32>(), f(), f()).prop_map(|(s, t, e)| Step::MirostatV2(s, t, e)),
+        (f(), f(), any::<u32>()).prop_map(|(t, d, s)| Step::AdaptiveP(t, d, s)),
+    ]
+}
+
+/// Builds the chain; only `Err`s the API documents are allowed.
+fn build(steps: &[Step]) -> Result<Sampler, llama::SamplerError> {
+    let model = smollm2();
+    let mut s = Sampler::chain();
+    for step in steps.iter().cloned() {
+        s = match step {
+            Step::TopK(k) => s.top_k(k),
+            Step::TopP(p) => s.top_p(p),
+            Step::MinP(p) => s.min_p(p),
+            Step::Typical(p) => s.typical(p),
+            Step::Temp(t) => s.temp(t),
+            Step::TempExt(t, d, e) => s.temp_ext(t, d, e),
+            Step::Xtc(p, t, seed) => s.xtc(p, t, seed),
+            Step::TopNSigma(n) => s.top_n_sigma(n),
+            Step::Penalties(n, r, f, p) => s.penalties(n, r, f, p),
+            Step::Dry(m, b, a, n, br) => {
+                let br: Vec<&str> = br.iter().map(String::as_str).collect();
+                s.dry(model, m, b, a, n, &br)?
+            }
+            Step::LogitBias(b) => {
+                let b: Vec<(Token, f32)> = b.into_iter().map(|(t, x)| (Token(t), x)).collect();
+                s.logit_bias(model, &b)?
+            }
+            Step::Infill(k) => s.top_k(k).infill(model),
+            Step::Greedy => s.greedy_pick(),
+            Step::Dist(seed) => s.dist(seed),
+            Step::Mirostat(seed, t, e, m) => s.mirostat(model, seed, t, e, m),
+            Step::MirostatV2(seed, t, e) => s.mirostat_v2(seed, t, e),
+            Step::AdaptiveP(t, d, seed) => s.adaptive_p(t, d, seed),
+        };
+    }
+    Ok(s)
+}
+
+proptest! {
+    #![proptest_config(config(192))]
+
+    /// Any chain of any parameters builds or is refused, and sampling a few tokens from a real
+    /// decoded context returns ids in the vocabulary or an error.
+    #[test]
+    fn sampler_chains_with_arbitrary_parameters(steps in vec(step(), 0..6), n in 1..4usize) {
+        thread_local!(static CTX: Context = {
+            let mut ctx = smollm2().context(small_ctx()).unwrap();
+            common::prefill(&mut ctx, &smollm2().vocab().tokenize("Once upon a time", true).unwrap(), 0);
+            ctx
+        });
+        let Ok(mut sampler) = build(&steps) else { return Ok(()) };
+        let _ = sampler.names();
+        CTX.with(|ctx| -> Result<(), TestCaseError> {
+            for _ in 0..n {
+                match sampler.sample(ctx, -1) {
+                    Ok(t) => prop_assert!(ctx.vocab().check(t).is_ok(), "{t} from {steps:?}"),
+                    Err(_) => break,
+                }
+            }
+            if let Ok(mut copy) = sampler.try_clone() {
+                let _ = copy.sample(ctx, -1);
+            }
+            sampler.reset();
+            let _ = sampler.sample(ctx, 0);
+            let _ = sampler.sample(ctx, i32::MIN);
+            Ok(())
+        })?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON Schema → GBNF
+
+#[cfg(feature = "json-schema")]
+mod schema {
+    use super::*;
+    use serde_json::{Map, Value};
+
+    const KEYWORDS: &[&str] = &[
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "prefixItems",
+        "minItems",
+        "maxItems",
+        "enum",
+        "const",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "$ref",
+        "$defs",
+        "definitions",
+        "minLength",
+        "maxLength",
+        "format",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "pattern",
+        "title",
+        "description",
+        "a",
+        "b",
+    ];
+
+    const WORDS: &[&str] = &[
+        "string",
+        "integer",
+        "number",
+        "boolean",
+        "null",
+        "object",
+        "array",
+        "date",
+        "time",
+        "date-time",
+        "uuid",
+        "#/$defs/a",
+        "#/$defs/b",
+        "#/definitions/a",
+        "#",
+        "#/$defs/",
+        "#/properties/a",
+        "a",
+        "b",
+        "",
+        "\"",
+        "\\",
+        "::=",
+        "\n",
+    ];
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            prop_oneof![-3..20i64, any::<i64>()].prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            select(WORDS).prop_map(Value::from),
+            "\\PC{0,6}".prop_map(Value::from),
+        ]
+    }
+
+    /// Schema-shaped values: objects keyed mostly by keywords, with any kind of value under
+    /// them, so both valid and subtly invalid schemas come up.
+    pub fn schema_value() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(5, 48, 5, |inner| {
+            let key = prop_oneof![4 => select(KEYWORDS).prop_map(String::from), 1 => "\\PC{0,4}"];
+            prop_oneof![
+                1 => vec(inner.clone(), 0..4).prop_map(Value::Array),
+                3 => vec((key, inner), 0..5).prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    /// The classes listed in `SCHEMAS_WITH_UNPARSABLE_GRAMMARS`, skipped here until the
+    /// converter refuses them; that test is ignored until then.
+    fn known_converter_bug(v: &Value) -> bool {
+        match v {
+            Value::Object(o) => {
+                let empty = |k: &str| o.get(k).and_then(Value::as_array).is_some_and(Vec::is_empty);
+                let huge = |k: &str| o.get(k).and_then(Value::as_u64).is_some_and(|n| n > 2000);
+                empty("anyOf")
+                    || empty("oneOf")
+                    || empty("type")
+                    || huge("minItems")
+                    || huge("minLength")
+                    || o.values().any(known_converter_bug)
+            }
+            Value::Array(a) => a.iter().any(known_converter_bug),
+            _ => false,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(384))]
+
+        /// Conversion never panics, and every grammar it returns is one llama.cpp accepts.
+        #[test]
+        fn schema_grammars_parse(schema in schema_value()) {
+            if let (Ok(gbnf), false) = (llama::json_schema_to_grammar(&schema), known_converter_bug(&schema)) {
+                prop_assert!(gbnf.starts_with("root ::= "));
+                let parsed = Sampler::chain().grammar(smollm2(), &gbnf, "root");
+                prop_assert!(parsed.is_ok(), "{schema}\n{gbnf}\n{:?}", parsed.err());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regressions found by the properties above
+
+/// A DRY window of `i32::MAX` made llama.cpp zero-fill two 8 GiB buffers when the chain was
+/// built; the window is now clamped like the penalties window.
+#[test]
+fn a_huge_dry_window_does_not_allocate_it() {
+    let model = smollm2();
+    let mut ctx = model.context(small_ctx()).unwrap();
+    common::prefill(&mut ctx, &model.vocab().tokenize("Hello", true).unwrap(), 0);
+    let mut s = Sampler::chain().dry(model, 0.8, 1.75, 2, i32::MAX, &["\n"]).unwrap().greedy_pick();
+    for _ in 0..3 {
+        s.sample(&ctx, -1).unwrap();
+    }
+}
+
+/// Schemas the converter accepts but whose grammar llama.cpp refuses (found by
+/// `schema_grammars_parse`); each should be a `SchemaError` or a grammar that parses.
+#[cfg(feature = "json-schema")]
+const SCHEMAS_WITH_UNPARSABLE_GRAMMARS: &[&str] = &[
+    // An empty list of alternatives becomes an empty rule.
+    r#"{"anyOf": []}"#,
+    r#"{"oneOf": []}"#,
+    r#"{"type": []}"#,
+    // A minimum repetition count beyond llama.cpp's limit of 2000.
+    r#"{"type": "array", "minItems": 2500}"#,
+    r#"{"type": "string", "minLength": 2500}"#,
+    // A definition that is nothing but itself.
+    r##"{"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}"##,
+];
+
+#[cfg(feature = "json-schema")]
+#[test]
+#[ignore = "json_schema.rs emits grammars llama.cpp refuses (reported; see the list)"]
+fn schema_grammar_regressions() {
+    let mut bad = Vec::new();
+    for text in SCHEMAS_WITH_UNPARSABLE_GRAMMARS {
+        let schema: serde_json::Value = serde_json::from_str(text).unwrap();
+        if let Ok(gbnf) = llama::json_schema_to_grammar(&schema) {
+            if let Err(e) = Sampler::chain().grammar(smollm2(), &gbnf, "root") {
+                bad.push(format!("{text}: {e}"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
