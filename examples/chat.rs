@@ -23,10 +23,11 @@ struct Args {
     n_ctx: u32,
     max_tokens: usize,
     seed: u32,
+    untrusted: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { model: None, system: None, temp: 0.0, n_ctx: 2048, max_tokens: 256, seed: 42 };
+    let mut a = Args { model: None, system: None, temp: 0.0, n_ctx: 2048, max_tokens: 256, seed: 42, untrusted: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -37,9 +38,10 @@ fn parse_args() -> Result<Args, String> {
             "--ctx" | "-c" => a.n_ctx = value()?.parse().map_err(|_| "--ctx: not a number")?,
             "-n" => a.max_tokens = value()?.parse().map_err(|_| "-n: not a number")?,
             "--seed" => a.seed = value()?.parse().map_err(|_| "--seed: not a number")?,
+            "--untrusted" => a.untrusted = true,
             other => {
                 return Err(format!(
-                    "unknown argument {other}\nusage: chat [--model PATH] [--system TEXT] [--temp T] [--ctx N] [-n N] [--seed S]"
+                    "unknown argument {other}\nusage: chat [--model PATH] [--untrusted] [--system TEXT] [--temp T] [--ctx N] [-n N] [--seed S]"
                 ))
             }
         }
@@ -48,6 +50,8 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    // When started by `--untrusted` as the vetting child: vet the model and exit here.
+    llama::vet::child_main_if_requested();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -63,6 +67,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => p.into(),
         None => llama_examples::models::default_model()?,
     };
+    if args.untrusted {
+        llama::vet_model(&path)?;
+    }
     let model = Model::load(&path)?;
     let template = ChatTemplate::from_model(&model)
         .map_err(|e| format!("{e}: this example needs a model with a chat template"))?;

@@ -1,13 +1,18 @@
 //! Embeds a few sentences and prints their cosine similarities.
 //!
 //! ```text
-//! cargo run --release --example embeddings [-- --model PATH] ["sentence" ...]
+//! cargo run --release --example embeddings [-- --model PATH [--untrusted]] ["sentence" ...]
 //! ```
+//!
+//! `--untrusted` loads the model in a child process first (see `llama::vet`).
 
 use llama::{cosine_similarity, Embedder, Model};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // When started by `--untrusted` as the vetting child: vet the model and exit here.
+    llama::vet::child_main_if_requested();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let untrusted = args.iter().position(|a| a == "--untrusted").map(|i| args.remove(i)).is_some();
     let model_path = match args.iter().position(|a| a == "--model") {
         Some(i) if i + 1 < args.len() => {
             let p = args.remove(i + 1);
@@ -27,6 +32,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         args
     };
+    if untrusted {
+        llama::vet_model(&model_path)?;
+    }
     let model = Model::load(model_path)?;
     let mut embedder = Embedder::new(&model, 512)?;
     let vectors = embedder.embed(&texts, true)?;

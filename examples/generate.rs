@@ -6,6 +6,8 @@
 //! ```
 //!
 //! With no `--model`, the default model (SmolLM2-135M-Instruct) is fetched on first use.
+//! `--untrusted` loads the model in a child process first, so a file that crashes llama.cpp's
+//! loader kills the child, not this program (see `llama::vet`).
 //! Text goes to stdout as it is generated; timings go to stderr.
 
 use std::io::Write;
@@ -15,7 +17,7 @@ use std::time::Instant;
 use llama::{Batch, ChatMessage, ContextParams, Model, Sampler, Utf8Decoder};
 
 const USAGE: &str = "usage: generate [--model PATH] [-n N] [--temp T] [--top-k K] [--top-p P] \
-[--seed S] [--threads N] [--ctx N] [--chat] [PROMPT]";
+[--seed S] [--threads N] [--ctx N] [--chat] [--untrusted] [PROMPT]";
 
 struct Args {
     model: Option<String>,
@@ -28,6 +30,7 @@ struct Args {
     threads: Option<i32>,
     n_ctx: u32,
     chat: bool,
+    untrusted: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -42,6 +45,7 @@ fn parse_args() -> Result<Args, String> {
         threads: None,
         n_ctx: 2048,
         chat: false,
+        untrusted: false,
     };
     let mut prompt = Vec::new();
     let mut it = std::env::args().skip(1);
@@ -60,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
             "--threads" | "-t" => args.threads = Some(num("--threads", value("--threads")?)?),
             "--ctx" | "-c" => args.n_ctx = num("--ctx", value("--ctx")?)?,
             "--chat" => args.chat = true,
+            "--untrusted" => args.untrusted = true,
             "-h" | "--help" => return Err(USAGE.into()),
             s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown flag {s}\n{USAGE}")),
             _ => prompt.push(arg),
@@ -70,6 +75,8 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    // When started by `--untrusted` as the vetting child: vet the model and exit here.
+    llama::vet::child_main_if_requested();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -86,6 +93,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         None => llama_examples::models::default_model()?,
     };
 
+    if args.untrusted {
+        llama::vet_model(&path)?;
+    }
     let t0 = Instant::now();
     let model = Model::load(&path)?;
     let load_s = t0.elapsed().as_secs_f64();

@@ -10,7 +10,8 @@
 //! `--draft-name NAME` (draft model) or `--ngram` (prompt lookup, the default), `--draft-max N`
 //! (8), `--adaptive` (default) or `--fixed`, `-n N` (128), `--threads N`, `--chat` (wrap the
 //! prompt in the model's chat template), `--prompt-file PATH`, `--no-repack`, `--skip-plain`,
-//! `--json` (one summary line on stdout instead of the text). Names: smollm2, gemma3,
+//! `--json` (one summary line on stdout instead of the text), `--untrusted` (load both models in a
+//! child process first; see `llama::vet`). Names: smollm2, gemma3,
 //! qwen-coder-0.5b, qwen-coder-1.5b (fetched on first use).
 
 use llama::speculative::{DraftModel, Drafter, Mode, NgramDrafter, SpeculativeDecoder};
@@ -31,6 +32,7 @@ struct Args {
     no_repack: bool,
     skip_plain: bool,
     json: bool,
+    untrusted: bool,
     prompt: Vec<String>,
 }
 
@@ -55,6 +57,7 @@ fn parse() -> Result<Args, Box<dyn std::error::Error>> {
             "--no-repack" => a.no_repack = true,
             "--skip-plain" => a.skip_plain = true,
             "--json" => a.json = true,
+            "--untrusted" => a.untrusted = true,
             s if s.starts_with("--") => return Err(format!("unknown flag {s}").into()),
             _ => a.prompt.push(flag),
         }
@@ -63,12 +66,20 @@ fn parse() -> Result<Args, Box<dyn std::error::Error>> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // When started by `--untrusted` as the vetting child: vet the model and exit here.
+    llama::vet::child_main_if_requested();
     let args = parse()?;
     let (max, n) = (args.max.unwrap_or(8), args.n.unwrap_or(128));
     let path = match &args.model {
         Some(p) => p.clone(),
         None => models::default_model()?,
     };
+    if args.untrusted {
+        llama::vet_model(&path)?;
+        if let Some(d) = &args.draft {
+            llama::vet_model(d)?;
+        }
+    }
     let target = Model::builder(&path).repack(!args.no_repack).load()?;
     let mut params = ContextParams::default().n_ctx(4096);
     if let Some(t) = args.threads {

@@ -31,9 +31,23 @@
 //! from two threads at once (not `Sync`).
 //!
 //! # Untrusted models
-//! llama.cpp parses GGUF files in C++. This crate rejects files that are not GGUF and reports
-//! load failures as errors, but a deliberately malformed file may still crash the C++ parser:
-//! load models you do not trust in a child process.
+//! llama.cpp parses GGUF files in C++. Before it does, this crate checks the file's structure,
+//! the hyper-parameters and the vocabulary the C++ loader asserts on
+//! ([`ModelBuilder::validate`]), and it catches every C++ exception at the boundary. A loader
+//! that large may still hold a crash no check foresaw, so vet files you do not trust in a child
+//! process first: [`vet_model`] loads the file there (and decodes a token), and a crash, abort
+//! or hang costs the child, not your process. Call [`vet::child_main_if_requested`] first thing
+//! in `main`; the child is your own executable started again (see [`vet`] for why).
+//!
+//! ```no_run
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     llama::vet::child_main_if_requested();
+//!     llama::vet_model("untrusted.gguf")?;
+//!     let model = llama::Model::load("untrusted.gguf")?;
+//!     # drop(model);
+//!     Ok(())
+//! }
+//! ```
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -58,6 +72,7 @@ pub mod speculative;
 #[cfg(feature = "async")]
 mod stream;
 mod token;
+pub mod vet;
 mod vocab;
 
 pub use adapter::{AdapterError, ControlVector, LoraAdapter};
@@ -82,6 +97,7 @@ pub use sampling::{Candidates, CustomSampler, Sampler, SamplerError, SamplerPerf
 #[cfg(feature = "async")]
 pub use stream::{GenerationStream, StreamOutcome};
 pub use token::{Token, Utf8Decoder};
+pub use vet::{vet_model, vet_model_with, VetDepth, VetError, VetOptions};
 pub use vocab::{TokenAttrs, Vocab, VocabType};
 
 /// Compile-time promises of the thread model described in the crate docs.

@@ -51,11 +51,7 @@ fn edgy_f32() -> impl Strategy<Value = f32> {
 }
 
 fn bound() -> impl Strategy<Value = Bound<i32>> {
-    prop_oneof![
-        edgy_i32().prop_map(Bound::Included),
-        edgy_i32().prop_map(Bound::Excluded),
-        Just(Bound::Unbounded),
-    ]
+    prop_oneof![edgy_i32().prop_map(Bound::Included), edgy_i32().prop_map(Bound::Excluded), Just(Bound::Unbounded),]
 }
 
 // ---------------------------------------------------------------------------------------------
