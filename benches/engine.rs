@@ -1,0 +1,313 @@
+//! The serving engine under load, in one run (machine speed drifts: only same-run ratios mean
+//! anything):
+//! 1. Aggregate generated tokens/s with 1, 2, 4 and 8 concurrent streams (128 tokens each,
+//!    distinct prompts) ÷ one stream, alternated over rounds, next to the batch-cost bound
+//!    N ÷ (cost of an N-sequence decode ÷ cost of a 1-token decode) measured alongside.
+//! 2. Fairness: 3 streams generating, then a 1,500-token prompt arrives; the streams'
+//!    inter-token latency p99 while it is read vs their p50 before, and its time to first token.
+//! 3. Peak RSS of a 4-slot engine vs one single-sequence context of the same total `n_ctx`
+//!    (each in its own process).
+//!
+//! ```text
+//! cargo bench --bench engine -- [--model-name smollm2 | --model PATH] [--requantize q4_0]
+//!     [--threads 2] [--rounds 3] [--tokens 128] [--prefill-budget 64] [--only scaling|fairness|rss]
+//! ```
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use llama::engine::{Engine, EngineParams, Event, Request};
+use llama::{Batch, ContextParams, GenerateParams, Model, Sampler, Token};
+
+const PROMPTS: [&str; 8] = [
+    "Write a story about a robot who learns to paint.",
+    "Explain how volcanoes form, step by step.",
+    "Describe a busy market in a coastal town.",
+    "List the reasons people enjoy gardening, with examples.",
+    "Tell the history of the printing press.",
+    "Write a letter from a sailor to his family.",
+    "Describe the life cycle of a star.",
+    "Explain how a computer compiles a program.",
+];
+
+struct Args {
+    model: Option<PathBuf>,
+    requantize: Option<String>,
+    threads: i32,
+    rounds: usize,
+    tokens: usize,
+    budget: usize,
+    only: Option<String>,
+    rss_child: Option<String>,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut a = Args {
+        model: None,
+        requantize: None,
+        threads: 2,
+        rounds: 3,
+        tokens: 128,
+        budget: 64,
+        only: None,
+        rss_child: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut v = || it.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--model" => a.model = Some(v()?.into()),
+            "--model-name" => a.model = Some(llama_examples::models::by_name(&v()?)?),
+            "--requantize" => a.requantize = Some(v()?),
+            "--threads" => a.threads = v()?.parse()?,
+            "--rounds" => a.rounds = v()?.parse()?,
+            "--tokens" => a.tokens = v()?.parse()?,
+            "--prefill-budget" => a.budget = v()?.parse()?,
+            "--only" => a.only = Some(v()?),
+            "--rss-child" => a.rss_child = Some(v()?),
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let mut path = match &a.model {
+        Some(p) => p.clone(),
+        None => llama_examples::models::default_model()?,
+    };
+    if let Some(kind) = &a.requantize {
+        path = llama_examples::derived::requantized(&path, kind)?;
+    }
+    if let Some(which) = &a.rss_child {
+        return rss_child(&path, which, a.threads);
+    }
+    let model = Model::load(&path)?;
+    println!("model: {}", path.display());
+    let run = |name: &str| a.only.as_deref().is_none_or(|o| o == name);
+    if run("scaling") {
+        scaling(&model, &a)?;
+    }
+    if run("fairness") {
+        fairness(&model, &a)?;
+    }
+    if run("rss") {
+        rss(&path, &a)?;
+    }
+    Ok(())
+}
+
+/// A greedy sampler that never ends early: every end-of-generation token is banned, so each
+/// stream produces exactly its token budget.
+fn no_eog(model: &Model) -> Result<Sampler, Box<dyn std::error::Error>> {
+    let vocab = model.vocab();
+    let eog: Vec<(Token, f32)> =
+        (0..vocab.n_tokens()).map(Token).filter(|&t| vocab.is_eog(t)).map(|t| (t, f32::NEG_INFINITY)).collect();
+    Ok(Sampler::chain().logit_bias(model, &eog)?.greedy_pick())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Generated tokens per second of `n` concurrent streams.
+fn streams(engine: &Engine, model: &Model, n: usize, tokens: usize) -> Result<f64, Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for p in PROMPTS.iter().take(n) {
+        let req = Request::new(*p).sampler(no_eog(model)?).params(GenerateParams::default().max_tokens(tokens));
+        let stream = engine.submit(req)?;
+        handles.push(std::thread::spawn(move || {
+            stream.filter(|e| matches!(e, Event::Piece { piece, .. } if piece.token.is_some())).count()
+        }));
+    }
+    let total: usize = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Seconds of one decode of `n` tokens, one per sequence, after each sequence holds `past`
+/// tokens (the shape of a step with `n` streams generating).
+fn decode_cost(model: &Model, n: usize, past: usize, threads: i32) -> Result<f64, Box<dyn std::error::Error>> {
+    let params = ContextParams::default().n_ctx(4096).n_seq_max(8).kv_unified(true).n_batch(512).n_threads(threads);
+    let mut ctx = model.context(params)?;
+    let prompt = model.vocab().tokenize(&PROMPTS[0].repeat(past / 8 + 1), true)?;
+    let prompt = &prompt[..past.min(prompt.len())];
+    for seq in 0..n as i32 {
+        ctx.decode_tokens(prompt, 0, seq)?;
+    }
+    let mut batch = Batch::new(n, 1);
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        batch.clear();
+        for seq in 0..n as i32 {
+            batch.add(Token(42), prompt.len() as i32, &[seq], true)?;
+        }
+        let t = Instant::now();
+        ctx.decode(&batch)?;
+        let _ = ctx.logits_ith(-1);
+        times.push(t.elapsed().as_secs_f64());
+        for seq in 0..n as i32 {
+            ctx.kv_seq_rm(seq, prompt.len() as i32..)?;
+        }
+    }
+    Ok(median(times))
+}
+
+fn scaling(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let engine = Engine::new(model, EngineParams::default().slots(8).n_ctx(4096).threads(a.threads))?;
+    let sizes = [1usize, 2, 4, 8];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
+    let mut bounds: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
+    let mut one = Vec::new();
+    for round in 0..a.rounds {
+        // Alternate the order each round so drift does not favour one size.
+        let order: Vec<usize> =
+            if round % 2 == 0 { (0..sizes.len()).collect() } else { (0..sizes.len()).rev().collect() };
+        let mut tps = vec![0.0; sizes.len()];
+        for &i in &order {
+            tps[i] = streams(&engine, model, sizes[i], a.tokens)?;
+        }
+        let t1 = decode_cost(model, 1, 64, a.threads)?;
+        for (i, &n) in sizes.iter().enumerate() {
+            ratios[i].push(tps[i] / tps[0]);
+            bounds[i].push(n as f64 / (decode_cost(model, n, 64, a.threads)? / t1));
+        }
+        one.push(tps[0]);
+        println!(
+            "round {}: {}",
+            round + 1,
+            sizes.iter().zip(&tps).map(|(n, t)| format!("{n}: {t:.1} t/s")).collect::<Vec<_>>().join(", ")
+        );
+    }
+    println!(
+        "\nscaling ({} tokens per stream, {} threads, one stream {:.1} t/s median):",
+        a.tokens,
+        a.threads,
+        median(one)
+    );
+    println!("{:>8} {:>12} {:>12} {:>14}", "streams", "× one", "bound", "× of bound");
+    for (i, &n) in sizes.iter().enumerate() {
+        let (r, b) = (median(ratios[i].clone()), median(bounds[i].clone()));
+        println!("{n:>8} {r:>12.2} {b:>12.2} {:>14.2}", r / b);
+    }
+    Ok(())
+}
+
+fn fairness(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let params = EngineParams::default().slots(4).n_ctx(4096).threads(a.threads).prefill_budget(a.budget);
+    let engine = Engine::new(model, params)?;
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Instant)>();
+    let mut readers = Vec::new();
+    for (i, p) in PROMPTS.iter().take(3).enumerate() {
+        let req = Request::new(*p).sampler(no_eog(model)?).params(GenerateParams::default().max_tokens(600));
+        let stream = engine.submit(req)?;
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            for e in stream {
+                if matches!(e, Event::Piece { .. }) {
+                    let _ = tx.send((i, Instant::now()));
+                }
+            }
+        }));
+    }
+    drop(tx);
+    std::thread::sleep(Duration::from_millis(2500));
+    let long_prompt: Vec<Token> = {
+        let text = "The quick brown fox jumps over the lazy dog. ".repeat(200);
+        let mut t = model.vocab().tokenize(&text, true)?;
+        t.truncate(1500);
+        t
+    };
+    let arrived = Instant::now();
+    let mut long = engine.submit(Request::new(long_prompt).params(GenerateParams::default().max_tokens(4)))?;
+    let mut first = None;
+    while let Some(e) = long.recv() {
+        if matches!(e, Event::Piece { .. }) && first.is_none() {
+            first = Some(Instant::now());
+        }
+    }
+    let first = first.ok_or("the long prompt produced no token")?;
+    for r in readers {
+        let _ = r.join();
+    }
+    let mut by_stream: Vec<Vec<Instant>> = vec![Vec::new(); 3];
+    for (i, t) in rx {
+        by_stream[i].push(t);
+    }
+    let (mut before, mut during) = (Vec::new(), Vec::new());
+    for times in &by_stream {
+        for w in times.windows(2) {
+            let gap = (w[1] - w[0]).as_secs_f64();
+            if w[1] <= arrived {
+                before.push(gap);
+            } else if w[0] >= arrived && w[1] <= first {
+                during.push(gap);
+            }
+        }
+    }
+    let pct = |v: &mut Vec<f64>, q: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * q).round() as usize]
+    };
+    let p50 = pct(&mut before, 0.5);
+    let p99 = pct(&mut during, 0.99);
+    println!(
+        "\nfairness (prefill budget {}): inter-token p50 before {:.1} ms ({} gaps), p99 while a 1,500-token prompt is read {:.1} ms ({} gaps) = {:.2}× p50; that prompt's first token after {:.2} s",
+        a.budget,
+        p50 * 1e3,
+        before.len(),
+        p99 * 1e3,
+        during.len(),
+        p99 / p50,
+        (first - arrived).as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Peak resident memory of this process, in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn rss_child(path: &std::path::Path, which: &str, threads: i32) -> Result<(), Box<dyn std::error::Error>> {
+    let model = Model::load(path)?;
+    let params = GenerateParams::default().max_tokens(16);
+    match which {
+        "engine" => {
+            let engine = Engine::new(&model, EngineParams::default().slots(4).n_ctx(4096).threads(threads))?;
+            let streams: Vec<_> =
+                PROMPTS.iter().take(4).map(|p| engine.submit(Request::new(*p).params(params.clone()))).collect();
+            for s in streams {
+                s?.count();
+            }
+        }
+        _ => {
+            let mut ctx = model.context(ContextParams::default().n_ctx(4096).n_threads(threads))?;
+            let mut sampler = Sampler::greedy();
+            ctx.generate(PROMPTS[0], &mut sampler, &params)?.collect_text()?;
+        }
+    }
+    println!("{}", peak_rss_kib());
+    Ok(())
+}
+
+fn rss(path: &std::path::Path, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let measure = |which: &str| -> Result<u64, Box<dyn std::error::Error>> {
+        let out = std::process::Command::new(std::env::current_exe()?)
+            .args(["--model", &path.display().to_string(), "--threads", &a.threads.to_string(), "--rss-child", which])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text.lines().last().unwrap_or("0").trim().parse()?)
+    };
+    let (engine, context) = (measure("engine")?, measure("context")?);
+    println!(
+        "\npeak RSS, n_ctx 4096: 4-slot engine {:.1} MiB, one single-sequence context {:.1} MiB ({:.2}×)",
+        engine as f64 / 1024.0,
+        context as f64 / 1024.0,
+        engine as f64 / context.max(1) as f64
+    );
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! The serving engine on the real default model: concurrent requests equal solo runs,
+//! cancellation, admission, backpressure, prefix reuse, `n` completions, structured output next
+//! to free text, and the KV ledger.
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::smollm2;
+use llama::engine::{Completion, Engine, EngineParams, Event, Request, SubmitError};
+use llama::{ChatMessage, ControlVector, FinishReason, GenerateParams, Sampler, Token};
+
+/// One thread everywhere: greedy tokens only match across programs at the same thread count.
+fn engine(slots: usize, n_ctx: u32) -> Engine {
+    Engine::new(smollm2(), EngineParams::default().slots(slots).n_ctx(n_ctx).threads(1)).unwrap()
+}
+
+/// Greedy, with every end-of-generation token banned: runs to its token limit.
+fn never_ends() -> Sampler {
+    let model = smollm2();
+    let vocab = model.vocab();
+    let eog: Vec<(Token, f32)> =
+        (0..vocab.n_tokens()).map(Token).filter(|&t| vocab.is_eog(t)).map(|t| (t, f32::NEG_INFINITY)).collect();
+    Sampler::chain().logit_bias(model, &eog).unwrap().greedy_pick()
+}
+
+/// What one completion produced: its tokens, how it ended, and the `Started` report.
+#[derive(Debug, Default)]
+struct Outcome {
+    tokens: Vec<Token>,
+    text: String,
+    finish: Option<FinishReason>,
+    cached: Option<usize>,
+    completion_tokens: usize,
+}
+
+fn drain(completion: Completion) -> Vec<Outcome> {
+    let mut out: Vec<Outcome> = Vec::new();
+    let mut cached = None;
+    for event in completion {
+        let at = |out: &mut Vec<Outcome>, i: usize| {
+            if out.len() <= i {
+                out.resize_with(i + 1, Outcome::default);
+            }
+        };
+        match event {
+            Event::Started { cached_tokens, .. } => cached = Some(cached_tokens),
+            Event::Piece { index, piece } => {
+                at(&mut out, index);
+                out[index].tokens.extend(piece.token);
+                out[index].text.push_str(&piece.text);
+            }
+            Event::Done { index, finish, usage, .. } => {
+                at(&mut out, index);
+                out[index].finish = Some(finish);
+                out[index].completion_tokens = usage.completion_tokens;
+            }
+            Event::Error { message, .. } => panic!("request failed: {message}"),
+            _ => {}
+        }
+    }
+    for o in &mut out {
+        o.cached = cached;
+    }
+    out
+}
+
+/// Greedy tokens of `prompt` alone through `Context::generate`, with the top-2 log-probabilities
+/// at each step (to tell a near-tie from a real difference).
+fn solo(prompt: &str, max_tokens: usize) -> (Vec<Token>, Vec<Vec<(Token, f32)>>) {
+    let model = smollm2();
+    let mut ctx = model.context(common::small_ctx().n_ctx(1024)).unwrap();
+    let mut sampler = Sampler::greedy();
+    let params = GenerateParams::default().max_tokens(max_tokens).top_logprobs(2);
+    let mut tokens = Vec::new();
+    let mut tops = Vec::new();
+    for piece in ctx.generate(prompt, &mut sampler, &params).unwrap() {
+        let piece = piece.unwrap();
+        if let Some(t) = piece.token {
+            tokens.push(t);
+            tops.push(piece.top_logprobs);
+        }
+    }
+    (tokens, tops)
+}
+
+/// Near-tie: the solo run's two best tokens differ by less than this (nats).
+const NEAR_TIE: f32 = 0.1;
+
+/// `Ok(true)` if identical, `Ok(false)` if they part at a near-tie of the solo run, `Err` if not.
+fn same_as_solo(prompt: &str, max_tokens: usize, got: &[Token]) -> Result<bool, String> {
+    let (want, tops) = solo(prompt, max_tokens);
+    match want.iter().zip(got).position(|(a, b)| a != b) {
+        None if want.len() == got.len() => Ok(true),
+        None => Err(format!("{prompt:?}: lengths differ, {} vs {}", want.len(), got.len())),
+        Some(k) => {
+            let top = &tops[k];
+            let gap = top[0].1 - top[1].1;
+            let second = top[1].0 == got[k];
+            if second && gap < NEAR_TIE {
+                Ok(false)
+            } else {
+                Err(format!(
+                    "{prompt:?} parts from solo at token {k}: gap {gap:.4}, engine took the runner-up: {second}"
+                ))
+            }
+        }
+    }
+}
+
+#[test]
+fn concurrent_greedy_requests_equal_solo_runs() {
+    let prompts = [
+        ("The capital of France is", 24),
+        ("Write a haiku about the sea.", 40),
+        ("1, 2, 3, 4,", 30),
+        ("Once upon a time, in a land far away, there lived a", 48),
+        ("def fibonacci(n):", 36),
+        ("The three primary colours are", 20),
+        ("Q: What is the boiling point of water?\nA:", 32),
+        ("In 1492, Columbus", 44),
+    ];
+    let engine = engine(8, 2048);
+    let handle = engine.handle();
+    let mut streams = Vec::new();
+    for (i, (prompt, max)) in prompts.iter().enumerate() {
+        // Staggered arrivals: some requests join while others are mid-generation.
+        std::thread::sleep(Duration::from_millis(if i % 3 == 0 { 40 } else { 0 }));
+        let req = Request::new(*prompt).params(GenerateParams::default().max_tokens(*max));
+        streams.push(handle.submit(req).unwrap());
+    }
+    let outs: Vec<Vec<Outcome>> = streams.into_iter().map(drain).collect();
+    assert!(engine.metrics().max_slots_busy > 1, "requests ran concurrently");
+    let mut near_ties = 0;
+    for ((prompt, max), out) in prompts.iter().zip(&outs) {
+        match same_as_solo(prompt, *max, &out[0].tokens) {
+            Ok(true) => {}
+            Ok(false) => near_ties += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    eprintln!("{} of {} concurrent requests identical to solo; {near_ties} part at a near-tie", 8 - near_ties, 8);
+}
+
+#[test]
+fn dropping_a_stream_frees_its_slot_within_a_step_and_leaves_the_others_alone() {
+    let engine = engine(2, 1024);
+    let long = GenerateParams::default().max_tokens(64);
+    let a = Request::new("Tell me a long story about a dragon.").sampler(never_ends()).params(long.clone());
+    let mut a = engine.submit(a).unwrap();
+    let b_prompt = "List the planets of the solar system:";
+    let b = engine.submit(Request::new(b_prompt).params(long.clone())).unwrap();
+    let mut c = engine.submit(Request::new("Hello").params(GenerateParams::default().max_tokens(4))).unwrap();
+    // Let A produce a few tokens, then walk away.
+    let mut seen = 0;
+    while seen < 3 {
+        match a.recv() {
+            Some(Event::Piece { .. }) => seen += 1,
+            Some(_) => {}
+            None => panic!("A ended before it could be dropped"),
+        }
+    }
+    drop(a);
+    let dropped_at = engine.metrics().decode_steps;
+    let started_at = match c.recv() {
+        Some(Event::Started { .. }) => engine.metrics().decode_steps,
+        other => panic!("expected C to start, got {other:?}"),
+    };
+    assert!(started_at <= dropped_at + 1, "C started {} steps after A was dropped", started_at - dropped_at);
+    let b_out = drain(b);
+    assert_eq!(b_out[0].finish, Some(FinishReason::Length));
+    same_as_solo(b_prompt, 64, &b_out[0].tokens).unwrap();
+    assert!(drain(c)[0].finish.is_some());
+    assert!(engine.metrics().finished.cancelled >= 1);
+}
+
+#[test]
+fn full_queues_long_prompts_and_an_overcommitted_pool() {
+    let engine = Engine::new(smollm2(), EngineParams::default().slots(1).n_ctx(256).max_queue(1).threads(1)).unwrap();
+    let running =
+        Request::new("Count to fifty:").sampler(never_ends()).params(GenerateParams::default().max_tokens(48));
+    let mut running = engine.submit(running).unwrap();
+    assert!(matches!(running.recv(), Some(Event::Started { .. })), "the first request holds the only slot");
+    let queued = engine.submit(Request::new("Hi").params(GenerateParams::default().max_tokens(2))).unwrap();
+    assert_eq!(engine.submit(Request::new("Hi")).unwrap_err(), SubmitError::Busy(1), "a full queue refuses at once");
+    assert_eq!(engine.metrics().rejected_busy, 1);
+    let long = "word ".repeat(400);
+    match engine.submit(Request::new(long.as_str())) {
+        Err(SubmitError::PromptTooLong { prompt, n_ctx }) => assert!(prompt > 256 && n_ctx == 256),
+        other => panic!("expected PromptTooLong, got {other:?}"),
+    }
+    drop((running, queued));
+
+    // Four requests that together want ~4 × (40 + 200) cells of a 512-cell pool.
+    let engine = engine_with(4, 512);
+    let prompts = ["Describe a forest.", "Describe a city.", "Describe the sea.", "Describe a desert."];
+    let streams: Vec<Completion> = prompts
+        .iter()
+        .map(|p| engine.submit(Request::new(*p).params(GenerateParams::default().max_tokens(200))).unwrap())
+        .collect();
+    let outs: Vec<Outcome> = streams.into_iter().map(|s| drain(s).remove(0)).collect();
+    let early = outs.iter().filter(|o| o.finish == Some(FinishReason::ContextFull)).count();
+    assert!(early <= 1, "at most one (the newest) ends early: {outs:?}");
+    for o in &outs {
+        assert!(matches!(o.finish, Some(FinishReason::Length | FinishReason::Eog | FinishReason::ContextFull)));
+    }
+    assert_eq!(engine.metrics().finished.error, 0);
+}
+
+fn engine_with(slots: usize, n_ctx: u32) -> Engine {
+    engine(slots, n_ctx)
+}
+
+#[test]
+fn a_consumer_that_stops_reading_delays_only_itself() {
+    let engine =
+        Engine::new(smollm2(), EngineParams::default().slots(3).n_ctx(1024).stream_buffer(4).threads(1)).unwrap();
+    let params = GenerateParams::default().max_tokens(96);
+    let slow = Request::new("Write about mountains.").sampler(never_ends()).params(params.clone());
+    let mut slow = engine.submit(slow).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let readers: Vec<_> = ["Write about rivers.", "Write about clouds."]
+        .into_iter()
+        .map(|p| {
+            let stream = engine.submit(Request::new(p).sampler(never_ends()).params(params.clone())).unwrap();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for event in stream {
+                    if matches!(event, Event::Piece { .. }) {
+                        let _ = tx.send(Instant::now());
+                    }
+                }
+            })
+        })
+        .collect();
+    // Read one piece, then stop reading for two seconds.
+    while !matches!(slow.recv(), Some(Event::Piece { .. })) {}
+    let paused = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let resumed = Instant::now();
+    for r in readers {
+        r.join().unwrap();
+    }
+    drop(tx);
+    let during = rx.iter().filter(|&t| t > paused && t < resumed).count();
+    assert!(during >= 20, "the other streams kept going while one consumer slept: {during} tokens");
+    // The slow consumer still gets its whole completion.
+    let rest = drain(slow);
+    assert_eq!(rest[0].finish, Some(FinishReason::Length));
+}
+
+#[test]
+fn a_shared_prefix_is_reused() {
+    let engine = engine(2, 2048);
+    let preamble = "You are a careful assistant. Answer briefly and precisely. ".repeat(20);
+    let first = format!("{preamble}Question: what is two plus two?");
+    let second = format!("{preamble}Question: what colour is the sky?");
+    let prefix = smollm2().vocab().tokenize(&preamble, true).unwrap().len();
+    assert!(prefix >= 200, "the shared prefix is {prefix} tokens");
+    let a = drain(engine.submit(Request::new(first.as_str()).params(GenerateParams::default().max_tokens(4))).unwrap());
+    assert_eq!(a[0].cached, Some(0));
+    let before = engine.metrics().prompt_tokens - engine.metrics().cached_tokens;
+    let b =
+        drain(engine.submit(Request::new(second.as_str()).params(GenerateParams::default().max_tokens(4))).unwrap());
+    let cached = b[0].cached.unwrap();
+    assert!(cached >= 200, "second request reused {cached} tokens");
+    let decoded = engine.metrics().prompt_tokens - engine.metrics().cached_tokens - before;
+    let total = smollm2().vocab().tokenize(&second, true).unwrap().len();
+    assert_eq!(decoded as usize, total - cached, "only the rest of the prompt was decoded");
+}
+
+#[test]
+fn n_completions_share_one_prompt_decode() {
+    let engine = engine(4, 1024);
+    let prompt = "Give me a name for a cat:";
+    let samplers = (0..3).map(|s| Sampler::chain().top_k(40).temp(1.0).dist(11 + s)).collect();
+    let req = Request::new(prompt).samplers(samplers).params(GenerateParams::default().max_tokens(12));
+    let outs = drain(engine.submit(req).unwrap());
+    assert_eq!(outs.len(), 3);
+    assert!(outs.iter().all(|o| o.finish.is_some() && !o.tokens.is_empty()));
+    let m = engine.metrics();
+    let n_prompt = smollm2().vocab().tokenize(prompt, true).unwrap().len() as u64;
+    assert_eq!(m.prompt_tokens, n_prompt, "the prompt was counted (and decoded) once");
+    assert!(outs[0].tokens != outs[1].tokens || outs[1].tokens != outs[2].tokens, "seeds differ: {outs:?}");
+}
+
+#[cfg(feature = "json-schema")]
+#[test]
+fn a_json_schema_request_next_to_free_text_still_validates() {
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": { "name": { "type": "string", "maxLength": 12 }, "age": { "type": "integer", "minimum": 0, "maximum": 120 } },
+        "required": ["name", "age"]
+    });
+    let model = smollm2();
+    let engine = engine(3, 1024);
+    let free: Vec<Completion> = ["Tell me about Paris.", "Write a poem."]
+        .iter()
+        .map(|p| engine.submit(Request::new(*p).params(GenerateParams::default().max_tokens(48))).unwrap())
+        .collect();
+    let sampler = Sampler::chain().json_schema(model, &schema).unwrap().greedy_pick();
+    let messages = vec![ChatMessage::user("Describe a person as JSON with a name and an age.")];
+    let req = Request::new(messages).sampler(sampler).params(GenerateParams::default().max_tokens(64));
+    let out = drain(engine.submit(req).unwrap()).remove(0);
+    for f in free {
+        drain(f);
+    }
+    let value: serde_json::Value = serde_json::from_str(&out.text).unwrap_or_else(|e| panic!("{e}: {:?}", out.text));
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(validator.is_valid(&value), "{value}");
+}
+
+#[test]
+fn control_vectors_and_adapters_invalidate_cached_prompts() {
+    let model = smollm2();
+    let mut ctx = model.context(common::small_ctx()).unwrap();
+    let mut sampler = Sampler::greedy();
+    let params = GenerateParams::default().max_tokens(4);
+    let prompt = "The weather today is";
+    let n = model.vocab().tokenize(prompt, true).unwrap().len();
+    let decoded = |ctx: &mut llama::Context, sampler: &mut Sampler| {
+        let mut g = ctx.generate(prompt, sampler, &params).unwrap();
+        g.by_ref().for_each(|p| drop(p.unwrap()));
+        g.timings().prompt_decoded
+    };
+    assert_eq!(decoded(&mut ctx, &mut sampler), n);
+    // Unchanged: the prefix is reused (only the last prompt token is decoded again).
+    assert_eq!(decoded(&mut ctx, &mut sampler), 1);
+    let cv = ControlVector { data: vec![0.5; model.n_embd() * model.n_layer()], layer_start: 1, layer_end: 2 };
+    ctx.set_control_vector(Some(&cv)).unwrap();
+    assert_eq!(decoded(&mut ctx, &mut sampler), n, "KV computed without the control vector was reused");
+    assert_eq!(decoded(&mut ctx, &mut sampler), 1);
+    ctx.set_lora_adapters(&[]).unwrap();
+    assert_eq!(decoded(&mut ctx, &mut sampler), n, "KV computed under other adapters was reused");
+}
