@@ -16,9 +16,16 @@ mod bindgen_config;
 const CARRIER: &str = "llama-cpp-sys-2";
 
 fn main() {
-    for var in
-        ["LLAMA_CPP_SRC", "LLAMA_SYS_AMX", "CUDA_PATH", "CUDAToolkit_ROOT", "VULKAN_SDK", "ROCM_PATH", "HIP_PATH", "CARGO_NET_OFFLINE"]
-    {
+    for var in [
+        "LLAMA_CPP_SRC",
+        "LLAMA_SYS_AMX",
+        "CUDA_PATH",
+        "CUDAToolkit_ROOT",
+        "VULKAN_SDK",
+        "ROCM_PATH",
+        "HIP_PATH",
+        "CARGO_NET_OFFLINE",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed=build.rs");

@@ -212,7 +212,6 @@ impl TextOutput {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::{log_probs, TextOutput};

@@ -236,7 +236,10 @@ pub struct Generation<'a> {
 
 impl std::fmt::Debug for Generation<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Generation").field("finish", &self.driver.finish_reason()).field("timings", &self.timings).finish()
+        f.debug_struct("Generation")
+            .field("finish", &self.driver.finish_reason())
+            .field("timings", &self.timings)
+            .finish()
     }
 }
 

@@ -13,8 +13,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 
 use crate::error::{BatchError, ContextError, DecodeError};
-pub(crate) use ledger::Ledger;
 use crate::{Batch, Model, Token, Vocab};
+pub(crate) use ledger::Ledger;
 
 /// Heap state of the abort callback: its address is what C holds, so it must not move with
 /// the context.

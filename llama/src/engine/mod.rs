@@ -179,9 +179,9 @@ struct Submission {
 impl Engine {
     /// Creates the context and starts the engine thread.
     pub fn new(model: &Model, params: EngineParams) -> Result<Engine, ContextError> {
-        let threads = params.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(4, |n| i32::try_from(n.get()).unwrap_or(4))
-        });
+        let threads = params
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| i32::try_from(n.get()).unwrap_or(4)));
         let n_batch = (params.prefill_budget + params.slots).max(params.slots * 2) as u32;
         let ctx_params = params
             .context
@@ -211,9 +211,8 @@ impl Engine {
             max_queue: params.max_queue,
             stream_buffer: params.stream_buffer,
         };
-        let slots = (0..params.slots)
-            .map(|i| Slot { seq: i as i32, job: None, reserved: false, last_used: 0 })
-            .collect();
+        let slots =
+            (0..params.slots).map(|i| Slot { seq: i as i32, job: None, reserved: false, last_used: 0 }).collect();
         let mut worker = Worker {
             ctx,
             slots,
@@ -576,14 +575,14 @@ impl Worker {
 
     /// One decode: returns false when there was nothing to do.
     fn run_step(&mut self) -> bool {
-        let (outputs, added) = match scheduler::plan(&self.slots, &mut self.batch, self.prefill_budget, &mut self.cursor)
-        {
-            Ok(plan) => plan,
-            Err(e) => {
-                self.fail_all(&format!("could not build a batch: {e}"));
-                return false;
-            }
-        };
+        let (outputs, added) =
+            match scheduler::plan(&self.slots, &mut self.batch, self.prefill_budget, &mut self.cursor) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    self.fail_all(&format!("could not build a batch: {e}"));
+                    return false;
+                }
+            };
         if self.batch.is_empty() {
             return false;
         }

@@ -20,8 +20,8 @@ pub use drafters::{DraftModel, NgramDrafter};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::error::{BatchError, DecodeError, MemoryError, TokenizeError};
 use crate::driver::Driver;
+use crate::error::{BatchError, DecodeError, MemoryError, TokenizeError};
 use crate::{Batch, Context, FinishReason, GenerateParams, Piece, Token};
 
 /// Why speculative decoding failed.
