@@ -60,6 +60,7 @@ mod chat;
 mod context;
 mod driver;
 mod embed;
+pub mod engine;
 mod error;
 mod generate;
 #[cfg(feature = "json-schema")]
@@ -67,7 +68,6 @@ mod json_schema;
 mod model;
 mod quantize;
 mod sampling;
-pub mod engine;
 pub mod speculative;
 #[cfg(feature = "async")]
 mod stream;
