@@ -176,14 +176,18 @@ fn bad_files_are_errors() {
     std::fs::write(&empty, b"").unwrap();
     assert!(matches!(Model::load(&empty), Err(LoadError::NotGguf(_))));
 
-    // A real header cut short: llama.cpp must refuse it, not abort.
+    // A real header cut short: the Rust validation refuses it, and so does llama.cpp without it.
     let real = std::fs::read(common::models::default_model().unwrap()).unwrap();
     for cut in [8, 24, 4096, 1 << 20] {
         let truncated = dir.join(format!("truncated-{cut}.gguf"));
         std::fs::write(&truncated, &real[..cut]).unwrap();
         match Model::load(&truncated) {
-            Err(LoadError::Rejected { reason, .. }) => assert!(!reason.is_empty(), "llama.cpp's reason is kept"),
+            Err(LoadError::Malformed { what, .. }) => assert!(!what.is_empty()),
             other => panic!("cut at {cut}: {other:?}"),
+        }
+        match Model::builder(&truncated).validate(false).load() {
+            Err(LoadError::Rejected { reason, .. }) => assert!(!reason.is_empty(), "llama.cpp's reason is kept"),
+            other => panic!("cut at {cut}, unvalidated: {other:?}"),
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -108,7 +108,9 @@ fn garbage_after_a_valid_magic_is_rejected() {
         }));
         let p = dir.join(format!("garbage-{i}.gguf"));
         std::fs::write(&p, &bytes).unwrap();
-        assert!(matches!(Model::load(&p), Err(LoadError::Rejected { .. })), "len {len}");
+        assert!(matches!(Model::load(&p), Err(LoadError::Malformed { .. })), "len {len}");
+        let unvalidated = Model::builder(&p).validate(false).load();
+        assert!(matches!(unvalidated, Err(LoadError::Rejected { .. })), "len {len}");
     }
     // A valid header whose tensor count is absurd.
     let mut header = b"GGUF".to_vec();
@@ -117,7 +119,8 @@ fn garbage_after_a_valid_magic_is_rejected() {
     header.extend(0u64.to_le_bytes());
     let p = dir.join("huge-count.gguf");
     std::fs::write(&p, &header).unwrap();
-    assert!(matches!(Model::load(&p), Err(LoadError::Rejected { .. })));
+    assert!(matches!(Model::load(&p), Err(LoadError::Malformed { .. })));
+    assert!(matches!(Model::builder(&p).validate(false).load(), Err(LoadError::Rejected { .. })));
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -174,10 +174,16 @@ impl<'a> ModelBuilder<'a> {
         self
     }
 
+    /// Runs only the validation [`load`](Self::load) would run first (for benchmarks).
+    #[doc(hidden)]
+    pub fn check_file(&self) -> Result<(), LoadError> {
+        gguf::validate(&self.path, Scope::Model { vocab_only: self.params.vocab_only })
+    }
+
     /// Loads the model.
     pub fn load(self) -> Result<Model, LoadError> {
         if self.validate {
-            gguf::validate(&self.path, Scope::Model { vocab_only: self.params.vocab_only })?;
+            self.check_file()?;
         } else {
             gguf::check_magic(&self.path)?;
         }

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek};
+use std::io::{self, BufRead, BufReader, Read, Seek};
 use std::num::NonZeroU64;
 use std::path::Path;
 
@@ -34,7 +34,8 @@ const DEFAULT_ALIGNMENT: u64 = 32;
 /// this long and the loader asserts the counts fit.
 const MAX_LAYERS: u32 = 512;
 const MAX_EXPERTS: u32 = 1024;
-/// Vocabulary-free models allocate this many placeholder tokens up front.
+/// The most placeholder tokens a vocabulary-free model may ask for (llama.cpp allocates them
+/// all up front).
 const MAX_PLACEHOLDER_TOKENS: u32 = 1 << 24;
 /// `LLAMA_TOKEN_TYPE_BYTE`; valid token types are `0..=6` (`UNDEFINED..=BYTE`).
 const TOKEN_TYPE_BYTE: i32 = 6;
@@ -77,7 +78,7 @@ pub(crate) fn check_magic(path: &Path) -> Result<(), LoadError> {
     }
 }
 
-fn check<R: Read + Seek>(source: R, len: u64, scope: Scope) -> Result<(), Fail> {
+fn check<R: BufRead + Seek>(source: R, len: u64, scope: Scope) -> Result<(), Fail> {
     let gguf = Gguf::read(&mut Reader { inner: source, pos: 0, len })?;
     match scope {
         Scope::Structure => Ok(()),
@@ -159,7 +160,7 @@ struct Reader<R> {
     len: u64,
 }
 
-impl<R: Read + Seek> Reader<R> {
+impl<R: BufRead + Seek> Reader<R> {
     fn left(&self) -> u64 {
         self.len.saturating_sub(self.pos)
     }
@@ -195,12 +196,19 @@ impl<R: Read + Seek> Reader<R> {
         Ok(())
     }
 
-    /// Appends `n` bytes to `out`, growing it as data arrives rather than by the claimed size.
+    /// Appends `n` bytes to `out`, growing it by at most 1 MiB per read rather than by the
+    /// claimed size at once.
     fn append(&mut self, n: u64, out: &mut Vec<u8>) -> Result<(), Fail> {
         self.need(n)?;
-        let got = (&mut self.inner).take(n).read_to_end(out)?;
-        if got as u64 != n {
-            return bad("the file got shorter while it was being read");
+        let mut left = n;
+        while left > 0 {
+            let chunk = left.min(1 << 20);
+            let start = out.len();
+            out.resize(start.saturating_add(usize::try_from(chunk).unwrap_or(0)), 0);
+            if let Some(dst) = out.get_mut(start..) {
+                self.inner.read_exact(dst)?;
+            }
+            left = left.saturating_sub(chunk);
         }
         self.pos = self.pos.saturating_add(n);
         Ok(())
@@ -214,6 +222,52 @@ impl<R: Read + Seek> Reader<R> {
         }
         self.need(n)?;
         Ok(n)
+    }
+
+    /// Reads `count` length-prefixed strings of at most `max` bytes, handing each to `each`
+    /// (empty unless `keep`). Strings wholly inside the read buffer are taken from it in place,
+    /// so a 262k-token vocabulary costs a few calls per buffer rather than several per token.
+    fn strings(
+        &mut self,
+        count: u64,
+        max: u64,
+        keep: bool,
+        mut each: impl FnMut(&[u8]) -> Result<(), Fail>,
+    ) -> Result<(), Fail> {
+        let mut done = 0;
+        let mut slow = Vec::new();
+        while done < count {
+            let buf = self.inner.fill_buf()?;
+            let mut used = 0usize;
+            while done < count {
+                let Some((len, rest)) = buf.get(used..).and_then(|b| b.split_first_chunk::<8>()) else { break };
+                let n = u64::from_le_bytes(*len);
+                let Some(text) = usize::try_from(n).ok().filter(|_| n <= max).and_then(|n| rest.get(..n)) else {
+                    break;
+                };
+                each(text)?;
+                used = used.saturating_add(8).saturating_add(text.len());
+                done += 1;
+            }
+            self.inner.consume(used);
+            self.pos = self.pos.saturating_add(used as u64);
+            if used == 0 {
+                // The next string crosses the end of the buffer, or is longer than it.
+                let n = self.string_len()?;
+                if n > max {
+                    return Err(Fail::Long { len: n, max });
+                }
+                slow.clear();
+                if keep {
+                    self.append(n, &mut slow)?;
+                } else {
+                    self.skip(n)?;
+                }
+                each(&slow)?;
+                done += 1;
+            }
+        }
+        Ok(())
     }
 
     fn string(&mut self, max: u64) -> Result<Vec<u8>, Fail> {
@@ -424,7 +478,7 @@ struct Gguf {
 }
 
 impl Gguf {
-    fn read<R: Read + Seek>(r: &mut Reader<R>) -> Result<Gguf, Fail> {
+    fn read<R: BufRead + Seek>(r: &mut Reader<R>) -> Result<Gguf, Fail> {
         match r.array::<4>() {
             Ok(magic) if &magic == MAGIC => {}
             Ok(_) | Err(Fail::Short { .. }) => return Err(Fail::NotGguf),
@@ -475,7 +529,7 @@ impl Gguf {
         Ok(gguf)
     }
 
-    fn read_value<R: Read + Seek>(&mut self, r: &mut Reader<R>, key: &str) -> Result<Value, Fail> {
+    fn read_value<R: BufRead + Seek>(&mut self, r: &mut Reader<R>, key: &str) -> Result<Value, Fail> {
         let id = r.u32()?;
         let ty = Ty::from_id(id).map_or_else(|| bad(format!("key '{key}' has invalid value type {id}")), Ok)?;
         match ty {
@@ -490,17 +544,14 @@ impl Gguf {
             }
             Ty::Array => self.read_array(r, key),
             _ => {
-                let width = ty.width().unwrap_or(8);
-                let mut b = [0u8; 8];
-                for byte in b.iter_mut().take(usize::try_from(width).unwrap_or(8)) {
-                    [*byte] = r.array()?;
-                }
-                Ok(Value::Scalar { ty, int: ty.int(b) })
+                let mut raw = Vec::with_capacity(8);
+                r.append(ty.width().unwrap_or(8), &mut raw)?;
+                Ok(Value::Scalar { ty, int: ty.int(widened(&raw)) })
             }
         }
     }
 
-    fn read_array<R: Read + Seek>(&mut self, r: &mut Reader<R>, key: &str) -> Result<Value, Fail> {
+    fn read_array<R: BufRead + Seek>(&mut self, r: &mut Reader<R>, key: &str) -> Result<Value, Fail> {
         let id = r.u32()?;
         let elem = Ty::from_id(id).map_or_else(|| bad(format!("key '{key}' is an array of invalid type {id}")), Ok)?;
         if elem == Ty::Array {
@@ -519,12 +570,7 @@ impl Gguf {
         let mut ints = None;
         match elem.width() {
             None if key == KEY_TOKENS => self.read_tokens(r, len)?,
-            None => {
-                for _ in 0..len {
-                    let n = r.string_len()?;
-                    r.skip(n)?;
-                }
-            }
+            None => r.strings(len, MAX_STRING, false, |_| Ok(()))?,
             Some(width) => {
                 let size = len.saturating_mul(width);
                 if key == KEY_TOKEN_TYPE && elem == Ty::I32 {
@@ -537,12 +583,7 @@ impl Gguf {
                     let mut raw = Vec::new();
                     r.append(size, &mut raw)?;
                     let step = usize::try_from(width).unwrap_or(1);
-                    let decode = |c: &[u8]| {
-                        let mut b = [0u8; 8];
-                        b.iter_mut().zip(c).for_each(|(d, s)| *d = *s);
-                        elem.int(b).unwrap_or(0)
-                    };
-                    ints = Some(raw.chunks_exact(step).map(decode).collect());
+                    ints = Some(raw.chunks_exact(step).map(|c| elem.int(widened(c)).unwrap_or(0)).collect());
                 } else {
                     r.skip(size)?;
                 }
@@ -551,18 +592,15 @@ impl Gguf {
         Ok(Value::Array { elem, len, ints })
     }
 
-    fn read_tokens<R: Read + Seek>(&mut self, r: &mut Reader<R>, len: u64) -> Result<(), Fail> {
+    fn read_tokens<R: BufRead + Seek>(&mut self, r: &mut Reader<R>, len: u64) -> Result<(), Fail> {
         let mut tokens = Tokens::default();
         // Enough for real vocabularies; more grows as the data really arrives.
         tokens.ends.reserve(usize::try_from(len.min(1 << 18)).unwrap_or(0));
-        for i in 0..len {
-            let n = r.string_len().at(|| format!("token {i}"))?;
-            if n > MAX_TOKEN {
-                return bad(format!("token {i} is {n} bytes long, more than the {MAX_TOKEN} accepted"));
-            }
-            r.append(n, &mut tokens.bytes)?;
+        r.strings(len, MAX_TOKEN, true, |text| {
+            tokens.bytes.extend_from_slice(text);
             tokens.ends.push(tokens.bytes.len());
-        }
+            Ok(())
+        })?;
         self.tokens = tokens;
         Ok(())
     }
@@ -804,10 +842,10 @@ impl Gguf {
         }
         self.check_token_arrays(n_tokens)?;
         self.check_special_ids(n_tokens)?;
-        let ids = self.token_ids()?;
+        self.check_unique_texts()?;
         self.check_byte_tokens(model)?;
 
-        if model == "llama" && !ids.contains_key(b"<0x0A>".as_slice()) && !ids.contains_key(b"\n".as_slice()) {
+        if model == "llama" && !self.has_token(b"<0x0A>") && !self.has_token(b"\n") {
             return bad("the SPM vocabulary has no newline token ('<0x0A>' or '\\n')");
         }
         let pre = self.str_value("tokenizer.ggml.pre")?.unwrap_or_default();
@@ -834,7 +872,7 @@ impl Gguf {
         let name = self.str_value("general.name")?.unwrap_or_default().to_lowercase();
         if name.contains("phi-3") || name.contains("phi3") {
             for text in ["</s>", "<unk>", "<s>", "<|endoftext|>"] {
-                if !ids.contains_key(text.as_bytes()) {
+                if !self.has_token(text.as_bytes()) {
                     return bad(format!("a Phi-3 vocabulary must have the token '{text}'"));
                 }
             }
@@ -891,18 +929,51 @@ impl Gguf {
         Ok(())
     }
 
-    /// Token text to id, refusing duplicates: the vocabulary asserts every text is unique
-    /// (after naming empty tokens `[EMPTY_<id>]`, as it does).
-    fn token_ids(&self) -> Result<HashMap<Cow<'_, [u8]>, usize>, Fail> {
-        let mut ids = HashMap::with_capacity(self.tokens.len());
+    /// Refuses two tokens with the same text: the vocabulary asserts every text is unique
+    /// (after naming empty tokens `[EMPTY_<id>]`, as it does). Sorting plain hashes costs a
+    /// fraction of a set of 262k texts; only a repeated hash pays for the exact check, whose
+    /// keyed set also keeps crafted collisions from costing more than that.
+    fn check_unique_texts(&self) -> Result<(), Fail> {
+        let mut hashes: Vec<u64> = self
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, text)| match text {
+                [] => fnv1a(format!("[EMPTY_{i}]").as_bytes()),
+                text => fnv1a(text),
+            })
+            .collect();
+        hashes.sort_unstable();
+        if !hashes.windows(2).any(|w| matches!(w, [a, b] if a == b)) {
+            return Ok(());
+        }
+        let mut texts = HashSet::with_capacity(self.tokens.len());
+        let mut empty = Vec::new();
         for (i, text) in self.tokens.iter().enumerate() {
-            let text =
-                if text.is_empty() { Cow::Owned(format!("[EMPTY_{i}]").into_bytes()) } else { Cow::Borrowed(text) };
-            if let Some(first) = ids.insert(text, i) {
-                return bad(format!("token {i} ({}) repeats token {first}", shown(self.tokens.get(i))));
+            if text.is_empty() {
+                empty.push(i);
+            } else if !texts.insert(text) {
+                return self.same_text(i, text);
             }
         }
-        Ok(ids)
+        for i in empty {
+            let name = format!("[EMPTY_{i}]");
+            if texts.contains(name.as_bytes()) {
+                return self.same_text(i, name.as_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    fn has_token(&self, text: &[u8]) -> bool {
+        self.tokens.iter().any(|t| t == text)
+    }
+
+    /// The error for token `i` whose text another token has (found again only on this path).
+    fn same_text<T>(&self, i: usize, text: &[u8]) -> Result<T, Fail> {
+        let other = self.tokens.iter().position(|t| t == text).unwrap_or(i);
+        let (a, b) = (other.min(i), other.max(i));
+        bad(format!("tokens {a} and {b} of {KEY_TOKENS} have the same text {}", shown(text)))
     }
 
     /// Tokens typed BYTE are decoded from their `<0xNN>` text while the vocabulary loads;
@@ -950,7 +1021,7 @@ const KNOWN_SPECIAL_IDS: &[&str] = &[
     "middle",
 ];
 
-fn read_tensor_info<R: Read + Seek>(r: &mut Reader<R>, i: u64) -> Result<Tensor, Fail> {
+fn read_tensor_info<R: BufRead + Seek>(r: &mut Reader<R>, i: u64) -> Result<Tensor, Fail> {
     let name = r.string_len().at(|| format!("the name of tensor #{i}"))?;
     if name == 0 || name > MAX_TENSOR_NAME {
         return bad(format!("tensor #{i} has a name of {name} bytes (1..={MAX_TENSOR_NAME} allowed)"));
@@ -989,6 +1060,19 @@ fn read_tensor_info<R: Read + Seek>(r: &mut Reader<R>, i: u64) -> Result<Tensor,
         return bad(format!("tensor '{name}' of shape {ne:?} is too large to address"));
     };
     Ok(Tensor { name, offset, size })
+}
+
+/// 64-bit FNV-1a: fast and unkeyed, which is enough for a first pass (see
+/// `check_unique_texts`).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Little-endian bytes of a value up to 8 bytes wide, zero-padded to 8 for [`Ty::int`].
+fn widened(bytes: &[u8]) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out.iter_mut().zip(bytes).for_each(|(d, s)| *d = *s);
+    out
 }
 
 /// `blk.N.` tensors belong to layer N; a number too large to parse is beyond any layer.
@@ -1077,10 +1161,8 @@ mod tests {
         }
         /// Pads to the data section and appends `n` bytes of tensor data.
         fn data(&mut self, n: usize) -> &mut Self {
-            while self.0.len() % 32 != 0 {
-                self.0.push(0);
-            }
-            self.0.extend(std::iter::repeat_n(0, n));
+            let start = self.0.len().next_multiple_of(32);
+            self.0.resize(start + n, 0);
             self
         }
     }
@@ -1337,9 +1419,39 @@ mod tests {
         let zz = ["<unk>", "<s>", "</s>", "<0xZZ>", "a", "b"];
         assert!(replaced(TYPES, &zz).unwrap_err().contains("<0xNN>"));
         let dup = ["<unk>", "<s>", "</s>", "<0x0A>", "a", "a"];
-        assert!(replaced(TYPES, &dup).unwrap_err().contains("repeats token 4"));
+        assert!(replaced(TYPES, &dup)
+            .unwrap_err()
+            .contains("tokens 4 and 5 of tokenizer.ggml.tokens have the same text"));
         let no_newline = ["<unk>", "<s>", "</s>", "<0x0B>", "a", "b"];
         assert!(replaced(TYPES, &no_newline).unwrap_err().contains("newline"));
+    }
+
+    #[test]
+    fn strings_across_buffer_ends_are_read_whole() {
+        let texts = ["a", "", "0123456789abcdef0123", "xyz", "0123456789"];
+        let mut b = Bytes::default();
+        texts.iter().for_each(|t| {
+            b.str(t);
+        });
+        let len = b.0.len() as u64;
+        for keep in [true, false] {
+            let mut r = Reader { inner: BufReader::with_capacity(16, Cursor::new(&b.0)), pos: 0, len };
+            let mut seen = Vec::new();
+            let collect = |t: &[u8]| {
+                seen.push(String::from_utf8(t.to_vec()).unwrap());
+                Ok(())
+            };
+            r.strings(5, 64, keep, collect).map_err(|_| ()).unwrap();
+            assert_eq!(r.pos, len);
+            assert_eq!(seen.len(), texts.len());
+            if keep {
+                assert_eq!(seen, texts);
+            }
+        }
+        let mut r = Reader { inner: BufReader::with_capacity(16, Cursor::new(&b.0)), pos: 0, len };
+        assert!(matches!(r.strings(5, 8, true, |_| Ok(())), Err(Fail::Long { len: 20, max: 8 })));
+        let mut r = Reader { inner: BufReader::with_capacity(16, Cursor::new(&b.0)), pos: 0, len };
+        assert!(matches!(r.strings(6, 64, true, |_| Ok(())), Err(Fail::Short { .. })));
     }
 
     #[test]

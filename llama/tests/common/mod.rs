@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod gguf_writer;
 #[path = "../../../examples/common/models.rs"]
 pub mod models;
 
