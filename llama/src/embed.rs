@@ -29,6 +29,9 @@ pub enum EmbedError {
     /// The model produced no pooled embedding (pooling `None` or unsupported).
     #[error("the model produced no pooled embedding for text {0}")]
     NoEmbedding(usize),
+    /// The embedding thread of an [`engine::Embeddings`](crate::engine::Embeddings) has stopped.
+    #[error("the embedding thread has stopped")]
+    Stopped,
 }
 
 /// Embeds texts: one pooled vector per text, optionally L2-normalised.
@@ -115,16 +118,21 @@ impl Embedder {
             for seq in 0..(i - start) {
                 let mut v = self.ctx.embeddings_seq(seq as i32).ok_or(EmbedError::NoEmbedding(start + seq))?.to_vec();
                 if normalize {
-                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                    if norm > 0.0 {
-                        v.iter_mut().for_each(|x| *x /= norm);
-                    }
+                    self::normalize(&mut v);
                 }
                 out.push(v);
             }
         }
         self.ctx.clear_kv();
         Ok(out)
+    }
+}
+
+/// Scales `v` to unit length (a zero vector stays zero).
+pub(crate) fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
     }
 }
 

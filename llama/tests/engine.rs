@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::smollm2;
-use llama::engine::{Completion, Engine, EngineParams, Event, Request, SubmitError};
+use llama::engine::{Completion, Embeddings, Engine, EngineParams, Event, Request, SubmitError};
 use llama::{ChatMessage, ControlVector, FinishReason, GenerateParams, Sampler, Token};
 
 /// One thread everywhere: greedy tokens only match across programs at the same thread count.
@@ -333,4 +333,29 @@ fn control_vectors_and_adapters_invalidate_cached_prompts() {
     assert_eq!(decoded(&mut ctx, &mut sampler), 1);
     ctx.set_lora_adapters(&[]).unwrap();
     assert_eq!(decoded(&mut ctx, &mut sampler), n, "KV computed under other adapters was reused");
+}
+
+#[test]
+fn concurrent_embedding_requests_share_batches_and_match_one_by_one() {
+    let model = smollm2();
+    let embeddings = Embeddings::new(model, 1024).unwrap();
+    let texts: Vec<Vec<String>> =
+        (0..8).map(|i| vec![format!("sentence number {i} about cats"), format!("and {i} dogs")]).collect();
+    let pending: Vec<_> = texts.iter().map(|t| embeddings.embed(t.clone(), true)).collect();
+    let got: Vec<Vec<Vec<f32>>> = pending.into_iter().map(|p| p.wait().unwrap()).collect();
+    let (requests, passes) = embeddings.counts();
+    assert_eq!(requests, 8);
+    assert!(passes < requests, "concurrent requests were batched: {passes} passes for {requests}");
+    let mut alone = llama::Embedder::new(model, 1024).unwrap();
+    for (t, v) in texts.iter().zip(&got) {
+        let want = alone.embed(t, true).unwrap();
+        for (a, b) in want.iter().zip(v) {
+            assert!(llama::cosine_similarity(a, b) > 0.999);
+        }
+    }
+    // A text that cannot fit fails only its own request.
+    let bad = embeddings.embed(vec!["word ".repeat(3000)], true);
+    let good = embeddings.embed(vec!["fine".into()], true);
+    assert!(bad.wait().is_err());
+    assert_eq!(good.wait().unwrap().len(), 1);
 }

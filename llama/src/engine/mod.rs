@@ -33,6 +33,7 @@
 //! - **Isolation**: a request's own failure (a grammar dead end, a panicking Rust sampler)
 //!   ends that request only.
 
+mod embeddings;
 mod metrics;
 mod request;
 mod scheduler;
@@ -47,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+pub use embeddings::{Embeddings, PendingEmbeddings};
 pub use metrics::{Finished, Histogram, Metrics, LATENCY_BUCKETS};
 pub use request::{Completion, Event, Prompt, Request, RequestTimings, SubmitError, Usage};
 
