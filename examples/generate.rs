@@ -131,17 +131,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Sampler::chain().top_k(args.top_k).top_p(args.top_p).temp(args.temp).dist(args.seed)
     };
 
-    // Prompt, in chunks of at most n_batch tokens; only the very last token needs logits.
-    let n_batch = ctx.n_batch() as usize;
-    let mut batch = Batch::new(n_batch, 1);
+    // The prompt in chunks of at most n_batch tokens, logits for the last one only.
     let t1 = Instant::now();
-    for (i, chunk) in prompt.chunks(n_batch).enumerate() {
-        batch.clear();
-        let last = (i + 1) * n_batch >= prompt.len();
-        batch.add_sequence(chunk, (i * n_batch) as i32, 0, last)?;
-        ctx.decode(&batch)?;
-    }
+    ctx.decode_tokens(&prompt, 0, 0)?;
     let prompt_s = t1.elapsed().as_secs_f64();
+    let mut batch = Batch::new(1, 1);
 
     let mut out = std::io::stdout().lock();
     if !args.chat {
