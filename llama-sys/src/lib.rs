@@ -13,12 +13,18 @@
 #![no_std]
 #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals)]
 #![allow(clippy::all, rustdoc::all)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
-#[cfg(feature = "bindgen")]
-include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+// Generated code: its layout-test unsafe blocks carry no SAFETY comments.
+#[allow(clippy::undocumented_unsafe_blocks)]
+mod bindings {
+    #[cfg(feature = "bindgen")]
+    include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 
-#[cfg(not(feature = "bindgen"))]
-include!("bindings.rs");
+    #[cfg(not(feature = "bindgen"))]
+    include!("bindings.rs");
+}
+pub use bindings::*;
 
 mod shim;
 pub use shim::*;
