@@ -61,6 +61,10 @@ impl<'m> Vocab<'m> {
     /// Tokenizes user text. Special-token syntax in `text` (e.g. `<|im_end|>`) is treated as
     /// plain text, so input cannot inject control tokens. `add_special` adds BOS/EOS where the
     /// model wants them.
+    ///
+    /// Bytes the vocabulary has no token for are dropped, as llama.cpp does (SmolLM2, for one,
+    /// has none for a few ASCII control characters), so [`detokenize`](Self::detokenize) of the
+    /// result can be shorter than `text`.
     pub fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<Token>, TokenizeError> {
         self.tokenize_with(text, add_special, false)
     }
