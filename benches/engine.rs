@@ -120,35 +120,51 @@ fn streams(engine: &Engine, model: &Model, n: usize, tokens: usize) -> Result<f6
         }));
     }
     let total: usize = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    let secs = start.elapsed().as_secs_f64();
+    if std::env::var_os("ENGINE_BENCH_VERBOSE").is_some() {
+        let m = engine.metrics();
+        eprintln!("  {n} streams: {total} tokens in {secs:.2} s, {} decode steps so far", m.decode_steps);
+    }
+    Ok(total as f64 / secs)
 }
 
-/// Seconds of one decode of `n` tokens, one per sequence, after each sequence holds `past`
-/// tokens (the shape of a step with `n` streams generating).
-fn decode_cost(model: &Model, n: usize, past: usize, threads: i32) -> Result<f64, Box<dyn std::error::Error>> {
-    let params = ContextParams::default().n_ctx(4096).n_seq_max(8).kv_unified(true).n_batch(512).n_threads(threads);
+/// Decode costs of `sizes` tokens, one per sequence, relative to one token, after each sequence
+/// holds `past` tokens (the shape of a step with that many streams generating). Sizes alternate
+/// and each is the median of 9 decodes, so drift hits them alike.
+fn decode_costs(
+    model: &Model,
+    sizes: &[usize],
+    past: usize,
+    threads: i32,
+) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let max = sizes.iter().copied().max().unwrap_or(1);
+    let params =
+        ContextParams::default().n_ctx(4096).n_seq_max(max as u32).kv_unified(true).n_batch(512).n_threads(threads);
     let mut ctx = model.context(params)?;
     let prompt = model.vocab().tokenize(&PROMPTS[0].repeat(past / 8 + 1), true)?;
     let prompt = &prompt[..past.min(prompt.len())];
-    for seq in 0..n as i32 {
+    for seq in 0..max as i32 {
         ctx.decode_tokens(prompt, 0, seq)?;
     }
-    let mut batch = Batch::new(n, 1);
-    let mut times = Vec::new();
-    for _ in 0..7 {
-        batch.clear();
-        for seq in 0..n as i32 {
-            batch.add(Token(42), prompt.len() as i32, &[seq], true)?;
-        }
-        let t = Instant::now();
-        ctx.decode(&batch)?;
-        let _ = ctx.logits_ith(-1);
-        times.push(t.elapsed().as_secs_f64());
-        for seq in 0..n as i32 {
-            ctx.kv_seq_rm(seq, prompt.len() as i32..)?;
+    let mut batch = Batch::new(max, 1);
+    let mut times = vec![Vec::new(); sizes.len()];
+    for _ in 0..9 {
+        for (i, &n) in sizes.iter().enumerate() {
+            batch.clear();
+            for seq in 0..n as i32 {
+                batch.add(Token(42), prompt.len() as i32, &[seq], true)?;
+            }
+            let t = Instant::now();
+            ctx.decode(&batch)?;
+            let _ = ctx.logits_ith(-1); // reading logits waits for the computation
+            times[i].push(t.elapsed().as_secs_f64());
+            for seq in 0..n as i32 {
+                ctx.kv_seq_rm(seq, prompt.len() as i32..)?;
+            }
         }
     }
-    Ok(median(times))
+    let medians: Vec<f64> = times.into_iter().map(median).collect();
+    Ok(medians.iter().map(|t| t / medians[0]).collect())
 }
 
 fn scaling(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -165,10 +181,10 @@ fn scaling(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         for &i in &order {
             tps[i] = streams(&engine, model, sizes[i], a.tokens)?;
         }
-        let t1 = decode_cost(model, 1, 64, a.threads)?;
+        let costs = decode_costs(model, &sizes, 64, a.threads)?;
         for (i, &n) in sizes.iter().enumerate() {
             ratios[i].push(tps[i] / tps[0]);
-            bounds[i].push(n as f64 / (decode_cost(model, n, 64, a.threads)? / t1));
+            bounds[i].push(n as f64 / costs[i]);
         }
         one.push(tps[0]);
         println!(

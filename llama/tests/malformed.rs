@@ -428,3 +428,22 @@ fn the_test_models_pass_validation() {
         Model::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 }
+
+#[test]
+fn metadata_overrides_are_validated_too() {
+    let path = common::models::default_model().expect("fetch the default model");
+    for bad in [513, 0, i64::from(i32::MAX)] {
+        let err = llama::Model::builder(&path)
+            .override_meta("llama.block_count", llama::MetaOverride::Int(bad))
+            .load()
+            .expect_err("an override that llama.cpp asserts on is refused");
+        assert!(matches!(err, llama::LoadError::Malformed { .. }), "block_count {bad}: {err}");
+    }
+    // A harmless override still loads.
+    let model = llama::Model::builder(&path)
+        .override_meta("tokenizer.ggml.add_bos_token", llama::MetaOverride::Bool(false))
+        .vocab_only(true)
+        .load()
+        .unwrap();
+    assert!(model.vocab().n_tokens() > 0);
+}

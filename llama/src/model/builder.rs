@@ -177,7 +177,7 @@ impl<'a> ModelBuilder<'a> {
     /// Runs only the validation [`load`](Self::load) would run first (for benchmarks).
     #[doc(hidden)]
     pub fn check_file(&self) -> Result<(), LoadError> {
-        gguf::validate(&self.path, Scope::Model { vocab_only: self.params.vocab_only })
+        gguf::validate_with(&self.path, Scope::Model { vocab_only: self.params.vocab_only }, &self.overrides)
     }
 
     /// Loads the model.

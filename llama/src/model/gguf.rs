@@ -14,6 +14,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek};
 use std::num::NonZeroU64;
 use std::path::Path;
 
+use super::MetaOverride;
 use crate::error::LoadError;
 
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -61,9 +62,15 @@ pub(crate) enum Scope {
 
 /// Checks `path` as llama.cpp would need it for `scope`.
 pub(crate) fn validate(path: &Path, scope: Scope) -> Result<(), LoadError> {
+    validate_with(path, scope, &[])
+}
+
+/// [`validate`] with the metadata overrides the loader will apply, so an override cannot
+/// bring in a value the file itself would be refused for (e.g. a block count of 513).
+pub(crate) fn validate_with(path: &Path, scope: Scope, overrides: &[(String, MetaOverride)]) -> Result<(), LoadError> {
     let file = File::open(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
     let len = file.metadata().map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?.len();
-    check(BufReader::with_capacity(1 << 16, file), len, scope).map_err(|f| f.into_load_error(path))
+    check(BufReader::with_capacity(1 << 16, file), len, scope, overrides).map_err(|f| f.into_load_error(path))
 }
 
 /// Only the magic: what is checked when the caller turned validation off.
@@ -78,8 +85,16 @@ pub(crate) fn check_magic(path: &Path) -> Result<(), LoadError> {
     }
 }
 
-fn check<R: BufRead + Seek>(source: R, len: u64, scope: Scope) -> Result<(), Fail> {
-    let gguf = Gguf::read(&mut Reader { inner: source, pos: 0, len })?;
+fn check<R: BufRead + Seek>(
+    source: R,
+    len: u64,
+    scope: Scope,
+    overrides: &[(String, MetaOverride)],
+) -> Result<(), Fail> {
+    let mut gguf = Gguf::read(&mut Reader { inner: source, pos: 0, len })?;
+    for (key, value) in overrides {
+        gguf.apply_override(key, value);
+    }
     match scope {
         Scope::Structure => Ok(()),
         Scope::Model { vocab_only } => gguf.check_model(vocab_only),
@@ -705,6 +720,25 @@ impl Gguf {
         }
     }
 
+    /// Replaces a value as llama.cpp's override would: an integer keeps the file's integer type
+    /// (the loader converts it), so only the value is judged.
+    fn apply_override(&mut self, key: &str, value: &MetaOverride) {
+        let file_ty = match self.kv.get(key) {
+            Some(Value::Scalar { ty, .. }) => Some(*ty),
+            _ => None,
+        };
+        let value = match value {
+            MetaOverride::Int(v) => {
+                let ty = file_ty.filter(|t| !matches!(t, Ty::F32 | Ty::F64 | Ty::Bool)).unwrap_or(Ty::I64);
+                Value::Scalar { ty, int: Some(i128::from(*v)) }
+            }
+            MetaOverride::Float(_) => Value::Scalar { ty: file_ty.unwrap_or(Ty::F64), int: None },
+            MetaOverride::Bool(b) => Value::Scalar { ty: Ty::Bool, int: Some(i128::from(*b)) },
+            MetaOverride::Str(s) => Value::Str { text: Some(s.clone()) },
+        };
+        self.kv.insert(key.to_string(), value);
+    }
+
     fn check_model(&self, vocab_only: bool) -> Result<(), Fail> {
         let arch = self.str_value(KEY_ARCH)?.map_or_else(|| bad(format!("{KEY_ARCH} is missing")), Ok)?;
         // llama.cpp skips the hyper-parameters for vocab-only loads, and refuses CLIP itself.
@@ -1168,7 +1202,7 @@ mod tests {
     }
 
     fn run(b: &Bytes, scope: Scope) -> Result<(), String> {
-        check(Cursor::new(&b.0), b.0.len() as u64, scope).map_err(|f| match f {
+        check(Cursor::new(&b.0), b.0.len() as u64, scope, &[]).map_err(|f| match f {
             Fail::NotGguf => "not gguf".into(),
             Fail::Io(e) => format!("io: {e}"),
             Fail::Short { need, left } => format!("short: {need} > {left}"),
