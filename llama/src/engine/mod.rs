@@ -513,7 +513,7 @@ impl Worker {
             common = 0;
             let _ = self.ctx.kv_seq_rm(seq, ..);
         }
-        self.make_room(slot, reserve);
+        self.make_room(slot);
         let mut samplers = s.samplers.into_iter();
         let Some(mut sampler) = samplers.next() else { return };
         sampler.reset();
@@ -560,7 +560,7 @@ impl Worker {
 
     /// Frees idle slots' cached prefixes, least recently used first, until the running jobs'
     /// reservations and the cache contents fit the pool.
-    fn make_room(&mut self, keep: usize, _reserve: usize) {
+    fn make_room(&mut self, keep: usize) {
         let n_ctx = self.ctx.n_ctx() as usize;
         let cached = |w: &Worker, i: usize| w.ctx.cached_tokens(w.slots[i].seq).map_or(0, <[Token]>::len);
         let mut idle: Vec<usize> = (0..self.slots.len()).filter(|&i| i != keep && self.slots[i].idle()).collect();
