@@ -63,8 +63,8 @@ impl<'m> Vocab<'m> {
     /// model wants them.
     ///
     /// Bytes the vocabulary has no token for are dropped, as llama.cpp does (SmolLM2, for one,
-    /// has none for a few ASCII control characters), so [`detokenize`](Self::detokenize) of the
-    /// result can be shorter than `text`.
+    /// has none for six ASCII control characters and for the lead bytes of characters from
+    /// U+40000 up), so [`detokenize`](Self::detokenize) of the result can differ from `text`.
     pub fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<Token>, TokenizeError> {
         self.tokenize_with(text, add_special, false)
     }

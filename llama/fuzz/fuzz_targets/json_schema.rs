@@ -1,0 +1,19 @@
+//! Arbitrary JSON as a JSON Schema: conversion refuses or returns a grammar, and every grammar
+//! it returns must parse in llama.cpp.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use llama::{Sampler, SamplerError};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(schema) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    let Ok(gbnf) = llama::json_schema_to_grammar(&schema) else { return };
+    if llama_fuzz::known_converter_bug(&schema) {
+        return;
+    }
+    match Sampler::chain().grammar(llama_fuzz::vocab_model(), &gbnf, "root") {
+        Ok(_) => {}
+        Err(SamplerError::Grammar(why)) if why.contains("left recursion") => {}
+        Err(e) => panic!("grammar from {schema} does not parse: {e}\n{gbnf}"),
+    }
+});

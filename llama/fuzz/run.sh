@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Fuzzes the safe crate with cargo fuzz (libFuzzer) and reports per target.
+#
+#   llama/fuzz/run.sh TARGET|all [MINUTES]   fuzz each target for MINUTES (default 1)
+#   llama/fuzz/run.sh replay [TARGET|all]    run every input of the seeds and corpus once (CI)
+#   llama/fuzz/run.sh list                   the targets
+#
+# Targets: gguf, tokenize, grammar, json_schema, chat_template, state. Starting inputs are the
+# committed seeds/TARGET; what libFuzzer finds interesting goes to corpus/TARGET (ignored by
+# git), crashes to artifacts/TARGET. Reproduce one with
+#   RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir llama/fuzz TARGET llama/fuzz/artifacts/TARGET/crash-...
+# Only a stable toolchain is needed: RUSTC_BOOTSTRAP=1 lets it take cargo fuzz's nightly flags.
+# The first run builds llama.cpp for this workspace (a few minutes; ccache helps). Set
+# FUZZ_JOBS=N for N parallel jobs per target, FUZZ_LEAKS=1 to report leaks (off: llama.cpp keeps
+# process-wide state), FUZZ_SANITIZER=none for a faster build without AddressSanitizer.
+set -euo pipefail
+# cargo fuzz finds this crate as fuzz/ of the crate above it.
+cd "$(dirname "$0")/.."
+export RUSTC_BOOTSTRAP=1
+
+TARGETS=(gguf tokenize grammar json_schema chat_template state)
+SANITIZER="${FUZZ_SANITIZER:-address}"
+JOBS="${FUZZ_JOBS:-1}"
+LEAKS="${FUZZ_LEAKS:-0}"
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "cargo-fuzz is missing: cargo install cargo-fuzz" >&2
+    exit 2
+fi
+
+usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+pick() {
+    case "${1:-all}" in
+        all) echo "${TARGETS[@]}" ;;
+        *) for t in "${TARGETS[@]}"; do [[ $t == "$1" ]] && { echo "$t"; return; }; done
+           echo "unknown target $1 (one of: ${TARGETS[*]})" >&2; exit 2 ;;
+    esac
+}
+
+# One libFuzzer run of TARGET with extra flags; its log goes to $log.
+fuzz() {
+    local target=$1; shift
+    mkdir -p "fuzz/corpus/$target" "fuzz/seeds/$target" "fuzz/artifacts/$target"
+    cargo fuzz run --sanitizer "$SANITIZER" "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+        -artifact_prefix="fuzz/artifacts/$target/" -timeout=20 -rss_limit_mb=3072 -detect_leaks="$LEAKS" \
+        -print_final_stats=1 "$@" >"$log" 2>&1
+}
+
+stat() { grep -m1 "^stat::$1:" "$log" | awk '{print $2}' || true; }
+findings() { mkdir -p "fuzz/artifacts/$1"; find "fuzz/artifacts/$1" -type f | wc -l; }
+
+mode=${1:-}
+[[ -z $mode ]] && usage
+[[ $mode == list ]] && { echo "${TARGETS[@]}"; exit 0; }
+logs=$(mktemp -d)
+cargo fuzz build --sanitizer "$SANITIZER" >"$logs/build.log" 2>&1 || { cat "$logs/build.log" >&2; exit 1; }
+
+status=0
+if [[ $mode == replay ]]; then
+    printf '%-14s %8s %8s %s\n' target inputs seconds result
+    for t in $(pick "${2:-all}"); do
+        log="$logs/$t.log"
+        start=$SECONDS
+        if fuzz "$t" -runs=0; then result=ok; else result="FAILED (see $log)"; status=1; fi
+        inputs=$(grep -m1 -o 'INITED.*' "$log" | grep -o 'corp: [0-9]*' | awk '{print $2}' || true)
+        printf '%-14s %8s %8s %s\n' "$t" "${inputs:-0}" "$((SECONDS - start))" "$result"
+        [[ $result == ok ]] || tail -30 "$log" >&2
+    done
+    exit $status
+fi
+
+minutes=${2:-1}
+seconds=$(awk -v m="$minutes" 'BEGIN { printf "%d", m * 60 }')
+printf '%-14s %8s %12s %10s %8s %9s\n' target seconds executions exec/s corpus findings
+for t in $(pick "$mode"); do
+    log="$logs/$t.log"
+    before=$(findings "$t")
+    flags=(-max_total_time="$seconds")
+    [[ $JOBS -gt 1 ]] && flags+=(-fork="$JOBS")
+    fuzz "$t" "${flags[@]}" || true
+    new=$(( $(findings "$t") - before ))
+    [[ $new -gt 0 ]] && status=1
+    printf '%-14s %8s %12s %10s %8s %9s\n' "$t" "$seconds" "$(stat number_of_executed_units)" \
+        "$(stat average_exec_per_sec)" "$(find "fuzz/corpus/$t" -type f | wc -l)" "$new"
+    [[ $new -gt 0 ]] && { grep -m3 -E 'ERROR|panicked|SUMMARY' "$log" >&2 || true; echo "  log: $log" >&2; }
+done
+exit $status
