@@ -172,6 +172,12 @@ pub fn vet_model(path: impl AsRef<Path>) -> Result<(), VetError> {
 
 /// [`vet_model`] with options.
 pub fn vet_model_with(path: impl AsRef<Path>, options: &VetOptions) -> Result<(), VetError> {
+    // A vetting child whose main did not stop at `child_main_if_requested` (a test harness, an
+    // application that forgot the call) must not start children of its own: they would do the
+    // same, without end.
+    if std::env::var_os(ENV_PATH).is_some() {
+        return Err(VetError::NotWired);
+    }
     let exe = std::env::current_exe().map_err(VetError::Spawn)?;
     let child = Command::new(exe)
         .env(ENV_PATH, path.as_ref())

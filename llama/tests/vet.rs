@@ -19,7 +19,10 @@ fn main() {
     if std::env::var_os(UNWIRED).is_none() {
         llama::vet::child_main_if_requested();
     } else {
-        // An application's own main, run by mistake in the child.
+        // An application's own main, run by mistake in the child: if it vets a model in turn,
+        // that is refused rather than started again.
+        let nested = vet_model("any.gguf");
+        assert!(matches!(nested, Err(VetError::NotWired)), "{nested:?}");
         return;
     }
     let tests: [(&str, fn()); 5] = [
