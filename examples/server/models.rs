@@ -1,0 +1,466 @@
+//! The models this server can serve, by name: loaded on first use, kept loaded for the
+//! keep-alive after their last request, and evicted least recently used first when a request
+//! needs room under `--max-loaded-models`.
+//!
+//! A request holds a [`Lease`] for as long as it runs (for a stream, until its last chunk):
+//! a leased model is never unloaded, and releasing the lease starts its keep-alive clock.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use llama::engine::{Embeddings, Engine, EngineHandle, EngineParams, Metrics};
+use llama::Model;
+use tokio::sync::{Notify, OnceCell};
+
+use crate::error::ApiError;
+use crate::keep_alive::KeepAlive;
+use crate::metrics::absorb;
+use crate::openai::ModelCard;
+
+/// How every model's engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub parallel: usize,
+    pub ctx: u32,
+    pub threads: Option<i32>,
+    pub max_queue: usize,
+}
+
+/// A model a client can ask for.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// A loaded model with its engine (and, once asked for, its embedding thread).
+#[derive(Debug)]
+pub struct Loaded {
+    pub name: String,
+    pub model: Model,
+    engine: Engine,
+    embeddings: OnceCell<Embeddings>,
+    n_ctx: u32,
+}
+
+impl Loaded {
+    pub fn engine(&self) -> EngineHandle {
+        self.engine.handle()
+    }
+
+    /// Tokens one sequence can hold.
+    pub fn n_ctx(&self) -> u32 {
+        self.engine.handle().n_ctx()
+    }
+
+    /// The embedding thread, started on the first embedding request: it needs its own
+    /// context, which a model used only for chat should not pay for.
+    pub async fn embeddings(&self) -> Result<Embeddings, ApiError> {
+        let model = self.model.clone();
+        let n_ctx = self.n_ctx;
+        self.embeddings
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || Embeddings::new(&model, n_ctx))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("the embedding thread did not start: {e}")))?
+                    .map_err(|e| ApiError::internal(format!("this model cannot serve embeddings: {e}")))
+            })
+            .await
+            .cloned()
+    }
+}
+
+enum State {
+    Unloaded,
+    Loading,
+    Loaded(Arc<Loaded>),
+}
+
+struct Entry {
+    spec: ModelSpec,
+    created: u64,
+    state: State,
+    /// Leases out.
+    in_flight: usize,
+    /// Requests waiting for this model to finish loading: it must not expire under them.
+    waiters: usize,
+    last_used: Instant,
+    /// When an idle loaded model is unloaded; `None` = never.
+    expires: Option<Instant>,
+    /// Load attempts so far, so that waiters of a failed attempt get its error.
+    attempt: u64,
+    failure: Option<(u64, String)>,
+    loads: u64,
+    unloads: u64,
+    /// Counters of engines already unloaded, so `/metrics` counters never go backwards.
+    retired: Metrics,
+}
+
+impl Entry {
+    fn idle(&self) -> bool {
+        self.in_flight == 0 && self.waiters == 0
+    }
+
+    fn unload(&mut self) -> Option<Arc<Loaded>> {
+        let State::Loaded(loaded) = std::mem::replace(&mut self.state, State::Unloaded) else {
+            return None;
+        };
+        absorb(&mut self.retired, &loaded.engine().metrics());
+        self.unloads += 1;
+        self.expires = None;
+        eprintln!("unloaded model {}", self.spec.name);
+        Some(loaded)
+    }
+}
+
+/// What `/metrics` reports per model.
+#[derive(Debug)]
+pub struct ModelStats {
+    pub name: String,
+    pub loaded: bool,
+    pub loading: bool,
+    pub loads: u64,
+    pub unloads: u64,
+    /// Live engine metrics plus those of unloaded engines.
+    pub metrics: Metrics,
+}
+
+/// The registry; share it as `Arc<Registry>`.
+pub struct Registry {
+    entries: Mutex<Vec<Entry>>,
+    changed: Notify,
+    config: EngineConfig,
+    max_loaded: usize,
+    keep_alive: KeepAlive,
+}
+
+/// A model in use by one request.
+pub struct Lease {
+    registry: Arc<Registry>,
+    index: usize,
+    loaded: Option<Arc<Loaded>>,
+    keep_alive: KeepAlive,
+}
+
+impl std::ops::Deref for Lease {
+    type Target = Loaded;
+
+    fn deref(&self) -> &Loaded {
+        // Only `Drop` takes it out.
+        self.loaded.as_deref().expect("a lease holds its model until dropped")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.loaded = None;
+        self.registry.release(self.index, self.keep_alive);
+    }
+}
+
+/// Counts a request waiting for a load, and uncounts it however the wait ends (a client that
+/// disconnects drops the waiting future).
+struct Waiting<'a> {
+    registry: &'a Registry,
+    index: usize,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.registry.lock()[self.index].waiters -= 1;
+        self.registry.changed.notify_waiters();
+    }
+}
+
+impl Registry {
+    pub fn new(specs: Vec<ModelSpec>, config: EngineConfig, max_loaded: usize, keep_alive: KeepAlive) -> Arc<Self> {
+        let now = Instant::now();
+        let entries = specs
+            .into_iter()
+            .map(|spec| Entry {
+                created: std::fs::metadata(&spec.path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs()),
+                spec,
+                state: State::Unloaded,
+                in_flight: 0,
+                waiters: 0,
+                last_used: now,
+                expires: None,
+                attempt: 0,
+                failure: None,
+                loads: 0,
+                unloads: 0,
+                retired: Metrics::default(),
+            })
+            .collect();
+        Arc::new(Registry { entries: Mutex::new(entries), changed: Notify::new(), config, max_loaded, keep_alive })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Entry>> {
+        // Nothing panics while holding the lock; if something did, the data is still usable.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.lock().iter().map(|e| e.spec.name.clone()).collect()
+    }
+
+    /// The entry for `name`; no name (or an empty one) means the first model.
+    fn index(&self, name: Option<&str>) -> Result<usize, ApiError> {
+        let entries = self.lock();
+        match name.filter(|n| !n.is_empty()) {
+            None => Ok(0),
+            Some(n) => entries.iter().position(|e| e.spec.name == n).ok_or_else(|| {
+                let known: Vec<String> = entries.iter().map(|e| e.spec.name.clone()).collect();
+                ApiError::model_not_found(n, &known)
+            }),
+        }
+    }
+
+    /// The model `name`, loading it (and evicting an idle one) if needed. Waits while it loads,
+    /// or while every loaded model is busy and there is no room for another.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        name: Option<&str>,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Lease, ApiError> {
+        let index = self.index(name)?;
+        let keep_alive = keep_alive.unwrap_or(self.keep_alive);
+        let mut waited_on: Option<u64> = None;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut evicted = None;
+            let waiting = {
+                let mut entries = self.lock();
+                let max_loaded = self.max_loaded;
+                let resident = entries.iter().filter(|e| !matches!(e.state, State::Unloaded)).count();
+                let e = &mut entries[index];
+                match &e.state {
+                    State::Loaded(loaded) => {
+                        let loaded = loaded.clone();
+                        e.in_flight += 1;
+                        e.last_used = Instant::now();
+                        e.expires = None;
+                        return Ok(Lease { registry: self.clone(), index, loaded: Some(loaded), keep_alive });
+                    }
+                    State::Loading => waited_on = Some(e.attempt),
+                    State::Unloaded => {
+                        if let Some((attempt, message)) = &e.failure {
+                            if waited_on == Some(*attempt) {
+                                return Err(ApiError::internal(message.clone()));
+                            }
+                        }
+                        let room = resident < max_loaded || {
+                            let victim = entries
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, e)| matches!(e.state, State::Loaded(_)) && e.idle())
+                                .min_by_key(|(_, e)| e.last_used)
+                                .map(|(i, _)| i);
+                            evicted = victim.and_then(|v| entries[v].unload());
+                            evicted.is_some()
+                        };
+                        if room {
+                            let e = &mut entries[index];
+                            e.state = State::Loading;
+                            e.attempt += 1;
+                            waited_on = Some(e.attempt);
+                            self.spawn_load(index, e.spec.clone(), e.attempt);
+                        }
+                    }
+                }
+                entries[index].waiters += 1;
+                Waiting { registry: self, index }
+            };
+            drop_off_thread(evicted);
+            notified.await;
+            drop(waiting);
+        }
+    }
+
+    fn spawn_load(self: &Arc<Self>, index: usize, spec: ModelSpec, attempt: u64) {
+        let registry = self.clone();
+        let config = self.config.clone();
+        tokio::spawn(async move {
+            eprintln!("loading model {} from {}", spec.name, spec.path.display());
+            let started = Instant::now();
+            let name = spec.name.clone();
+            let result = tokio::task::spawn_blocking(move || load(&spec, &config))
+                .await
+                .unwrap_or_else(|e| Err(format!("the loading thread failed: {e}")));
+            let mut entries = registry.lock();
+            let e = &mut entries[index];
+            match result {
+                Ok(loaded) => {
+                    eprintln!("loaded model {name} in {:.2}s", started.elapsed().as_secs_f64());
+                    e.state = State::Loaded(Arc::new(loaded));
+                    e.loads += 1;
+                    e.last_used = Instant::now();
+                    e.expires = expiry(registry.keep_alive);
+                }
+                Err(message) => {
+                    eprintln!("error: model {name}: {message}");
+                    e.state = State::Unloaded;
+                    e.failure = Some((attempt, format!("model `{name}` could not be loaded: {message}")));
+                }
+            }
+            drop(entries);
+            registry.changed.notify_waiters();
+        });
+    }
+
+    /// Ends a lease: starts the keep-alive clock, and unloads right away for a zero keep-alive.
+    fn release(&self, index: usize, keep_alive: KeepAlive) {
+        let unloaded = {
+            let mut entries = self.lock();
+            let e = &mut entries[index];
+            e.in_flight -= 1;
+            e.last_used = Instant::now();
+            e.expires = expiry(keep_alive);
+            if e.idle() && e.expires.is_some_and(|t| t <= Instant::now()) {
+                e.unload()
+            } else {
+                None
+            }
+        };
+        drop_off_thread(unloaded);
+        self.changed.notify_waiters();
+    }
+
+    /// Starts loading the default model in the background (the server answers meanwhile,
+    /// `/health` with 503).
+    pub fn preload(self: &Arc<Self>) {
+        let registry = self.clone();
+        tokio::spawn(async move {
+            let _ = registry.acquire(None, None).await;
+        });
+    }
+
+    /// Unloads idle models whose keep-alive ran out, until the registry is dropped.
+    pub async fn run_expiry(self: Arc<Self>) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = Instant::now();
+            let mut next = now + Duration::from_secs(60);
+            let mut unloaded = Vec::new();
+            for e in self.lock().iter_mut() {
+                if !matches!(e.state, State::Loaded(_)) || !e.idle() {
+                    continue;
+                }
+                match e.expires {
+                    Some(t) if t <= now => unloaded.push(e.unload()),
+                    Some(t) => next = next.min(t),
+                    None => {}
+                }
+            }
+            let any = !unloaded.is_empty();
+            unloaded.into_iter().for_each(drop_off_thread);
+            if any {
+                self.changed.notify_waiters();
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(next.into()) => {}
+                () = notified => {}
+            }
+        }
+    }
+
+    /// `true` while a model is being loaded.
+    pub fn loading(&self) -> Vec<String> {
+        self.lock().iter().filter(|e| matches!(e.state, State::Loading)).map(|e| e.spec.name.clone()).collect()
+    }
+
+    /// Every model, as `/v1/models` lists them.
+    pub fn cards(&self) -> Vec<ModelCard> {
+        let (now, now_unix) = (Instant::now(), SystemTime::now());
+        self.lock()
+            .iter()
+            .map(|e| {
+                let loaded = matches!(e.state, State::Loaded(_));
+                let expires_at = e
+                    .expires
+                    .filter(|_| loaded && e.idle())
+                    .and_then(|t| now_unix.checked_add(t.saturating_duration_since(now)))
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs());
+                ModelCard {
+                    id: e.spec.name.clone(),
+                    object: "model",
+                    created: e.created,
+                    owned_by: "llama-rs",
+                    loaded,
+                    expires_at,
+                }
+            })
+            .collect()
+    }
+
+    pub fn stats(&self) -> Vec<ModelStats> {
+        self.lock()
+            .iter()
+            .map(|e| {
+                let mut metrics = e.retired.clone();
+                if let State::Loaded(l) = &e.state {
+                    let live = l.engine().metrics();
+                    absorb(&mut metrics, &live);
+                    metrics.slots = live.slots;
+                    metrics.slots_busy = live.slots_busy;
+                    metrics.queue_depth = live.queue_depth;
+                    metrics.kv_cells = live.kv_cells;
+                    metrics.kv_cells_used = live.kv_cells_used;
+                }
+                ModelStats {
+                    name: e.spec.name.clone(),
+                    loaded: matches!(e.state, State::Loaded(_)),
+                    loading: matches!(e.state, State::Loading),
+                    loads: e.loads,
+                    unloads: e.unloads,
+                    metrics,
+                }
+            })
+            .collect()
+    }
+
+    /// Takes every loaded model out (at shutdown, to drop their engines off the async threads).
+    pub fn unload_all(&self) -> Vec<Arc<Loaded>> {
+        self.lock().iter_mut().filter_map(Entry::unload).collect()
+    }
+}
+
+fn expiry(keep_alive: KeepAlive) -> Option<Instant> {
+    match keep_alive {
+        KeepAlive::Forever => None,
+        KeepAlive::For(d) => Instant::now().checked_add(d),
+    }
+}
+
+fn load(spec: &ModelSpec, config: &EngineConfig) -> Result<Loaded, String> {
+    let model = Model::load(&spec.path).map_err(|e| e.to_string())?;
+    let train = u32::try_from(model.n_ctx_train()).unwrap_or(u32::MAX);
+    let n_ctx = if train > 0 { config.ctx.min(train) } else { config.ctx };
+    let mut params = EngineParams::default().slots(config.parallel).n_ctx(n_ctx).max_queue(config.max_queue);
+    if let Some(t) = config.threads {
+        params = params.threads(t);
+    }
+    let engine = Engine::new(&model, params).map_err(|e| e.to_string())?;
+    Ok(Loaded { name: spec.name.clone(), model, engine, embeddings: OnceCell::new(), n_ctx })
+}
+
+/// Dropping an engine joins its thread: never do that on an async worker.
+fn drop_off_thread(loaded: Option<Arc<Loaded>>) {
+    if let Some(loaded) = loaded {
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || drop(loaded))),
+            Err(_) => drop(loaded),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! From the request's messages or prompt to the engine's [`Prompt`], refusing what this server
+//! cannot honour (images, tool calls) instead of silently dropping it.
+
+use llama::engine::Prompt;
+use llama::{ChatMessage, Token};
+
+use crate::error::ApiError;
+use crate::openai::{Content, Message, PromptInput};
+
+pub fn chat(messages: &[Message]) -> Result<Prompt, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::invalid("messages", "`messages` must hold at least one message"));
+    }
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let role = match m.role.as_str() {
+            // OpenAI's newer name for the system role; chat templates know only `system`.
+            "developer" => "system",
+            r @ ("system" | "user" | "assistant" | "tool") => r,
+            other => {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].role"),
+                    format!("unknown role {other:?} (expected system, developer, user, assistant or tool)"),
+                ))
+            }
+        };
+        if m.tool_calls.as_ref().is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty())) {
+            return Err(ApiError::invalid(format!("messages[{i}].tool_calls"), "tool calls are not supported yet"));
+        }
+        let text = match &m.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t.clone(),
+            Some(Content::Parts(parts)) => {
+                let mut text = String::new();
+                for (j, p) in parts.iter().enumerate() {
+                    match (p.kind.as_str(), &p.text) {
+                        ("text", Some(t)) => text.push_str(t),
+                        ("text", None) => {
+                            return Err(ApiError::invalid(
+                                format!("messages[{i}].content[{j}].text"),
+                                "a text part needs `text`",
+                            ))
+                        }
+                        (kind, _) => {
+                            return Err(ApiError::invalid(
+                                format!("messages[{i}].content[{j}].type"),
+                                format!("content parts of type {kind:?} are not supported (only \"text\")"),
+                            ))
+                        }
+                    }
+                }
+                text
+            }
+        };
+        out.push(ChatMessage::new(role, text));
+    }
+    Ok(Prompt::Chat(out))
+}
+
+/// The one prompt of a text completion (several prompts in one request are not served).
+pub fn completion(input: &PromptInput) -> Result<Prompt, ApiError> {
+    let one = |n: usize| {
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(ApiError::invalid("prompt", format!("exactly one prompt per request is served, got {n}")))
+        }
+    };
+    match input {
+        PromptInput::Texts(texts) => {
+            one(texts.len())?;
+            Ok(Prompt::Text(texts[0].clone()))
+        }
+        PromptInput::Tokens(lists) => {
+            one(lists.len())?;
+            Ok(Prompt::Tokens(tokens("prompt", &lists[0])?))
+        }
+    }
+}
+
+/// Token ids from JSON integers (the vocabulary check comes later, with the model).
+pub fn tokens(param: &str, ids: &[i64]) -> Result<Vec<Token>, ApiError> {
+    ids.iter()
+        .map(|&t| {
+            i32::try_from(t)
+                .map(Token)
+                .map_err(|_| ApiError::invalid(param, format!("token id {t} is not in the vocabulary")))
+        })
+        .collect()
+}
