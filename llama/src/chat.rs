@@ -119,6 +119,12 @@ impl Model {
     }
 }
 
+/// Instructions one render may run: enough for conversations of thousands of messages with
+/// real templates (tested with SmolLM2's), and a hostile template stops within a
+/// fraction of a second.
+#[cfg(feature = "jinja")]
+const RENDER_FUEL: u64 = 10_000_000;
+
 /// A model's full Jinja chat template, rendered in Rust with minijinja (feature `jinja`).
 ///
 /// ```no_run
@@ -161,6 +167,9 @@ impl ChatTemplate {
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, ChatError> {
         use minijinja::{context, Environment, Error, ErrorKind, Value};
         let mut env = Environment::new();
+        // Templates come with model files: without a budget, two nested loops over large ranges
+        // keep a thread busy for hours.
+        env.set_fuel(Some(RENDER_FUEL));
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> Result<Value, Error> {

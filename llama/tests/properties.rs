@@ -793,3 +793,22 @@ fn a_state_claiming_a_huge_architecture_name_allocates_nothing() {
     let grown_mib = (peak_rss_kib() - before) / 1024;
     assert!(grown_mib < 256, "loading 4 bytes of state raised the peak RSS by {grown_mib} MiB");
 }
+
+/// Found by probing the chat_template fuzz target with loops: two nested `range(99999)` loops
+/// kept a thread busy for hours. Rendering now runs on a fuel budget (stopped in ~1.5 s in a
+/// debug build, ~0.2 s in release).
+#[cfg(feature = "jinja")]
+#[test]
+fn a_template_that_loops_for_hours_is_stopped() {
+    use llama::{ChatMessage, ChatTemplate};
+    let spin = "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}";
+    let start = std::time::Instant::now();
+    let err = ChatTemplate::new(spin, "", "").render(&[ChatMessage::user("hi")], true).unwrap_err();
+    println!("stopped after {:?}: {err}", start.elapsed());
+    assert!(start.elapsed() < std::time::Duration::from_secs(60), "{err}");
+    // The budget leaves room for long real conversations.
+    let long: Vec<ChatMessage> = (0..4000)
+        .map(|i| if i % 2 == 0 { ChatMessage::user("question") } else { ChatMessage::assistant("answer") })
+        .collect();
+    ChatTemplate::from_model(smollm2()).unwrap().render(&long, true).unwrap();
+}
