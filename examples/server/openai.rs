@@ -176,13 +176,6 @@ pub enum PromptInput {
 
 impl<'de> Deserialize<'de> for PromptInput {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Item {
-            Text(String),
-            Token(i64),
-            Tokens(Vec<i64>),
-        }
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = PromptInput;
@@ -193,14 +186,18 @@ impl<'de> Deserialize<'de> for PromptInput {
                 Ok(PromptInput::Texts(vec![s.to_string()]))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PromptInput, A::Error> {
-                let mut texts = Vec::new();
-                let mut flat = Vec::new();
-                let mut nested = Vec::new();
-                while let Some(item) = seq.next_element::<Item>()? {
+                let ids =
+                    |v: &Value| v.as_array().and_then(|a| a.iter().map(Value::as_i64).collect::<Option<Vec<_>>>());
+                let (mut texts, mut flat, mut nested) = (Vec::new(), Vec::new(), Vec::new());
+                while let Some(item) = seq.next_element::<Value>()? {
                     match item {
-                        Item::Text(s) => texts.push(s),
-                        Item::Token(t) => flat.push(t),
-                        Item::Tokens(t) => nested.push(t),
+                        Value::String(s) => texts.push(s),
+                        Value::Number(n) => flat.push(
+                            n.as_i64().ok_or_else(|| de::Error::custom(format!("token ids are integers, got {n}")))?,
+                        ),
+                        other => nested.push(ids(&other).ok_or_else(|| {
+                            de::Error::custom("expected a string, a token id or an array of token ids")
+                        })?),
                     }
                 }
                 match (texts.is_empty(), flat.is_empty(), nested.is_empty()) {
