@@ -48,7 +48,11 @@ fuzz() {
 }
 
 stat() { grep -m1 "^stat::$1:" "$log" | awk '{print $2}' || true; }
-findings() { mkdir -p "fuzz/artifacts/$1"; find "fuzz/artifacts/$1" -type f | wc -l; }
+# Crashes, timeouts, out-of-memory and leaks; libFuzzer's slow-unit-* notes are not findings.
+findings() {
+    mkdir -p "fuzz/artifacts/$1"
+    find "fuzz/artifacts/$1" -type f \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) | wc -l
+}
 
 mode=${1:-}
 [[ -z $mode ]] && usage
