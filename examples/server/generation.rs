@@ -83,6 +83,23 @@ impl Drop for Generation {
     }
 }
 
+/// Counts a client disconnect if dropped armed (the future holding it was dropped).
+struct Abandoned<'a>(Option<&'a HttpMetrics>);
+
+impl Abandoned<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if let Some(http) = self.0 {
+            http.disconnected();
+        }
+    }
+}
+
 pub fn new_id(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -138,7 +155,11 @@ impl Generation {
             .await
             .map_err(|e| ApiError::internal(format!("the request could not be submitted: {e}")))?;
         let mut completion = submitted.map_err(|e: SubmitError| ApiError::from_submit(e, shape.prompt_param))?;
-        let (prompt_tokens, cached_tokens) = match next_event(&mut completion).await {
+        // A client that leaves while its request waits for a slot cancels it too: count that.
+        let waiting = Abandoned(Some(&http));
+        let first = next_event(&mut completion).await;
+        waiting.disarm();
+        let (prompt_tokens, cached_tokens) = match first {
             Some(Event::Started { prompt_tokens, cached_tokens }) => (prompt_tokens, cached_tokens),
             Some(Event::Error { message, .. }) => return Err(ApiError::internal(message)),
             _ => return Err(ApiError::unavailable("the model stopped before the request started")),

@@ -86,6 +86,9 @@ fn histogram(out: &mut String, name: &str, help: &str, models: &[(String, &Histo
     }
 }
 
+/// A per-model series: name, help text, and how to read its value.
+type Series = (&'static str, &'static str, fn(&ModelStats) -> u64);
+
 pub fn render(http: &HttpMetrics, models: &[ModelStats]) -> String {
     let mut out = String::new();
     header(&mut out, "llama_http_requests_total", "counter", "HTTP requests answered, by route and status.");
@@ -103,7 +106,7 @@ pub fn render(http: &HttpMetrics, models: &[ModelStats]) -> String {
     let _ = writeln!(out, "llama_http_client_disconnects_total {}", http.disconnects());
 
     let named: Vec<(String, &ModelStats)> = models.iter().map(|m| (escape(&m.name), m)).collect();
-    let gauges: [(&str, &str, fn(&ModelStats) -> u64); 8] = [
+    let gauges: [Series; 8] = [
         ("llama_model_loaded", "1 when the model is loaded.", |m| u64::from(m.loaded)),
         ("llama_model_loading", "1 while the model is being loaded.", |m| u64::from(m.loading)),
         ("llama_slots", "Sequences the model's engine decodes together.", |m| m.metrics.slots as u64),
@@ -119,7 +122,7 @@ pub fn render(http: &HttpMetrics, models: &[ModelStats]) -> String {
             let _ = writeln!(out, "{name}{{model=\"{model}\"}} {}", get(m));
         }
     }
-    let counters: [(&str, &str, fn(&ModelStats) -> u64); 8] = [
+    let counters: [Series; 8] = [
         ("llama_model_loads_total", "Times the model was loaded.", |m| m.loads),
         ("llama_model_unloads_total", "Times the model was unloaded.", |m| m.unloads),
         ("llama_requests_total", "Requests that got a slot.", |m| m.metrics.requests),

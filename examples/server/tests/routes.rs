@@ -670,7 +670,8 @@ fn api_key_guards_every_route_but_health() {
 }
 
 /// With one slot and a queue of one, the third request is refused at once with 503 and
-/// `Retry-After`; a stream dropped by its client frees its slot and is counted.
+/// `Retry-After`; a client that leaves, queued or mid-stream, cancels its request (counted),
+/// and the slot serves the next one.
 #[test]
 fn full_queue_is_503_and_a_dropped_stream_frees_its_slot() {
     runtime().block_on(async {
@@ -699,13 +700,19 @@ fn full_queue_is_503_and_a_dropped_stream_frees_its_slot() {
         assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
         assert_error(&json_of(refused).await, None);
 
-        // The client of the long stream goes away: its slot goes to the queued request.
+        // The queued client goes away: its request leaves the queue without taking a slot.
+        queued.abort();
+        while stats().queue_depth > 0 || s.http.disconnects() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The client of the long stream goes away: its slot serves the next request.
         drop(running);
-        let (status, r) = tokio::time::timeout(Duration::from_secs(60), queued).await.unwrap().unwrap();
+        let next = post(&app, "/v1/chat/completions", json!({"messages": user("Hi"), "max_tokens": 2}));
+        let (status, r) = tokio::time::timeout(Duration::from_secs(60), next).await.unwrap();
         assert_eq!(status, StatusCode::OK, "{r}");
-        assert_eq!(s.http.disconnects(), 1);
+        assert_eq!(s.http.disconnects(), 2);
         let m = stats();
-        assert_eq!(m.finished.cancelled, 1);
+        assert_eq!(m.finished.cancelled, 2);
         assert!(m.generated_tokens < 400, "the dropped stream stopped early");
         assert_eq!(m.rejected_busy, 1);
     });
