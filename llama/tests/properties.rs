@@ -780,7 +780,6 @@ fn bytes_without_a_token_are_dropped() {
 /// against the data. Four bytes of untrusted input cost 4 GiB of memory (an out-of-memory kill on
 /// a smaller machine). Needs the length checked in Rust before `llama_state_set_data`.
 #[test]
-#[ignore = "Context::load_state passes the length to llama.cpp unchecked (reported)"]
 fn a_state_claiming_a_huge_architecture_name_allocates_nothing() {
     fn peak_rss_kib() -> u64 {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

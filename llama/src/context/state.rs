@@ -11,6 +11,47 @@ fn c_path(path: &Path) -> Result<CString, StateError> {
     CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| StateError::InvalidPath)
 }
 
+/// Longest architecture name a state may claim (the real ones are a few bytes).
+const MAX_ARCH_NAME: u32 = 256;
+
+/// A whole state starts with the model's architecture name, length first, and llama.cpp
+/// allocates that length before checking it against the data: four bytes could cost 4 GiB.
+fn check_arch_name(data: &[u8]) -> Result<(), StateError> {
+    let len = data.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(u32::from_le_bytes);
+    match len {
+        Some(n) if n <= MAX_ARCH_NAME && n as usize <= data.len() - 4 => Ok(()),
+        _ => Err(StateError::Rejected),
+    }
+}
+
+/// A session file holds magic, version, token count, tokens, then the state: checks the token
+/// count against `max_tokens` and the file (so a buffer is sized by what is there), and for a
+/// `whole` state the architecture name as [`check_arch_name`]. Returns the token count.
+fn check_session_file(path: &Path, max_tokens: usize, whole: bool) -> Result<usize, StateError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let rejected = |_| StateError::FileRejected(max_tokens);
+    let mut file = std::fs::File::open(path).map_err(rejected)?;
+    let len = file.metadata().map_err(rejected)?.len();
+    let mut header = [0u8; 12];
+    file.read_exact(&mut header).map_err(rejected)?;
+    let n_tokens = u64::from(u32::from_le_bytes([header[8], header[9], header[10], header[11]]));
+    let state_at = 12 + n_tokens * 4;
+    if state_at > len || n_tokens > max_tokens as u64 {
+        return Err(StateError::FileRejected(max_tokens));
+    }
+    if !whole {
+        return Ok(n_tokens as usize);
+    }
+    file.seek(SeekFrom::Start(state_at)).map_err(rejected)?;
+    let mut name = [0u8; 4];
+    file.read_exact(&mut name).map_err(rejected)?;
+    let n = u64::from(u32::from_le_bytes(name));
+    if n > u64::from(MAX_ARCH_NAME) || state_at + 4 + n > len {
+        return Err(StateError::FileRejected(max_tokens));
+    }
+    Ok(n_tokens as usize)
+}
+
 impl Context {
     /// Serialises the whole state: the KV cache of every sequence (not the last decode's
     /// logits: decode the next token after restoring). llama.cpp checks the architecture and
@@ -41,6 +82,10 @@ impl Context {
     /// Restores a state from [`save_state`](Self::save_state). On error the KV cache is cleared.
     pub fn load_state(&mut self, data: &[u8]) -> Result<(), StateError> {
         self.ledger.forget_all();
+        if let Err(e) = check_arch_name(data) {
+            self.clear_kv();
+            return Err(e);
+        }
         // SAFETY: `data` is readable for its length; llama.cpp bounds-checks every read against
         // it and reports failure with 0.
         let n = unsafe { llama_sys::llama_rs_state_set_data(self.as_ptr(), data.as_ptr(), data.len()) };
@@ -67,10 +112,12 @@ impl Context {
     /// tokens (at most `max_tokens`). On error the KV cache is cleared.
     pub fn load_state_file(&mut self, path: impl AsRef<Path>, max_tokens: usize) -> Result<Vec<Token>, StateError> {
         self.ledger.forget_all();
+        let n_tokens = check_session_file(path.as_ref(), max_tokens, true)?;
         let path = c_path(path.as_ref())?;
-        let mut tokens = vec![Token(0); max_tokens];
+        // Sized by the file (checked against `max_tokens`), not by the caller's bound.
+        let mut tokens = vec![Token(0); n_tokens];
         let mut n = 0usize;
-        // SAFETY: NUL-terminated path; `tokens` has room for `max_tokens`; `n` is writable.
+        // SAFETY: NUL-terminated path; `tokens` has room for `n_tokens`; `n` is writable.
         let ok = unsafe {
             llama_sys::llama_rs_state_load_file(
                 self.as_ptr(),
@@ -145,10 +192,11 @@ impl Context {
     ) -> Result<Vec<Token>, StateError> {
         self.ledger.forget(seq);
         self.check_seq(seq)?;
+        let n_tokens = check_session_file(path.as_ref(), max_tokens, false)?;
         let path = c_path(path.as_ref())?;
-        let mut tokens = vec![Token(0); max_tokens];
+        let mut tokens = vec![Token(0); n_tokens];
         let mut n = 0usize;
-        // SAFETY: NUL-terminated path, seq validated, `tokens` has room for `max_tokens`.
+        // SAFETY: NUL-terminated path, seq validated, `tokens` has room for `n_tokens`.
         let read = unsafe {
             llama_sys::llama_rs_state_seq_load_file(
                 self.as_ptr(),
