@@ -91,6 +91,16 @@ struct Converter<'a> {
     depth: usize,
 }
 
+/// Largest repetition count llama.cpp's grammar parser accepts (`x{n,m}`).
+const MAX_REPETITION: u64 = 2000;
+
+fn check_repetition(what: &str, min: u64, max: Option<u64>, hint: &str) -> Result<(), SchemaError> {
+    if min > MAX_REPETITION || max.is_some_and(|m| m > MAX_REPETITION) {
+        return Err(SchemaError::Unsupported(format!("{what} above {MAX_REPETITION} at {hint}")));
+    }
+    Ok(())
+}
+
 /// Deepest nesting of sub-schemas accepted (serde_json's own parser stops at 128 levels of
 /// JSON, and each schema level is at least two).
 const MAX_DEPTH: usize = 128;
@@ -178,6 +188,9 @@ impl Converter<'_> {
         }
         for key in ["anyOf", "oneOf"] {
             if let Some(alts) = o.get(key).and_then(Value::as_array) {
+                if alts.is_empty() {
+                    return Err(SchemaError::Invalid(format!("empty {key} at {hint}")));
+                }
                 let names = alts
                     .iter()
                     .enumerate()
@@ -190,6 +203,9 @@ impl Converter<'_> {
             return self.visit(&self.merge_all_of(parts)?, hint);
         }
         match o.get("type") {
+            Some(Value::Array(types)) if types.is_empty() => {
+                Err(SchemaError::Invalid(format!("empty type list at {hint}")))
+            }
             Some(Value::Array(types)) => {
                 let names = types
                     .iter()
@@ -224,6 +240,11 @@ impl Converter<'_> {
         let name = self.add(&hint, String::new());
         self.refs.insert(r.to_string(), name.clone());
         let body = self.visit(target, &format!("{hint}-body"))?;
+        // A rule that is only another rule still being defined (itself, or a cycle of bare
+        // `$ref`s) matches nothing and is left recursion to llama.cpp.
+        if self.rules.get(&body).is_some_and(String::is_empty) {
+            return Err(SchemaError::Unsupported(format!("$ref {r} refers to itself without content")));
+        }
         self.rules.insert(name.clone(), body);
         Ok(name)
     }
@@ -312,6 +333,7 @@ impl Converter<'_> {
             return Ok("string".into());
         }
         let min = min.unwrap_or(0);
+        check_repetition("minLength/maxLength", min, max, hint)?;
         let reps = match max {
             Some(max) if max < min => return Err(SchemaError::Invalid(format!("maxLength < minLength at {hint}"))),
             Some(max) => format!("{{{min},{max}}}"),
@@ -339,6 +361,7 @@ impl Converter<'_> {
         if max.is_some_and(|m| m < min) {
             return Err(SchemaError::Invalid(format!("maxItems < minItems at {hint}")));
         }
+        check_repetition("minItems/maxItems", min, max, hint)?;
         let body = match (min, max) {
             (_, Some(0)) => String::new(),
             (0, None) => format!("( {item} ( \",\" space {item} )* )?"),

@@ -674,32 +674,13 @@ mod schema {
         })
     }
 
-    /// The classes listed in `SCHEMAS_WITH_UNPARSABLE_GRAMMARS`, skipped here until the
-    /// converter refuses them; that test is ignored until then.
-    fn known_converter_bug(v: &Value) -> bool {
-        match v {
-            Value::Object(o) => {
-                let empty = |k: &str| o.get(k).and_then(Value::as_array).is_some_and(Vec::is_empty);
-                let huge = |k: &str| o.get(k).and_then(Value::as_u64).is_some_and(|n| n > 2000);
-                empty("anyOf")
-                    || empty("oneOf")
-                    || empty("type")
-                    || huge("minItems")
-                    || huge("minLength")
-                    || o.values().any(known_converter_bug)
-            }
-            Value::Array(a) => a.iter().any(known_converter_bug),
-            _ => false,
-        }
-    }
-
     proptest! {
         #![proptest_config(config(384))]
 
         /// Conversion never panics, and every grammar it returns is one llama.cpp accepts.
         #[test]
         fn schema_grammars_parse(schema in schema_value()) {
-            if let (Ok(gbnf), false) = (llama::json_schema_to_grammar(&schema), known_converter_bug(&schema)) {
+            if let Ok(gbnf) = llama::json_schema_to_grammar(&schema) {
                 prop_assert!(gbnf.starts_with("root ::= "));
                 let parsed = Sampler::chain().grammar(smollm2(), &gbnf, "root");
                 prop_assert!(parsed.is_ok(), "{schema}\n{gbnf}\n{:?}", parsed.err());
@@ -741,7 +722,6 @@ const SCHEMAS_WITH_UNPARSABLE_GRAMMARS: &[&str] = &[
 
 #[cfg(feature = "json-schema")]
 #[test]
-#[ignore = "json_schema.rs emits grammars llama.cpp refuses (reported; see the list)"]
 fn schema_grammar_regressions() {
     let mut bad = Vec::new();
     for text in SCHEMAS_WITH_UNPARSABLE_GRAMMARS {

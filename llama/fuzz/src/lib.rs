@@ -34,26 +34,3 @@ pub fn full_model() -> &'static llama::Model {
 pub fn scratch_file(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("llama-fuzz-{}-{name}", std::process::id()))
 }
-
-/// Schemas whose grammars llama.cpp refuses although the converter accepts them: known and
-/// reported (see `schema_grammar_regressions` in `llama/tests/properties.rs`), skipped so the
-/// fuzzer looks for new ones. A definition that is only itself (left recursion) is the third
-/// known class; the target recognises it by llama.cpp's message. Remove with that test's
-/// `#[ignore]` once the converter is fixed.
-pub fn known_converter_bug(v: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match v {
-        Value::Object(o) => {
-            let empty = |k: &str| o.get(k).and_then(Value::as_array).is_some_and(Vec::is_empty);
-            let huge = |k: &str| o.get(k).and_then(Value::as_u64).is_some_and(|n| n > 2000);
-            empty("anyOf")
-                || empty("oneOf")
-                || empty("type")
-                || huge("minItems")
-                || huge("minLength")
-                || o.values().any(known_converter_bug)
-        }
-        Value::Array(a) => a.iter().any(known_converter_bug),
-        _ => false,
-    }
-}
