@@ -45,14 +45,18 @@ impl std::fmt::Debug for Batch {
     }
 }
 
+/// Most entries a batch may hold: far beyond any context's batch size, and small enough that the
+/// one array touched up front (a pointer per entry) stays at 128 MiB.
+pub const MAX_BATCH: usize = 1 << 24;
+
 /// A zero-filled vector of exactly `n` elements, or the number of bytes that could not be had.
 fn zeroed<T: Clone + Default>(n: usize) -> Result<Vec<T>, BatchError> {
     let bytes = n.saturating_mul(std::mem::size_of::<T>());
-    let mut v = Vec::new();
-    // Reserve first: an impossible size fails here without touching memory.
-    v.try_reserve_exact(n).map_err(|_| BatchError::AllocFailed { bytes })?;
-    v.resize(n, T::default());
-    Ok(v)
+    // Probe first: an impossible size fails here, as an error, without touching memory.
+    Vec::<T>::new().try_reserve_exact(n).map_err(|_| BatchError::AllocFailed { bytes })?;
+    // Zeroes of plain numbers come from the allocator as untouched pages, so a large batch
+    // costs memory only as it fills.
+    Ok(vec![T::default(); n])
 }
 
 impl Batch {
@@ -83,7 +87,7 @@ impl Batch {
 
     fn alloc(capacity: usize, n_embd: usize, n_seq_max: usize) -> Result<Batch, BatchError> {
         let capacity = capacity.max(1);
-        if capacity > i32::MAX as usize || n_embd > i32::MAX as usize {
+        if capacity > MAX_BATCH || n_embd > i32::MAX as usize {
             return Err(BatchError::TooLarge { capacity, n_embd });
         }
         // SAFETY: a pure query of a compile-time limit.

@@ -111,8 +111,8 @@ pub enum BatchError {
     /// A token was added to an embeddings batch, or an embedding to a token batch.
     #[error("this batch holds {0}; create it with the matching constructor")]
     WrongInput(&'static str),
-    /// The batch is larger than llama.cpp can address (`capacity` and `n_embd` must fit `i32`,
-    /// and their product `usize`).
+    /// The batch is too large: more than [`MAX_BATCH`](crate::MAX_BATCH) entries, an
+    /// embedding width beyond `i32`, or more bytes than can be addressed.
     #[error("a batch of {capacity} entries (embedding width {n_embd}) is too large")]
     TooLarge {
         /// Entries asked for.

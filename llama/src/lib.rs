@@ -78,7 +78,7 @@ mod vocab;
 
 pub use adapter::{AdapterError, ControlVector, LoraAdapter};
 pub use backend::{devices, numa_init, supports_gpu_offload, system_info, version, Device, DeviceKind, NumaStrategy};
-pub use batch::Batch;
+pub use batch::{Batch, MAX_BATCH};
 #[cfg(feature = "jinja")]
 pub use chat::ChatTemplate;
 pub use chat::{apply_builtin_template, builtin_templates, ChatMessage};

@@ -15,6 +15,12 @@ fn absurd_batch_sizes_are_errors() {
     // 32 TiB: fits the index types, cannot be allocated.
     let err = Batch::new_embeddings(1 << 20, 1 << 23, 1).unwrap_err();
     assert!(matches!(err, BatchError::AllocFailed { .. }), "{err}");
+    // Near i32::MAX entries: refused before anything is allocated or touched.
+    assert!(matches!(Batch::try_new(i32::MAX as usize, 1), Err(BatchError::TooLarge { .. })));
+    // The largest batch allowed costs only the memory it touches (pages are zeroed lazily).
+    let big = Batch::try_new(llama::MAX_BATCH, 1).unwrap();
+    assert_eq!(big.capacity(), llama::MAX_BATCH);
+    drop(big);
     // More sequence ids per entry than llama.cpp has sequences is clamped, not allocated.
     let batch = Batch::try_new(4, usize::MAX).unwrap();
     assert_eq!(batch.capacity(), 4);
