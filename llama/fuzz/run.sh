@@ -2,7 +2,10 @@
 # Fuzzes the safe crate with cargo fuzz (libFuzzer) and reports per target.
 #
 #   llama/fuzz/run.sh TARGET|all [MINUTES]   fuzz each target for MINUTES (default 1)
-#   llama/fuzz/run.sh replay [TARGET|all]    run every input of the seeds and corpus once (CI)
+#   llama/fuzz/run.sh replay [TARGET|all]    run every input of the seeds and corpus once
+#
+# The ordinary test suite replays the same inputs through the same target code without cargo
+# fuzz (`cargo test -p llama --test fuzz_replay`): that is what CI runs.
 #   llama/fuzz/run.sh list                   the targets
 #
 # Targets: gguf, tokenize, grammar, json_schema, chat_template, state. Starting inputs are the

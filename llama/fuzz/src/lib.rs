@@ -7,6 +7,9 @@ use std::sync::OnceLock;
 #[allow(dead_code)]
 mod models;
 
+#[path = "targets.rs"]
+pub mod targets;
+
 fn default_model_path() -> PathBuf {
     // A fuzz run cannot start without the model; failing loudly here is the clearest report.
     models::default_model().unwrap_or_else(|e| panic!("cannot fetch the default model: {e}"))

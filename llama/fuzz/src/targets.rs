@@ -1,0 +1,151 @@
+//! The fuzz targets' bodies: each takes libFuzzer's input and may refuse it, never crash.
+//! The `fuzz_targets/` wrappers hand them to libFuzzer; `llama/tests/fuzz_replay.rs` runs the
+//! committed seeds (and any local corpus) through them in the ordinary test suite.
+
+use std::cell::RefCell;
+
+use llama::{
+    Batch, ChatMessage, ChatTemplate, Context, ContextParams, Model, Sampler, Token, TokenDataArray, Utf8Decoder,
+};
+
+/// Arbitrary bytes as a model file: the Rust GGUF validation, then llama.cpp's loader for what
+/// passes it (vocabulary only, then everything), then a context and one decoded token for what
+/// loads. Any of these may refuse; none may crash.
+pub fn gguf(data: &[u8]) {
+    let path = super::scratch_file("model.gguf");
+    if std::fs::write(&path, data).is_err() {
+        return;
+    }
+    let _ = Model::builder(&path).vocab_only(true).load();
+    let Ok(model) = Model::builder(&path).load() else { return };
+    let Ok(mut ctx) = model.context(ContextParams::default().n_ctx(16).n_batch(16).n_threads(1)) else { return };
+    let mut batch = Batch::new(1, 1);
+    if batch.add(Token(0), 0, &[0], true).is_ok() {
+        let _ = ctx.decode(&batch);
+    }
+}
+
+/// Whether the vocabulary has a token for the lone byte `b`.
+fn byte_has_token(b: u8) -> bool {
+    static TABLE: std::sync::OnceLock<[bool; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let vocab = super::vocab_model().vocab();
+        let mut table = [false; 256];
+        for id in 0..vocab.n_tokens() {
+            if let Ok([b]) = vocab.token_to_bytes(Token(id), false).as_deref() {
+                table[*b as usize] = true;
+            }
+        }
+        table
+    })[b as usize]
+}
+
+/// Arbitrary text through the default model's tokenizer: ids stay in the vocabulary, plain text
+/// round-trips, and arbitrary ids detokenize or are refused. The first byte picks the flags.
+pub fn tokenize(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else { return };
+    let vocab = super::vocab_model().vocab();
+    let text = String::from_utf8_lossy(rest);
+    let (add_special, parse_special) = (flags & 1 != 0, flags & 2 != 0);
+    let tokens = vocab.tokenize_with(&text, add_special, parse_special).expect("valid text tokenizes");
+    assert!(tokens.iter().all(|&t| vocab.check(t).is_ok()), "an id outside the vocabulary");
+    if !add_special && !parse_special {
+        // Bytes the vocabulary has no token for are dropped (see `Vocab::tokenize`).
+        let kept: Vec<u8> = text.bytes().filter(|&b| byte_has_token(b)).collect();
+        let kept = String::from_utf8_lossy(&kept);
+        assert_eq!(vocab.detokenize(&tokens).expect("own ids detokenize"), kept, "round trip");
+    }
+    let mut decoder = Utf8Decoder::default();
+    for &t in tokens.iter().take(64) {
+        let _ = decoder.push(&vocab.token_to_bytes(t, flags & 4 != 0).expect("own ids render"));
+    }
+    let _ = decoder.finish();
+
+    let ids: Vec<Token> = rest.chunks_exact(4).map(|c| Token(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect();
+    let _ = vocab.detokenize(&ids);
+    for &t in ids.iter().take(16) {
+        let _ = vocab.token_to_bytes(t, true);
+        let _ = vocab.text(t);
+        let _ = (vocab.is_eog(t), vocab.is_control(t));
+    }
+}
+
+/// Arbitrary GBNF through `Sampler::grammar` on the real vocabulary; a grammar that parses is
+/// then driven for a few tokens over the first 256 ids (mostly single characters).
+pub fn grammar(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let model = super::vocab_model();
+    let Ok(mut sampler) = Sampler::chain().grammar(model, text, "root").map(|s| s.greedy_pick()) else { return };
+    let logits: Vec<f32> = (0..256).map(|i| ((i * 37) % 11) as f32).collect();
+    for _ in 0..8 {
+        let mut candidates = TokenDataArray::from_logits(&logits);
+        if sampler.apply(&mut candidates).is_err() {
+            break;
+        }
+        let Some(pick) = candidates.selected().filter(|t| t.logit.is_finite()).map(|t| t.id) else { break };
+        if sampler.accept(pick).is_err() {
+            break;
+        }
+    }
+}
+
+/// Arbitrary JSON as a JSON Schema: conversion refuses or returns a grammar, and every grammar
+/// it returns must parse in llama.cpp.
+pub fn json_schema(data: &[u8]) {
+    let Ok(schema) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    let Ok(gbnf) = llama::json_schema_to_grammar(&schema) else { return };
+    match Sampler::chain().grammar(super::vocab_model(), &gbnf, "root") {
+        Ok(_) => {}
+        Err(e) => panic!("grammar from {schema} does not parse: {e}\n{gbnf}"),
+    }
+}
+
+/// Hostile Jinja chat templates: rendering a conversation (and rendering it to tokens, which
+/// renders twice and splits around the message contents) refuses or returns text. The input is
+/// the template, optionally followed by a NUL and the user's message.
+pub fn chat_template(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (source, content) = text.split_once('\0').unwrap_or((&text, "What is 2+2?"));
+    let template = ChatTemplate::new(source, "<|im_start|>", "<|im_end|>");
+    let messages = [
+        ChatMessage::system("Be brief."),
+        ChatMessage::user(content),
+        ChatMessage::assistant("4."),
+        ChatMessage::user(content),
+    ];
+    let _ = template.render(&messages, true);
+    let _ = template.render_tokens(&super::vocab_model().vocab(), &messages, true);
+}
+
+thread_local! {
+    static CTX: RefCell<Context> = RefCell::new(
+        super::full_model()
+            .context(ContextParams::default().n_ctx(64).n_batch(64).n_seq_max(2).n_threads(1))
+            .unwrap_or_else(|e| panic!("context: {e}")),
+    );
+}
+
+fn decode_next(ctx: &mut Context, seq: i32) {
+    let next = ctx.kv_seq_pos_max(seq).ok().flatten().map_or(Some(0), |p| p.checked_add(1));
+    let mut batch = Batch::new(1, 1);
+    if let Some(pos) = next {
+        if batch.add(Token(1), pos, &[seq], true).is_ok() {
+            let _ = ctx.decode(&batch);
+        }
+    }
+}
+
+/// Arbitrary bytes as saved context state, whole and per sequence: refused, or loaded into a
+/// cache that the next decode can use.
+pub fn state(data: &[u8]) {
+    CTX.with_borrow_mut(|ctx| {
+        if ctx.load_state(data).is_ok() {
+            decode_next(ctx, 0);
+        }
+        ctx.clear_kv();
+        if ctx.load_seq_state(1, data).is_ok() {
+            decode_next(ctx, 1);
+        }
+        ctx.clear_kv();
+    });
+}
