@@ -7,6 +7,7 @@
 //! ```text
 //! cargo build --release --example server
 //! cargo bench --bench http_load -- [--model PATH] [--threads 2] [--rounds 3] [--tokens 96]
+//!     [--clients 1,4,8]
 //! ```
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -28,6 +29,7 @@ struct Args {
     threads: i32,
     rounds: usize,
     tokens: usize,
+    clients: Vec<usize>,
 }
 
 /// A prompt every model continues for as long as asked, without an end-of-text: the next numbers.
@@ -171,7 +173,7 @@ fn start_server(model: &std::path::Path, threads: i32) -> Result<(Server, String
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut a = Args { model: None, threads: 2, rounds: 3, tokens: 96 };
+    let mut a = Args { model: None, threads: 2, rounds: 3, tokens: 96, clients: CLIENTS.to_vec() };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut v = || it.next().ok_or(format!("{arg} needs a value"));
@@ -180,6 +182,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--threads" => a.threads = v()?.parse()?,
             "--rounds" => a.rounds = v()?.parse()?,
             "--tokens" => a.tokens = v()?.parse()?,
+            "--clients" => a.clients = v()?.split(',').map(str::parse).collect::<Result<_, _>>()?,
             // `cargo bench` passes --bench.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}").into()),
@@ -197,8 +200,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     http(&addr, 1, 8);
 
     println!("{} tokens per client, {} rounds, {} threads, {SLOTS} slots", a.tokens, a.rounds, a.threads);
-    println!("{:>7}  {:>12}  {:>10}  {:>6}", "clients", "direct t/s", "HTTP t/s", "ratio");
-    for clients in CLIENTS {
+    println!("{:>7}  {:>12}  {:>10}  {:>6}   per round", "clients", "direct t/s", "HTTP t/s", "ratio");
+    for &clients in &a.clients {
         let (mut d, mut h) = (Vec::new(), Vec::new());
         for round in 0..a.rounds {
             // Alternate which goes first, so a drift in speed does not favour one side.
@@ -210,8 +213,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 d.push(direct(&engine, clients, a.tokens));
             }
         }
+        let rounds = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
+        let spread = format!("direct [{}], HTTP [{}]", rounds(&d), rounds(&h));
         let (d, h) = (median(d), median(h));
-        println!("{clients:>7}  {d:>12.1}  {h:>10.1}  {:>6.3}", h / d);
+        println!("{clients:>7}  {d:>12.1}  {h:>10.1}  {:>6.3}   {spread}", h / d);
     }
     Ok(())
 }

@@ -69,9 +69,10 @@ struct Cli {
     /// Models loaded at once; loading another evicts the least recently used idle one.
     #[arg(long, env = "LLAMA_SERVER_MAX_LOADED_MODELS", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
     max_loaded_models: u16,
-    /// Requests that may wait for a slot, per model; beyond, 503 with Retry-After.
-    #[arg(long, env = "LLAMA_SERVER_MAX_QUEUE", default_value_t = 64)]
-    max_queue: usize,
+    /// Requests that may wait for a slot, per model; beyond, 503 with Retry-After. Every
+    /// request passes through the queue, so it holds at least one.
+    #[arg(long, env = "LLAMA_SERVER_MAX_QUEUE", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_queue: u32,
     /// Require `Authorization: Bearer KEY` on every route but /health.
     #[arg(long, env = "LLAMA_SERVER_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -182,7 +183,7 @@ async fn serve(cli: Cli, specs: Vec<ModelSpec>) -> ExitCode {
         parallel: usize::from(cli.parallel),
         ctx: cli.ctx,
         threads: cli.threads,
-        max_queue: cli.max_queue,
+        max_queue: cli.max_queue as usize,
     };
     let registry = Registry::new(specs, config, usize::from(cli.max_loaded_models), cli.keep_alive);
     let state = AppState {
