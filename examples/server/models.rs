@@ -307,7 +307,8 @@ impl Registry {
                 Err(message) => {
                     eprintln!("error: model {name}: {message}");
                     e.state = State::Unloaded;
-                    e.failure = Some((attempt, format!("model `{name}` could not be loaded: {message}")));
+                    // The reason (paths, file details) goes to the log, not to clients.
+                    e.failure = Some((attempt, format!("model `{name}` could not be loaded (see the server log)")));
                 }
             }
             drop(entries);

@@ -783,3 +783,28 @@ fn lenient_wire_types() {
     let e = body::parse::<Options>(br#"{"temperature":"warm"}"#).unwrap_err();
     assert_eq!(e.param.as_deref(), Some("temperature"));
 }
+
+/// A registered file that is not a model (the operator's mistake, not the client's): a 500 that
+/// does not reveal the path, the server stays up, and the next request tries again.
+#[test]
+fn a_model_that_fails_to_load_is_a_server_error() {
+    runtime().block_on(async {
+        let bad = std::env::temp_dir().join(format!("not-a-model-{}.gguf", std::process::id()));
+        std::fs::write(&bad, b"GGUF but not really").unwrap();
+        let s = {
+            let spec = ModelSpec { name: "broken".into(), path: bad.clone() };
+            state(Registry::new(vec![spec], config(1, 4), 1, KeepAlive::Forever), None)
+        };
+        let app = routes::router(s.clone(), None);
+        for _ in 0..2 {
+            let (status, r) = post(&app, "/v1/chat/completions", json!({"messages": user("Hi")})).await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{r}");
+            assert_error(&r, None);
+            assert!(!r["error"]["message"].as_str().unwrap().contains(bad.to_str().unwrap()), "{r}");
+            let (status, _) = get(&app, "/health").await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        assert_eq!(s.registry.stats()[0].loads, 0);
+        let _ = std::fs::remove_file(bad);
+    });
+}
