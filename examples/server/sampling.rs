@@ -22,6 +22,9 @@ const MIN_P: f64 = 0.05;
 const PENALTY_WINDOW: i32 = 64;
 const MAX_STOP: usize = 16;
 const MAX_TOP_LOGPROBS: i64 = 20;
+/// Longest GBNF grammar accepted. llama.cpp prints a grammar that fails to parse to stderr in
+/// full: without a bound, one request could write megabytes into the server's log.
+const MAX_GRAMMAR: usize = 64 << 10;
 
 /// What a completion must follow, if anything.
 #[derive(Debug, Clone)]
@@ -121,6 +124,9 @@ impl Plan {
                 .map_err(|_| ApiError::invalid(&param, format!("`logit_bias` keys are token ids, got {key:?}")))?;
             let bias = within(&param, bias, -100.0, 100.0)?;
             logit_bias.push((token, bias as f32));
+        }
+        if o.grammar.as_ref().is_some_and(|g| g.len() > MAX_GRAMMAR) {
+            return Err(ApiError::invalid("grammar", format!("the grammar is longer than {MAX_GRAMMAR} bytes")));
         }
         let constraint = match (format, &o.grammar) {
             (Some(ResponseFormat::Text) | None, None) => Constraint::None,

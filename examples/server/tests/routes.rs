@@ -545,6 +545,13 @@ fn bad_inputs_get_their_status_and_the_server_stays_healthy() {
                 Some("logit_bias.5"),
             ),
             (
+                "huge grammar",
+                "/v1/chat/completions",
+                json!({"messages": msg, "grammar": format!("root ::= \"{}\"", "a".repeat(100_000))}),
+                StatusCode::BAD_REQUEST,
+                Some("grammar"),
+            ),
+            (
                 "bad grammar",
                 "/v1/chat/completions",
                 json!({"messages": msg, "grammar": "root ::= ("}),
