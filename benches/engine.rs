@@ -108,22 +108,47 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Generated tokens per second of `n` concurrent streams.
+/// Generated tokens per second of `n` concurrent streams, read as a server would: one async task
+/// per stream on a single runtime thread. The time is the engine's own (submission to the last
+/// completion's end).
 fn streams(engine: &Engine, model: &Model, n: usize, tokens: usize) -> Result<f64, Box<dyn std::error::Error>> {
-    let start = Instant::now();
-    let mut handles = Vec::new();
+    use futures::StreamExt;
+    let mut completions = Vec::new();
     for p in PROMPTS.iter().take(n) {
         let req = Request::new(*p).sampler(no_eog(model)?).params(GenerateParams::default().max_tokens(tokens));
-        let stream = engine.submit(req)?;
-        handles.push(std::thread::spawn(move || {
-            stream.filter(|e| matches!(e, Event::Piece { piece, .. } if piece.token.is_some())).count()
-        }));
+        completions.push(engine.submit(req)?);
     }
-    let total: usize = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
-    let secs = start.elapsed().as_secs_f64();
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let done: Vec<(usize, f64)> = runtime.block_on(async {
+        let tasks: Vec<_> = completions
+            .into_iter()
+            .map(|mut stream| {
+                tokio::spawn(async move {
+                    let (mut tokens, mut took) = (0, 0.0);
+                    while let Some(e) = stream.next().await {
+                        match e {
+                            Event::Piece { piece, .. } if piece.token.is_some() => tokens += 1,
+                            Event::Done { timings, .. } => took = timings.total.as_secs_f64(),
+                            _ => {}
+                        }
+                    }
+                    (tokens, took)
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap_or((0, 0.0)));
+        }
+        out
+    });
+    let total: usize = done.iter().map(|d| d.0).sum();
+    let secs = done.iter().map(|d| d.1).fold(0.0, f64::max);
     if std::env::var_os("ENGINE_BENCH_VERBOSE").is_some() {
-        let m = engine.metrics();
-        eprintln!("  {n} streams: {total} tokens in {secs:.2} s, {} decode steps so far", m.decode_steps);
+        eprintln!(
+            "  {n} streams: {total} tokens in {secs:.2} s, {} decode steps so far",
+            engine.metrics().decode_steps
+        );
     }
     Ok(total as f64 / secs)
 }
@@ -164,6 +189,10 @@ fn decode_costs(
         }
     }
     let medians: Vec<f64> = times.into_iter().map(median).collect();
+    if std::env::var_os("ENGINE_BENCH_VERBOSE").is_some() {
+        let ms: Vec<String> = medians.iter().map(|t| format!("{:.2}", t * 1e3)).collect();
+        eprintln!("  decode ms for {sizes:?} sequences: {}", ms.join(", "));
+    }
     Ok(medians.iter().map(|t| t / medians[0]).collect())
 }
 
@@ -297,7 +326,7 @@ fn rss_child(path: &std::path::Path, which: &str, threads: i32) -> Result<(), Bo
             let streams: Vec<_> =
                 PROMPTS.iter().take(4).map(|p| engine.submit(Request::new(*p).params(params.clone()))).collect();
             for s in streams {
-                s?.count();
+                s?.into_iter().count();
             }
         }
         _ => {

@@ -50,7 +50,7 @@ use tokio::sync::mpsc;
 
 pub use embeddings::{Embeddings, PendingEmbeddings};
 pub use metrics::{Finished, Histogram, Metrics, LATENCY_BUCKETS};
-pub use request::{Completion, Event, Prompt, Request, RequestTimings, SubmitError, Usage};
+pub use request::{Completion, Event, Events, Prompt, Request, RequestTimings, SubmitError, Usage};
 
 use crate::driver::Driver;
 use crate::error::{ContextError, DecodeError};

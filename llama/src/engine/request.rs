@@ -177,8 +177,9 @@ pub enum Event {
     },
 }
 
-/// The events of one submitted request: a blocking [`Iterator`] and (feature `async`) a
-/// `futures::Stream`. Dropping it cancels the request within one engine step.
+/// The events of one submitted request: iterate it (blocking, `for event in completion`) or,
+/// with feature `async`, use it as a `futures::Stream` (`completion.next().await`). Dropping it
+/// cancels the request within one engine step.
 #[derive(Debug)]
 pub struct Completion {
     pub(crate) rx: mpsc::Receiver<Event>,
@@ -223,11 +224,32 @@ impl Completion {
     }
 }
 
-impl Iterator for Completion {
+/// A [`Completion`] as a blocking iterator (from `into_iter`). Not an `Iterator` impl on
+/// `Completion` itself, so that `next()` on a completion means the `Stream`'s in async code.
+#[derive(Debug)]
+pub struct Events(Completion);
+
+impl Events {
+    /// The completion, e.g. to [`cancel`](Completion::cancel) it.
+    pub fn completion(&self) -> &Completion {
+        &self.0
+    }
+}
+
+impl Iterator for Events {
     type Item = Event;
 
     fn next(&mut self) -> Option<Event> {
-        self.recv()
+        self.0.recv()
+    }
+}
+
+impl IntoIterator for Completion {
+    type Item = Event;
+    type IntoIter = Events;
+
+    fn into_iter(self) -> Events {
+        Events(self)
     }
 }
 
