@@ -60,6 +60,7 @@ fn direct(engine: &Engine, clients: usize, tokens: usize) -> f64 {
         .map(|stream| {
             std::thread::spawn(move || {
                 stream
+                    .into_iter()
                     .filter_map(|e| match e {
                         Event::Done { usage, .. } => Some(usage.completion_tokens),
                         _ => None,

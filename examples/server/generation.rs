@@ -157,7 +157,7 @@ impl Generation {
         let mut completion = submitted.map_err(|e: SubmitError| ApiError::from_submit(e, shape.prompt_param))?;
         // A client that leaves while its request waits for a slot cancels it too: count that.
         let waiting = Abandoned(Some(&http));
-        let first = next_event(&mut completion).await;
+        let first = completion.next().await;
         waiting.disarm();
         let (prompt_tokens, cached_tokens) = match first {
             Some(Event::Started { prompt_tokens, cached_tokens }) => (prompt_tokens, cached_tokens),
@@ -217,7 +217,7 @@ impl Generation {
         let mut chat_lp: Vec<ChatLogprobs> = (0..n).map(|_| ChatLogprobs::default()).collect();
         let mut text_lp: Vec<TextLogprobs> = (0..n).map(|_| TextLogprobs::default()).collect();
         loop {
-            let event = next_event(&mut self.completion).await;
+            let event = self.completion.next().await;
             match event {
                 Some(Event::Piece { index, piece }) if index < n => {
                     if self.shape.logprobs {
@@ -371,12 +371,6 @@ impl Generation {
     }
 }
 
-/// `Completion` is also a blocking `Iterator`: name the `Stream` side, never block a runtime
-/// thread.
-async fn next_event(completion: &mut Completion) -> Option<Event> {
-    StreamExt::next(completion).await
-}
-
 fn json_event<T: Serialize>(value: &T) -> SseEvent {
     SseEvent::default().data(serde_json::to_string(value).unwrap_or_default())
 }
@@ -406,7 +400,7 @@ impl StreamState {
             if self.ended {
                 return None;
             }
-            let event = next_event(&mut self.generation.completion).await;
+            let event = self.generation.completion.next().await;
             self.on(event);
         }
     }
