@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+use futures::StreamExt;
 use llama::engine::{Engine, EngineParams, Event, Request};
 use llama::{GenerateParams, Model, Sampler};
 use serde_json::{json, Value};
@@ -43,34 +44,34 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// `clients` streams on the engine, each consumed on its own thread: tokens/s over the wall
-/// time from the first submission to the last token.
-fn direct(engine: &Engine, clients: usize, tokens: usize) -> f64 {
-    let started = Instant::now();
-    let streams: Vec<_> = (0..clients)
-        .map(|i| {
-            let request = Request::new(prompt(i))
-                .sampler(Sampler::chain().greedy_pick())
-                .params(GenerateParams::default().max_tokens(tokens));
-            engine.submit(request).expect("the engine accepts the request")
-        })
-        .collect();
-    let readers: Vec<_> = streams
-        .into_iter()
-        .map(|stream| {
-            std::thread::spawn(move || {
-                stream
-                    .into_iter()
-                    .filter_map(|e| match e {
-                        Event::Done { usage, .. } => Some(usage.completion_tokens),
-                        _ => None,
-                    })
-                    .sum::<usize>()
+/// `clients` streams on the engine, each read by an async task as a server's handler would (on
+/// one runtime thread): tokens/s over the wall time from the first submission to the last token.
+fn direct(rt: &tokio::runtime::Runtime, engine: &Engine, clients: usize, tokens: usize) -> f64 {
+    rt.block_on(async {
+        let started = Instant::now();
+        let readers: Vec<_> = (0..clients)
+            .map(|i| {
+                let request = Request::new(prompt(i))
+                    .sampler(Sampler::chain().greedy_pick())
+                    .params(GenerateParams::default().max_tokens(tokens));
+                let mut stream = engine.submit(request).expect("the engine accepts the request");
+                tokio::spawn(async move {
+                    let mut generated = 0;
+                    while let Some(event) = stream.next().await {
+                        if let Event::Done { usage, .. } = event {
+                            generated += usage.completion_tokens;
+                        }
+                    }
+                    generated
+                })
             })
-        })
-        .collect();
-    let generated: usize = readers.into_iter().map(|r| r.join().unwrap_or(0)).sum();
-    generated as f64 / started.elapsed().as_secs_f64()
+            .collect();
+        let mut generated = 0;
+        for r in readers {
+            generated += r.await.unwrap_or(0);
+        }
+        generated as f64 / started.elapsed().as_secs_f64()
+    })
 }
 
 /// One streaming completion over a raw socket; returns the completion tokens of its usage chunk.
@@ -196,8 +197,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = Model::load(&path)?;
     let engine = Engine::new(&model, EngineParams::default().slots(SLOTS).n_ctx(CTX).threads(a.threads))?;
     let (_server, addr) = start_server(&path, a.threads)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Warm both up (page cache, first-decode allocations, the server's model load).
-    direct(&engine, 1, 8);
+    direct(&rt, &engine, 1, 8);
     http(&addr, 1, 8);
 
     println!("{} tokens per client, {} rounds, {} threads, {SLOTS} slots", a.tokens, a.rounds, a.threads);
@@ -207,11 +209,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for round in 0..a.rounds {
             // Alternate which goes first, so a drift in speed does not favour one side.
             if round % 2 == 0 {
-                d.push(direct(&engine, clients, a.tokens));
+                d.push(direct(&rt, &engine, clients, a.tokens));
                 h.push(http(&addr, clients, a.tokens));
             } else {
                 h.push(http(&addr, clients, a.tokens));
-                d.push(direct(&engine, clients, a.tokens));
+                d.push(direct(&rt, &engine, clients, a.tokens));
             }
         }
         let rounds = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
