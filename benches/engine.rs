@@ -10,7 +10,8 @@
 //!
 //! ```text
 //! cargo bench --bench engine -- [--model-name smollm2 | --model PATH] [--requantize q4_0]
-//!     [--threads 2] [--rounds 3] [--tokens 128] [--prefill-budget 64] [--only scaling|fairness|rss]
+//!     [--threads 2] [--rounds 3] [--tokens 128] [--prefill-budget 256] [--slowdown 3]
+//!     [--only scaling|fairness|rss]
 //! ```
 
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ struct Args {
     rounds: usize,
     tokens: usize,
     budget: usize,
+    slowdown: f64,
     only: Option<String>,
     rss_child: Option<String>,
 }
@@ -48,7 +50,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         threads: 2,
         rounds: 3,
         tokens: 128,
-        budget: 64,
+        budget: 256,
+        slowdown: 2.5,
         only: None,
         rss_child: None,
     };
@@ -63,6 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--rounds" => a.rounds = v()?.parse()?,
             "--tokens" => a.tokens = v()?.parse()?,
             "--prefill-budget" => a.budget = v()?.parse()?,
+            "--slowdown" => a.slowdown = v()?.parse()?,
             "--only" => a.only = Some(v()?),
             "--rss-child" => a.rss_child = Some(v()?),
             "--bench" => {}
@@ -237,7 +241,16 @@ fn scaling(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn fairness(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let params = EngineParams::default().slots(4).n_ctx(4096).threads(a.threads).prefill_budget(a.budget);
+    let params = EngineParams::default()
+        .slots(4)
+        .n_ctx(8192)
+        .threads(a.threads)
+        .prefill_budget(a.budget)
+        .prefill_slowdown(a.slowdown);
+    let params = match std::env::var("ENGINE_BENCH_FA").as_deref() {
+        Ok("on") => params.context_params(ContextParams::default().flash_attention(llama::FlashAttention::Enabled)),
+        _ => params,
+    };
     let engine = Engine::new(model, params)?;
     let (tx, rx) = std::sync::mpsc::channel::<(usize, Instant)>();
     let mut readers = Vec::new();
@@ -295,8 +308,9 @@ fn fairness(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let p50 = pct(&mut before, 0.5);
     let p99 = pct(&mut during, 0.99);
     println!(
-        "\nfairness (prefill budget {}): inter-token p50 before {:.1} ms ({} gaps), p99 while a 1,500-token prompt is read {:.1} ms ({} gaps) = {:.2}× p50; that prompt's first token after {:.2} s",
+        "\nfairness (prefill budget {}, slowdown {}): inter-token p50 before {:.1} ms ({} gaps), p99 while a 1,500-token prompt is read {:.1} ms ({} gaps) = {:.2}× p50; that prompt's first token after {:.2} s",
         a.budget,
+        a.slowdown,
         p50 * 1e3,
         before.len(),
         p99 * 1e3,

@@ -70,6 +70,7 @@ pub struct EngineParams {
     n_ctx: u32,
     threads: Option<i32>,
     prefill_budget: usize,
+    prefill_slowdown: f64,
     max_queue: usize,
     stream_buffer: usize,
     context: Option<ContextParams>,
@@ -81,7 +82,8 @@ impl Default for EngineParams {
             slots: 4,
             n_ctx: 4096,
             threads: None,
-            prefill_budget: 64,
+            prefill_budget: 256,
+            prefill_slowdown: 2.5,
             max_queue: 64,
             stream_buffer: 64,
             context: None,
@@ -108,11 +110,20 @@ impl EngineParams {
         self
     }
 
-    /// Prompt tokens decoded per step, shared by the prompts being read (default 64, sized
-    /// for a small CPU). Smaller keeps running streams smoother while a long prompt is read;
-    /// larger gives that prompt its first token sooner.
+    /// Most prompt tokens decoded in one step, shared by the prompts being read (default 256).
+    /// The whole budget is used only while no sequence generates; otherwise see
+    /// [`prefill_slowdown`](Self::prefill_slowdown).
     pub fn prefill_budget(mut self, n: usize) -> Self {
         self.prefill_budget = n.max(1);
+        self
+    }
+
+    /// While sequences generate, a step that also reads prompts may take at most this many
+    /// times a decode-only step (default 2.5): the prompt chunk is sized from measured costs to
+    /// fit. Lower keeps running streams smoother while a long prompt is read; higher gives that
+    /// prompt its first token sooner.
+    pub fn prefill_slowdown(mut self, factor: f64) -> Self {
+        self.prefill_slowdown = if factor.is_finite() { factor.max(1.0) } else { 2.5 };
         self
     }
 
@@ -185,10 +196,18 @@ impl Engine {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| i32::try_from(n.get()).unwrap_or(4)));
         let n_batch = (params.prefill_budget + params.slots).max(params.slots * 2) as u32;
+        // On a CPU, flash attention over a unified cache made a step of 3 streams plus a few
+        // prompt tokens ~20× slower once a 1,500-token prompt sat in the cache (benches/engine.rs
+        // fairness: p99 1.7 s vs 0.1 s without it). GPUs keep llama.cpp's choice.
+        let default_context = if crate::supports_gpu_offload() {
+            ContextParams::default()
+        } else {
+            ContextParams::default().flash_attention(crate::FlashAttention::Disabled)
+        };
         let ctx_params = params
             .context
             .clone()
-            .unwrap_or_default()
+            .unwrap_or(default_context)
             .n_ctx(params.n_ctx)
             .n_seq_max(params.slots as u32)
             .kv_unified(true)
@@ -222,7 +241,7 @@ impl Engine {
             rx,
             shared,
             batch,
-            prefill_budget: params.prefill_budget,
+            pacer: scheduler::Pacer::new(params.prefill_budget, params.prefill_slowdown),
             cursor: 0,
             step: 0,
             next_id: 0,
@@ -373,7 +392,7 @@ struct Worker {
     rx: std_mpsc::Receiver<Command>,
     shared: Arc<Shared>,
     batch: Batch,
-    prefill_budget: usize,
+    pacer: scheduler::Pacer,
     /// Round-robin position of the prefill budget.
     cursor: usize,
     step: u64,
@@ -577,18 +596,26 @@ impl Worker {
 
     /// One decode: returns false when there was nothing to do.
     fn run_step(&mut self) -> bool {
-        let (outputs, added) =
-            match scheduler::plan(&self.slots, &mut self.batch, self.prefill_budget, &mut self.cursor) {
-                Ok(plan) => plan,
-                Err(e) => {
-                    self.fail_all(&format!("could not build a batch: {e}"));
-                    return false;
-                }
-            };
+        let (outputs, added) = match scheduler::plan(&self.slots, &mut self.batch, &self.pacer, &mut self.cursor) {
+            Ok(plan) => plan,
+            Err(e) => {
+                self.fail_all(&format!("could not build a batch: {e}"));
+                return false;
+            }
+        };
         if self.batch.is_empty() {
             return false;
         }
         self.step += 1;
+        let (mut generated, mut prompt) = (0, 0);
+        for (slot, &n) in self.slots.iter().zip(&added) {
+            match &slot.job {
+                Some(job) if n > 0 && job.prefilling() => prompt += n,
+                Some(_) if n > 0 => generated += n,
+                _ => {}
+            }
+        }
+        let started = Instant::now();
         match self.ctx.decode(&self.batch) {
             Ok(()) => {}
             Err(DecodeError::NoKvSlot) => {
@@ -629,6 +656,8 @@ impl Worker {
                 self.sample(f, out.batch_index);
             }
         }
+        // Sampling read the logits, so the computation is over: this is the step's whole cost.
+        self.pacer.observe(started.elapsed().as_secs_f64(), generated, prompt);
         true
     }
 

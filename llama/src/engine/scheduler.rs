@@ -1,11 +1,67 @@
 //! What goes into each engine step: one token for every generating sequence first, then a
-//! bounded prefill budget shared round-robin by the sequences still reading their prompts
-//! (chunked prefill). A long prompt therefore delays running streams by at most one chunk per
-//! step, never by its whole prefill.
+//! prefill budget shared round-robin by the sequences still reading their prompts (chunked
+//! prefill). A long prompt therefore delays running streams by one chunk per step, never by its
+//! whole prefill, and the [`Pacer`] sizes that chunk from measured costs so a step that reads
+//! prompts takes at most a set multiple of a decode-only step.
 
 use super::slots::Slot;
 use crate::error::BatchError;
 use crate::Batch;
+
+/// Sizes the prefill budget from what steps cost. A prompt token costs far more than a
+/// generated one is worth waiting for (on a 2-core CPU a 64-token chunk at position 1,500 took
+/// ~15 decode steps' time), so while sequences generate, the chunk is what fits in
+/// `(slowdown − 1)` decode-only steps; with none generating, the whole budget.
+#[derive(Debug)]
+pub(super) struct Pacer {
+    max: usize,
+    slowdown: f64,
+    /// Seconds of a step with generated tokens only.
+    decode_step: Option<f64>,
+    /// Seconds each prompt token adds to a step.
+    per_token: Option<f64>,
+}
+
+/// Chunk used until the costs are measured.
+const FIRST_CHUNK: usize = 8;
+
+fn ema(old: Option<f64>, new: f64) -> Option<f64> {
+    Some(old.map_or(new, |o| 0.7 * o + 0.3 * new))
+}
+
+impl Pacer {
+    pub fn new(max: usize, slowdown: f64) -> Pacer {
+        Pacer { max: max.max(1), slowdown: slowdown.max(1.0), decode_step: None, per_token: None }
+    }
+
+    /// Prompt tokens for the next step, given how many sequences are generating.
+    pub fn budget(&self, generating: usize) -> usize {
+        if generating == 0 {
+            return self.max;
+        }
+        match (self.decode_step, self.per_token) {
+            (Some(step), Some(cost)) if cost > 0.0 => {
+                let fits = (self.slowdown - 1.0) * step / cost;
+                (fits.floor() as usize).clamp(1, self.max)
+            }
+            _ => FIRST_CHUNK.min(self.max),
+        }
+    }
+
+    /// What a step with `generated` decode tokens and `prompt` prompt tokens took.
+    pub fn observe(&mut self, secs: f64, generated: usize, prompt: usize) {
+        match (generated, prompt) {
+            (0, 0) => {}
+            (_, 0) => self.decode_step = ema(self.decode_step, secs),
+            (0, p) => self.per_token = ema(self.per_token, secs / p as f64),
+            (_, p) => {
+                if let Some(step) = self.decode_step {
+                    self.per_token = ema(self.per_token, (secs - step).max(0.0) / p as f64);
+                }
+            }
+        }
+    }
+}
 
 /// A sequence that gets logits in this step, to sample from after the decode.
 #[derive(Debug, Clone, Copy)]
@@ -19,7 +75,7 @@ pub(super) struct Output {
 pub(super) fn plan(
     slots: &[Slot],
     batch: &mut Batch,
-    prefill_budget: usize,
+    pacer: &Pacer,
     cursor: &mut usize,
 ) -> Result<(Vec<Output>, Vec<usize>), BatchError> {
     batch.clear();
@@ -38,7 +94,7 @@ pub(super) fn plan(
         .map(|k| (*cursor + k) % slots.len().max(1))
         .filter(|&i| slots[i].job.as_ref().is_some_and(|j| j.prefilling()))
         .collect();
-    let mut budget = prefill_budget.min(batch.capacity() - batch.len());
+    let mut budget = pacer.budget(batch.len()).min(batch.capacity() - batch.len());
     if !readers.is_empty() && budget > 0 {
         let share = budget.div_ceil(readers.len()).max(1);
         for &i in &readers {
