@@ -142,6 +142,25 @@ fn http(addr: &str, clients: usize, tokens: usize) -> f64 {
     generated as f64 / started.elapsed().as_secs_f64()
 }
 
+/// CPU ticks of a process's threads, split into its engine threads (named `llama-engine`; ggml's
+/// workers inherit the name) and the rest (the async runtime: HTTP, JSON, SSE). Linux only.
+fn cpu_split(pid: u32) -> Option<(u64, u64)> {
+    let (mut engine, mut rest) = (0, 0);
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+        let (name, after) = (stat.split_once('(')?.1.rsplit_once(')')?.0, stat.rsplit_once(')')?.1);
+        // After the name: state, then 10 fields, then utime and stime (fields 14 and 15).
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        if name.starts_with("llama-engine") {
+            engine += ticks;
+        } else {
+            rest += ticks;
+        }
+    }
+    Some((engine, rest))
+}
+
 struct Server(Child);
 
 impl Drop for Server {
@@ -196,12 +215,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let model = Model::load(&path)?;
     let engine = Engine::new(&model, EngineParams::default().slots(SLOTS).n_ctx(CTX).threads(a.threads))?;
-    let (_server, addr) = start_server(&path, a.threads)?;
+    let (server, addr) = start_server(&path, a.threads)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Warm both up (page cache, first-decode allocations, the server's model load).
     direct(&rt, &engine, 1, 8);
     http(&addr, 1, 8);
 
+    let cpu_before = cpu_split(server.0.id());
     println!("{} tokens per client, {} rounds, {} threads, {SLOTS} slots", a.tokens, a.rounds, a.threads);
     println!("{:>7}  {:>12}  {:>10}  {:>6}   per round", "clients", "direct t/s", "HTTP t/s", "ratio");
     for &clients in &a.clients {
@@ -220,6 +240,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let spread = format!("direct [{}], HTTP [{}]", rounds(&d), rounds(&h));
         let (d, h) = (median(d), median(h));
         println!("{clients:>7}  {d:>12.1}  {h:>10.1}  {:>6.3}   {spread}", h / d);
+    }
+    // Wall-clock ratios move with whatever else the machine runs; the server's own CPU split
+    // does not: what its HTTP side costs next to its engine.
+    if let (Some((e0, r0)), Some((e1, r1))) = (cpu_before, cpu_split(server.0.id())) {
+        let (engine, http) = (e1 - e0, r1 - r0);
+        println!(
+            "server CPU during the HTTP runs: HTTP side (async runtime) {:.1}% of the engine threads' ({http} vs {engine} ticks)",
+            100.0 * http as f64 / engine.max(1) as f64
+        );
     }
     Ok(())
 }

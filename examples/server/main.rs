@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue, Method};
+use axum::serve::ListenerExt;
 use clap::Parser;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -200,6 +201,11 @@ async fn serve(cli: Cli, specs: Vec<ModelSpec>) -> ExitCode {
     tokio::spawn(registry.clone().run_expiry());
 
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+    // Each SSE chunk is a small write: without NODELAY, Nagle's algorithm holds it until the
+    // client acknowledges the previous one, and tokens reach clients late and in clumps.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, routes::router(state, cors))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
