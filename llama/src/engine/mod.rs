@@ -83,7 +83,7 @@ impl Default for EngineParams {
             n_ctx: 4096,
             threads: None,
             prefill_budget: 256,
-            prefill_slowdown: 2.5,
+            prefill_slowdown: 2.0,
             max_queue: 64,
             stream_buffer: 64,
             context: None,
@@ -119,11 +119,11 @@ impl EngineParams {
     }
 
     /// While sequences generate, a step that also reads prompts may take at most this many
-    /// times a decode-only step (default 2.5): the prompt chunk is sized from measured costs to
+    /// times a decode-only step (default 2): the prompt chunk is sized from measured costs to
     /// fit. Lower keeps running streams smoother while a long prompt is read; higher gives that
     /// prompt its first token sooner.
     pub fn prefill_slowdown(mut self, factor: f64) -> Self {
-        self.prefill_slowdown = if factor.is_finite() { factor.max(1.0) } else { 2.5 };
+        self.prefill_slowdown = if factor.is_finite() { factor.max(1.0) } else { 2.0 };
         self
     }
 

@@ -25,8 +25,10 @@ pub(super) struct Pacer {
 /// Chunk used until the costs are measured.
 const FIRST_CHUNK: usize = 8;
 
+/// Moving averages of step costs. Slow ones: a single step can be 1.7× its median on a busy
+/// 2-core machine, and a chunk sized from that noise swings every step's latency with it.
 fn ema(old: Option<f64>, new: f64) -> Option<f64> {
-    Some(old.map_or(new, |o| 0.7 * o + 0.3 * new))
+    Some(old.map_or(new, |o| 0.9 * o + 0.1 * new))
 }
 
 impl Pacer {
