@@ -40,7 +40,7 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let install = build(&src, &features);
     // The shim uses llama.cpp, so its archive must precede llama's on the link line.
-    build_shim(&src);
+    build_shim(&src, features.asan);
     let lib_dir = install.join("lib");
     link(&lib_dir, &features);
 
@@ -277,9 +277,13 @@ fn build(src: &Path, f: &Features) -> PathBuf {
 }
 
 /// Compiles the exception barrier (`shim/shim.cpp`) that wraps throwing llama.cpp calls.
-fn build_shim(src: &Path) {
+fn build_shim(src: &Path, asan: bool) {
     println!("cargo:rerun-if-changed=shim/shim.cpp");
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    if asan {
+        build.flag("-fsanitize=address").flag("-fno-omit-frame-pointer");
+    }
+    build
         .cpp(true)
         .std("c++17")
         .file("shim/shim.cpp")
