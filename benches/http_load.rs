@@ -10,6 +10,7 @@
 //!     [--clients 1,4,8]
 //! ```
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -142,23 +143,39 @@ fn http(addr: &str, clients: usize, tokens: usize) -> f64 {
     generated as f64 / started.elapsed().as_secs_f64()
 }
 
-/// CPU ticks of a process's threads, split into its engine threads (named `llama-engine`; ggml's
-/// workers inherit the name) and the rest (the async runtime: HTTP, JSON, SSE). Linux only.
-fn cpu_split(pid: u32) -> Option<(u64, u64)> {
-    let (mut engine, mut rest) = (0, 0);
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+/// CPU ticks of a process: its total (threads that exited included) and each live thread's
+/// name and ticks by thread id. Linux only.
+fn cpu_snapshot(pid: u32) -> Option<(u64, HashMap<String, (String, u64)>)> {
+    // After the name: state, then 10 fields, then utime and stime (fields 14 and 15).
+    let ticks = |stat: &str| -> Option<(String, u64)> {
         let (name, after) = (stat.split_once('(')?.1.rsplit_once(')')?.0, stat.rsplit_once(')')?.1);
-        // After the name: state, then 10 fields, then utime and stime (fields 14 and 15).
         let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        if name.starts_with("llama-engine") {
-            engine += ticks;
-        } else {
-            rest += ticks;
-        }
+        Some((name.to_string(), fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?))
+    };
+    let (_, total) = ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let mut threads = HashMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let task = task.ok()?;
+        let thread = ticks(&std::fs::read_to_string(task.path().join("stat")).ok()?)?;
+        threads.insert(task.file_name().to_string_lossy().into_owned(), thread);
     }
-    Some((engine, rest))
+    Some((total, threads))
+}
+
+/// Ticks between two snapshots, split into the engine and the rest (the async runtime: HTTP,
+/// JSON, SSE). The rest is summed over the runtime's live threads; everything else is the
+/// engine's, including ggml's per-decode worker threads, which exit before they can be counted.
+fn cpu_split(
+    before: &(u64, HashMap<String, (String, u64)>),
+    after: &(u64, HashMap<String, (String, u64)>),
+) -> (u64, u64) {
+    let rest: u64 = after
+        .1
+        .iter()
+        .filter(|(_, (name, _))| !name.starts_with("llama-engine"))
+        .map(|(tid, (_, t))| t.saturating_sub(before.1.get(tid).map_or(0, |b| b.1)))
+        .sum();
+    (after.0.saturating_sub(before.0).saturating_sub(rest), rest)
 }
 
 struct Server(Child);
@@ -221,7 +238,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     direct(&rt, &engine, 1, 8);
     http(&addr, 1, 8);
 
-    let cpu_before = cpu_split(server.0.id());
+    let cpu_before = cpu_snapshot(server.0.id());
     println!("{} tokens per client, {} rounds, {} threads, {SLOTS} slots", a.tokens, a.rounds, a.threads);
     println!("{:>7}  {:>12}  {:>10}  {:>6}   per round", "clients", "direct t/s", "HTTP t/s", "ratio");
     for &clients in &a.clients {
@@ -243,10 +260,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Wall-clock ratios move with whatever else the machine runs; the server's own CPU split
     // does not: what its HTTP side costs next to its engine.
-    if let (Some((e0, r0)), Some((e1, r1))) = (cpu_before, cpu_split(server.0.id())) {
-        let (engine, http) = (e1 - e0, r1 - r0);
+    if let (Some(before), Some(after)) = (cpu_before, cpu_snapshot(server.0.id())) {
+        let (engine, http) = cpu_split(&before, &after);
         println!(
-            "server CPU during the HTTP runs: HTTP side (async runtime) {:.1}% of the engine threads' ({http} vs {engine} ticks)",
+            "server CPU during the HTTP runs: HTTP side (async runtime) {:.1}% of the engine's ({http} vs {engine} ticks)",
             100.0 * http as f64 / engine.max(1) as f64
         );
     }
