@@ -143,9 +143,12 @@ fn http(addr: &str, clients: usize, tokens: usize) -> f64 {
     generated as f64 / started.elapsed().as_secs_f64()
 }
 
+/// A process's CPU ticks in total, and each live thread's name and ticks by thread id.
+type CpuSnapshot = (u64, HashMap<String, (String, u64)>);
+
 /// CPU ticks of a process: its total (threads that exited included) and each live thread's
 /// name and ticks by thread id. Linux only.
-fn cpu_snapshot(pid: u32) -> Option<(u64, HashMap<String, (String, u64)>)> {
+fn cpu_snapshot(pid: u32) -> Option<CpuSnapshot> {
     // After the name: state, then 10 fields, then utime and stime (fields 14 and 15).
     let ticks = |stat: &str| -> Option<(String, u64)> {
         let (name, after) = (stat.split_once('(')?.1.rsplit_once(')')?.0, stat.rsplit_once(')')?.1);
