@@ -11,8 +11,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -76,28 +75,28 @@ fn direct(rt: &tokio::runtime::Runtime, engine: &Engine, clients: usize, tokens:
 }
 
 /// One streaming completion over a raw socket; returns the completion tokens of its usage chunk.
-fn http_stream(addr: &str, i: usize, tokens: usize) -> usize {
+async fn http_stream(addr: &str, i: usize, tokens: usize) -> usize {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let body = json!({
         "prompt": prompt(i), "max_tokens": tokens, "temperature": 0, "stream": true,
         "stream_options": {"include_usage": true}
     })
     .to_string();
-    let mut sock = TcpStream::connect(addr).expect("connect");
+    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
     sock.set_nodelay(true).ok();
-    write!(
-        sock,
+    let head = format!(
         "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .expect("send");
-    let mut r = BufReader::new(sock);
+    );
+    sock.write_all(head.as_bytes()).await.expect("send");
+    let mut r = tokio::io::BufReader::new(sock);
     let mut line = String::new();
-    r.read_line(&mut line).expect("status line");
+    r.read_line(&mut line).await.expect("status line");
     assert!(line.contains(" 200 "), "status {line}");
     let mut chunked = false;
     loop {
         line.clear();
-        r.read_line(&mut line).expect("header");
+        r.read_line(&mut line).await.expect("header");
         if line == "\r\n" {
             break;
         }
@@ -109,13 +108,13 @@ fn http_stream(addr: &str, i: usize, tokens: usize) -> usize {
     let mut usage = 0;
     loop {
         line.clear();
-        r.read_line(&mut line).expect("chunk size");
+        r.read_line(&mut line).await.expect("chunk size");
         let size = usize::from_str_radix(line.trim(), 16).expect("chunk size");
         if size == 0 {
             return usage;
         }
         let mut chunk = vec![0; size + 2];
-        r.read_exact(&mut chunk).expect("chunk");
+        r.read_exact(&mut chunk).await.expect("chunk");
         sse.push_str(std::str::from_utf8(&chunk[..size]).expect("UTF-8"));
         while let Some(end) = sse.find("\n\n") {
             let event: String = sse.drain(..end + 2).collect();
@@ -131,16 +130,24 @@ fn http_stream(addr: &str, i: usize, tokens: usize) -> usize {
     }
 }
 
-fn http(addr: &str, clients: usize, tokens: usize) -> f64 {
-    let started = Instant::now();
-    let workers: Vec<_> = (0..clients)
-        .map(|i| {
-            let addr = addr.to_string();
-            std::thread::spawn(move || http_stream(&addr, i, tokens))
-        })
-        .collect();
-    let generated: usize = workers.into_iter().map(|w| w.join().expect("client")).sum();
-    generated as f64 / started.elapsed().as_secs_f64()
+/// `clients` concurrent streams, read like the direct side: one task each on one runtime thread
+/// (a load generator that adds a thread per client would compete with the server's decode
+/// threads for the same cores and bill the server for it).
+fn http(rt: &tokio::runtime::Runtime, addr: &str, clients: usize, tokens: usize) -> f64 {
+    rt.block_on(async {
+        let started = Instant::now();
+        let workers: Vec<_> = (0..clients)
+            .map(|i| {
+                let addr = addr.to_string();
+                tokio::spawn(async move { http_stream(&addr, i, tokens).await })
+            })
+            .collect();
+        let mut generated = 0;
+        for w in workers {
+            generated += w.await.expect("client");
+        }
+        generated as f64 / started.elapsed().as_secs_f64()
+    })
 }
 
 /// A process's CPU ticks in total, and each live thread's name and ticks by thread id.
@@ -239,7 +246,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Warm both up (page cache, first-decode allocations, the server's model load).
     direct(&rt, &engine, 1, 8);
-    http(&addr, 1, 8);
+    http(&rt, &addr, 1, 8);
 
     let cpu_before = cpu_snapshot(server.0.id());
     println!("{} tokens per client, {} rounds, {} threads, {SLOTS} slots", a.tokens, a.rounds, a.threads);
@@ -250,9 +257,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // Alternate which goes first, so a drift in speed does not favour one side.
             if round % 2 == 0 {
                 d.push(direct(&rt, &engine, clients, a.tokens));
-                h.push(http(&addr, clients, a.tokens));
+                h.push(http(&rt, &addr, clients, a.tokens));
             } else {
-                h.push(http(&addr, clients, a.tokens));
+                h.push(http(&rt, &addr, clients, a.tokens));
                 d.push(direct(&rt, &engine, clients, a.tokens));
             }
         }
