@@ -13,12 +13,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use futures::StreamExt;
 use llama::engine::{Engine, EngineParams, Event, Request};
 use llama::{GenerateParams, Model, Sampler};
+use llama_examples::programs::ServerProcess;
 use serde_json::{json, Value};
 
 const CLIENTS: [usize; 3] = [1, 4, 8];
@@ -161,36 +162,14 @@ fn cpu_split(pid: u32) -> Option<(u64, u64)> {
     Some((engine, rest))
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server(model: &std::path::Path, threads: i32) -> Result<(Server, String), Box<dyn std::error::Error>> {
-    // The bench runs from target/release/deps; the example sits in target/release/examples.
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(|d| d.parent()).ok_or("no target directory")?;
-    let server = dir.join("examples").join("server");
-    if !server.exists() {
-        return Err(format!("{} missing: cargo build --release --example server", server.display()).into());
-    }
-    let mut child = Command::new(server)
-        .args(["--port", "0", "--parallel", &SLOTS.to_string(), "--ctx", &CTX.to_string()])
-        .args(["--threads", &threads.to_string(), "--keep-alive", "-1"])
-        .arg("--model")
-        .arg(format!("bench={}", model.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut first)?;
-    let url = first.split_whitespace().find(|w| w.starts_with("http://")).ok_or("no URL printed")?;
-    let addr = url.trim_start_matches("http://").trim_end_matches("/v1").to_string();
-    Ok((Server(child), addr))
+fn start_server(model: &std::path::Path, threads: i32) -> Result<(ServerProcess, String), Box<dyn std::error::Error>> {
+    let (slots, ctx, threads) = (SLOTS.to_string(), CTX.to_string(), threads.to_string());
+    let model = format!("bench={}", model.display());
+    let args = ["--parallel", &slots, "--ctx", &ctx, "--threads", &threads, "--keep-alive", "-1", "--model", &model];
+    let server = ServerProcess::start(&args, Stdio::null())
+        .map_err(|e| format!("{e} (cargo build --release --example server first)"))?;
+    let addr = server.url.trim_start_matches("http://").trim_end_matches("/v1").to_string();
+    Ok((server, addr))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -221,7 +200,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     direct(&rt, &engine, 1, 8);
     http(&addr, 1, 8);
 
-    let cpu_before = cpu_split(server.0.id());
+    let cpu_before = cpu_split(server.child.id());
     println!("{} tokens per client, {} rounds, {} threads, {SLOTS} slots", a.tokens, a.rounds, a.threads);
     println!("{:>7}  {:>12}  {:>10}  {:>6}   per round", "clients", "direct t/s", "HTTP t/s", "ratio");
     for &clients in &a.clients {
@@ -243,7 +222,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Wall-clock ratios move with whatever else the machine runs; the server's own CPU split
     // does not: what its HTTP side costs next to its engine.
-    if let (Some((e0, r0)), Some((e1, r1))) = (cpu_before, cpu_split(server.0.id())) {
+    if let (Some((e0, r0)), Some((e1, r1))) = (cpu_before, cpu_split(server.child.id())) {
         let (engine, http) = (e1 - e0, r1 - r0);
         println!(
             "server CPU during the HTTP runs: HTTP side (async runtime) {:.1}% of the engine threads' ({http} vs {engine} ticks)",

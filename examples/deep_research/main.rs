@@ -106,7 +106,8 @@ fn main() -> ExitCode {
 fn run(cli: &Cli, cancel: &AtomicBool) -> Result<Option<Stop>, String> {
     let backend: Box<dyn Backend> = match &cli.url {
         Some(url) => {
-            let http = http::Http::connect(url, cli.model.as_deref(), cli.api_key.clone()).map_err(|e| e.to_string())?;
+            let http =
+                http::Http::connect(url, cli.model.as_deref(), cli.api_key.clone()).map_err(|e| e.to_string())?;
             eprintln!("model: {} at {url}", http.model());
             Box::new(http)
         }

@@ -82,13 +82,8 @@ const TRIES: usize = 2;
 
 /// Runs every step; on Ctrl-C or a failure, returns what it has with the reason in `stop`.
 pub fn run(backend: &dyn Backend, settings: &Settings, cancel: &AtomicBool, progress: &Progress) -> Report {
-    let report = Report {
-        topic: settings.topic.clone(),
-        findings: Vec::new(),
-        brief: None,
-        stop: None,
-        steps: Vec::new(),
-    };
+    let report =
+        Report { topic: settings.topic.clone(), findings: Vec::new(), brief: None, stop: None, steps: Vec::new() };
     let mut run = Run { backend, s: settings, cancel, progress, report, requests: 0 };
     if let Err(stop) = run.steps() {
         run.report.stop = Some(stop);

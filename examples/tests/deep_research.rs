@@ -14,18 +14,19 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const TOPIC: &str = "Impact of local AI on cloud provider revenue";
 
-/// Three questions, short answers, one follow-up round, two threads.
-const SMALL: [&str; 12] =
-    ["--max-questions", "3", "--max-tokens", "40", "--rounds", "1", "--parallel", "3", "--seed", "7", "--ctx", "4096"];
+/// Three questions researched at once, a small cache.
+const SMALL: [&str; 8] = ["--max-questions", "3", "--parallel", "3", "--seed", "7", "--ctx", "4096"];
 
 fn out_file(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("deep-research-{name}-{}.md", std::process::id()))
 }
 
+/// The whole pipeline with short answers and one follow-up round.
 fn run(args: &[&str], out: &Path) -> Output {
     llama_examples::models::default_model().unwrap();
     let output = Command::new(example_path("deep_research").unwrap())
         .args(SMALL)
+        .args(["--max-tokens", "40", "--rounds", "1"])
         .args(args)
         .arg("--out")
         .arg(out)
@@ -50,9 +51,13 @@ fn number_after(text: &str, prefix: &str) -> Option<usize> {
 fn check_report(out: &Path, stderr: &str) -> String {
     let md = std::fs::read_to_string(out).unwrap();
     let _ = std::fs::remove_file(out);
-    for section in
-        ["\n## Summary\n", "\n## Key findings\n", "\n## Statistics\n", "\n## Chart suggestions\n", "\n## FAQ (drafts)\n"]
-    {
+    for section in [
+        "\n## Summary\n",
+        "\n## Key findings\n",
+        "\n## Statistics\n",
+        "\n## Chart suggestions\n",
+        "\n## FAQ (drafts)\n",
+    ] {
         assert!(md.contains(section), "{section:?} missing:\n{md}");
     }
     assert!(md.contains("Model-generated and unverified"), "statistics not flagged:\n{md}");
@@ -83,8 +88,7 @@ fn in_process_brief_has_every_section_and_batches_the_research() {
 fn over_http_against_the_server_example() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     llama_examples::models::default_model().unwrap();
-    let server =
-        ServerProcess::start(&["--threads", "2", "--ctx", "4096", "--parallel", "3"], Stdio::null()).unwrap();
+    let server = ServerProcess::start(&["--threads", "2", "--ctx", "4096", "--parallel", "3"], Stdio::null()).unwrap();
     let out = out_file("http");
     let output = run(&["--url", &server.url], &out);
     let stderr = String::from_utf8_lossy(&output.stderr);
