@@ -11,14 +11,14 @@
 //! ```
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use futures::StreamExt;
 use llama::engine::{Engine, EngineParams, Event, Request};
 use llama::{GenerateParams, Model, Sampler};
+use llama_examples::programs::ServerProcess;
 use serde_json::{json, Value};
 
 const CLIENTS: [usize; 3] = [1, 4, 8];
@@ -175,10 +175,7 @@ fn cpu_snapshot(pid: u32) -> Option<CpuSnapshot> {
 /// Ticks between two snapshots, split into the engine and the rest (the async runtime: HTTP,
 /// JSON, SSE). The rest is summed over the runtime's live threads; everything else is the
 /// engine's, including ggml's per-decode worker threads, which exit before they can be counted.
-fn cpu_split(
-    before: &(u64, HashMap<String, (String, u64)>),
-    after: &(u64, HashMap<String, (String, u64)>),
-) -> (u64, u64) {
+fn cpu_split(before: &CpuSnapshot, after: &CpuSnapshot) -> (u64, u64) {
     let rest: u64 = after
         .1
         .iter()
@@ -188,36 +185,14 @@ fn cpu_split(
     (after.0.saturating_sub(before.0).saturating_sub(rest), rest)
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server(model: &std::path::Path, threads: i32) -> Result<(Server, String), Box<dyn std::error::Error>> {
-    // The bench runs from target/release/deps; the example sits in target/release/examples.
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(|d| d.parent()).ok_or("no target directory")?;
-    let server = dir.join("examples").join("server");
-    if !server.exists() {
-        return Err(format!("{} missing: cargo build --release --example server", server.display()).into());
-    }
-    let mut child = Command::new(server)
-        .args(["--port", "0", "--parallel", &SLOTS.to_string(), "--ctx", &CTX.to_string()])
-        .args(["--threads", &threads.to_string(), "--keep-alive", "-1"])
-        .arg("--model")
-        .arg(format!("bench={}", model.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut first)?;
-    let url = first.split_whitespace().find(|w| w.starts_with("http://")).ok_or("no URL printed")?;
-    let addr = url.trim_start_matches("http://").trim_end_matches("/v1").to_string();
-    Ok((Server(child), addr))
+fn start_server(model: &std::path::Path, threads: i32) -> Result<(ServerProcess, String), Box<dyn std::error::Error>> {
+    let (slots, ctx, threads) = (SLOTS.to_string(), CTX.to_string(), threads.to_string());
+    let model = format!("bench={}", model.display());
+    let args = ["--parallel", &slots, "--ctx", &ctx, "--threads", &threads, "--keep-alive", "-1", "--model", &model];
+    let server = ServerProcess::start(&args, Stdio::null())
+        .map_err(|e| format!("{e} (cargo build --release --example server first)"))?;
+    let addr = server.url.trim_start_matches("http://").trim_end_matches("/v1").to_string();
+    Ok((server, addr))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -248,7 +223,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     direct(&rt, &engine, 1, 8);
     http(&rt, &addr, 1, 8);
 
-    let cpu_before = cpu_snapshot(server.0.id());
+    let cpu_before = cpu_snapshot(server.child.id());
     println!("{} tokens per client, {} rounds, {} threads, {SLOTS} slots", a.tokens, a.rounds, a.threads);
     println!("{:>7}  {:>12}  {:>10}  {:>6}   per round", "clients", "direct t/s", "HTTP t/s", "ratio");
     for &clients in &a.clients {
@@ -270,7 +245,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Wall-clock ratios move with whatever else the machine runs; the server's own CPU split
     // does not: what its HTTP side costs next to its engine.
-    if let (Some(before), Some(after)) = (cpu_before, cpu_snapshot(server.0.id())) {
+    if let (Some(before), Some(after)) = (cpu_before, cpu_snapshot(server.child.id())) {
         let (engine, http) = cpu_split(&before, &after);
         println!(
             "server CPU during the HTTP runs: HTTP side (async runtime) {:.1}% of the engine's ({http} vs {engine} ticks)",

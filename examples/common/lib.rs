@@ -3,3 +3,4 @@
 pub mod derived;
 pub mod greedy;
 pub mod models;
+pub mod programs;

@@ -48,6 +48,7 @@ pub fn absorb(total: &mut Metrics, m: &Metrics) {
     total.requests += m.requests;
     total.rejected_busy += m.rejected_busy;
     total.max_slots_busy = total.max_slots_busy.max(m.max_slots_busy);
+    total.max_step_sequences = total.max_step_sequences.max(m.max_step_sequences);
     let (f, g) = (&mut total.finished, &m.finished);
     f.length += g.length;
     f.stop += g.stop;
@@ -106,7 +107,7 @@ pub fn render(http: &HttpMetrics, models: &[ModelStats]) -> String {
     let _ = writeln!(out, "llama_http_client_disconnects_total {}", http.disconnects());
 
     let named: Vec<(String, &ModelStats)> = models.iter().map(|m| (escape(&m.name), m)).collect();
-    let gauges: [Series; 8] = [
+    let gauges: [Series; 9] = [
         ("llama_model_loaded", "1 when the model is loaded.", |m| u64::from(m.loaded)),
         ("llama_model_loading", "1 while the model is being loaded.", |m| u64::from(m.loading)),
         ("llama_slots", "Sequences the model's engine decodes together.", |m| m.metrics.slots as u64),
@@ -115,6 +116,9 @@ pub fn render(http: &HttpMetrics, models: &[ModelStats]) -> String {
         ("llama_kv_cells", "Cells in the KV cache.", |m| m.metrics.kv_cells as u64),
         ("llama_kv_cells_used", "Cells of the KV cache in use.", |m| m.metrics.kv_cells_used as u64),
         ("llama_slots_busy_max", "Most slots busy at once.", |m| m.metrics.max_slots_busy as u64),
+        ("llama_step_sequences_max", "Most sequences decoded together in one step.", |m| {
+            m.metrics.max_step_sequences as u64
+        }),
     ];
     for (name, help, get) in gauges {
         header(&mut out, name, "gauge", help);

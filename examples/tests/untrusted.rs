@@ -9,12 +9,7 @@ use std::process::Command;
 mod gguf_writer;
 
 fn example(name: &str) -> std::path::PathBuf {
-    // Test binaries live in target/<profile>/deps; `cargo test` builds examples next door.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let path = dir.join("examples").join(name);
-    assert!(path.exists(), "{} missing: run through `cargo test --workspace`, which builds examples", path.display());
-    path
+    llama_examples::programs::example_path(name).unwrap()
 }
 
 #[test]

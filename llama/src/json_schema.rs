@@ -10,6 +10,10 @@
 //! `date`, `time`, `date-time`, `uuid`, integer and number `minimum`/`maximum` (also
 //! exclusive). Unsupported keywords that would change what is valid (`pattern`,
 //! `patternProperties`, `not`, …) are errors rather than silently ignored.
+//!
+//! Objects are written with their required properties in the order `required` lists them,
+//! then the optional ones by name: a parsed schema's `properties` lose their order, and the
+//! order of fields is the order a model thinks in.
 
 use std::collections::BTreeMap;
 
@@ -384,20 +388,25 @@ impl Converter<'_> {
                 return Err(SchemaError::Unsupported(format!("required property {r} without a schema")));
             }
         }
-        let mut req = Vec::new();
-        let mut opt = Vec::new();
+        let mut kvs = BTreeMap::new();
         for (name, sub) in &props {
             let value = self.visit(sub, &format!("{hint}-{name}"))?;
             let kv = self.add(
                 &format!("{hint}-{name}-kv"),
                 format!("{} \":\" space {value}", literal(&Value::String(name.clone()).to_string())),
             );
-            if required.contains(&name.as_str()) {
+            kvs.insert(name.as_str(), kv);
+        }
+        // Required properties come in the order `required` lists them: a parsed schema's
+        // `properties` are sorted by name, and the order fields are written in matters to a
+        // model (a title before the summary, reasons before a verdict).
+        let mut req = Vec::new();
+        for name in &required {
+            if let Some(kv) = kvs.remove(*name) {
                 req.push(kv);
-            } else {
-                opt.push(kv);
             }
         }
+        let mut opt: Vec<String> = kvs.into_values().collect();
         // Extra properties are only generated when explicitly allowed.
         match o.get("additionalProperties") {
             Some(Value::Bool(true)) => {
@@ -583,6 +592,18 @@ mod tests {
             let all = expand(&g);
             assert_eq!(all.len(), (hi - lo + 1) as usize, "{lo}..={hi}");
         }
+    }
+
+    #[test]
+    fn required_properties_keep_their_listed_order() {
+        let s = serde_json::json!({"type": "object", "properties": {
+            "title": {"type": "string"}, "summary": {"type": "string"}, "note": {"type": "string"},
+            "faq": {"type": "string"}}, "required": ["title", "summary", "faq", "title"]});
+        let g = json_schema_to_grammar(&s).unwrap();
+        let root = g.lines().next().unwrap();
+        let at = |name: &str| root.find(&format!("root-{name}-kv")).unwrap();
+        assert!(at("title") < at("summary") && at("summary") < at("faq") && at("faq") < at("note"), "{root}");
+        assert_eq!(root.matches("root-title-kv").count(), 1, "a repeated name is written once: {root}");
     }
 
     #[test]

@@ -152,7 +152,9 @@ fn concurrent_vs_solo(fa: FlashAttention, near_tie: f32) {
         streams.push(handle.submit(req).unwrap());
     }
     let outs: Vec<Vec<Outcome>> = streams.into_iter().map(drain).collect();
-    assert!(engine.metrics().max_slots_busy > 1, "requests ran concurrently");
+    let m = engine.metrics();
+    assert!(m.max_slots_busy > 1, "requests ran concurrently");
+    assert!(m.max_step_sequences > 1 && m.max_step_sequences <= 8, "steps decoded several sequences: {m:?}");
     let mut near_ties = 0;
     for ((prompt, max), out) in prompts.iter().zip(&outs) {
         match same_as_solo(prompt, *max, &out[0].tokens, fa, near_tie) {

@@ -5,11 +5,13 @@
 //! Needs `python3` with `openai` and `jsonschema` (`.ci/setup` installs them): without them
 //! the tests are skipped, except under CI, where they fail.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use llama_examples::programs::ServerProcess;
 
 /// One server at a time: on a small machine, parallel servers only make each scenario slower.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -17,12 +19,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/server/tests/openai_client.py");
 
 fn example(name: &str) -> PathBuf {
-    // Test binaries live in target/<profile>/deps; `cargo test` builds examples next door.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let path = dir.join("examples").join(name);
-    assert!(path.exists(), "{} missing: run through `cargo test --workspace`, which builds examples", path.display());
-    path
+    llama_examples::programs::example_path(name).unwrap()
 }
 
 /// Whether the Python side can run; under CI its absence is a failure.
@@ -40,8 +37,7 @@ fn python_ready() -> bool {
 }
 
 struct Server {
-    child: Child,
-    url: String,
+    process: ServerProcess,
     log: PathBuf,
 }
 
@@ -50,21 +46,10 @@ impl Server {
     /// second ggml thread spends its time waiting at barriers), and a small cache.
     fn start(name: &str, args: &[&str]) -> Server {
         let log = std::env::temp_dir().join(format!("llama-server-{name}-{}.log", std::process::id()));
-        let mut child = Command::new(example("server"))
-            .args(["--port", "0", "--threads", "1", "--ctx", "2048"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-        let url = first
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in the server's first line {first:?}"))
-            .to_string();
-        Server { child, url, log }
+        let mut all = vec!["--threads", "1", "--ctx", "2048"];
+        all.extend_from_slice(args);
+        let process = ServerProcess::start(&all, Stdio::from(std::fs::File::create(&log).unwrap())).unwrap();
+        Server { process, log }
     }
 
     fn log(&self) -> String {
@@ -76,7 +61,8 @@ impl Server {
     /// Runs a scenario of the Python script; panics with both sides' output on failure.
     fn run(&self, scenario: &str, extra: &[&str]) {
         let started = Instant::now();
-        let out = Command::new("python3").arg(SCRIPT).arg(scenario).arg(&self.url).args(extra).output().unwrap();
+        let out =
+            Command::new("python3").arg(SCRIPT).arg(scenario).arg(&self.process.url).args(extra).output().unwrap();
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(
             out.status.success(),
@@ -89,7 +75,7 @@ impl Server {
     fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.process.child.try_wait().unwrap() {
                 return status;
             }
             assert!(Instant::now() < deadline, "the server did not exit:\n{}", self.log());
@@ -100,8 +86,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // The process itself is stopped when `process` drops.
         let _ = std::fs::remove_file(&self.log);
     }
 }
@@ -171,7 +156,7 @@ fn sigterm_lets_the_stream_finish_then_exits_zero() {
     }
     default_model();
     let mut server = Server::start("shutdown", &["--parallel", "1"]);
-    let pid = server.child.id().to_string();
+    let pid = server.process.child.id().to_string();
     server.run("shutdown", &[&pid]);
     let status = server.wait(Duration::from_secs(30));
     assert!(status.success(), "exit status {status}:\n{}", server.log());

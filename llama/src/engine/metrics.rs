@@ -88,6 +88,10 @@ pub struct Metrics {
     pub slots_busy: usize,
     /// Most slots busy at once so far.
     pub max_slots_busy: usize,
+    /// Most sequences one decode step has advanced together so far (generating, or reading a
+    /// prompt chunk). Unlike [`max_slots_busy`](Self::max_slots_busy), a request that holds a
+    /// slot while its consumer lags does not count: this is the batching that really happened.
+    pub max_step_sequences: usize,
     /// Requests waiting for a slot.
     pub queue_depth: usize,
     /// Cells of the KV cache in use (tokens held by all sequences, idle ones' prefixes

@@ -636,7 +636,11 @@ impl Worker {
                 return true;
             }
         }
-        self.metrics(|m| m.decode_steps += 1);
+        let sequences = added.iter().filter(|&&n| n > 0).count();
+        self.metrics(|m| {
+            m.decode_steps += 1;
+            m.max_step_sequences = m.max_step_sequences.max(sequences);
+        });
         for (i, &n) in added.iter().enumerate() {
             if let Some(job) = self.slots[i].job.as_mut() {
                 job.n_past += n;
