@@ -4,6 +4,7 @@
 //! Needs the `rpc` feature: `cargo test --features rpc --test rpc_loopback` after building the
 //! example (`cargo build --features rpc --example rpc_server`).
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -156,4 +157,33 @@ fn a_server_that_went_away_is_an_error_at_the_next_load() {
     let err = Model::builder(&path).devices(remote.devices()).load().unwrap_err();
     assert!(matches!(err, llama::LoadError::Rpc(llama::rpc::RpcError::Unreachable { .. })), "{err}");
     assert_eq!(remote.devices()[0].memory(), (0, 0));
+}
+
+/// What ggml's client aborts the process on (`Failed to connect`, `Remote RPC server crashed or
+/// returned malformed response`) is an error here, and this process goes on.
+#[test]
+fn an_unreachable_endpoint_and_a_wrong_protocol_peer_are_errors_not_aborts() {
+    let path = llama_examples::models::default_model().unwrap();
+    let unreachable = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for sock in listener.incoming().take(2) {
+            let Ok(mut sock) = sock else { continue };
+            let _ = sock.read(&mut [0u8; 64]);
+            let _ = sock.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    use llama::rpc::RpcError;
+    let err = llama::rpc::connect(&unreachable).unwrap_err();
+    assert!(matches!(err, RpcError::Unreachable { .. }), "{err}");
+    let err = llama::rpc::connect(&http).unwrap_err();
+    assert!(matches!(err, RpcError::Protocol { .. }), "{err}");
+    for endpoint in [&unreachable, &http] {
+        let err = Model::builder(&path).rpc_servers(&[endpoint]).load().unwrap_err();
+        assert!(matches!(err, llama::LoadError::Rpc(_)), "{err}");
+    }
 }
