@@ -114,6 +114,11 @@ fn every_layer_on_one_server_matches_local_greedy() {
     assert!(lines.iter().any(|l| l.contains(&format!("[{}] model buffer size", server.endpoint))), "{lines:#?}");
     let got = rust_greedy(&model, PROMPT, 32, 24, THREADS).unwrap().tokens;
     assert_eq!(got, expected);
+
+    // The server serves one client at a time and this process is it: a second model on the
+    // same server shares ggml's connection (a full probe here would wait for a busy server).
+    let second = Model::builder(&path).repack(false).rpc_servers(&[&server.endpoint]).load().unwrap();
+    assert_eq!(rust_greedy(&second, PROMPT, 32, 24, THREADS).unwrap().tokens, expected);
 }
 
 #[test]

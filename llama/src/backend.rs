@@ -541,7 +541,9 @@ pub fn system_info() -> String {
     unsafe { cstr_or_empty(llama_sys::llama_print_system_info()) }
 }
 
-/// Whether this build can offload to a GPU.
+/// Whether this build can offload layers: a GPU backend is present, or the RPC backend (llama.cpp
+/// counts remote servers as offload targets, so an `rpc` build answers `true` on a CPU-only
+/// machine; look for [`DeviceKind::Gpu`] in [`devices`] to know about local GPUs).
 pub fn supports_gpu_offload() -> bool {
     ensure_init();
     // SAFETY: a pure query.
