@@ -284,13 +284,14 @@ fn vulkan_preflight() -> Result<(), String> {
     };
     let text = std::fs::read_to_string(&core).map_err(|e| format!("cannot read {}: {e}", core.display()))?;
     match vulkan_header_version(&text) {
-        Some(v) if v >= VULKAN_MIN_HEADER => {}
+        // The patch number keeps counting across minor versions (1.3.296 was followed by 1.4.303).
+        Some((_, _, patch)) if patch >= VULKAN_MIN_HEADER => {}
         found => {
             return Err(format!(
                 "feature `vulkan` needs Vulkan headers 1.3.{VULKAN_MIN_HEADER} or newer (VK_EXT_layer_settings), \
                  but {} is {}; {advice}.",
                 core.display(),
-                found.map_or("of an unknown version".into(), |v| format!("version 1.3.{v}"))
+                found.map_or("of an unknown version".into(), |(a, b, c)| format!("version {a}.{b}.{c}"))
             ));
         }
     }
@@ -304,9 +305,18 @@ fn vulkan_preflight() -> Result<(), String> {
     Ok(())
 }
 
-/// `VK_HEADER_VERSION` as defined in `vulkan_core.h`.
-fn vulkan_header_version(header: &str) -> Option<u32> {
-    header.lines().find_map(|line| line.trim().strip_prefix("#define VK_HEADER_VERSION ")?.trim().parse().ok())
+/// The header version `vulkan_core.h` declares: `VK_HEADER_VERSION` is the patch number, and
+/// `VK_HEADER_VERSION_COMPLETE` (`VK_MAKE_API_VERSION(0, major, minor, VK_HEADER_VERSION)`) holds
+/// the rest.
+fn vulkan_header_version(header: &str) -> Option<(u32, u32, u32)> {
+    let define = |name: &str| header.lines().find_map(|l| l.trim().strip_prefix(name).map(str::trim));
+    let patch = define("#define VK_HEADER_VERSION ")?.parse().ok()?;
+    let complete = define("#define VK_HEADER_VERSION_COMPLETE ")?;
+    let args = complete.split_once('(')?.1.split(',').map(str::trim).collect::<Vec<_>>();
+    match args.as_slice() {
+        [_, major, minor, _] => Some((major.parse().ok()?, minor.parse().ok()?, patch)),
+        _ => None,
+    }
 }
 
 /// libibverbs, for the RPC backend's RDMA transport.
