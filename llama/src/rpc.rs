@@ -373,7 +373,7 @@ fn rpc_backend() -> Result<Backend, RpcError> {
 }
 
 /// Probes `endpoint` ([`probe`]) and registers it with ggml, returning its devices. The server
-/// is not added to [`devices`](crate::devices): a model uses it only when asked to
+/// is not added to [`crate::devices`]: a model uses it only when asked to
 /// ([`ModelBuilder::rpc_servers`](crate::ModelBuilder::rpc_servers) or its devices in
 /// [`ModelBuilder::devices`](crate::ModelBuilder::devices)).
 ///
