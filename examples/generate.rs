@@ -6,6 +6,8 @@
 //! ```
 //!
 //! With no `--model`, the default model (SmolLM2-135M-Instruct) is fetched on first use.
+//! `--rpc HOST:PORT[,HOST:PORT]` places the layers on RPC servers (`examples/rpc_server.rs`;
+//! needs the `rpc` feature).
 //! `--untrusted` loads the model in a child process first, so a file that crashes llama.cpp's
 //! loader kills the child, not this program (see `llama::vet`).
 //! Text goes to stdout as it is generated; timings go to stderr.
@@ -17,7 +19,7 @@ use std::time::Instant;
 use llama::{Batch, ChatMessage, ContextParams, Model, Sampler, Utf8Decoder};
 
 const USAGE: &str = "usage: generate [--model PATH] [-n N] [--temp T] [--top-k K] [--top-p P] \
-[--seed S] [--threads N] [--ctx N] [--chat] [--untrusted] [PROMPT]";
+[--seed S] [--threads N] [--ctx N] [--chat] [--untrusted] [--rpc HOST:PORT[,HOST:PORT]] [PROMPT]";
 
 struct Args {
     model: Option<String>,
@@ -31,6 +33,7 @@ struct Args {
     n_ctx: u32,
     chat: bool,
     untrusted: bool,
+    rpc: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -46,6 +49,7 @@ fn parse_args() -> Result<Args, String> {
         n_ctx: 2048,
         chat: false,
         untrusted: false,
+        rpc: Vec::new(),
     };
     let mut prompt = Vec::new();
     let mut it = std::env::args().skip(1);
@@ -65,6 +69,7 @@ fn parse_args() -> Result<Args, String> {
             "--ctx" | "-c" => args.n_ctx = num("--ctx", value("--ctx")?)?,
             "--chat" => args.chat = true,
             "--untrusted" => args.untrusted = true,
+            "--rpc" => args.rpc = value("--rpc")?.split(',').map(|s| s.trim().to_string()).collect(),
             "-h" | "--help" => return Err(USAGE.into()),
             s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown flag {s}\n{USAGE}")),
             _ => prompt.push(arg),
@@ -97,7 +102,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         llama::vet_model(&path)?;
     }
     let t0 = Instant::now();
-    let model = Model::load(&path)?;
+    let model = Model::builder(&path).rpc_servers(&args.rpc).load()?;
     let load_s = t0.elapsed().as_secs_f64();
 
     let mut params = ContextParams::default().n_ctx(args.n_ctx);

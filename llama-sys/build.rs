@@ -19,6 +19,7 @@ fn main() {
     for var in [
         "LLAMA_CPP_SRC",
         "LLAMA_SYS_AMX",
+        "RDMA_LIB_DIR",
         "CUDA_PATH",
         "CUDAToolkit_ROOT",
         "VULKAN_SDK",
@@ -43,6 +44,12 @@ fn main() {
     build_shim(&src, features.asan);
     let lib_dir = install.join("lib");
     link(&lib_dir, &features);
+    if features.dynamic_backends {
+        prune_backend_modules(&backend_dir(&install));
+        // The safe crate loads the modules from here at run time (`LLAMA_BACKEND_DIR` overrides).
+        println!("cargo:rustc-env=LLAMA_SYS_BACKEND_DIR={}", backend_dir(&install).display());
+        println!("cargo:backend_dir={}", backend_dir(&install).display());
+    }
 
     // Metadata for dependents (`DEP_LLAMA_*`) and for our own tests.
     println!("cargo:include={}", src.join("include").display());
@@ -147,6 +154,7 @@ struct Features {
     vulkan: bool,
     hip: bool,
     rpc: bool,
+    rpc_rdma: bool,
     shared: bool,
     dynamic_backends: bool,
     asan: bool,
@@ -166,7 +174,8 @@ impl Features {
             metal: on("METAL") || apple,
             vulkan: on("VULKAN"),
             hip: on("HIP"),
-            rpc: on("RPC"),
+            rpc: on("RPC") || on("RPC_RDMA"),
+            rpc_rdma: on("RPC_RDMA"),
             shared: on("SHARED") || on("DYNAMIC_BACKENDS"),
             dynamic_backends: on("DYNAMIC_BACKENDS"),
             asan: on("ASAN"),
@@ -178,6 +187,9 @@ impl Features {
 /// The one place where Cargo features become cmake defines.
 fn cmake_defines(f: &Features) -> Vec<(&'static str, &'static str)> {
     let flag = |b: bool| if b { "ON" } else { "OFF" };
+    // Backend modules pick their CPU variant at run time by probing the CPU; a native build
+    // cannot (ggml refuses GGML_NATIVE with GGML_BACKEND_DL), so `native` yields to them.
+    let native = f.native && !f.dynamic_backends;
     vec![
         // Only the libraries we link: no tools, tests, examples, server or common helpers.
         ("LLAMA_BUILD_COMMON", "OFF"),
@@ -190,7 +202,8 @@ fn cmake_defines(f: &Features) -> Vec<(&'static str, &'static str)> {
         ("LLAMA_ALL_WARNINGS", "OFF"),
         ("GGML_ALL_WARNINGS", "OFF"),
         ("CMAKE_INSTALL_LIBDIR", "lib"),
-        ("GGML_NATIVE", flag(f.native)),
+        ("GGML_NATIVE", flag(native)),
+        ("GGML_CPU_ALL_VARIANTS", flag(f.dynamic_backends)),
         ("GGML_OPENMP", flag(f.openmp)),
         ("GGML_CUDA", flag(f.cuda)),
         ("GGML_METAL", flag(f.metal)),
@@ -198,6 +211,9 @@ fn cmake_defines(f: &Features) -> Vec<(&'static str, &'static str)> {
         ("GGML_VULKAN", flag(f.vulkan)),
         ("GGML_HIP", flag(f.hip)),
         ("GGML_RPC", flag(f.rpc)),
+        // ggml turns RDMA on by itself whenever libibverbs is installed, and a static link then
+        // misses its symbols: RDMA is opt-in (`rpc-rdma`), which also links the library.
+        ("GGML_RPC_RDMA", flag(f.rpc_rdma)),
         ("BUILD_SHARED_LIBS", flag(f.shared)),
         ("GGML_BACKEND_DL", flag(f.dynamic_backends)),
         ("LLAMA_SANITIZE_ADDRESS", flag(f.asan)),
@@ -215,20 +231,16 @@ fn preflight(f: &Features) -> Result<(), String> {
             .into());
     }
     if f.vulkan {
-        let glslc = find_tool("glslc", &["VULKAN_SDK"], "/usr");
-        let headers = ["/usr/include/vulkan/vulkan.h", "/usr/local/include/vulkan/vulkan.h"]
-            .iter()
-            .map(PathBuf::from)
-            .chain(env::var_os("VULKAN_SDK").map(|d| PathBuf::from(d).join("include/vulkan/vulkan.h")))
-            .any(|p| p.is_file());
-        if glslc.is_none() || !headers {
-            return Err(format!(
-                "feature `vulkan` needs the Vulkan SDK, but {} was not found \
-                 (install the Vulkan SDK, or on Debian `libvulkan-dev glslc`, or set VULKAN_SDK; \
-                 or build without `--features vulkan`).",
-                if glslc.is_none() { "the shader compiler `glslc`" } else { "the header vulkan/vulkan.h" }
-            ));
-        }
+        vulkan_preflight()?;
+    }
+    if f.rpc_rdma && env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+        return Err("feature `rpc-rdma` needs Linux (libibverbs); build with `rpc` alone elsewhere.".into());
+    }
+    if f.rpc_rdma && find_rdma_lib().is_none() {
+        return Err("feature `rpc-rdma` needs libibverbs, but libibverbs.so was not found \
+             (looked in $RDMA_LIB_DIR and the system library directories). \
+             On Debian install `libibverbs-dev`, or build with `rpc` alone (plain TCP)."
+            .into());
     }
     if f.hip && find_tool("hipcc", &["ROCM_PATH", "HIP_PATH"], "/opt/rocm").is_none() {
         return Err("feature `hip` needs ROCm, but `hipcc` was not found \
@@ -248,6 +260,90 @@ fn find_tool(tool: &str, vars: &[&str], default: &str) -> Option<PathBuf> {
         vars.iter().filter_map(|v| env::var_os(v).map(PathBuf::from)).chain(std::iter::once(PathBuf::from(default)));
     let path_dirs = env::var_os("PATH").map(|p| env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
     roots.map(|r| r.join("bin")).chain(path_dirs).map(|d| d.join(tool)).find(|p| p.is_file())
+}
+
+/// First Vulkan header release that declares `VK_EXT_layer_settings`, which the pinned
+/// ggml-vulkan uses unconditionally (`vk::LayerSettingsCreateInfoEXT`).
+const VULKAN_MIN_HEADER: u32 = 272;
+
+/// The Vulkan backend needs `glslc`, the Vulkan headers at [`VULKAN_MIN_HEADER`] or newer, and
+/// the SPIR-V headers; each missing piece is named in one sentence instead of a compile error
+/// deep inside ggml-vulkan.cpp.
+fn vulkan_preflight() -> Result<(), String> {
+    let include_roots: Vec<PathBuf> = env::var_os("VULKAN_SDK")
+        .map(|d| PathBuf::from(d).join("include"))
+        .into_iter()
+        .chain(["/usr/local/include", "/usr/include"].map(PathBuf::from))
+        .collect();
+    let advice = "install the Vulkan SDK and set VULKAN_SDK, or build without `--features vulkan`";
+    if find_tool("glslc", &["VULKAN_SDK"], "/usr").is_none() {
+        return Err(format!("feature `vulkan` needs the shader compiler `glslc`, which was not found ({advice})."));
+    }
+    let Some(core) = include_roots.iter().map(|r| r.join("vulkan/vulkan_core.h")).find(|p| p.is_file()) else {
+        return Err(format!("feature `vulkan` needs the Vulkan headers (vulkan/vulkan_core.h not found; {advice})."));
+    };
+    let text = std::fs::read_to_string(&core).map_err(|e| format!("cannot read {}: {e}", core.display()))?;
+    match vulkan_header_version(&text) {
+        // The patch number keeps counting across minor versions (1.3.296 was followed by 1.4.303).
+        Some((_, _, patch)) if patch >= VULKAN_MIN_HEADER => {}
+        found => {
+            return Err(format!(
+                "feature `vulkan` needs Vulkan headers 1.3.{VULKAN_MIN_HEADER} or newer (VK_EXT_layer_settings), \
+                 but {} is {}; {advice}.",
+                core.display(),
+                found.map_or("of an unknown version".into(), |(a, b, c)| format!("version {a}.{b}.{c}"))
+            ));
+        }
+    }
+    let spirv = ["spirv/unified1/spirv.hpp", "spirv-headers/spirv.hpp", "spirv.hpp"];
+    if !include_roots.iter().any(|r| spirv.iter().any(|h| r.join(h).is_file())) {
+        return Err(format!(
+            "feature `vulkan` needs the SPIR-V headers (spirv/unified1/spirv.hpp not found; on Debian \
+             `spirv-headers`; or {advice})."
+        ));
+    }
+    Ok(())
+}
+
+/// The header version `vulkan_core.h` declares: `VK_HEADER_VERSION` is the patch number, and
+/// `VK_HEADER_VERSION_COMPLETE` (`VK_MAKE_API_VERSION(0, major, minor, VK_HEADER_VERSION)`) holds
+/// the rest.
+fn vulkan_header_version(header: &str) -> Option<(u32, u32, u32)> {
+    let define = |name: &str| header.lines().find_map(|l| l.trim().strip_prefix(name).map(str::trim));
+    let patch = define("#define VK_HEADER_VERSION ")?.parse().ok()?;
+    let complete = define("#define VK_HEADER_VERSION_COMPLETE ")?;
+    let args = complete.split_once('(')?.1.split(',').map(str::trim).collect::<Vec<_>>();
+    match args.as_slice() {
+        [_, major, minor, _] => Some((major.parse().ok()?, minor.parse().ok()?, patch)),
+        _ => None,
+    }
+}
+
+/// libibverbs, for the RPC backend's RDMA transport.
+fn find_rdma_lib() -> Option<PathBuf> {
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    env::var_os("RDMA_LIB_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            [format!("/usr/lib/{arch}-linux-gnu"), "/usr/lib64".into(), "/usr/lib".into(), "/usr/local/lib".into()]
+                .map(PathBuf::from),
+        )
+        .find(|d| d.join("libibverbs.so").exists())
+}
+
+/// Where the backend modules of a `dynamic-backends` build are installed (and looked up).
+fn backend_dir(install: &Path) -> PathBuf {
+    install.join("lib").join("ggml-backends")
+}
+
+/// Removes the CPU variant whose AMX kernels trap where a hypervisor advertises AMX without
+/// enabling it (see `build`), unless `LLAMA_SYS_AMX=1`: the loader then picks the next best.
+fn prune_backend_modules(dir: &Path) {
+    if env::var_os("LLAMA_SYS_AMX").is_some() {
+        return;
+    }
+    let _ = std::fs::remove_file(dir.join("libggml-cpu-sapphirerapids.so"));
 }
 
 /// Configures, builds and installs llama.cpp into `OUT_DIR`; returns the install prefix.
@@ -270,8 +366,15 @@ fn build(src: &Path, f: &Features) -> PathBuf {
         }
     }
     if f.shared {
-        // Let the installed libraries find each other next to themselves.
-        cfg.define("CMAKE_INSTALL_RPATH", "$ORIGIN");
+        // Let the installed libraries find each other next to themselves (the backend modules
+        // one directory down).
+        cfg.define("CMAKE_INSTALL_RPATH", "$ORIGIN:$ORIGIN/..");
+    }
+    if f.dynamic_backends {
+        // Installs the modules there (instead of `bin/`, where nothing looks) and bakes the
+        // directory into libggml for C callers of `ggml_backend_load_all`.
+        let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+        cfg.define("GGML_BACKEND_DIR", backend_dir(&out));
     }
     cfg.build()
 }
@@ -345,6 +448,12 @@ fn link(lib_dir: &Path, f: &Features) {
     }
     if f.vulkan {
         println!("cargo:rustc-link-lib=dylib=vulkan");
+    }
+    if f.rpc_rdma {
+        if let Some(dir) = find_rdma_lib() {
+            println!("cargo:rustc-link-search=native={}", dir.display());
+        }
+        println!("cargo:rustc-link-lib=dylib=ibverbs");
     }
     if f.hip {
         for lib in ["hipblas", "rocblas", "amdhip64"] {

@@ -9,6 +9,7 @@
 #include <climits>
 #include <cmath>
 #include <exception>
+#include <regex>
 #include <string>
 
 namespace {
@@ -260,6 +261,42 @@ struct llama_sampler * llama_rs_sampler_init_dry(const struct llama_vocab * voca
     LLAMA_RS_BARRIER(nullptr, {
         return llama_sampler_init_dry(vocab, multiplier, base, allowed_length, penalty_last_n, seq_breakers,
                                       num_breakers);
+    })
+}
+
+// --- model loading options ---------------------------------------------------------------
+
+// llama.cpp builds a std::regex from each tensor-override pattern inside the loader, where a
+// syntax error would throw mid-load; this compiles it the same way beforehand. 1 if it
+// compiles, 0 if it threw (the message is then pending).
+int32_t llama_rs_regex_check(const char * pattern) noexcept {
+    LLAMA_RS_BARRIER(0, {
+        std::regex re(pattern);
+        (void) re;
+        return 1;
+    })
+}
+
+// --- RPC ------------------------------------------------------------------------------------
+// Reached through the RPC registry's proc addresses (the backend may be a loadable module), so
+// the function comes in as a pointer with the signature `ggml-rpc.h` declares.
+
+typedef ggml_backend_reg_t (*llama_rs_rpc_add_server_t)(const char * endpoint);
+typedef void (*llama_rs_rpc_start_server_t)(const char * endpoint, const char * cache_dir, size_t n_threads,
+                                            size_t n_devices, ggml_backend_dev_t * devices);
+
+// `ggml_backend_rpc_add_server`; null if it threw.
+ggml_backend_reg_t llama_rs_rpc_add_server(llama_rs_rpc_add_server_t add, const char * endpoint) noexcept {
+    LLAMA_RS_BARRIER(nullptr, { return add(endpoint); })
+}
+
+// `ggml_backend_rpc_start_server` (returns only when serving stopped); 0 when it returned,
+// -1 if it threw.
+int32_t llama_rs_rpc_start_server(llama_rs_rpc_start_server_t start, const char * endpoint, const char * cache_dir,
+                                  size_t n_threads, size_t n_devices, ggml_backend_dev_t * devices) noexcept {
+    LLAMA_RS_BARRIER(-1, {
+        start(endpoint, cache_dir, n_threads, n_devices, devices);
+        return 0;
     })
 }
 

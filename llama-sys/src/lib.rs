@@ -31,3 +31,8 @@ pub use shim::*;
 
 /// Root of the llama.cpp source tree this crate was built from.
 pub const SOURCE_DIR: &str = env!("LLAMA_CPP_SRC_DIR");
+
+/// Where the build installed the backend modules (`dynamic-backends` builds only): pass it to
+/// `ggml_backend_load_all_from_path`.
+#[cfg(feature = "dynamic-backends")]
+pub const BACKEND_DIR: &str = env!("LLAMA_SYS_BACKEND_DIR");

@@ -200,4 +200,33 @@ extern "C" {
         seq_breakers: *mut *const c_char,
         num_breakers: usize,
     ) -> *mut llama_sampler;
+
+    /// Compiles `pattern` as the `std::regex` llama.cpp builds from a tensor-override pattern:
+    /// 1 if it compiles, 0 if it threw.
+    pub fn llama_rs_regex_check(pattern: *const c_char) -> i32;
+
+    /// Calls `add` (`ggml_backend_rpc_add_server`, from the RPC registry's proc address) with
+    /// `endpoint`; null if it threw.
+    pub fn llama_rs_rpc_add_server(add: llama_rs_rpc_add_server_t, endpoint: *const c_char) -> ggml_backend_reg_t;
+    /// Calls `start` (`ggml_backend_rpc_start_server`, from the RPC registry's proc address),
+    /// which serves until it fails; 0 when it returned, -1 if it threw.
+    pub fn llama_rs_rpc_start_server(
+        start: llama_rs_rpc_start_server_t,
+        endpoint: *const c_char,
+        cache_dir: *const c_char,
+        n_threads: usize,
+        n_devices: usize,
+        devices: *mut ggml_backend_dev_t,
+    ) -> i32;
 }
+
+/// `ggml_backend_rpc_add_server`'s signature (`ggml-rpc.h`).
+pub type llama_rs_rpc_add_server_t = unsafe extern "C" fn(endpoint: *const c_char) -> ggml_backend_reg_t;
+/// `ggml_backend_rpc_start_server`'s signature (`ggml-rpc.h`).
+pub type llama_rs_rpc_start_server_t = unsafe extern "C" fn(
+    endpoint: *const c_char,
+    cache_dir: *const c_char,
+    n_threads: usize,
+    n_devices: usize,
+    devices: *mut ggml_backend_dev_t,
+);

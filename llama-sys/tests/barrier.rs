@@ -66,3 +66,16 @@ fn throwing_calls_return_their_sentinel_and_the_message() {
         llama_model_free(model);
     }
 }
+
+#[test]
+fn a_pattern_std_regex_refuses_is_reported_not_thrown() {
+    let bad = CString::new("ffn_(up").unwrap();
+    let good = CString::new(r"\.ffn_(up|down)_exps\.").unwrap();
+    // SAFETY: NUL-terminated patterns; the wrapper catches what std::regex throws.
+    unsafe {
+        assert_eq!(llama_rs_regex_check(bad.as_ptr()), 0);
+        assert!(take().is_some_and(|w| !w.is_empty()), "the regex error message is pending");
+        assert_eq!(llama_rs_regex_check(good.as_ptr()), 1);
+        assert_eq!(take(), None);
+    }
+}

@@ -32,6 +32,18 @@ pub enum LoadError {
     /// A loading option is out of range.
     #[error("invalid model parameter: {0}")]
     InvalidParam(&'static str),
+    /// A tensor-override pattern ([`ModelBuilder::override_tensor`](crate::ModelBuilder::override_tensor))
+    /// is not a valid regular expression.
+    #[error("invalid tensor override pattern {pattern:?}: {reason}")]
+    BadPattern {
+        /// The pattern given.
+        pattern: String,
+        /// Why the regex engine refused it.
+        reason: String,
+    },
+    /// An RPC server the model was to be placed on cannot be used.
+    #[error(transparent)]
+    Rpc(#[from] crate::rpc::RpcError),
     /// The progress callback asked to stop.
     #[error("model loading was cancelled")]
     Cancelled,

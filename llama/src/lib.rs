@@ -68,6 +68,7 @@ mod generate;
 mod json_schema;
 mod model;
 mod quantize;
+pub mod rpc;
 mod sampling;
 pub mod speculative;
 #[cfg(feature = "async")]
@@ -77,7 +78,10 @@ pub mod vet;
 mod vocab;
 
 pub use adapter::{AdapterError, ControlVector, LoraAdapter};
-pub use backend::{devices, numa_init, supports_gpu_offload, system_info, version, Device, DeviceKind, NumaStrategy};
+pub use backend::{
+    backends, devices, numa_init, supports_gpu_offload, system_info, version, Backend, BufferType, Device, DeviceCaps,
+    DeviceKind, NumaStrategy, BACKEND_DIR_ENV,
+};
 pub use batch::{Batch, MAX_BATCH};
 #[cfg(feature = "jinja")]
 pub use chat::ChatTemplate;
@@ -92,7 +96,7 @@ pub use error::{
 pub use generate::{ContextFull, FinishReason, GenerateError, GenerateParams, Generation, Piece, Timings};
 #[cfg(feature = "json-schema")]
 pub use json_schema::{json_grammar, json_schema_to_grammar, SchemaError};
-pub use model::{MetaOverride, Model, ModelBuilder, RopeType, SplitMode};
+pub use model::{LazyMode, MetaOverride, Model, ModelBuilder, Placement, RopeType, SplitMode};
 pub use quantize::{quantize, Ftype, QuantizeError, QuantizeParams, TensorType};
 pub use sampling::{Candidates, CustomSampler, Sampler, SamplerError, SamplerPerf, TokenData, TokenDataArray};
 #[cfg(feature = "async")]
@@ -111,4 +115,7 @@ const _: () = {
     send::<Batch>();
     send_sync::<LoraAdapter>();
     send_sync::<Device>();
+    send_sync::<Backend>();
+    send_sync::<BufferType>();
+    send_sync::<rpc::RemoteServer>();
 };

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use super::gguf::{self, Scope};
 use super::{Model, ModelHandle};
-use crate::backend::{capture_errors, ensure_init, Device};
+use crate::backend::{capture_errors, devices, ensure_init, BufferType, Device, DeviceKind};
 use crate::error::LoadError;
+use crate::rpc::{self, Lease};
 
 type Progress<'a> = Box<dyn FnMut(f32) -> bool + 'a>;
 
@@ -25,6 +26,41 @@ pub enum SplitMode {
     Row,
     /// Tensor parallelism.
     Tensor,
+}
+
+/// Where [`ModelBuilder::override_tensor`] puts the tensors a pattern matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Placement {
+    /// In this device's memory (its [`buffer_type`](Device::buffer_type)).
+    Device(Device),
+    /// In this kind of memory.
+    Buffer(BufferType),
+}
+
+impl From<Device> for Placement {
+    fn from(d: Device) -> Self {
+        Placement::Device(d)
+    }
+}
+
+impl From<BufferType> for Placement {
+    fn from(b: BufferType) -> Self {
+        Placement::Buffer(b)
+    }
+}
+
+/// When llama.cpp reads tensor data from the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LazyMode {
+    /// Read every tensor whole at load time.
+    Off,
+    /// Read rows on demand only for tensors the architecture marks and that exceed 4 GiB
+    /// (llama.cpp's default; needs mmap).
+    Auto,
+    /// Read the rows of every tensor the architecture marks on demand (needs mmap).
+    On,
 }
 
 /// A metadata value that replaces the one in the GGUF file at load time.
@@ -59,6 +95,8 @@ pub struct ModelBuilder<'a> {
     overrides: Vec<(String, MetaOverride)>,
     tensor_split: Vec<f32>,
     devices: Option<Vec<Device>>,
+    rpc_servers: Vec<String>,
+    tensor_overrides: Vec<(String, Placement)>,
     validate: bool,
 }
 
@@ -76,6 +114,8 @@ impl<'a> ModelBuilder<'a> {
             overrides: Vec::new(),
             tensor_split: Vec::new(),
             devices: None,
+            rpc_servers: Vec::new(),
+            tensor_overrides: Vec::new(),
             validate: true,
         }
     }
@@ -112,9 +152,71 @@ impl<'a> ModelBuilder<'a> {
         self
     }
 
-    /// Restrict offloading to these devices (see [`devices`](crate::devices)).
+    /// Restrict offloading to these devices (see [`devices`](crate::devices)), in this order;
+    /// devices of RPC servers ([`rpc::connect`](crate::rpc::connect)) included.
     pub fn devices(mut self, devices: &[Device]) -> Self {
         self.devices = Some(devices.to_vec());
+        self
+    }
+
+    /// Places layers on these RPC servers (`HOST:PORT`, see [`rpc`](crate::rpc)), ahead of
+    /// this machine's GPUs (or of the devices given to [`devices`](Self::devices)), as
+    /// llama.cpp's `--rpc` does: with the default [`gpu_layers`](Self::gpu_layers), every
+    /// layer goes to them, split by their free memory (or by
+    /// [`tensor_split`](Self::tensor_split)). Each server is checked before ggml connects, so an
+    /// unreachable or incompatible one is [`LoadError::Rpc`]; what can still abort is in the
+    /// [`rpc`](crate::rpc) module docs.
+    ///
+    /// ```no_run
+    /// let model = llama::Model::builder("big.gguf")
+    ///     .rpc_servers(&["10.0.0.2:50052", "10.0.0.3:50052"])
+    ///     .load()?;
+    /// # Ok::<(), llama::LoadError>(())
+    /// ```
+    pub fn rpc_servers<S: AsRef<str>>(mut self, endpoints: &[S]) -> Self {
+        self.rpc_servers = endpoints.iter().map(|e| e.as_ref().to_string()).collect();
+        self
+    }
+
+    /// Puts every tensor whose name matches `pattern` (a regular expression, ECMAScript syntax
+    /// as llama.cpp's `--override-tensor`, searched anywhere in the name) in `place`. The first
+    /// matching pattern wins. The classic use: a mixture-of-experts model on a GPU whose
+    /// expert weights stay in host memory.
+    ///
+    /// ```no_run
+    /// let model = llama::Model::builder("moe.gguf")
+    ///     .gpu_layers(99)
+    ///     .override_tensor(r"\.ffn_(up|down|gate)_exps\.", llama::BufferType::cpu())
+    ///     .load()?;
+    /// # Ok::<(), llama::LoadError>(())
+    /// ```
+    ///
+    /// A pattern that does not compile is [`LoadError::BadPattern`] at load time.
+    pub fn override_tensor(mut self, pattern: impl Into<String>, place: impl Into<Placement>) -> Self {
+        self.tensor_overrides.push((pattern.into(), place.into()));
+        self
+    }
+
+    /// When tensor data is read from the file (default [`LazyMode::Auto`]).
+    pub fn lazy(mut self, mode: LazyMode) -> Self {
+        self.params.lazy_mode = match mode {
+            LazyMode::Off => llama_sys::LLAMA_LAZY_MODE_OFF,
+            LazyMode::Auto => llama_sys::LLAMA_LAZY_MODE_AUTO,
+            LazyMode::On => llama_sys::LLAMA_LAZY_MODE_ON,
+        };
+        self
+    }
+
+    /// Skip the GPU backends' pinned host buffers for weights kept on the CPU, so the CPU's own
+    /// extra buffer types (repacking) can be used for them instead (default off).
+    pub fn no_host(mut self, yes: bool) -> Self {
+        self.params.no_host = yes;
+        self
+    }
+
+    /// Load the multi-token-prediction layers of models that have them (default off).
+    pub fn load_mtp(mut self, yes: bool) -> Self {
+        self.params.load_mtp = yes;
         self
     }
 
@@ -211,11 +313,16 @@ impl<'a> ModelBuilder<'a> {
             split.resize(max_devices, 0.0);
             params.tensor_split = split.as_ptr();
         }
+        let (chosen, lease) = self.choose_devices()?;
         let mut devices: Vec<llama_sys::ggml_backend_dev_t> = Vec::new();
-        if let Some(list) = &self.devices {
+        if let Some(list) = &chosen {
             devices.extend(list.iter().map(Device::raw));
             devices.push(std::ptr::null_mut());
             params.devices = devices.as_mut_ptr();
+        }
+        let (_patterns, overrides) = self.buffer_overrides()?;
+        if !overrides.is_empty() {
+            params.tensor_buft_overrides = overrides.as_ptr();
         }
 
         struct State<'a> {
@@ -247,19 +354,99 @@ impl<'a> ModelBuilder<'a> {
         let load = || {
             // SAFETY: `c_path` is NUL-terminated; every pointer in `params` (overrides ended by
             // an empty key, tensor_split of llama_max_devices() floats, devices ended by null,
-            // the callback state) points into locals that outlive this synchronous call.
+            // buffer overrides ended by a null pattern with their NUL-terminated patterns, the
+            // callback state) points into locals that outlive this synchronous call. Every RPC
+            // server among the devices was found reachable just before.
             unsafe { llama_sys::llama_rs_model_load_from_file(c_path.as_ptr(), params) }
         };
         let (raw, mut reason) = capture_errors(load);
         if let Some(what) = crate::barrier::take_exception() {
             reason = if reason.is_empty() { what } else { format!("{reason}; {what}") };
         }
-        let handle = NonNull::new(raw).map(ModelHandle);
+        let handle = NonNull::new(raw).map(|p| ModelHandle(p, lease));
         match state {
             Some(State { panicked: true, .. }) => Err(LoadError::CallbackPanicked),
             Some(State { cancelled: true, .. }) => Err(LoadError::Cancelled),
             _ => handle.map(|h| Model { handle: Arc::new(h) }).ok_or(LoadError::Rejected { path: self.path, reason }),
         }
+    }
+}
+
+impl ModelBuilder<'_> {
+    /// The device list for llama.cpp (None = its default choice) and the lease on the RPC
+    /// servers among them, each checked reachable and of our protocol.
+    fn choose_devices(&self) -> Result<(Option<Vec<Device>>, Lease), LoadError> {
+        let mut remote = Vec::new();
+        for endpoint in &self.rpc_servers {
+            remote.extend_from_slice(rpc::connect(endpoint)?.devices());
+        }
+        let chosen = match (&self.devices, remote.is_empty()) {
+            (None, true) => None,
+            (Some(list), _) => Some(remote.iter().chain(list).copied().collect::<Vec<_>>()),
+            // llama.cpp's own order with RPC servers: them, then this machine's discrete GPUs,
+            // else its integrated ones.
+            (None, false) => {
+                let local = devices();
+                let gpus: Vec<Device> = local.iter().copied().filter(|d| d.kind() == DeviceKind::Gpu).collect();
+                let local = if gpus.is_empty() {
+                    local.into_iter().filter(|d| d.kind() == DeviceKind::IntegratedGpu).collect()
+                } else {
+                    gpus
+                };
+                Some(remote.into_iter().chain(local).collect())
+            }
+        };
+        let mut endpoints: Vec<String> = chosen.iter().flatten().filter_map(Device::endpoint).collect();
+        endpoints.extend(self.tensor_overrides.iter().filter_map(|(_, p)| match p {
+            Placement::Device(d) => d.endpoint(),
+            Placement::Buffer(b) => b.device().and_then(|d| d.endpoint()),
+        }));
+        endpoints.sort();
+        endpoints.dedup();
+        for endpoint in &endpoints {
+            // Servers of `rpc_servers` were probed by `connect` a moment ago; this covers the
+            // devices and buffer types passed in from an earlier `connect`.
+            if !self.rpc_servers.iter().any(|e| e == endpoint) {
+                rpc::ensure_reachable(endpoint)?;
+            }
+        }
+        Ok((chosen, Lease::new(endpoints)))
+    }
+
+    /// llama.cpp's tensor → buffer type array (ended by a null pattern) and the patterns it
+    /// points into. Each pattern is compiled first by the same regex engine llama.cpp uses,
+    /// which would otherwise throw in the middle of the load.
+    #[allow(clippy::type_complexity)]
+    fn buffer_overrides(&self) -> Result<(Vec<CString>, Vec<llama_sys::llama_model_tensor_buft_override>), LoadError> {
+        if self.tensor_overrides.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        // SAFETY: a pure query of a compile-time limit.
+        if self.tensor_overrides.len() >= unsafe { llama_sys::llama_max_tensor_buft_overrides() } {
+            return Err(LoadError::InvalidParam("more tensor overrides than llama_max_tensor_buft_overrides()"));
+        }
+        let mut patterns = Vec::with_capacity(self.tensor_overrides.len());
+        let mut out = Vec::with_capacity(self.tensor_overrides.len() + 1);
+        for (pattern, place) in &self.tensor_overrides {
+            let bad = |reason: String| LoadError::BadPattern { pattern: pattern.clone(), reason };
+            let c = CString::new(pattern.as_str()).map_err(|_| bad("contains a NUL byte".into()))?;
+            // SAFETY: a NUL-terminated pattern; the shim catches what std::regex throws.
+            let compiled = crate::barrier::guarded(|| unsafe { llama_sys::llama_rs_regex_check(c.as_ptr()) });
+            match compiled {
+                Ok(1) => {}
+                Ok(_) => return Err(bad("does not compile".into())),
+                Err(what) => return Err(bad(what)),
+            }
+            let buft = match place {
+                Placement::Buffer(b) => *b,
+                Placement::Device(d) => d.buffer_type()?,
+            };
+            out.push(llama_sys::llama_model_tensor_buft_override { pattern: c.as_ptr(), buft: buft.raw() });
+            // Moving the CString into the vector keeps its heap buffer, so the pointer holds.
+            patterns.push(c);
+        }
+        out.push(llama_sys::llama_model_tensor_buft_override { pattern: std::ptr::null(), buft: std::ptr::null_mut() });
+        Ok((patterns, out))
     }
 }
 

@@ -4,7 +4,7 @@ mod builder;
 mod gguf;
 
 pub(crate) use builder::check_gguf;
-pub use builder::{MetaOverride, ModelBuilder, SplitMode};
+pub use builder::{LazyMode, MetaOverride, ModelBuilder, Placement, SplitMode};
 
 use std::ffi::{c_char, CString};
 use std::path::Path;
@@ -16,8 +16,13 @@ use crate::error::{ContextError, LoadError};
 use crate::{Context, ContextParams, Vocab};
 
 /// Owns the C model; freed when the last [`Model`] handle (including those held by contexts
-/// and adapters) is dropped.
-pub(crate) struct ModelHandle(pub(crate) NonNull<llama_sys::llama_model>);
+/// and adapters) is dropped. The lease marks the RPC servers the model is placed on as in use
+/// until after the model is freed (fields drop after `drop`).
+pub(crate) struct ModelHandle(
+    pub(crate) NonNull<llama_sys::llama_model>,
+    // Never read: held for its `Drop`.
+    #[allow(dead_code)] pub(crate) crate::rpc::Lease,
+);
 
 // SAFETY: a loaded llama_model is immutable: llama.cpp only reads it after load (contexts keep
 // their mutable state in llama_context), and its vocab/metadata getters and tokenizer are
