@@ -73,6 +73,8 @@ pub mod speculative;
 #[cfg(feature = "async")]
 mod stream;
 mod token;
+#[cfg(feature = "tools")]
+pub mod tools;
 pub mod vet;
 mod vocab;
 
@@ -81,7 +83,7 @@ pub use backend::{devices, numa_init, supports_gpu_offload, system_info, version
 pub use batch::{Batch, MAX_BATCH};
 #[cfg(feature = "jinja")]
 pub use chat::ChatTemplate;
-pub use chat::{apply_builtin_template, builtin_templates, ChatMessage};
+pub use chat::{apply_builtin_template, builtin_templates, ChatMessage, ToolCall};
 pub use context::{
     AttentionType, Context, ContextParams, ContextPerf, FlashAttention, KvCacheType, PoolingType, RopeScaling,
 };
@@ -111,4 +113,8 @@ const _: () = {
     send::<Batch>();
     send_sync::<LoraAdapter>();
     send_sync::<Device>();
+    #[cfg(feature = "tools")]
+    send_sync::<tools::ChatTemplates>();
+    #[cfg(feature = "tools")]
+    send::<tools::ChatParser>();
 };
