@@ -40,9 +40,12 @@ fn main() {
 
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let install = build(&src, &features);
-    // The shim uses llama.cpp, so its archive must precede llama's on the link line.
-    build_shim(&src, features.asan);
+    // The shim uses llama.cpp (and common), so its archive must precede theirs on the link line.
+    build_shim(&src, &features);
     let lib_dir = install.join("lib");
+    if features.common {
+        link_common(&install, &features);
+    }
     link(&lib_dir, &features);
     if features.dynamic_backends {
         prune_backend_modules(&backend_dir(&install));
@@ -158,6 +161,8 @@ struct Features {
     shared: bool,
     dynamic_backends: bool,
     asan: bool,
+    /// Upstream's `common/` library: chat templates with tools, tool-call parsers.
+    common: bool,
     apple: bool,
 }
 
@@ -179,6 +184,7 @@ impl Features {
             shared: on("SHARED") || on("DYNAMIC_BACKENDS"),
             dynamic_backends: on("DYNAMIC_BACKENDS"),
             asan: on("ASAN"),
+            common: on("COMMON"),
             apple,
         }
     }
@@ -191,8 +197,12 @@ fn cmake_defines(f: &Features) -> Vec<(&'static str, &'static str)> {
     // cannot (ggml refuses GGML_NATIVE with GGML_BACKEND_DL), so `native` yields to them.
     let native = f.native && !f.dynamic_backends;
     vec![
-        // Only the libraries we link: no tools, tests, examples, server or common helpers.
-        ("LLAMA_BUILD_COMMON", "OFF"),
+        // Only the libraries we link: no tools, tests, examples or server; `common` (chat
+        // templates with tools, tool-call parsers) only with the feature, and without
+        // subprocess spawning, HTTPS or llguidance, which only its downloader and server use.
+        ("LLAMA_BUILD_COMMON", flag(f.common)),
+        ("LLAMA_SUBPROCESS", "OFF"),
+        ("LLAMA_LLGUIDANCE", "OFF"),
         ("LLAMA_BUILD_TESTS", "OFF"),
         ("LLAMA_BUILD_TOOLS", "OFF"),
         ("LLAMA_BUILD_EXAMPLES", "OFF"),
@@ -379,21 +389,37 @@ fn build(src: &Path, f: &Features) -> PathBuf {
     cfg.build()
 }
 
-/// Compiles the exception barrier (`shim/shim.cpp`) that wraps throwing llama.cpp calls.
-fn build_shim(src: &Path, asan: bool) {
-    println!("cargo:rerun-if-changed=shim/shim.cpp");
+/// Compiles the exception barrier (`shim/shim.cpp`) that wraps throwing llama.cpp calls, and
+/// with `common` the chat shim (`shim/chat.cpp`) over common's chat pipeline.
+fn build_shim(src: &Path, f: &Features) {
+    for file in ["shim/shim.cpp", "shim/barrier.h", "shim/chat.cpp"] {
+        println!("cargo:rerun-if-changed={file}");
+    }
     let mut build = cc::Build::new();
-    if asan {
+    if f.asan {
         build.flag("-fsanitize=address").flag("-fno-omit-frame-pointer");
     }
-    build
-        .cpp(true)
-        .std("c++17")
-        .file("shim/shim.cpp")
-        .include(src.join("include"))
-        .include(src.join("ggml/include"))
-        .opt_level(2)
-        .compile("llama_rs_shim");
+    build.cpp(true).std("c++17").file("shim/shim.cpp").include(src.join("include")).include(src.join("ggml/include"));
+    if f.common {
+        // common's headers define static helpers that not every includer uses.
+        build.file("shim/chat.cpp").include(src.join("common")).include(src.join("vendor"));
+        build.flag_if_supported("-Wno-unused-function");
+    }
+    build.opt_level(2).compile("llama_rs_shim");
+}
+
+/// Link directives for common and the two static helpers it needs that upstream does not
+/// install (`llama-common-base`: build info; `cpp-httplib`: its downloader, never called here
+/// but referenced by objects the linker may pull in).
+fn link_common(install: &Path, f: &Features) {
+    let build = install.join("build");
+    for dir in ["common", "vendor/cpp-httplib"] {
+        println!("cargo:rustc-link-search=native={}", build.join(dir).display());
+    }
+    let kind = if f.shared { "dylib" } else { "static" };
+    println!("cargo:rustc-link-lib={kind}=llama-common");
+    println!("cargo:rustc-link-lib=static=llama-common-base");
+    println!("cargo:rustc-link-lib=static=cpp-httplib");
 }
 
 /// Emits link directives for every library the install produced.

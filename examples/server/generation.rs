@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{Stream, StreamExt};
 use llama::engine::{Completion, Event, Request, SubmitError};
+use llama::tools::{RenderedChat, ToolCallStream};
 use llama::{FinishReason, Model, Piece, Token};
 use serde::Serialize;
 
@@ -51,6 +52,9 @@ pub struct Shape {
     pub constrained: bool,
     /// The field that held the prompt, for error messages.
     pub prompt_param: &'static str,
+    /// A chat with tools: the rendered request, whose parser turns each reply into content,
+    /// reasoning and tool calls.
+    pub tools: Option<Arc<RenderedChat>>,
 }
 
 /// An admitted request.
@@ -108,6 +112,12 @@ pub fn new_id(prefix: &str) -> String {
 
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `finish_reason` of a chat choice: a reply that ended by itself with tool calls says so.
+fn chat_finish(f: FinishReason, has_calls: bool) -> Result<&'static str, ApiError> {
+    let reason = finish_reason(f)?;
+    Ok(if has_calls && reason == "stop" { "tool_calls" } else { reason })
 }
 
 fn finish_reason(f: FinishReason) -> Result<&'static str, ApiError> {
@@ -213,7 +223,7 @@ impl Generation {
     pub async fn respond(mut self) -> Result<Response, ApiError> {
         let n = self.shape.n;
         let mut texts = vec![String::new(); n];
-        let mut finish: Vec<Option<&'static str>> = vec![None; n];
+        let mut finish: Vec<Option<FinishReason>> = vec![None; n];
         let mut chat_lp: Vec<ChatLogprobs> = (0..n).map(|_| ChatLogprobs::default()).collect();
         let mut text_lp: Vec<TextLogprobs> = (0..n).map(|_| TextLogprobs::default()).collect();
         loop {
@@ -229,7 +239,8 @@ impl Generation {
                     texts[index].push_str(&piece.text);
                 }
                 Some(Event::Done { index, finish: f, usage, .. }) if index < n => {
-                    finish[index] = Some(finish_reason(f).inspect_err(|_| self.finished = true)?);
+                    finish_reason(f).inspect_err(|_| self.finished = true)?;
+                    finish[index] = Some(f);
                     if self.count_done(usage.completion_tokens) {
                         break;
                     }
@@ -256,13 +267,17 @@ impl Generation {
                     .zip(finish)
                     .zip(chat_lp)
                     .enumerate()
-                    .map(|(index, ((content, finish_reason), lp))| ChatChoice {
-                        index,
-                        message: AssistantMessage { role: "assistant", content, refusal: None },
-                        logprobs: self.shape.logprobs.then_some(lp),
-                        finish_reason,
+                    .map(|(index, ((content, f), lp))| {
+                        let message = self.chat_message(content);
+                        let has_calls = message.tool_calls.is_some();
+                        Ok(ChatChoice {
+                            index,
+                            message,
+                            logprobs: self.shape.logprobs.then_some(lp),
+                            finish_reason: f.map(|f| chat_finish(f, has_calls)).transpose()?,
+                        })
                     })
-                    .collect(),
+                    .collect::<Result<_, ApiError>>()?,
                 usage: self.usage(),
                 system_fingerprint: None,
             })
@@ -277,13 +292,15 @@ impl Generation {
                     .zip(finish)
                     .zip(text_lp)
                     .enumerate()
-                    .map(|(index, ((text, finish_reason), lp))| TextChoice {
-                        index,
-                        text,
-                        logprobs: self.shape.logprobs.then_some(lp),
-                        finish_reason,
+                    .map(|(index, ((text, f), lp))| {
+                        Ok(TextChoice {
+                            index,
+                            text,
+                            logprobs: self.shape.logprobs.then_some(lp),
+                            finish_reason: f.map(finish_reason).transpose()?,
+                        })
                     })
-                    .collect(),
+                    .collect::<Result<_, ApiError>>()?,
                 usage: Some(Some(self.usage())),
                 system_fingerprint: None,
             })
@@ -292,17 +309,46 @@ impl Generation {
         Ok(body)
     }
 
+    /// The reply message of one choice: with tools, the output parsed into content, reasoning
+    /// and tool calls (output that does not follow the format stays content).
+    fn chat_message(&self, text: String) -> AssistantMessage {
+        let parsed = self.shape.tools.as_ref().and_then(|r| r.parser().ok()).map(|p| p.parse(&text));
+        match parsed {
+            None => AssistantMessage {
+                role: "assistant",
+                content: Some(text),
+                refusal: None,
+                reasoning_content: None,
+                tool_calls: None,
+            },
+            Some(parsed) => {
+                let m = parsed.message;
+                let tool_calls = crate::tools::calls_out(&m);
+                AssistantMessage {
+                    role: "assistant",
+                    content: (!m.content.is_empty() || tool_calls.is_none()).then_some(m.content),
+                    refusal: None,
+                    reasoning_content: m.reasoning_content,
+                    tool_calls,
+                }
+            }
+        }
+    }
+
     /// Answers as a stream of SSE chunks ending in `data: [DONE]`.
     pub fn stream(self) -> Response {
         let mut out = VecDeque::new();
         if self.shape.api == Api::Chat {
             // The role comes first, in a chunk of its own per choice.
             for index in 0..self.shape.n {
-                let delta = Delta { role: Some("assistant"), content: Some(String::new()) };
+                let delta = Delta { role: Some("assistant"), content: Some(String::new()), ..Delta::default() };
                 out.push_back(self.chat_chunk(index, delta, None, None));
             }
         }
-        let state = StreamState { generation: self, out, offsets: Vec::new(), ended: false };
+        let parsers = (0..self.shape.n)
+            .map(|_| self.shape.tools.as_ref().and_then(|r| r.parser().ok()).map(ToolCallStream::new))
+            .collect();
+        let state = StreamState { generation: self, out, offsets: Vec::new(), parsers, ended: false };
         let events = futures::stream::unfold(state, |mut s| async move {
             let event = s.next().await?;
             Some((Ok::<_, Infallible>(event), s))
@@ -388,6 +434,8 @@ struct StreamState {
     out: VecDeque<SseEvent>,
     /// Per choice, bytes of text sent so far (the legacy API's `text_offset`).
     offsets: Vec<usize>,
+    /// Per choice, with tools: the incremental parser that turns text into deltas.
+    parsers: Vec<Option<ToolCallStream>>,
     ended: bool,
 }
 
@@ -430,7 +478,21 @@ impl StreamState {
                             content: chat_logprobs(&g.model, &piece).into_iter().collect(),
                             refusal: None,
                         });
-                        g.chat_chunk(index, Delta { role: None, content: Some(piece.text) }, lp, None)
+                        if let Some(Some(parser)) = self.parsers.get_mut(index) {
+                            // With tools the text goes through the parser: what it can say
+                            // for sure becomes deltas (possibly none yet).
+                            let deltas: Vec<Delta> =
+                                parser.push(&piece.text).into_iter().map(crate::tools::delta).collect();
+                            if deltas.is_empty() && lp.is_some() {
+                                self.out.push_back(g.chat_chunk(index, Delta::default(), lp, None));
+                            }
+                            let mut lp = lp;
+                            for d in deltas {
+                                self.out.push_back(g.chat_chunk(index, d, lp.take(), None));
+                            }
+                            return;
+                        }
+                        g.chat_chunk(index, Delta { content: Some(piece.text), ..Delta::default() }, lp, None)
                     }
                     Api::Text => {
                         if self.offsets.len() < n {
@@ -448,7 +510,16 @@ impl StreamState {
                 self.out.push_back(chunk);
             }
             Some(Event::Done { index, finish, usage, .. }) if index < n => {
-                let reason = match finish_reason(finish) {
+                // With tools: what the parser held back, and whether the reply called tools.
+                let mut has_calls = false;
+                if let Some(parser) = self.parsers.get_mut(index).and_then(Option::take) {
+                    let (parsed, rest) = parser.finish();
+                    has_calls = !parsed.message.tool_calls.is_empty();
+                    for d in rest {
+                        self.out.push_back(g.chat_chunk(index, crate::tools::delta(d), None, None));
+                    }
+                }
+                let reason = match chat_finish(finish, has_calls) {
                     Ok(r) => r,
                     Err(e) => return self.fail(e),
                 };

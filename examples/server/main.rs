@@ -23,6 +23,7 @@ mod openai;
 mod prompt;
 mod routes;
 mod sampling;
+mod tools;
 
 use std::future::IntoFuture;
 use std::path::{Path, PathBuf};

@@ -51,9 +51,26 @@ pub struct ChatRequest {
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<i64>,
     pub response_format: Option<ResponseFormat>,
-    /// Not served yet: parsed so that a request carrying tools is refused clearly, and so
-    /// that tool calling can be added without changing the request type.
-    pub tools: Option<Value>,
+    /// Functions the model may call (`{"type": "function", "function": {...}}`).
+    pub tools: Option<Vec<ToolDef>>,
+    /// `"none"`, `"auto"`, `"required"` or `{"type": "function", "function": {"name": ...}}`.
+    pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ToolDef {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionDef,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FunctionDef {
+    pub name: String,
+    pub description: Option<String>,
+    /// A JSON Schema object; absent means no arguments.
+    pub parameters: Option<Value>,
 }
 
 /// `POST /v1/completions`.
@@ -97,7 +114,26 @@ pub struct DetokenizeRequest {
 pub struct Message {
     pub role: String,
     pub content: Option<Content>,
-    pub tool_calls: Option<Value>,
+    /// An assistant message's calls, sent back with the results in the next turn.
+    pub tool_calls: Option<Vec<WireToolCall>>,
+    /// A tool message: the call it answers.
+    pub tool_call_id: Option<String>,
+    pub reasoning_content: Option<String>,
+}
+
+/// A tool call as clients send it back: arguments as JSON text (OpenAI) or as an object.
+#[derive(Debug, Deserialize)]
+pub struct WireToolCall {
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub function: WireFunctionCall,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WireFunctionCall {
+    pub name: String,
+    pub arguments: Value,
 }
 
 /// A message's content: a string, or an array of parts of which only text is served.
@@ -305,8 +341,32 @@ pub struct ChatChoice {
 #[derive(Debug, Serialize)]
 pub struct AssistantMessage {
     pub role: &'static str,
-    pub content: String,
+    /// `null` when the reply is only tool calls.
+    pub content: Option<String>,
     pub refusal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallOut>>,
+}
+
+/// A tool call in a reply, or (with `index`, and only what is new) in a stream delta.
+#[derive(Debug, Serialize)]
+pub struct ToolCallOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionCallOut,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FunctionCallOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub arguments: String,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -351,6 +411,10 @@ pub struct Delta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallOut>>,
 }
 
 #[derive(Debug, Serialize)]

@@ -1,13 +1,15 @@
 //! From the request's messages or prompt to the engine's [`Prompt`], refusing what this server
-//! cannot honour (images, tool calls) instead of silently dropping it.
+//! cannot honour (images) instead of silently dropping it.
 
 use llama::engine::Prompt;
-use llama::{ChatMessage, Token};
+use llama::{ChatMessage, Token, ToolCall};
+use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::openai::{Content, Message, PromptInput};
 
-pub fn chat(messages: &[Message]) -> Result<Prompt, ApiError> {
+/// The conversation: roles checked, text parts joined, tool calls and results kept.
+pub fn chat(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid("messages", "`messages` must hold at least one message"));
     }
@@ -24,9 +26,6 @@ pub fn chat(messages: &[Message]) -> Result<Prompt, ApiError> {
                 ))
             }
         };
-        if m.tool_calls.as_ref().is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty())) {
-            return Err(ApiError::invalid(format!("messages[{i}].tool_calls"), "tool calls are not supported yet"));
-        }
         let text = match &m.content {
             None => String::new(),
             Some(Content::Text(t)) => t.clone(),
@@ -52,9 +51,26 @@ pub fn chat(messages: &[Message]) -> Result<Prompt, ApiError> {
                 text
             }
         };
-        out.push(ChatMessage::new(role, text));
+        let mut message = ChatMessage::new(role, text);
+        for (j, call) in m.tool_calls.iter().flatten().enumerate() {
+            if call.kind.as_deref().is_some_and(|k| k != "function") {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].tool_calls[{j}].type"),
+                    "only \"function\" calls exist",
+                ));
+            }
+            let arguments = match &call.function.arguments {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let id = call.id.clone().unwrap_or_default();
+            message.tool_calls.push(ToolCall { id, name: call.function.name.clone(), arguments });
+        }
+        message.tool_call_id = m.tool_call_id.clone();
+        message.reasoning_content = m.reasoning_content.clone();
+        out.push(message);
     }
-    Ok(Prompt::Chat(out))
+    Ok(out)
 }
 
 /// The one prompt of a text completion (several prompts in one request are not served).

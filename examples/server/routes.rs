@@ -31,6 +31,7 @@ use crate::openai::{
 };
 use crate::prompt;
 use crate::sampling::{self, Plan};
+use crate::tools;
 
 /// Most texts one embedding request may carry (OpenAI's limit).
 const MAX_EMBEDDING_INPUTS: usize = 2048;
@@ -84,10 +85,6 @@ async fn chat(
 ) -> Result<Response, ApiError> {
     let req: ChatRequest = body::parse(&body)?;
     let options: Options = body::parse(&body)?;
-    let tools = req.tools.as_ref().filter(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty()));
-    if tools.is_some() {
-        return Err(ApiError::invalid("tools", "tool calling is not supported yet"));
-    }
     note_user(&record, options.user.as_ref());
     let logprobs = sampling::chat_logprobs(req.logprobs, req.top_logprobs)?;
     let max_tokens = req
@@ -95,16 +92,24 @@ async fn chat(
         .map(|v| ("max_completion_tokens", v))
         .or(options.max_tokens.map(|v| ("max_tokens", v)));
     let plan = Plan::new(&options, max_tokens, logprobs, req.response_format.as_ref())?;
-    let prompt = prompt::chat(&req.messages)?;
+    let messages = prompt::chat(&req.messages)?;
+    let tools = tools::request(&req, messages.clone())?;
+    if tools.is_some() && plan.constrained() {
+        return Err(ApiError::invalid("tools", "give either `tools` or a `grammar`/JSON `response_format`, not both"));
+    }
     let shape = Shape {
         api: Api::Chat,
         n: plan.n,
         logprobs: logprobs.is_some(),
         include_usage: plan.include_usage,
-        constrained: plan.constrained(),
+        constrained: plan.constrained() || tools.is_some(),
         prompt_param: "messages",
+        tools: None,
     };
-    generate(s, record, plan, prompt, shape).await
+    match tools {
+        Some(tools) => generate_with_tools(s, record, plan, tools, shape).await,
+        None => generate(s, record, plan, Prompt::Chat(messages), shape).await,
+    }
 }
 
 async fn completions(
@@ -132,6 +137,7 @@ async fn completions(
         include_usage: plan.include_usage,
         constrained: plan.constrained(),
         prompt_param: "prompt",
+        tools: None,
     };
     generate(s, record, plan, prompt, shape).await
 }
@@ -146,6 +152,51 @@ async fn generate(
     let lease = s.registry.acquire(plan.model.as_deref(), plan.keep_alive).await?;
     let (samplers, params) = plan.build(&lease.model, lease.n_ctx(), lease.engine().slots())?;
     let request = Request::new(prompt).samplers(samplers).params(params);
+    run(s, record, plan, lease, request, shape).await
+}
+
+/// A chat with tools: the model's own template renders messages and tools (llama.cpp's
+/// `common/` pipeline), each choice's sampler gets the tool-call grammar, and the replies are
+/// parsed into tool calls ([`Shape::tools`]).
+async fn generate_with_tools(
+    s: AppState,
+    record: Arc<RequestRecord>,
+    plan: Plan,
+    tools: llama::tools::ChatRequest,
+    mut shape: Shape,
+) -> Result<Response, ApiError> {
+    let lease = s.registry.acquire(plan.model.as_deref(), plan.keep_alive).await?;
+    let (samplers, params) = plan.build(&lease.model, lease.n_ctx(), lease.engine().slots())?;
+    let model = lease.model.clone();
+    // Parsing the template and rendering take milliseconds, longer on long conversations.
+    let prepared = tokio::task::spawn_blocking(move || {
+        let templates =
+            llama::tools::ChatTemplates::new(&model).map_err(|e| ApiError::invalid("tools", e.to_string()))?;
+        let rendered = tools.render(&templates).map_err(tools::render_error)?;
+        let samplers = samplers
+            .into_iter()
+            .map(|s| rendered.sampler(&model, s).map_err(tools::render_error))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok::<_, ApiError>((rendered, samplers))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the tools could not be prepared: {e}")))?;
+    let (rendered, samplers) = prepared?;
+    let request = Request::new(Prompt::Tokens(rendered.tokens.clone()))
+        .samplers(samplers)
+        .params(rendered.generate_params(params));
+    shape.tools = Some(Arc::new(rendered));
+    run(s, record, plan, lease, request, shape).await
+}
+
+async fn run(
+    s: AppState,
+    record: Arc<RequestRecord>,
+    plan: Plan,
+    lease: crate::models::Lease,
+    request: Request,
+    shape: Shape,
+) -> Result<Response, ApiError> {
     let generation = Generation::start(lease, request, shape, record, s.http.clone()).await?;
     if plan.stream {
         Ok(generation.stream())

@@ -4,6 +4,7 @@
 // records the exception's message for `llama_rs_take_exception`. Which functions are wrapped and
 // why is tabled in the safe crate's `barrier` module. Built by build.rs with the `cc` crate.
 
+#include "barrier.h"
 #include "llama.h"
 
 #include <climits>
@@ -12,7 +13,7 @@
 #include <regex>
 #include <string>
 
-namespace {
+namespace llama_rs {
 
 // Per thread: a wrapper and the Rust code reading its result always run on the same thread.
 thread_local std::string g_what;
@@ -27,20 +28,10 @@ void record(const char * what) noexcept {
     g_pending = true;
 }
 
-}  // namespace
+}  // namespace llama_rs
 
-// Runs `body` (which returns on success); if it throws, records the message and returns
-// `on_throw`.
-#define LLAMA_RS_BARRIER(on_throw, body)              \
-    try {                                             \
-        body                                          \
-    } catch (const std::exception & e) {              \
-        record(e.what());                             \
-        return on_throw;                              \
-    } catch (...) {                                   \
-        record("unknown C++ exception");              \
-        return on_throw;                              \
-    }
+using llama_rs::g_pending;
+using llama_rs::g_what;
 
 extern "C" {
 

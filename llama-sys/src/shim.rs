@@ -230,3 +230,49 @@ pub type llama_rs_rpc_start_server_t = unsafe extern "C" fn(
     n_devices: usize,
     devices: *mut ggml_backend_dev_t,
 );
+
+/// A model's chat templates parsed by upstream's `common/` (opaque; `llama_rs_chat_templates_*`).
+#[cfg(feature = "common")]
+#[repr(C)]
+pub struct llama_rs_chat_templates {
+    _private: [u8; 0],
+}
+
+/// The output parser of one rendered chat request (opaque; `llama_rs_chat_parser_*`).
+#[cfg(feature = "common")]
+#[repr(C)]
+pub struct llama_rs_chat_parser {
+    _private: [u8; 0],
+}
+
+// Declarations for shim/chat.cpp (feature `common`): JSON strings in and out. Strings returned
+// are heap copies to free with `llama_rs_string_free`; null means the call threw (message in
+// `llama_rs_take_exception`).
+#[cfg(feature = "common")]
+extern "C" {
+    /// Frees a string returned by a `llama_rs_chat_*` function (null is a no-op).
+    pub fn llama_rs_string_free(s: *mut c_char);
+    /// `common_chat_templates_init` for `model`, with `override_src` (nullable) replacing the
+    /// model's template; null if it threw.
+    pub fn llama_rs_chat_templates_init(
+        model: *const llama_model,
+        override_src: *const c_char,
+    ) -> *mut llama_rs_chat_templates;
+    /// Frees templates from `llama_rs_chat_templates_init` (null is a no-op).
+    pub fn llama_rs_chat_templates_free(t: *mut llama_rs_chat_templates);
+    /// `common_chat_templates_apply` on a JSON request; the rendered prompt, grammar, triggers,
+    /// stops and parser as JSON; null if it threw.
+    pub fn llama_rs_chat_templates_apply(t: *const llama_rs_chat_templates, request: *const c_char) -> *mut c_char;
+    /// A parser from the JSON parser spec; null if it threw.
+    pub fn llama_rs_chat_parser_init(spec: *const c_char) -> *mut llama_rs_chat_parser;
+    /// Frees a parser from `llama_rs_chat_parser_init` (null is a no-op).
+    pub fn llama_rs_chat_parser_free(p: *mut llama_rs_chat_parser);
+    /// `common_chat_parse` of `len` bytes of model output: the assistant message as JSON; null
+    /// if it threw.
+    pub fn llama_rs_chat_parse(
+        p: *const llama_rs_chat_parser,
+        text: *const c_char,
+        len: usize,
+        is_partial: bool,
+    ) -> *mut c_char;
+}

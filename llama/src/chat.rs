@@ -1,5 +1,16 @@
 //! Chat templates: turning a conversation into the prompt format a model was trained on, with
 //! llama.cpp's built-in renderer or (feature `jinja`) the model's own Jinja template.
+//!
+//! Which path renders what:
+//!
+//! | path | renders | why |
+//! |---|---|---|
+//! | [`apply_builtin_template`], [`Model::apply_chat_template`] | role + content | llama.cpp's C renderer: no Jinja, only the template families it hard-codes, no tools |
+//! | [`ChatTemplate`] (feature `jinja`) | role + content | the model's own template in minijinja, in Rust: any template, plain chat; what the engine's [`Prompt::Chat`](crate::engine::Prompt::Chat) uses |
+//! | [`tools::ChatTemplates`](crate::tools::ChatTemplates) (feature `tools`) | role, content, tool calls, tool results, tool definitions, reasoning | upstream's `common/` pipeline through the C++ shim: it knows each family's tool-call format and builds the grammar and the output parser to match |
+//!
+//! Tool calls and results on a [`ChatMessage`] are only rendered by the third path; the other
+//! two see role and content.
 
 use std::ffi::CString;
 
@@ -7,18 +18,45 @@ use crate::error::ChatError;
 use crate::{Model, Token, Vocab};
 
 /// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ChatMessage {
     /// `system`, `user`, `assistant`, `tool`, ...
     pub role: String,
     /// The message text.
     pub content: String,
+    /// Calls an `assistant` message made (empty for every other message).
+    pub tool_calls: Vec<ToolCall>,
+    /// For a `tool` message: the id of the [`ToolCall`] it answers.
+    pub tool_call_id: Option<String>,
+    /// What a reasoning model thought before answering, kept out of `content`.
+    pub reasoning_content: Option<String>,
+}
+
+/// A function call requested by the model.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ToolCall {
+    /// Identifies the call; a tool message answering it carries the same id.
+    pub id: String,
+    /// The function's name.
+    pub name: String,
+    /// The arguments as JSON text (an object, as the function's schema describes).
+    pub arguments: String,
 }
 
 impl ChatMessage {
     /// A message with the given role.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage { role: role.into(), content: content.into(), ..ChatMessage::default() }
+    }
+
+    /// An assistant message that calls tools (with optional text before the calls).
+    pub fn assistant_tool_calls(content: impl Into<String>, calls: Vec<ToolCall>) -> Self {
+        ChatMessage { tool_calls: calls, ..ChatMessage::assistant(content) }
+    }
+
+    /// The result of the tool call `call_id`.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage { tool_call_id: Some(call_id.into()), ..ChatMessage::tool(content) }
     }
 
     /// A system message.
@@ -198,47 +236,64 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<Vec<Token>, ChatError> {
-        // Render with a marker in place of each content, then tokenize around the markers.
-        let marked: Vec<ChatMessage> = messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| ChatMessage::new(m.role.clone(), format!("\u{E000}{i}\u{E001}")))
-            .collect();
-        let rendered = self.render(&marked, add_generation_prompt)?;
-        let mut segments = Vec::new(); // (template text before, message index)
-        let mut rest = rendered.as_str();
-        while let Some(start) = rest.find('\u{E000}') {
-            let end = rest[start..].find('\u{E001}').map(|e| start + e).ok_or(ChatError::Unsupported)?;
-            let index: usize = rest[start + 3..end].parse().map_err(|_| ChatError::Unsupported)?;
-            messages.get(index).ok_or(ChatError::Unsupported)?;
-            segments.push((&rest[..start], index));
-            rest = &rest[end + 3..];
-        }
-        // Templates may transform contents (commonly `| trim`): find the form that reproduces
-        // the real rendering, or refuse rather than tokenize something else.
+        let marked: Vec<ChatMessage> =
+            messages.iter().enumerate().map(|(i, m)| ChatMessage::new(m.role.clone(), content_marker(i))).collect();
+        let marked = self.render(&marked, add_generation_prompt)?;
         let real = self.render(messages, add_generation_prompt)?;
-        let forms: [fn(&str) -> &str; 2] = [|c| c, str::trim];
-        let form = forms
-            .into_iter()
-            .find(|f| {
-                let mut s: String = segments.iter().map(|(t, i)| format!("{t}{}", f(&messages[*i].content))).collect();
-                s.push_str(rest);
-                s == real
-            })
-            .ok_or(ChatError::Unsupported)?;
-        let mut tokens = Vec::new();
-        for (text, index) in segments {
-            tokens.extend(vocab.tokenize_with(text, false, true).map_err(ChatError::Tokenize)?);
-            tokens.extend(
-                vocab.tokenize_with(form(&messages[index].content), false, false).map_err(ChatError::Tokenize)?,
-            );
-        }
-        tokens.extend(vocab.tokenize_with(rest, false, true).map_err(ChatError::Tokenize)?);
-        if let Some(bos) = vocab.bos().filter(|_| vocab.adds_bos()) {
-            if tokens.first() != Some(&bos) {
-                tokens.insert(0, bos);
-            }
-        }
-        Ok(tokens)
+        let contents: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+        tokenize_rendered(vocab, &marked, &real, &contents)
     }
+}
+
+#[cfg(any(feature = "jinja", feature = "tools"))]
+/// What stands in for message `i`'s content in a marked rendering (private-use characters no
+/// template writes).
+pub(crate) fn content_marker(i: usize) -> String {
+    format!("\u{E000}{i}\u{E001}")
+}
+
+#[cfg(any(feature = "jinja", feature = "tools"))]
+/// Tokenizes `real`, a template's rendering of messages whose contents are `contents`, so that
+/// the template's own text may produce control tokens while contents never do (a user typing
+/// `<|im_end|>` gets plain text, not an end-of-turn token). `marked` is the same rendering with
+/// each content replaced by its [`content_marker`]. BOS is prepended when the model wants it
+/// and the template did not write it.
+pub(crate) fn tokenize_rendered(
+    vocab: &Vocab<'_>,
+    marked: &str,
+    real: &str,
+    contents: &[&str],
+) -> Result<Vec<Token>, ChatError> {
+    let mut segments = Vec::new(); // (template text before, content index)
+    let mut rest = marked;
+    while let Some(start) = rest.find('\u{E000}') {
+        let end = rest[start..].find('\u{E001}').map(|e| start + e).ok_or(ChatError::Unsupported)?;
+        let index: usize = rest[start + 3..end].parse().map_err(|_| ChatError::Unsupported)?;
+        contents.get(index).ok_or(ChatError::Unsupported)?;
+        segments.push((&rest[..start], index));
+        rest = &rest[end + 3..];
+    }
+    // Templates may transform contents (commonly `| trim`): find the form that reproduces
+    // the real rendering, or refuse rather than tokenize something else.
+    let forms: [fn(&str) -> &str; 2] = [|c| c, str::trim];
+    let form = forms
+        .into_iter()
+        .find(|f| {
+            let mut s: String = segments.iter().map(|(t, i)| format!("{t}{}", f(contents[*i]))).collect();
+            s.push_str(rest);
+            s == real
+        })
+        .ok_or(ChatError::Unsupported)?;
+    let mut tokens = Vec::new();
+    for (text, index) in segments {
+        tokens.extend(vocab.tokenize_with(text, false, true).map_err(ChatError::Tokenize)?);
+        tokens.extend(vocab.tokenize_with(form(contents[index]), false, false).map_err(ChatError::Tokenize)?);
+    }
+    tokens.extend(vocab.tokenize_with(rest, false, true).map_err(ChatError::Tokenize)?);
+    if let Some(bos) = vocab.bos().filter(|_| vocab.adds_bos()) {
+        if tokens.first() != Some(&bos) {
+            tokens.insert(0, bos);
+        }
+    }
+    Ok(tokens)
 }

@@ -18,6 +18,7 @@ pub(crate) struct Driver {
     out: TextOutput,
     max_tokens: usize,
     cancel: Option<Arc<AtomicBool>>,
+    show_special: Vec<Token>,
     logprobs: bool,
     top_logprobs: usize,
     generated: usize,
@@ -31,6 +32,7 @@ impl Driver {
             out: TextOutput::new(&params.stop),
             max_tokens: params.max_tokens,
             cancel: params.cancel.clone(),
+            show_special: params.show_special.clone(),
             logprobs: params.logprobs || params.top_logprobs > 0,
             top_logprobs: params.top_logprobs,
             generated: 0,
@@ -81,7 +83,7 @@ impl Driver {
             Some(row) => log_probs(row, token, self.top_logprobs),
             None => (None, Vec::new()),
         };
-        let bytes = vocab.token_to_bytes(token, false)?;
+        let bytes = vocab.token_to_bytes(token, self.show_special.contains(&token))?;
         let (text, stopped) = self.out.push(&bytes);
         if stopped {
             self.finish = Some(FinishReason::Stop);

@@ -93,6 +93,7 @@ pub struct GenerateParams {
     pub(crate) on_full: ContextFull,
     pub(crate) reuse_prefix: bool,
     pub(crate) cancel: Option<Arc<AtomicBool>>,
+    pub(crate) show_special: Vec<Token>,
 }
 
 impl Default for GenerateParams {
@@ -107,6 +108,7 @@ impl Default for GenerateParams {
             on_full: ContextFull::Stop,
             reuse_prefix: true,
             cancel: None,
+            show_special: Vec::new(),
         }
     }
 }
@@ -161,6 +163,13 @@ impl GenerateParams {
     /// on this context (default on).
     pub fn reuse_prefix(mut self, yes: bool) -> Self {
         self.reuse_prefix = yes;
+        self
+    }
+
+    /// Special tokens whose text appears in the output (others produce no text): a tool-call
+    /// format's markers, which its parser needs to see.
+    pub fn show_special(mut self, tokens: impl IntoIterator<Item = Token>) -> Self {
+        self.show_special = tokens.into_iter().collect();
         self
     }
 

@@ -74,6 +74,8 @@ pub mod speculative;
 #[cfg(feature = "async")]
 mod stream;
 mod token;
+#[cfg(feature = "tools")]
+pub mod tools;
 pub mod vet;
 mod vocab;
 
@@ -85,7 +87,7 @@ pub use backend::{
 pub use batch::{Batch, MAX_BATCH};
 #[cfg(feature = "jinja")]
 pub use chat::ChatTemplate;
-pub use chat::{apply_builtin_template, builtin_templates, ChatMessage};
+pub use chat::{apply_builtin_template, builtin_templates, ChatMessage, ToolCall};
 pub use context::{
     AttentionType, Context, ContextParams, ContextPerf, FlashAttention, KvCacheType, PoolingType, RopeScaling,
 };
@@ -118,4 +120,8 @@ const _: () = {
     send_sync::<Backend>();
     send_sync::<BufferType>();
     send_sync::<rpc::RemoteServer>();
+    #[cfg(feature = "tools")]
+    send_sync::<tools::ChatTemplates>();
+    #[cfg(feature = "tools")]
+    send::<tools::ChatParser>();
 };

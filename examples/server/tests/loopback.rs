@@ -146,6 +146,20 @@ fn one_loaded_model_alternating_between_two() {
     server.run("swap", &["smollm2", "smollm2-q4_0"]);
 }
 
+/// Tool calling with Qwen2.5-Coder-0.5B (its template supports tools) through the official
+/// client: required, auto, a named function, the tool result's round trip, streamed tool-call
+/// deltas, and bad tool definitions as 400s.
+#[test]
+fn tool_calls_through_the_openai_client() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !python_ready() {
+        return;
+    }
+    llama_examples::models::ensure(&llama_examples::models::QWEN_CODER_DRAFT).unwrap();
+    let server = Server::start("tools", &["--parallel", "2", "-m", "qwen-coder-0.5b"]);
+    server.run("tools", &["qwen-coder-0.5b"]);
+}
+
 /// SIGTERM while a stream runs: the stream still ends with `[DONE]`, then the process exits 0.
 #[cfg(unix)]
 #[test]

@@ -71,6 +71,9 @@ pub struct Sampler {
     /// The grammar, kept out of the chain so sampling can try the unconstrained choice first
     /// (see [`grammar_first`](Sampler::grammar_first)).
     grammar: Option<NonNull<llama_sys::llama_sampler>>,
+    /// Tokens the grammar was walked past at creation (see `prefill_grammar`); `reset`
+    /// walks it past them again.
+    grammar_prefill: Vec<Token>,
     grammar_first: bool,
     /// Models whose vocabularies grammar, DRY and infill samplers point into.
     models: Vec<Model>,
@@ -105,6 +108,61 @@ fn must(p: *mut llama_sys::llama_sampler) -> NonNull<llama_sys::llama_sampler> {
     NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(std::alloc::Layout::new::<usize>()))
 }
 
+/// Refuses what llama.cpp's grammar parser cannot survive: a repetition `x{m,n}` with `n < m`
+/// makes it generate about 2^64 rules (the count wraps), hanging the thread and eating memory.
+/// Literals, character classes and comments are skipped, where braces are plain text.
+fn check_gbnf(gbnf: &str) -> Result<(), SamplerError> {
+    let b = gbnf.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            quote @ (b'"' | b'[') => {
+                let close = if quote == b'"' { b'"' } else { b']' };
+                i += 1;
+                while i < b.len() && b[i] != close {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' => {
+                let number = |i: &mut usize| -> Option<u64> {
+                    while b.get(*i).is_some_and(u8::is_ascii_whitespace) {
+                        *i += 1;
+                    }
+                    let start = *i;
+                    while b.get(*i).is_some_and(u8::is_ascii_digit) {
+                        *i += 1;
+                    }
+                    let n = gbnf[start..*i].parse().ok();
+                    while b.get(*i).is_some_and(u8::is_ascii_whitespace) {
+                        *i += 1;
+                    }
+                    n
+                };
+                let mut j = i + 1;
+                let min = number(&mut j);
+                if b.get(j) == Some(&b',') {
+                    j += 1;
+                    if let (Some(min), Some(max)) = (min, number(&mut j)) {
+                        if max < min {
+                            return Err(SamplerError::Grammar(format!(
+                                "repetition {{{min},{max}}}: the maximum is below the minimum"
+                            )));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 fn cstrings(items: &[&str]) -> Result<Vec<CString>, SamplerError> {
     items.iter().map(|s| CString::new(*s).map_err(|_| SamplerError::NulByte)).collect()
 }
@@ -122,6 +180,7 @@ impl Sampler {
         Sampler {
             ptr: must(ptr),
             grammar: None,
+            grammar_prefill: Vec::new(),
             grammar_first: false,
             models: Vec::new(),
             panicked: Arc::default(),
@@ -306,6 +365,7 @@ impl Sampler {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn grammar(self, model: &Model, gbnf: &str, root: &str) -> Result<Sampler, SamplerError> {
+        check_gbnf(gbnf)?;
         let (g, r) = (CString::new(gbnf), CString::new(root));
         let (g, r) = (g.map_err(|_| SamplerError::NulByte)?, r.map_err(|_| SamplerError::NulByte)?);
         // SAFETY: the vocab outlives the sampler (the chain keeps the model); strings are
@@ -375,6 +435,7 @@ impl Sampler {
         trigger_patterns: &[&str],
         trigger_tokens: &[Token],
     ) -> Result<Sampler, SamplerError> {
+        check_gbnf(gbnf)?;
         let (g, r) = (CString::new(gbnf), CString::new(root));
         let (g, r) = (g.map_err(|_| SamplerError::NulByte)?, r.map_err(|_| SamplerError::NulByte)?);
         let patterns = cstrings(trigger_patterns)?;
@@ -400,6 +461,25 @@ impl Sampler {
             return Err(SamplerError::Grammar(if reason.is_empty() { "parse failed".into() } else { reason }));
         }
         self.set_grammar(model, s)
+    }
+
+    /// Walks the grammar (only) past `tokens` that are already in the prompt, e.g. a reply prefix
+    /// a tool-call grammar starts with. Other samplers' state (penalties) does not see them.
+    pub(crate) fn prefill_grammar(&mut self, tokens: &[Token]) -> Result<(), SampleError> {
+        self.grammar_prefill.extend_from_slice(tokens);
+        self.walk_grammar(tokens)
+    }
+
+    fn walk_grammar(&self, tokens: &[Token]) -> Result<(), SampleError> {
+        let Some(g) = self.grammar else { return Ok(()) };
+        for &token in tokens {
+            // SAFETY: the grammar is alive; the shim catches the exception a rejected token
+            // raises.
+            if unsafe { llama_sys::llama_rs_sampler_accept(g.as_ptr(), token.0) } != 0 {
+                return Err(SampleError::Rejected);
+            }
+        }
+        Ok(())
     }
 
     /// Fill-in-the-middle helper: merges tokens sharing a prefix and prefers end-of-generation
@@ -558,7 +638,9 @@ impl Sampler {
         Ok(())
     }
 
-    /// Clears the chain's state (penalty history, grammar position, mirostat μ, RNG...).
+    /// Clears the chain's state (penalty history, grammar position, mirostat μ, RNG...). A
+    /// grammar that starts inside the prompt (a tool-call grammar) goes back to where it
+    /// started, past the prompt's part.
     pub fn reset(&mut self) {
         // SAFETY: the chain is alive; the shim catches exceptions (a failed reset leaves the
         // old state, which the next sample reports).
@@ -566,6 +648,8 @@ impl Sampler {
         if let Some(g) = self.grammar {
             // SAFETY: as above.
             unsafe { llama_sys::llama_rs_sampler_reset(g.as_ptr()) };
+            // These tokens were accepted once at creation, so they are accepted again.
+            let _ = self.walk_grammar(&self.grammar_prefill);
         }
         self.panicked.store(false, Ordering::Relaxed);
     }
@@ -602,6 +686,7 @@ impl Sampler {
         Ok(Sampler {
             ptr,
             grammar,
+            grammar_prefill: self.grammar_prefill.clone(),
             grammar_first: self.grammar_first,
             models: self.models.clone(),
             panicked,
@@ -634,6 +719,22 @@ impl Drop for Sampler {
             if let Some(g) = self.grammar {
                 llama_sys::llama_sampler_free(g.as_ptr());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_gbnf;
+
+    #[test]
+    fn reversed_repetitions_are_refused_before_llama_cpp_sees_them() {
+        assert!(check_gbnf(r#"root ::= "a"{5,1}"#).is_err());
+        assert!(check_gbnf("root ::= [a-z]{ 3 , 2 }").is_err());
+        for ok in
+            [r#"root ::= "a"{1,5} "b"{2} "c"{3,}"#, r#"root ::= "{5,1}" [{5,1}] # {5,1}"#, r#"root ::= "\"{5,1}" "x""#]
+        {
+            assert_eq!(check_gbnf(ok), Ok(()), "{ok}");
         }
     }
 }

@@ -1,0 +1,123 @@
+//! Tool calling on `/v1/chat/completions`: OpenAI's `tools`, `tool_choice` and
+//! `parallel_tool_calls` into a [`llama::tools::ChatRequest`], and parsed replies back into
+//! OpenAI's `tool_calls` (whole, or as stream deltas keyed by `index`).
+
+use llama::tools::{ChatDelta, ChatRequest, Tool, ToolChoice, ToolsError};
+use llama::ChatMessage;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::openai::{self, Delta, FunctionCallOut, ToolCallOut};
+
+/// The library request when the body carries tools (`None`: a plain chat). A `tool_choice`
+/// without tools is refused rather than ignored.
+pub fn request(req: &openai::ChatRequest, messages: Vec<ChatMessage>) -> Result<Option<ChatRequest>, ApiError> {
+    let defs = req.tools.as_deref().unwrap_or_default();
+    if defs.is_empty() {
+        return match &req.tool_choice {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s == "none" || s == "auto" => Ok(None),
+            Some(_) => Err(ApiError::invalid("tool_choice", "`tool_choice` needs `tools`")),
+        };
+    }
+    let mut tools = Vec::with_capacity(defs.len());
+    for (i, d) in defs.iter().enumerate() {
+        if d.kind != "function" {
+            return Err(ApiError::invalid(
+                format!("tools[{i}].type"),
+                format!("only \"function\" tools exist, got {:?}", d.kind),
+            ));
+        }
+        // A function without parameters takes none.
+        let parameters = d.function.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        if !parameters.is_object() {
+            return Err(ApiError::invalid(
+                format!("tools[{i}].function.parameters"),
+                "the parameters must be a JSON Schema object",
+            ));
+        }
+        tools.push(Tool::new(d.function.name.clone(), d.function.description.clone().unwrap_or_default(), parameters));
+    }
+    let choice = match &req.tool_choice {
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(ApiError::invalid(
+                    "tool_choice",
+                    format!("expected \"none\", \"auto\", \"required\" or a function, got {other:?}"),
+                ))
+            }
+        },
+        Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) if v.get("type").and_then(Value::as_str) == Some("function") => {
+                ToolChoice::Function(name.to_string())
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "tool_choice",
+                    "expected {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                ))
+            }
+        },
+    };
+    Ok(Some(
+        ChatRequest::new(messages)
+            .tools(tools)
+            .tool_choice(choice)
+            .parallel_tool_calls(req.parallel_tool_calls.unwrap_or(false)),
+    ))
+}
+
+/// A 400 naming `tools` (a schema no grammar can express, an unknown function, ...).
+pub fn render_error(e: ToolsError) -> ApiError {
+    let param = if matches!(e, ToolsError::UnknownFunction(_)) { "tool_choice" } else { "tools" };
+    ApiError::invalid(param, format!("the tools cannot be used with this model: {e}"))
+}
+
+/// A parsed reply's tool calls as a response message lists them.
+pub fn calls_out(message: &ChatMessage) -> Option<Vec<ToolCallOut>> {
+    (!message.tool_calls.is_empty()).then(|| {
+        message
+            .tool_calls
+            .iter()
+            .map(|c| ToolCallOut {
+                index: None,
+                id: Some(c.id.clone()),
+                kind: Some("function"),
+                function: FunctionCallOut { name: Some(c.name.clone()), arguments: c.arguments.clone() },
+            })
+            .collect()
+    })
+}
+
+/// Stream deltas as OpenAI chunk deltas: a call's id, type and name first, then its arguments
+/// in fragments, each keyed by the call's `index`.
+pub fn delta(d: ChatDelta) -> Delta {
+    match d {
+        ChatDelta::Content(text) => Delta { content: Some(text), ..Delta::default() },
+        ChatDelta::Reasoning(text) => Delta { reasoning_content: Some(text), ..Delta::default() },
+        ChatDelta::ToolCallStart { index, id, name } => Delta {
+            tool_calls: Some(vec![ToolCallOut {
+                index: Some(index),
+                id: Some(id),
+                kind: Some("function"),
+                function: FunctionCallOut { name: Some(name), arguments: String::new() },
+            }]),
+            ..Delta::default()
+        },
+        ChatDelta::ToolCallArguments { index, fragment } => Delta {
+            tool_calls: Some(vec![ToolCallOut {
+                index: Some(index),
+                id: None,
+                kind: None,
+                function: FunctionCallOut { name: None, arguments: fragment },
+            }]),
+            ..Delta::default()
+        },
+        // A variant added later: sent as nothing rather than guessed at.
+        _ => Delta::default(),
+    }
+}
