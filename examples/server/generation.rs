@@ -483,10 +483,10 @@ impl StreamState {
                             // for sure becomes deltas (possibly none yet).
                             let deltas: Vec<Delta> =
                                 parser.push(&piece.text).into_iter().map(crate::tools::delta).collect();
-                            if deltas.is_empty() && lp.is_some() {
-                                self.out.push_back(g.chat_chunk(index, Delta::default(), lp, None));
-                            }
                             let mut lp = lp;
+                            if deltas.is_empty() && lp.is_some() {
+                                self.out.push_back(g.chat_chunk(index, Delta::default(), lp.take(), None));
+                            }
                             for d in deltas {
                                 self.out.push_back(g.chat_chunk(index, d, lp.take(), None));
                             }

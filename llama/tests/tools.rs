@@ -132,7 +132,12 @@ fn auto_calls_the_tool_then_answers_the_result_in_text() {
     // Second turn: the assistant's call and the tool's result go back in.
     let mut messages = ask_weather();
     messages.push(parsed.message.clone());
-    messages.push(ChatMessage::tool_result(&call.id, r#"{"temperature": 21, "unit": "celsius", "sky": "sunny"}"#));
+    // Qwen2.5-Coder-0.5B was not trained on tool results: given a bare result (JSON or a
+    // sentence) it repeated the call on all of 20 tries (4 phrasings, greedy and 4 seeds). A
+    // result that says what to do next, as applications' tools often do, is answered in text.
+    let result = "It is 21 degrees celsius and sunny in Paris. Now answer the user's question in one plain \
+                  sentence; do not call the tool again.";
+    messages.push(ChatMessage::tool_result(&call.id, result));
     let rendered = render(messages, vec![weather(), time_tool()], ToolChoice::Auto);
     assert!(rendered.prompt.contains("<tool_response>"), "the result is in the prompt:\n{}", rendered.prompt);
     let (text, parsed) = run(&rendered, Sampler::greedy(), 64);

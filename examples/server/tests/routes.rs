@@ -29,6 +29,8 @@ mod prompt;
 mod routes;
 #[path = "../sampling.rs"]
 mod sampling;
+#[path = "../tools.rs"]
+mod tools;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -198,8 +198,12 @@ impl Engine {
         let n_batch = (params.prefill_budget + params.slots).max(params.slots * 2) as u32;
         // On a CPU, flash attention over a unified cache made a step of 3 streams plus a few
         // prompt tokens ~20× slower once a 1,500-token prompt sat in the cache (benches/engine.rs
-        // fairness: p99 1.7 s vs 0.1 s without it). GPUs keep llama.cpp's choice.
-        let default_context = if crate::supports_gpu_offload() {
+        // fairness: p99 1.7 s vs 0.1 s without it). GPUs keep llama.cpp's choice. Not
+        // `supports_gpu_offload`: an `rpc` build answers true for it on a CPU-only machine.
+        let has_gpu = crate::devices()
+            .iter()
+            .any(|d| matches!(d.kind(), crate::DeviceKind::Gpu | crate::DeviceKind::IntegratedGpu));
+        let default_context = if has_gpu {
             ContextParams::default()
         } else {
             ContextParams::default().flash_attention(crate::FlashAttention::Disabled)
