@@ -5,7 +5,7 @@
 //! thread count as the local context.
 //!
 //! ```text
-//! cargo bench --features rpc --bench rpc [-- --rounds 5 --prompt 128 --tokens 64 --threads 2]
+//! cargo bench --bench rpc [-- --rounds 5 --prompt 128 --tokens 64 --threads 2]
 //! ```
 
 use std::net::TcpListener;

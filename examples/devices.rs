@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --example devices
 //! cargo run --features dynamic-backends --example devices   # modules found at run time
-//! cargo run --features rpc --example devices -- --rpc 127.0.0.1:50052
+//! cargo run --example devices -- --rpc 127.0.0.1:50052
 //! ```
 
 use std::process::ExitCode;

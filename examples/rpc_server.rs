@@ -2,8 +2,8 @@
 //! `rpc-server` (which the pinned package does not ship).
 //!
 //! ```text
-//! cargo run --release --features rpc --example rpc_server -- --port 50052 --threads 4 --cache ~/.cache/llama-rpc
-//! cargo run --release --features rpc --example generate -- --rpc 127.0.0.1:50052 "Hello"
+//! cargo run --release --example rpc_server -- --port 50052 --threads 4 --cache ~/.cache/llama-rpc
+//! cargo run --release --example generate -- --rpc 127.0.0.1:50052 "Hello"
 //! ```
 //!
 //! It listens on loopback unless `--host` says otherwise. The protocol has no authentication:

@@ -38,6 +38,15 @@ fn main() {
         fail(&e);
     }
 
+    println!("cargo:rustc-env=LLAMA_CPP_SRC_DIR={}", src.display());
+    println!("cargo:include={}", src.join("include").display());
+    println!("cargo:ggml_include={}", src.join("ggml").join("include").display());
+    // trybuild's compile-fail checks (`--cfg trybuild`) only type-check and never link: building
+    // llama.cpp for them would repeat the real build in trybuild's own target directory.
+    if env::var_os("CARGO_CFG_TRYBUILD").is_some() {
+        return;
+    }
+
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let install = build(&src, &features);
     // The shim uses llama.cpp (and common), so its archive must precede theirs on the link line.
@@ -54,12 +63,9 @@ fn main() {
         println!("cargo:backend_dir={}", backend_dir(&install).display());
     }
 
-    // Metadata for dependents (`DEP_LLAMA_*`) and for our own tests.
-    println!("cargo:include={}", src.join("include").display());
-    println!("cargo:ggml_include={}", src.join("ggml").join("include").display());
+    // More metadata for dependents (`DEP_LLAMA_*`; the include paths are above).
     println!("cargo:lib_dir={}", lib_dir.display());
     println!("cargo:shared={}", u8::from(features.shared));
-    println!("cargo:rustc-env=LLAMA_CPP_SRC_DIR={}", src.display());
 
     #[cfg(feature = "bindgen")]
     {

@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use llama::engine::{Prompt, Request};
-use llama::EmbedError;
+use llama::tools::{ChatTemplates, RenderedChat};
+use llama::{EmbedError, Model, Sampler};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::CorsLayer;
@@ -23,6 +24,7 @@ use crate::auth;
 use crate::body::{self, BodyLimit, JsonBody, Limited};
 use crate::error::ApiError;
 use crate::generation::{Api, Generation, Shape};
+use crate::keep_alive::KeepAlive;
 use crate::metrics::{self, HttpMetrics};
 use crate::models::Registry;
 use crate::openai::{
@@ -83,9 +85,37 @@ async fn chat(
     Extension(record): Extension<Arc<RequestRecord>>,
     Limited(body): Limited,
 ) -> Result<Response, ApiError> {
-    let req: ChatRequest = body::parse(&body)?;
-    let options: Options = body::parse(&body)?;
-    note_user(&record, options.user.as_ref());
+    answer(s, record, check_chat(&body)?).await
+}
+
+async fn completions(
+    State(s): State<AppState>,
+    Extension(record): Extension<Arc<RequestRecord>>,
+    Limited(body): Limited,
+) -> Result<Response, ApiError> {
+    answer(s, record, check_completion(&body)?).await
+}
+
+/// A generation request read and checked before any model is touched: what the handlers do
+/// first, and what the `server` fuzz target (`llama/fuzz`) drives with arbitrary bodies.
+pub struct Checked {
+    pub plan: Plan,
+    pub shape: Shape,
+    pub input: Input,
+    /// The client's `user` field, for the access log.
+    pub user: Option<String>,
+}
+
+/// What the model is asked: a prompt, or a chat with tools that the model's template renders.
+pub enum Input {
+    Prompt(Prompt),
+    Tools(llama::tools::ChatRequest),
+}
+
+/// `POST /v1/chat/completions`'s body, checked.
+pub fn check_chat(body: &[u8]) -> Result<Checked, ApiError> {
+    let req: ChatRequest = body::parse(body)?;
+    let options: Options = body::parse(body)?;
     let logprobs = sampling::chat_logprobs(req.logprobs, req.top_logprobs)?;
     let max_tokens = req
         .max_completion_tokens
@@ -106,20 +136,17 @@ async fn chat(
         prompt_param: "messages",
         tools: None,
     };
-    match tools {
-        Some(tools) => generate_with_tools(s, record, plan, tools, shape).await,
-        None => generate(s, record, plan, Prompt::Chat(messages), shape).await,
-    }
+    let input = match tools {
+        Some(tools) => Input::Tools(tools),
+        None => Input::Prompt(Prompt::Chat(messages)),
+    };
+    Ok(Checked { plan, shape, input, user: options.user })
 }
 
-async fn completions(
-    State(s): State<AppState>,
-    Extension(record): Extension<Arc<RequestRecord>>,
-    Limited(body): Limited,
-) -> Result<Response, ApiError> {
-    let req: CompletionRequest = body::parse(&body)?;
-    let options: Options = body::parse(&body)?;
-    note_user(&record, options.user.as_ref());
+/// `POST /v1/completions`'s body, checked.
+pub fn check_completion(body: &[u8]) -> Result<Checked, ApiError> {
+    let req: CompletionRequest = body::parse(body)?;
+    let options: Options = body::parse(body)?;
     if req.echo == Some(true) {
         return Err(ApiError::invalid("echo", "`echo` is not supported"));
     }
@@ -139,64 +166,30 @@ async fn completions(
         prompt_param: "prompt",
         tools: None,
     };
-    generate(s, record, plan, prompt, shape).await
+    Ok(Checked { plan, shape, input: Input::Prompt(prompt), user: options.user })
 }
 
-async fn generate(
-    s: AppState,
-    record: Arc<RequestRecord>,
-    plan: Plan,
-    prompt: Prompt,
-    shape: Shape,
-) -> Result<Response, ApiError> {
+/// Takes the model, builds the engine request and answers, streaming or not.
+async fn answer(s: AppState, record: Arc<RequestRecord>, checked: Checked) -> Result<Response, ApiError> {
+    let Checked { plan, mut shape, input, user } = checked;
+    note_user(&record, user.as_ref());
     let lease = s.registry.acquire(plan.model.as_deref(), plan.keep_alive).await?;
     let (samplers, params) = plan.build(&lease.model, lease.n_ctx(), lease.engine().slots())?;
-    let request = Request::new(prompt).samplers(samplers).params(params);
-    run(s, record, plan, lease, request, shape).await
-}
-
-/// A chat with tools: the model's own template renders messages and tools (llama.cpp's
-/// `common/` pipeline), each choice's sampler gets the tool-call grammar, and the replies are
-/// parsed into tool calls ([`Shape::tools`]).
-async fn generate_with_tools(
-    s: AppState,
-    record: Arc<RequestRecord>,
-    plan: Plan,
-    tools: llama::tools::ChatRequest,
-    mut shape: Shape,
-) -> Result<Response, ApiError> {
-    let lease = s.registry.acquire(plan.model.as_deref(), plan.keep_alive).await?;
-    let (samplers, params) = plan.build(&lease.model, lease.n_ctx(), lease.engine().slots())?;
-    let model = lease.model.clone();
-    // Parsing the template and rendering take milliseconds, longer on long conversations.
-    let prepared = tokio::task::spawn_blocking(move || {
-        let templates =
-            llama::tools::ChatTemplates::new(&model).map_err(|e| ApiError::invalid("tools", e.to_string()))?;
-        let rendered = tools.render(&templates).map_err(tools::render_error)?;
-        let samplers = samplers
-            .into_iter()
-            .map(|s| rendered.sampler(&model, s).map_err(tools::render_error))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok::<_, ApiError>((rendered, samplers))
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("the tools could not be prepared: {e}")))?;
-    let (rendered, samplers) = prepared?;
-    let request = Request::new(Prompt::Tokens(rendered.tokens.clone()))
-        .samplers(samplers)
-        .params(rendered.generate_params(params));
-    shape.tools = Some(Arc::new(rendered));
-    run(s, record, plan, lease, request, shape).await
-}
-
-async fn run(
-    s: AppState,
-    record: Arc<RequestRecord>,
-    plan: Plan,
-    lease: crate::models::Lease,
-    request: Request,
-    shape: Shape,
-) -> Result<Response, ApiError> {
+    let request = match input {
+        Input::Prompt(prompt) => Request::new(prompt).samplers(samplers).params(params),
+        Input::Tools(tools) => {
+            let model = lease.model.clone();
+            // Parsing the template and rendering take milliseconds, longer on long conversations.
+            let (rendered, samplers) = tokio::task::spawn_blocking(move || render_tools(&model, &tools, samplers))
+                .await
+                .map_err(|e| ApiError::internal(format!("the tools could not be prepared: {e}")))??;
+            let request = Request::new(Prompt::Tokens(rendered.tokens.clone()))
+                .samplers(samplers)
+                .params(rendered.generate_params(params));
+            shape.tools = Some(Arc::new(rendered));
+            request
+        }
+    };
     let generation = Generation::start(lease, request, shape, record, s.http.clone()).await?;
     if plan.stream {
         Ok(generation.stream())
@@ -205,30 +198,30 @@ async fn run(
     }
 }
 
+/// A chat with tools: the model's own template renders messages and tools (llama.cpp's
+/// `common/` pipeline) and each choice's sampler gets the tool-call grammar; the replies are
+/// parsed into tool calls ([`Shape::tools`]). Blocking.
+pub fn render_tools(
+    model: &Model,
+    chat: &llama::tools::ChatRequest,
+    samplers: Vec<Sampler>,
+) -> Result<(RenderedChat, Vec<Sampler>), ApiError> {
+    let templates = ChatTemplates::new(model).map_err(|e| ApiError::invalid("tools", e.to_string()))?;
+    let rendered = chat.render(&templates).map_err(tools::render_error)?;
+    let samplers = samplers
+        .into_iter()
+        .map(|s| rendered.sampler(model, s).map_err(tools::render_error))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((rendered, samplers))
+}
+
 async fn embeddings(
     State(s): State<AppState>,
     Extension(record): Extension<Arc<RequestRecord>>,
-    JsonBody(req): JsonBody<EmbeddingRequest>,
+    Limited(body): Limited,
 ) -> Result<Json<EmbeddingList>, ApiError> {
+    let CheckedEmbeddings { req, texts, base64, keep_alive } = check_embeddings(&body)?;
     note_user(&record, req.user.as_ref());
-    let base64 = match req.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "encoding_format",
-                format!("expected \"float\" or \"base64\", got {other:?}"),
-            ))
-        }
-    };
-    let keep_alive = sampling::keep_alive(req.keep_alive.as_ref())?;
-    let texts = match req.input {
-        PromptInput::Texts(texts) => texts,
-        PromptInput::Tokens(_) => return Err(ApiError::invalid("input", "token ids are not accepted here: send text")),
-    };
-    if texts.is_empty() || texts.len() > MAX_EMBEDDING_INPUTS {
-        return Err(ApiError::invalid("input", format!("send 1 to {MAX_EMBEDDING_INPUTS} texts, got {}", texts.len())));
-    }
     let lease = s.registry.acquire(req.model.as_deref(), keep_alive).await?;
     let width = lease.model.n_embd_out();
     if let Some(d) = req.dimensions.filter(|&d| usize::try_from(d).ok() != Some(width)) {
@@ -263,6 +256,37 @@ async fn embeddings(
         model: lease.name.clone(),
         usage: EmbeddingUsage { prompt_tokens, total_tokens: prompt_tokens },
     }))
+}
+
+/// `POST /v1/embeddings`'s body, checked.
+pub struct CheckedEmbeddings {
+    pub req: EmbeddingRequest,
+    pub texts: Vec<String>,
+    pub base64: bool,
+    pub keep_alive: Option<KeepAlive>,
+}
+
+pub fn check_embeddings(body: &[u8]) -> Result<CheckedEmbeddings, ApiError> {
+    let mut req: EmbeddingRequest = body::parse(body)?;
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "encoding_format",
+                format!("expected \"float\" or \"base64\", got {other:?}"),
+            ))
+        }
+    };
+    let keep_alive = sampling::keep_alive(req.keep_alive.as_ref())?;
+    let texts = match std::mem::replace(&mut req.input, PromptInput::Texts(Vec::new())) {
+        PromptInput::Texts(texts) => texts,
+        PromptInput::Tokens(_) => return Err(ApiError::invalid("input", "token ids are not accepted here: send text")),
+    };
+    if texts.is_empty() || texts.len() > MAX_EMBEDDING_INPUTS {
+        return Err(ApiError::invalid("input", format!("send 1 to {MAX_EMBEDDING_INPUTS} texts, got {}", texts.len())));
+    }
+    Ok(CheckedEmbeddings { req, texts, base64, keep_alive })
 }
 
 fn note_user(record: &RequestRecord, user: Option<&String>) {

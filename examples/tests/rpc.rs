@@ -1,8 +1,8 @@
 //! ggml's RPC backend over loopback, servers in child processes (`examples/rpc_server.rs`):
 //! SmolLM2 with every layer on one server, then split across two, gives the local greedy tokens
 //! (same threads, repacking off on both sides, as the server's CPU backend does not repack).
-//! Needs the `rpc` feature: `cargo test --features rpc --test rpc_loopback` after building the
-//! example (`cargo build --features rpc --example rpc_server`).
+//! `cargo test --workspace` builds the example and runs this (the examples package enables `rpc`
+//! by default); alone: `cargo build --example rpc_server && cargo test --test rpc_loopback`.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -53,7 +53,7 @@ fn example(name: &str) -> std::path::PathBuf {
     // Test binaries live in target/<profile>/deps; examples next door.
     let exe = std::env::current_exe().unwrap();
     let path = exe.parent().and_then(|d| d.parent()).unwrap().join("examples").join(name);
-    assert!(path.exists(), "{} missing: `cargo build --features rpc --example {name}` first", path.display());
+    assert!(path.exists(), "{} missing: `cargo build --example {name}` first", path.display());
     path
 }
 

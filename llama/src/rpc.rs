@@ -7,7 +7,7 @@
 //! [`RpcError::NotBuilt`].
 //!
 //! ```no_run
-//! // On the machine lending its memory (or `cargo run --features rpc --example rpc_server`):
+//! // On the machine lending its memory (or `cargo run --example rpc_server`):
 //! //     llama::rpc::Server::new().port(50052).serve()?;
 //! // On the client:
 //! let model = llama::Model::builder("model.gguf").rpc_servers(&["127.0.0.1:50052"]).load()?;

@@ -31,6 +31,9 @@ mod routes;
 mod sampling;
 #[path = "../tools.rs"]
 mod tools;
+// The `server` fuzz target's body (llama/fuzz), replayed below over its seeds and local corpus.
+#[path = "../../../llama/fuzz/src/server.rs"]
+mod fuzz_server;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -837,4 +840,34 @@ fn a_model_that_fails_to_load_is_a_server_error() {
         assert_eq!(s.registry.stats()[0].loads, 0);
         let _ = std::fs::remove_file(bad);
     });
+}
+
+/// The `server` fuzz target's committed seeds (and any local corpus) through the same code as
+/// the fuzzer: request checking, samplers, tool rendering. None may panic, and every seed gets
+/// as far as it was written to (a seed refused at the door would fuzz only the refusal).
+#[test]
+fn fuzz_seeds_replay() {
+    let path = llama_examples::models::default_model().unwrap();
+    let model = llama::Model::builder(&path).vocab_only(true).load().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("llama/fuzz");
+    let mut inputs = 0;
+    for dir in ["seeds", "corpus"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join("server")) else { continue };
+        for entry in entries.flatten() {
+            let reached = fuzz_server::request(&model, &std::fs::read(entry.path()).unwrap());
+            inputs += 1;
+            if dir == "seeds" {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let expected = if name.starts_with("chat_tools") || name == "chat_tool_roundtrip" {
+                    fuzz_server::Reached::Rendered
+                } else if name.starts_with("embeddings") {
+                    fuzz_server::Reached::Checked
+                } else {
+                    fuzz_server::Reached::Sampled
+                };
+                assert_eq!(reached, expected, "seed {name}");
+            }
+        }
+    }
+    assert!(inputs >= 12, "the server seeds are missing ({inputs} inputs)");
 }

@@ -1,0 +1,7 @@
+//! The server example's request bodies: the first byte picks chat, completions or embeddings;
+//! the rest is the body its handler checks (and, for tools, renders) before the engine.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    llama_fuzz::server::request(llama_fuzz::vocab_model(), data);
+});
