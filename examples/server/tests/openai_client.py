@@ -524,19 +524,19 @@ def scenario_tools(base, model):
         choice = r.choices[0]
         check(choice.finish_reason == "tool_calls", f"finish_reason: {choice}")
         check(len(choice.message.tool_calls) >= 1, f"tool calls: {choice.message}")
-        for call in choice.message.tool_calls:
-            valid_weather_call(call)
+        for tool_call in choice.message.tool_calls:
+            valid_weather_call(tool_call)
     # Auto: the question needs the tool; then the result goes back and the answer is text.
     r = c.chat.completions.create(model=model, messages=ASK_WEATHER, tools=[WEATHER], temperature=0, max_tokens=96)
     msg = r.choices[0].message
     check(r.choices[0].finish_reason == "tool_calls" and msg.tool_calls, f"auto called the tool: {msg}")
-    call = msg.tool_calls[0]
-    valid_weather_call(call)
+    tool_call = msg.tool_calls[0]
+    valid_weather_call(tool_call)
     turn2 = ASK_WEATHER + [
         msg.model_dump(exclude_none=True),
         # This 0.5B model repeats the call after a bare result; one that says what to do next
         # (as applications' tools often do) is answered in text (see llama/tests/tools.rs).
-        {"role": "tool", "tool_call_id": call.id, "content": TOOL_RESULT},
+        {"role": "tool", "tool_call_id": tool_call.id, "content": TOOL_RESULT},
     ]
     r = c.chat.completions.create(model=model, messages=turn2, tools=[WEATHER], temperature=0, max_tokens=64)
     answer = r.choices[0]
@@ -574,9 +574,9 @@ def scenario_tools(base, model):
         if choice == "required":
             # Under auto this model writes bare JSON calls, which are recognised only at the end.
             check(pieces > 2, f"{choice}: arguments arrive in fragments ({pieces} deltas)")
-        for call in calls.values():
-            check(call["id"].startswith("call_") and call["name"] == "get_weather", call)
-            jsonschema.validate(json.loads(call["arguments"]), WEATHER["function"]["parameters"])
+        for tool_call in calls.values():
+            check(tool_call["id"].startswith("call_") and tool_call["name"] == "get_weather", tool_call)
+            jsonschema.validate(json.loads(tool_call["arguments"]), WEATHER["function"]["parameters"])
     chunks = list(c.chat.completions.create(model=model, messages=turn2, tools=[WEATHER], temperature=0, max_tokens=64, stream=True))
     calls, content, finish, _ = streamed_calls(chunks)
     check(not calls and "21" in content and finish == "stop", f"streamed text answer {content!r} {finish}")
