@@ -50,9 +50,11 @@ fuzz() {
         -print_final_stats=1 "$@" >"$log" 2>&1
 }
 
-# CPU seconds used so far by this script's finished children (user + system).
+# CPU seconds used so far by this script's finished children (user + system). `times` must run
+# in this shell, not in a command substitution's subshell (whose children are none), so it writes
+# to a file that is parsed after.
 children_cpu() {
-    times | tail -1 | awk '{ t = 0; for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); t += p[1] * 60 + p[2] } printf "%d", t }'
+    tail -1 "$logs/times" | awk '{ t = 0; for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); t += p[1] * 60 + p[2] } printf "%d", t }'
 }
 stat() { grep -m1 "^stat::$1:" "$log" | awk '{print $2}' || true; }
 # Crashes, timeouts, out-of-memory and leaks; libFuzzer's slow-unit-* notes are not findings.
@@ -96,9 +98,11 @@ for t in $(pick "$mode"); do
         flags=(-max_total_time="$slice")
         [[ $JOBS -gt 1 ]] && flags+=(-fork="$JOBS")
         start=$SECONDS
+        times >"$logs/times"
         used=$(children_cpu)
         fuzz "$t" "${flags[@]}" || true
         wall=$(( wall + SECONDS - start ))
+        times >"$logs/times"
         cpu=$(( cpu + $(children_cpu) - used ))
         execs=$(( execs + $(stat number_of_executed_units || echo 0) ))
         [[ $(findings "$t") -gt $before ]] && break

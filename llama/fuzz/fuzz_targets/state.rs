@@ -2,4 +2,5 @@
 //! cache that the next decode can use.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| llama_fuzz::targets::state(data));
+// The model loads before the first input, so no input is charged for it (libFuzzer's timeout).
+libfuzzer_sys::fuzz_target!(init: { llama_fuzz::full_model(); }, |data: &[u8]| llama_fuzz::targets::state(data));

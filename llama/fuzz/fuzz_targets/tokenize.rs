@@ -2,4 +2,5 @@
 //! round-trips, and arbitrary ids detokenize or are refused. The first byte picks the flags.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| llama_fuzz::targets::tokenize(data));
+// The model loads before the first input, so no input is charged for it (libFuzzer's timeout).
+libfuzzer_sys::fuzz_target!(init: { llama_fuzz::vocab_model(); }, |data: &[u8]| llama_fuzz::targets::tokenize(data));
