@@ -774,8 +774,8 @@ fn a_state_claiming_a_huge_architecture_name_allocates_nothing() {
 }
 
 /// Found by probing the chat_template fuzz target with loops: two nested `range(99999)` loops
-/// kept a thread busy for hours. Rendering now runs on a fuel budget (stopped in ~1.5 s in a
-/// debug build, ~0.2 s in release).
+/// kept a thread busy for hours. Rendering now runs on a fuel budget (stopped in ~0.65 s in a
+/// debug build).
 #[cfg(feature = "jinja")]
 #[test]
 fn a_template_that_loops_for_hours_is_stopped() {
@@ -785,6 +785,12 @@ fn a_template_that_loops_for_hours_is_stopped() {
     let err = ChatTemplate::new(spin, "", "").render(&[ChatMessage::user("hi")], true).unwrap_err();
     println!("stopped after {:?}: {err}", start.elapsed());
     assert!(start.elapsed() < std::time::Duration::from_secs(60), "{err}");
+    // Found by the chat_template fuzzer: a macro calling itself twice runs 2^n calls of cheap
+    // instructions that build long strings; r(20) took ~60 s under the fuzzer's ASan build
+    // before the budget was cut to 2 million instructions. Now r(18) already runs out.
+    let doubly = "{% macro r(n) %}{% if n > 0 %}{{ r(n - 1) }}{{ n }}{% endif %}x{% if n > 0 %}{{ r(n - 1) }}{% endif %}{% endmacro %}{{ r(18) }}";
+    let err = ChatTemplate::new(doubly, "", "").render(&[ChatMessage::user("hi")], true).unwrap_err();
+    assert!(err.to_string().contains("fuel"), "{err}");
     // The budget leaves room for long real conversations.
     let long: Vec<ChatMessage> = (0..4000)
         .map(|i| if i % 2 == 0 { ChatMessage::user("question") } else { ChatMessage::assistant("answer") })
