@@ -1082,6 +1082,13 @@ fn read_tensor_info<R: BufRead + Seek>(r: &mut Reader<R>, i: u64) -> Result<Tens
     let Some((block, block_bytes)) = ggml_type(ty) else {
         return bad(format!("tensor '{name}' has invalid ggml type {ty}"));
     };
+    // Vectors (norm weights, biases) enter element-wise ops whose CPU kernels take them only
+    // as F32 (any other type aborts the first decode: "binary_op: unsupported types"); every
+    // converter writes them as F32 (ggml type 0). Found by the gguf fuzzer (an F16
+    // attn_norm.weight).
+    if ne[1..].iter().all(|&d| d == 1) && ty != 0 {
+        return bad(format!("tensor '{name}' is a vector of ggml type {ty}; vectors must be F32"));
+    }
     let [ne0, ..] = ne;
     if ne0 % block != 0 {
         return bad(format!(
