@@ -352,11 +352,12 @@ impl<'a> ModelBuilder<'a> {
         }
 
         let load = || {
-            // SAFETY: `c_path` is NUL-terminated; every pointer in `params` (overrides ended by
-            // an empty key, tensor_split of llama_max_devices() floats, devices ended by null,
-            // buffer overrides ended by a null pattern with their NUL-terminated patterns, the
-            // callback state) points into locals that outlive this synchronous call. Every RPC
-            // server among the devices was found reachable just before.
+            // Every pointer in `params` (overrides ended by an empty key, tensor_split of
+            // llama_max_devices() floats, devices ended by null, buffer overrides ended by a null
+            // pattern with their NUL-terminated patterns, the callback state) points into locals
+            // that outlive this synchronous call; every RPC server among the devices was found
+            // reachable just before.
+            // SAFETY: `c_path` is NUL-terminated and `params` is valid as described above.
             unsafe { llama_sys::llama_rs_model_load_from_file(c_path.as_ptr(), params) }
         };
         let (raw, mut reason) = capture_errors(load);
