@@ -1355,8 +1355,9 @@ mod tests {
             structure(&b)
         };
         assert_eq!(one("t", &[4, 2], 0, 0, 32), Ok(()));
-        assert_eq!(one("t", &[64], 2, 0, 36), Ok(()), "two Q4_0 blocks");
-        assert!(one("t", &[8], 2, 0, 64).unwrap_err().contains("block of 32"));
+        assert_eq!(one("t", &[64, 2], 2, 0, 72), Ok(()), "four Q4_0 blocks");
+        assert!(one("t", &[8, 2], 2, 0, 64).unwrap_err().contains("block of 32"));
+        assert!(one("t", &[64], 2, 0, 36).unwrap_err().contains("vectors must be F32"));
         assert!(one("t", &[], 0, 0, 32).unwrap_err().contains("0 dimensions"));
         assert!(one("t", &[1, 1, 1, 1, 1], 0, 0, 32).unwrap_err().contains("5 dimensions"));
         assert!(one("t", &[4, 0], 0, 0, 32).unwrap_err().contains("dimension 1 is 0"));
