@@ -42,8 +42,10 @@ fn main() {
     println!("cargo:include={}", src.join("include").display());
     println!("cargo:ggml_include={}", src.join("ggml").join("include").display());
     // trybuild's compile-fail checks (`--cfg trybuild`) only type-check and never link: building
-    // llama.cpp for them would repeat the real build in trybuild's own target directory.
-    if env::var_os("CARGO_CFG_TRYBUILD").is_some() {
+    // llama.cpp for them would repeat the real build in trybuild's own target directory. Miri
+    // (`cargo miri test`, which sets `CARGO_CFG_MIRI`) interprets Rust and cannot call C at all:
+    // its runs cover the pure-Rust modules only.
+    if env::var_os("CARGO_CFG_TRYBUILD").is_some() || env::var_os("CARGO_CFG_MIRI").is_some() {
         return;
     }
 
