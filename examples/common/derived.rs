@@ -20,10 +20,8 @@ pub fn requantized(src: &Path, kind: &str) -> Result<PathBuf, Box<dyn Error>> {
     let out = dir.join(format!("{stem}.{kind}.gguf"));
     if !out.exists() {
         std::fs::create_dir_all(&dir)?;
-        // Written aside and renamed, so an interrupted run never leaves a partial model.
-        let tmp = out.with_extension("partial");
-        QuantizeParams::new(ftype).allow_requantize(true).run(src, &tmp)?;
-        std::fs::rename(&tmp, &out)?;
+        // quantize writes aside and renames: an interrupted run never leaves a partial model.
+        llama::quantize(src, &out, QuantizeParams::new(ftype).allow_requantize(true))?;
     }
     Ok(out)
 }

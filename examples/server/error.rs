@@ -5,7 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use llama::engine::SubmitError;
-use llama::SamplerError;
+use llama::SamplerBuildError;
 use serde::Serialize;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -129,7 +129,7 @@ impl ApiError {
         }
     }
 
-    pub fn from_sampler(param: &str, e: SamplerError) -> ApiError {
+    pub fn from_sampler(param: &str, e: SamplerBuildError) -> ApiError {
         ApiError::invalid(param, e.to_string())
     }
 }

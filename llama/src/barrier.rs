@@ -16,7 +16,23 @@
 //! validation tests (`tests/malformed.rs`, `tests/context.rs`, `tests/model.rs`) show each
 //! asserting call refused before it reaches C.
 
+use std::any::Any;
 use std::ffi::CStr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Runs a caller's callback where a panic must not unwind further (into C, or out of a
+/// thread the crate owns); a panic becomes its message, which the error that reports it keeps.
+pub(crate) fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panic_message(&*payload))
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_owned(),
+        (_, Some(s)) => s.clone(),
+        _ => "(a panic without a message)".to_owned(),
+    }
+}
 
 /// The message of the C++ exception the last `llama_rs_*` wrapper on this thread caught, if any;
 /// clears it.

@@ -215,8 +215,8 @@ impl Batch {
         }
         let before = self.len;
         for (k, &t) in tokens.iter().enumerate() {
-            let pos = i32::try_from(k).ok().and_then(|k| start_pos.checked_add(k)).unwrap_or(-1);
-            if let Err(e) = self.add(t, pos, &[seq_id], logits_last && k + 1 == tokens.len()) {
+            let pos = position(start_pos, k);
+            if let Err(e) = pos.and_then(|pos| self.add(t, pos, &[seq_id], logits_last && k + 1 == tokens.len())) {
                 self.len = before;
                 return Err(e);
             }
@@ -275,4 +275,12 @@ impl Batch {
             logits: self.logits.as_ptr().cast_mut(),
         }
     }
+}
+
+/// `start + offset` as a llama.cpp position; an overflow says how far it went.
+pub(crate) fn position(start: i32, offset: usize) -> Result<i32, BatchError> {
+    i32::try_from(offset)
+        .ok()
+        .and_then(|o| start.checked_add(o))
+        .ok_or_else(|| BatchError::PositionTooLarge(usize::try_from(start).unwrap_or(0).saturating_add(offset)))
 }

@@ -109,7 +109,8 @@ impl Embedder {
             {
                 let seq = (i - start) as i32;
                 for (pos, &t) in tokenized[i].iter().enumerate() {
-                    self.batch.add(t, pos as i32, &[seq], true).map_err(|_| DecodeError::Empty)?;
+                    let pos = crate::batch::position(0, pos).map_err(DecodeError::from)?;
+                    self.batch.add(t, pos, &[seq], true).map_err(DecodeError::from)?;
                 }
                 i += 1;
             }

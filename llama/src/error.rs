@@ -47,9 +47,9 @@ pub enum LoadError {
     /// The progress callback asked to stop.
     #[error("model loading was cancelled")]
     Cancelled,
-    /// The progress callback panicked; loading was stopped.
-    #[error("model loading progress callback panicked")]
-    CallbackPanicked,
+    /// The progress callback panicked; loading was stopped. Carries the panic's message.
+    #[error("model loading progress callback panicked: {0}")]
+    CallbackPanicked(String),
     /// llama.cpp refused the file (corrupt or truncated data, unsupported architecture, out of
     /// memory...); `reason` is what llama.cpp logged.
     #[error("llama.cpp could not load {}: {}", path.display(), if reason.is_empty() { "corrupt, truncated, or unsupported model" } else { reason })]
@@ -58,6 +58,32 @@ pub enum LoadError {
         path: PathBuf,
         /// llama.cpp's error messages, joined.
         reason: String,
+    },
+}
+
+/// Why [`Model::save`](crate::Model::save) wrote nothing. No partial file is left at the
+/// path.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SaveError {
+    /// The path contains a NUL byte.
+    #[error("path contains a NUL byte")]
+    InvalidPath,
+    /// llama.cpp could not write the file; `reason` is what it logged.
+    #[error("llama.cpp could not write {}: {}", path.display(), if reason.is_empty() { "no reason given" } else { reason })]
+    Rejected {
+        /// The path given.
+        path: PathBuf,
+        /// llama.cpp's error messages, joined.
+        reason: String,
+    },
+    /// The complete file could not be moved into place.
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        /// The path given.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
     },
 }
 
@@ -109,6 +135,9 @@ pub enum BatchError {
     /// A position is negative.
     #[error("position {0} is negative")]
     NegativePosition(i32),
+    /// A position is beyond what llama.cpp's position type (`i32`) holds.
+    #[error("position {0} is beyond the largest llama.cpp can hold ({max})", max = i32::MAX)]
+    PositionTooLarge(usize),
     /// A token needs at least one sequence id, and at most the batch's `n_seq_max`.
     #[error("a token needs 1..={max} sequence ids, got {got}")]
     SeqIdCount {
@@ -182,9 +211,9 @@ pub enum DecodeError {
     /// [`Context::encode`](crate::Context::encode) on a model without an encoder.
     #[error("the model has no encoder")]
     NoEncoder,
-    /// The abort callback panicked; the decode was aborted.
-    #[error("the abort callback panicked; decode aborted")]
-    AbortCallbackPanicked,
+    /// The abort callback panicked; the decode was aborted. Carries the panic's message.
+    #[error("the abort callback panicked ({0}); decode aborted")]
+    AbortCallbackPanicked(String),
     /// A sequence id is not below the context's `n_seq_max`.
     #[error("sequence id {seq} is not below n_seq_max = {n_seq_max}")]
     InvalidSeqId {
@@ -239,7 +268,7 @@ pub enum ChatError {
 }
 
 /// Why a token could not be sampled.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SampleError {
     /// The chain has no sampler that selects a token.
@@ -254,9 +283,9 @@ pub enum SampleError {
     /// llama.cpp refused the step: a grammar rejected the token, or has no valid continuation.
     #[error("the sampler rejected the token (grammar violation or dead end)")]
     Rejected,
-    /// A Rust sampler in the chain panicked.
-    #[error("a custom sampler panicked")]
-    CustomPanicked,
+    /// A Rust sampler in the chain panicked. Carries the panic's message.
+    #[error("a custom sampler panicked: {0}")]
+    CustomPanicked(String),
 }
 
 /// Why a KV-cache (memory) operation was refused. Nothing was changed.

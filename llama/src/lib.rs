@@ -93,14 +93,15 @@ pub use context::{
 };
 pub use embed::{cosine_similarity, EmbedError, Embedder};
 pub use error::{
-    BatchError, ChatError, ContextError, DecodeError, LoadError, MemoryError, SampleError, StateError, TokenizeError,
+    BatchError, ChatError, ContextError, DecodeError, LoadError, MemoryError, SampleError, SaveError, StateError,
+    TokenizeError,
 };
 pub use generate::{ContextFull, FinishReason, GenerateError, GenerateParams, Generation, Piece, Timings};
 #[cfg(feature = "json-schema")]
 pub use json_schema::{json_grammar, json_schema_to_grammar, SchemaError};
 pub use model::{LazyMode, MetaOverride, Model, ModelBuilder, Placement, RopeType, SplitMode};
 pub use quantize::{quantize, Ftype, QuantizeError, QuantizeParams, TensorType};
-pub use sampling::{Candidates, CustomSampler, Sampler, SamplerError, SamplerPerf, TokenData, TokenDataArray};
+pub use sampling::{Candidates, CustomSampler, Sampler, SamplerBuildError, SamplerPerf, TokenData, TokenDataArray};
 #[cfg(feature = "async")]
 pub use stream::{GenerationStream, StreamOutcome};
 pub use token::{Token, Utf8Decoder};

@@ -1,9 +1,12 @@
 //! Re-quantizing GGUF models: [`quantize`] with [`QuantizeParams`].
 
+use std::cell::RefCell;
 use std::ffi::CString;
 use std::path::Path;
+use std::rc::Rc;
 
 use crate::backend::{capture_errors_and, ensure_init};
+use crate::model::WriteFailure;
 
 /// Target file type of [`quantize`] (llama.cpp's `llama_ftype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -165,13 +168,16 @@ pub enum QuantizeError {
     /// `allow_requantize`...); carries llama.cpp's reason.
     #[error("llama.cpp could not quantize: {0}")]
     Failed(String),
+    /// The progress callback panicked; carries the panic's message.
+    #[error("quantize progress callback panicked: {0}")]
+    CallbackPanicked(String),
 }
 
 /// Options for [`quantize`].
 ///
 /// ```no_run
 /// use llama::{quantize, Ftype, QuantizeParams};
-/// quantize("in.gguf", "out-q8.gguf", &QuantizeParams::new(Ftype::Q8_0).allow_requantize(true))?;
+/// quantize("in.gguf", "out-q8.gguf", QuantizeParams::new(Ftype::Q8_0).allow_requantize(true))?;
 /// # Ok::<(), llama::QuantizeError>(())
 /// ```
 #[must_use]
@@ -251,60 +257,54 @@ impl QuantizeParams {
     }
 }
 
-/// Quantizes the GGUF model at `input` into `output`. Blocks until done. The output file
-/// appears only once it is complete.
+/// Quantizes the GGUF model at `input` into `output`. Blocks until done, reporting progress
+/// to the callback set with [`QuantizeParams::progress`]. The output file appears only once it
+/// is complete.
 pub fn quantize(
     input: impl AsRef<Path>,
     output: impl AsRef<Path>,
-    params: &QuantizeParams,
+    params: QuantizeParams,
 ) -> Result<(), QuantizeError> {
-    quantize_with(input.as_ref(), output.as_ref(), params.raw, None)
-}
-
-impl QuantizeParams {
-    /// Like [`quantize`], reporting progress to the callback set with
-    /// [`progress`](Self::progress).
-    pub fn run(self, input: impl AsRef<Path>, output: impl AsRef<Path>) -> Result<(), QuantizeError> {
-        let QuantizeParams { raw, progress } = self;
-        quantize_with(input.as_ref(), output.as_ref(), raw, progress)
-    }
-}
-
-fn quantize_with(
-    input: &Path,
-    output: &Path,
-    raw: llama_sys::llama_model_quantize_params,
-    progress: Option<Box<dyn FnMut(f32)>>,
-) -> Result<(), QuantizeError> {
+    let (input, output) = (input.as_ref(), output.as_ref());
+    let QuantizeParams { raw, progress } = params;
     crate::model::check_gguf(input)?;
     let c_in = CString::new(input.as_os_str().as_encoded_bytes()).map_err(|_| QuantizeError::InvalidPath)?;
-    let mut tmp = output.as_os_str().to_owned();
-    tmp.push(format!(".partial-{}", std::process::id()));
-    let tmp = std::path::PathBuf::from(tmp);
-    let c_tmp = CString::new(tmp.as_os_str().as_encoded_bytes()).map_err(|_| QuantizeError::InvalidPath)?;
-    let run = || {
-        // SAFETY: NUL-terminated paths; `raw` comes from llama.cpp's defaults with plain
-        // values set and null pointer fields.
-        unsafe { llama_sys::llama_rs_model_quantize(c_in.as_ptr(), c_tmp.as_ptr(), &raw) }
-    };
-    let mut progress = progress;
-    // llama.cpp logs "[  i/  n] tensor..." per tensor on the calling thread.
-    let on_line = move |line: &str| {
-        if let (Some(f), Some(frac)) = (progress.as_mut(), parse_tensor_progress(line)) {
-            f(frac);
+    // The progress callback runs inside llama.cpp's log callback, which must not unwind: its
+    // first panic is kept here and reported once llama.cpp is done; it is not called again.
+    let panicked = Rc::new(RefCell::new(None::<String>));
+    let written = crate::model::write_whole(output, |c_tmp| {
+        let run = || {
+            // SAFETY: NUL-terminated paths; `raw` comes from llama.cpp's defaults with plain
+            // values set and null pointer fields.
+            unsafe { llama_sys::llama_rs_model_quantize(c_in.as_ptr(), c_tmp.as_ptr(), &raw) }
+        };
+        let mut progress = progress;
+        let report = panicked.clone();
+        // llama.cpp logs "[  i/  n] tensor..." per tensor on the calling thread.
+        let on_line = move |line: &str| {
+            let Some(frac) = parse_tensor_progress(line) else { return };
+            if let (Some(f), None) = (progress.as_mut(), report.borrow().as_ref()) {
+                if let Err(message) = crate::barrier::catch_panic(|| f(frac)) {
+                    *report.borrow_mut() = Some(message);
+                }
+            }
+        };
+        let (rc, mut errors) = capture_errors_and(on_line, run);
+        if let Some(what) = crate::barrier::take_exception() {
+            errors = if errors.is_empty() { what } else { format!("{errors}; {what}") };
         }
-    };
-    let (rc, mut errors) = capture_errors_and(on_line, run);
-    if let Some(what) = crate::barrier::take_exception() {
-        errors = if errors.is_empty() { what } else { format!("{errors}; {what}") };
+        // A panicking callback fails the whole call: no output is kept.
+        (rc == 0 && panicked.borrow().is_none(), errors)
+    });
+    if let Some(message) = panicked.take() {
+        return Err(QuantizeError::CallbackPanicked(message));
     }
-    if rc != 0 || !tmp.is_file() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(QuantizeError::Failed(if errors.is_empty() { input.display().to_string() } else { errors }));
-    }
-    std::fs::rename(&tmp, output).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        QuantizeError::Failed(format!("{}: {e}", output.display()))
+    written.map_err(|e| match e {
+        WriteFailure::InvalidPath => QuantizeError::InvalidPath,
+        WriteFailure::Rejected(errors) => {
+            QuantizeError::Failed(if errors.is_empty() { input.display().to_string() } else { errors })
+        }
+        WriteFailure::Io(e) => QuantizeError::Failed(format!("{}: {e}", output.display())),
     })
 }
 

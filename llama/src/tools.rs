@@ -61,7 +61,7 @@ use serde_json::{json, Value};
 use crate::chat::{content_marker, tokenize_rendered};
 use crate::engine::{Prompt, Request};
 use crate::error::ChatError;
-use crate::{ChatMessage, GenerateParams, Model, Sampler, SamplerError, Token, ToolCall, Vocab};
+use crate::{ChatMessage, GenerateParams, Model, Sampler, SamplerBuildError, Token, ToolCall, Vocab};
 
 /// Why a tool-calling request could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +86,7 @@ pub enum ToolsError {
     Chat(#[from] ChatError),
     /// The grammar was refused by the sampler.
     #[error(transparent)]
-    Sampler(#[from] SamplerError),
+    Sampler(#[from] SamplerBuildError),
 }
 
 /// A function the model may call.

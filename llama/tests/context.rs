@@ -250,7 +250,7 @@ fn abort_on(model: &Model) {
 
     ctx.set_abort_callback(Some(|| -> bool { panic!("callback bug") }));
     ctx.clear_kv();
-    assert_eq!(ctx.decode(&batch), Err(DecodeError::AbortCallbackPanicked));
+    assert_eq!(ctx.decode(&batch), Err(DecodeError::AbortCallbackPanicked("callback bug".into())));
 
     ctx.set_abort_callback(None::<fn() -> bool>);
     ctx.clear_kv();

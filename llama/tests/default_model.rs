@@ -207,7 +207,7 @@ fn progress_callback_can_cancel_and_panics_are_caught() {
     assert!(calls >= 1);
 
     let r = Model::builder(&path).progress(|_| panic!("boom")).load();
-    assert!(matches!(r, Err(LoadError::CallbackPanicked)));
+    assert!(matches!(r, Err(LoadError::CallbackPanicked(message)) if message == "boom"));
 
     let mut last = 0.0;
     Model::builder(&path)

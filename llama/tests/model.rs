@@ -5,7 +5,7 @@ mod common;
 use common::{argmax, both, gemma3, max_rel_diff, prefill, scratch, small_ctx, smollm2};
 use llama::{
     AdapterError, ControlVector, DeviceKind, Ftype, LoadError, LoraAdapter, MetaOverride, Model, QuantizeError,
-    QuantizeParams, RopeType, Token,
+    QuantizeParams, RopeType, SaveError, Token,
 };
 
 fn next_logits(model: &Model, text: &str) -> Vec<f32> {
@@ -131,7 +131,7 @@ fn quantize_requantizes_and_the_results_generate() {
     let expected = greedy_text(smollm2(), "The capital of France is", 8);
 
     // Already-quantized weights need allow_requantize.
-    let refused = llama::quantize(&src, dir.join("refused.gguf"), &QuantizeParams::new(Ftype::Q8_0));
+    let refused = llama::quantize(&src, dir.join("refused.gguf"), QuantizeParams::new(Ftype::Q8_0));
     match refused {
         Err(QuantizeError::Failed(reason)) => assert!(reason.contains("requantizing"), "{reason}"),
         other => panic!("{other:?}"),
@@ -143,12 +143,8 @@ fn quantize_requantizes_and_the_results_generate() {
         let mut last = 0.0f32;
         let progress = std::rc::Rc::new(std::cell::Cell::new(0.0f32));
         let p = progress.clone();
-        QuantizeParams::new(ftype)
-            .allow_requantize(true)
-            .threads(2)
-            .progress(move |f| p.set(f))
-            .run(&src, &out)
-            .unwrap();
+        let params = QuantizeParams::new(ftype).allow_requantize(true).threads(2).progress(move |f| p.set(f));
+        llama::quantize(&src, &out, params).unwrap();
         last = last.max(progress.get());
         assert_eq!(last, 1.0, "progress reached the end");
         let q = Model::load(&out).unwrap();
@@ -157,17 +153,30 @@ fn quantize_requantizes_and_the_results_generate() {
         assert!(text.contains("Paris"), "{ftype:?}: {text:?} (Q4_1 said {expected:?})");
     }
     assert!(matches!(
-        llama::quantize(dir.join("missing.gguf"), dir.join("x.gguf"), &QuantizeParams::new(Ftype::Q8_0)),
+        llama::quantize(dir.join("missing.gguf"), dir.join("x.gguf"), QuantizeParams::new(Ftype::Q8_0)),
         Err(QuantizeError::Input(_))
     ));
     // Gemma-3 (Q4_K_M) re-quantized too.
     let gemma_q8 = dir.join("gemma-q8.gguf");
-    QuantizeParams::new(Ftype::Q8_0).allow_requantize(true).run(model_path(gemma3()), &gemma_q8).unwrap();
+    llama::quantize(model_path(gemma3()), &gemma_q8, QuantizeParams::new(Ftype::Q8_0).allow_requantize(true)).unwrap();
     let g = Model::load(&gemma_q8).unwrap();
     assert!(g.description().contains("Q8_0"), "{}", g.description());
     assert!(!greedy_text(&g, "The capital of France is", 8).is_empty());
     assert!(Ftype::ALL.iter().all(|f| !f.name().is_empty()));
     assert!(Ftype::TQ1_0.name().contains("TQ1_0"));
+
+    // A panicking progress callback fails the call, keeps its message and leaves no file.
+    let out = dir.join("panicked.gguf");
+    let params = QuantizeParams::new(Ftype::Q8_0).allow_requantize(true).progress(|f| {
+        if f > 0.5 {
+            panic!("progress bug at {f}")
+        }
+    });
+    match llama::quantize(&src, &out, params) {
+        Err(QuantizeError::CallbackPanicked(message)) => assert!(message.starts_with("progress bug at"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!out.exists());
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -180,7 +189,10 @@ fn save_then_reload_gives_the_same_logits() {
     let a = next_logits(smollm2(), "Saving models");
     let b = next_logits(&reloaded, "Saving models");
     assert_eq!(a, b);
-    assert!(smollm2().save(dir.join("no/such/dir/m.gguf")).is_err());
+    match smollm2().save(dir.join("no/such/dir/m.gguf")) {
+        Err(SaveError::Rejected { path, .. }) => assert!(path.ends_with("no/such/dir/m.gguf")),
+        other => panic!("{other:?}"),
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

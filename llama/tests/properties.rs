@@ -519,7 +519,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 /// Builds the chain; only `Err`s the API documents are allowed.
-fn build(steps: &[Step]) -> Result<Sampler, llama::SamplerError> {
+fn build(steps: &[Step]) -> Result<Sampler, llama::SamplerBuildError> {
     let model = smollm2();
     let mut s = Sampler::chain();
     for step in steps.iter().cloned() {

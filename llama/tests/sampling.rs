@@ -4,7 +4,7 @@
 mod common;
 
 use common::{prefill, small_ctx, smollm2};
-use llama::{Candidates, CustomSampler, SampleError, Sampler, SamplerError, Token, TokenData, TokenDataArray};
+use llama::{Candidates, CustomSampler, SampleError, Sampler, SamplerBuildError, Token, TokenData, TokenDataArray};
 
 /// Candidates 0..n with the given probabilities (as log-probabilities).
 fn probs(p: &[f32]) -> TokenDataArray {
@@ -144,7 +144,7 @@ fn dry_penalises_extending_a_repeat() {
     let logit = |id| cands.as_slice().iter().find(|x| x.id == id).unwrap().logit;
     assert!(logit(c) < 5.0, "continuing 'apple banana' with 'cherry' repeats: penalised");
     assert_eq!(logit(d), 5.0);
-    assert_eq!(Sampler::chain().dry(model, 1.0, 2.0, 1, 64, &["a\0b"]).err(), Some(SamplerError::NulByte));
+    assert_eq!(Sampler::chain().dry(model, 1.0, 2.0, 1, 64, &["a\0b"]).err(), Some(SamplerBuildError::NulByte));
 }
 
 #[test]
@@ -155,7 +155,10 @@ fn logit_bias_shifts_and_bans() {
     let mut c = TokenDataArray::from_logits(&[5.0, 4.0, 0.0]);
     s.apply(&mut c).unwrap();
     assert_eq!(c.selected().map(|t| t.id), Some(Token(2)));
-    assert_eq!(Sampler::chain().logit_bias(model, &[(Token(-1), 1.0)]).err(), Some(SamplerError::InvalidToken(-1)));
+    assert_eq!(
+        Sampler::chain().logit_bias(model, &[(Token(-1), 1.0)]).err(),
+        Some(SamplerBuildError::InvalidToken(-1))
+    );
 }
 
 fn full_vocab() -> TokenDataArray {
@@ -179,13 +182,13 @@ fn grammar_constrains_and_bad_grammars_are_errors() {
 
     for bad in [r#"root ::= "unterminated"#, "root ::= undefined_rule", r#"root ::= root "a""#, "= ::= ::="] {
         match Sampler::chain().grammar(model, bad, "root") {
-            Err(SamplerError::Grammar(reason)) => assert!(!reason.is_empty(), "{bad}"),
+            Err(SamplerBuildError::Grammar(reason)) => assert!(!reason.is_empty(), "{bad}"),
             other => panic!("{bad}: {other:?}"),
         }
     }
     assert!(matches!(
         Sampler::chain().grammar(model, r#"root ::= "a""#, "missing_root"),
-        Err(SamplerError::Grammar(_))
+        Err(SamplerBuildError::Grammar(_))
     ));
 }
 
@@ -275,14 +278,15 @@ fn rust_samplers_work_inside_chains_and_panics_become_errors() {
     assert_eq!(copy.names(), s.names());
 
     let mut bad = Sampler::chain().custom(Panicky).greedy_pick();
-    assert_eq!(bad.apply(&mut TokenDataArray::from_logits(&[1.0, 2.0])), Err(SampleError::CustomPanicked));
-    assert_eq!(bad.try_clone().err(), Some(SamplerError::NotClonable));
+    let panicked = SampleError::CustomPanicked("bug in a user sampler".into());
+    assert_eq!(bad.apply(&mut TokenDataArray::from_logits(&[1.0, 2.0])), Err(panicked.clone()));
+    assert_eq!(bad.try_clone().err(), Some(SamplerBuildError::NotClonable));
 
     // On the real model too.
     let model = smollm2();
     let mut ctx = model.context(small_ctx()).unwrap();
     prefill(&mut ctx, &model.vocab().tokenize("Hello", true).unwrap(), 0);
-    assert_eq!(bad.sample(&ctx, -1), Err(SampleError::CustomPanicked));
+    assert_eq!(bad.sample(&ctx, -1), Err(panicked));
     assert_ne!(
         Sampler::chain().custom(BanFirst { accepted: vec![] }).greedy_pick().sample(&ctx, -1).unwrap(),
         Token(0)

@@ -49,10 +49,12 @@ fn smollm2_f16() -> &'static Model {
     M.get_or_init(|| {
         let dir = scratch("spec-f16");
         let out = dir.join("smollm2-f16.gguf");
-        QuantizeParams::new(Ftype::F16)
-            .allow_requantize(true)
-            .run(common::models::default_model().unwrap(), &out)
-            .unwrap();
+        llama::quantize(
+            common::models::default_model().unwrap(),
+            &out,
+            QuantizeParams::new(Ftype::F16).allow_requantize(true),
+        )
+        .unwrap();
         // Loaded without mmap, so the 260 MB file can go right away.
         let model = Model::builder(&out).mmap(false).load().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();

@@ -9,10 +9,9 @@ pub(crate) use params::default_threads;
 pub use params::{AttentionType, ContextParams, FlashAttention, KvCacheType, PoolingType, RopeScaling};
 
 use std::ffi::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 
-use crate::error::{BatchError, ContextError, DecodeError};
+use crate::error::{ContextError, DecodeError};
 use crate::{Batch, Model, Token, Vocab};
 pub(crate) use ledger::Ledger;
 
@@ -20,7 +19,7 @@ pub(crate) use ledger::Ledger;
 /// the context.
 struct AbortState {
     f: Box<dyn FnMut() -> bool + Send>,
-    panicked: bool,
+    panicked: Option<String>,
 }
 
 /// Timings llama.cpp keeps for a context (see [`Context::perf`]).
@@ -212,8 +211,7 @@ impl Context {
         let mut batch = Batch::try_new(tokens.len().min(n_batch), 1)?;
         for (i, chunk) in tokens.chunks(n_batch).enumerate() {
             batch.clear();
-            let offset = i32::try_from(i * n_batch).map_err(|_| BatchError::NegativePosition(-1))?;
-            let pos = start.checked_add(offset).ok_or(BatchError::NegativePosition(-1))?;
+            let pos = crate::batch::position(start, i * n_batch)?;
             let last = (i + 1) * n_batch >= tokens.len();
             batch.add_sequence(chunk, pos, seq, last)?;
             self.decode(&batch)?;
@@ -248,8 +246,10 @@ impl Context {
                 Ok(())
             }
             1 => Err(DecodeError::NoKvSlot),
-            2 if self.abort.as_ref().is_some_and(|a| a.panicked) => Err(DecodeError::AbortCallbackPanicked),
-            2 => Err(DecodeError::Aborted),
+            2 => match self.abort.as_mut().and_then(|a| a.panicked.take()) {
+                Some(message) => Err(DecodeError::AbortCallbackPanicked(message)),
+                None => Err(DecodeError::Aborted),
+            },
             -1 => Err(DecodeError::InvalidBatch),
             i32::MIN => match crate::barrier::take_exception() {
                 Some(what) => Err(DecodeError::Exception(what)),
@@ -351,17 +351,17 @@ impl Context {
             // trampoline; llama.cpp only calls it inside decode/encode, which hold `&mut Context`,
             // so nothing else touches the state during the call.
             let state = unsafe { &mut *data.cast::<AbortState>() };
-            match catch_unwind(AssertUnwindSafe(|| (state.f)())) {
+            match crate::barrier::catch_panic(|| (state.f)()) {
                 Ok(stop) => stop,
-                Err(_) => {
-                    state.panicked = true;
+                Err(message) => {
+                    state.panicked = Some(message);
                     true
                 }
             }
         }
         // SAFETY: the context is alive; clearing first means C never holds a stale pointer.
         unsafe { llama_sys::llama_set_abort_callback(self.as_ptr(), None, std::ptr::null_mut()) };
-        self.abort = f.map(|f| Box::new(AbortState { f: Box::new(f), panicked: false }));
+        self.abort = f.map(|f| Box::new(AbortState { f: Box::new(f), panicked: None }));
         if let Some(state) = self.abort.as_mut() {
             let data: *mut AbortState = &mut **state;
             // SAFETY: the Box keeps `data` at a fixed address until the callback is replaced
@@ -372,7 +372,7 @@ impl Context {
 
     fn clear_abort_panic(&mut self) {
         if let Some(a) = self.abort.as_mut() {
-            a.panicked = false;
+            a.panicked = None;
         }
     }
 
@@ -382,7 +382,7 @@ impl Context {
         let vocab = self.vocab();
         let token = vocab.bos().or(vocab.eos()).unwrap_or(Token(0));
         let mut batch = Batch::new(1, 1);
-        batch.add(token, 0, &[0], true).map_err(|_| DecodeError::Empty)?;
+        batch.add(token, 0, &[0], true)?;
         self.decode(&batch)?;
         // SAFETY: the context is alive. Book the warmup's timings now, so the reset drops them.
         unsafe { llama_sys::llama_synchronize(self.as_ptr()) };

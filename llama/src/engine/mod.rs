@@ -40,7 +40,6 @@ mod scheduler;
 mod slots;
 
 use std::collections::VecDeque;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -411,8 +410,8 @@ impl Worker {
         while !self.stopping {
             // A panic here (a bug, never a caller's input) must not kill the server: fail the
             // requests in flight and start clean.
-            if catch_unwind(AssertUnwindSafe(|| self.tick())).is_err() {
-                self.fail_all("internal error in the engine");
+            if let Err(message) = crate::barrier::catch_panic(|| self.tick()) {
+                self.fail_all(&format!("internal error in the engine: {message}"));
                 self.ctx.clear_kv();
             }
         }

@@ -1,7 +1,6 @@
 //! [`ModelBuilder`]: every model-loading option, then [`ModelBuilder::load`].
 
 use std::ffi::{c_void, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -328,24 +327,24 @@ impl<'a> ModelBuilder<'a> {
         struct State<'a> {
             f: Progress<'a>,
             cancelled: bool,
-            panicked: bool,
+            panicked: Option<String>,
         }
         unsafe extern "C" fn trampoline(progress: f32, data: *mut c_void) -> bool {
             // SAFETY: `data` is the `State` below, alive and exclusively ours for the whole load.
             let state = unsafe { &mut *data.cast::<State>() };
-            match catch_unwind(AssertUnwindSafe(|| (state.f)(progress))) {
+            match crate::barrier::catch_panic(|| (state.f)(progress)) {
                 Ok(true) => true,
                 Ok(false) => {
                     state.cancelled = true;
                     false
                 }
-                Err(_) => {
-                    state.panicked = true;
+                Err(message) => {
+                    state.panicked = Some(message);
                     false
                 }
             }
         }
-        let mut state = self.progress.map(|f| State { f, cancelled: false, panicked: false });
+        let mut state = self.progress.map(|f| State { f, cancelled: false, panicked: None });
         if let Some(state) = state.as_mut() {
             params.progress_callback = Some(trampoline);
             params.progress_callback_user_data = (state as *mut State).cast();
@@ -366,7 +365,7 @@ impl<'a> ModelBuilder<'a> {
         }
         let handle = NonNull::new(raw).map(|p| ModelHandle(p, lease));
         match state {
-            Some(State { panicked: true, .. }) => Err(LoadError::CallbackPanicked),
+            Some(State { panicked: Some(message), .. }) => Err(LoadError::CallbackPanicked(message)),
             Some(State { cancelled: true, .. }) => Err(LoadError::Cancelled),
             _ => handle.map(|h| Model { handle: Arc::new(h) }).ok_or(LoadError::Rejected { path: self.path, reason }),
         }

@@ -6,13 +6,13 @@ mod gguf;
 pub(crate) use builder::check_gguf;
 pub use builder::{LazyMode, MetaOverride, ModelBuilder, Placement, SplitMode};
 
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, CStr, CString};
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crate::backend::{capture_errors, cstr_or_empty};
-use crate::error::{ContextError, LoadError};
+use crate::error::{ContextError, LoadError, SaveError};
 use crate::{Context, ContextParams, Vocab};
 
 /// Owns the C model; freed when the last [`Model`] handle (including those held by contexts
@@ -256,28 +256,51 @@ impl Model {
 
     /// Writes the model (weights and metadata) to a GGUF file. The file appears only once it
     /// is complete.
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), LoadError> {
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), SaveError> {
         let path = path.as_ref();
-        let io = |source| LoadError::Io { path: path.to_path_buf(), source };
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".partial-{}", std::process::id()));
-        let tmp = std::path::PathBuf::from(tmp);
-        let c_tmp = CString::new(tmp.as_os_str().as_encoded_bytes()).map_err(|_| LoadError::InvalidPath)?;
-        let save = || {
-            // SAFETY: model alive, path NUL-terminated; the shim turns a C++ exception into -1.
-            // The GGUF writer reports I/O failure by logging and leaving no file.
-            unsafe { llama_sys::llama_rs_model_save_to_file(self.as_ptr(), c_tmp.as_ptr()) }
-        };
-        let (rc, reason) = capture_errors(save);
-        if rc != 0 || !tmp.is_file() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(LoadError::Rejected { path: path.to_path_buf(), reason });
-        }
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io(e)
+        write_whole(path, |c_tmp| {
+            let save = || {
+                // SAFETY: model alive, path NUL-terminated; the shim turns a C++ exception into
+                // -1. The GGUF writer reports I/O failure by logging and leaving no file.
+                unsafe { llama_sys::llama_rs_model_save_to_file(self.as_ptr(), c_tmp.as_ptr()) }
+            };
+            let (rc, reason) = capture_errors(save);
+            (rc == 0, reason)
+        })
+        .map_err(|e| match e {
+            WriteFailure::InvalidPath => SaveError::InvalidPath,
+            WriteFailure::Rejected(reason) => SaveError::Rejected { path: path.to_path_buf(), reason },
+            WriteFailure::Io(source) => SaveError::Io { path: path.to_path_buf(), source },
         })
     }
+}
+
+/// Why [`write_whole`] wrote nothing.
+pub(crate) enum WriteFailure {
+    InvalidPath,
+    /// The writer failed or left no file; what llama.cpp said.
+    Rejected(String),
+    /// The rename into place failed.
+    Io(std::io::Error),
+}
+
+/// Has `write` (llama.cpp's model writers: save, quantize) write `path.partial-PID`, then
+/// renames it to `path`: a crash or a failure midway never leaves a truncated model where a
+/// reader would load it. `write` returns whether it succeeded and what llama.cpp logged.
+pub(crate) fn write_whole(path: &Path, write: impl FnOnce(&CStr) -> (bool, String)) -> Result<(), WriteFailure> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".partial-{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    let c_tmp = CString::new(tmp.as_os_str().as_encoded_bytes()).map_err(|_| WriteFailure::InvalidPath)?;
+    let (ok, reason) = write(&c_tmp);
+    if !ok || !tmp.is_file() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(WriteFailure::Rejected(reason));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        WriteFailure::Io(e)
+    })
 }
 
 /// Calls a C "write into buf, return the full length or -1" function, growing the buffer as

@@ -1,9 +1,7 @@
 //! Samplers written in Rust, plugged into llama.cpp chains through `llama_sampler_i`.
 
 use std::ffi::{c_char, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::Candidates;
 use crate::Token;
@@ -51,11 +49,32 @@ pub trait CustomSampler: Send + 'static {
     }
 }
 
+/// Where the Rust samplers of one chain report a panic; the chain turns it into
+/// [`SampleError::CustomPanicked`](crate::SampleError::CustomPanicked) after the C call returns.
+#[derive(Clone, Default)]
+pub(super) struct PanicSlot(Arc<Mutex<Option<String>>>);
+
+impl PanicSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // No user code runs while the lock is held, so it cannot be poisoned by a panic there.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps the first panic of a call: later ones are usually its consequences.
+    fn set(&self, message: String) {
+        self.lock().get_or_insert(message);
+    }
+
+    pub(super) fn take(&self) -> Option<String> {
+        self.lock().take()
+    }
+}
+
 /// What llama.cpp's `ctx` pointer of a Rust sampler points to.
 struct State {
     sampler: Box<dyn CustomSampler>,
     name: CString,
-    panicked: Arc<AtomicBool>,
+    panicked: PanicSlot,
 }
 
 fn iface() -> *mut llama_sys::llama_sampler_i {
@@ -74,7 +93,7 @@ fn iface() -> *mut llama_sys::llama_sampler_i {
 }
 
 /// Boxes a Rust sampler into a llama.cpp sampler owned by the caller (a chain).
-pub(super) fn into_raw(sampler: Box<dyn CustomSampler>, panicked: Arc<AtomicBool>) -> *mut llama_sys::llama_sampler {
+pub(super) fn into_raw(sampler: Box<dyn CustomSampler>, panicked: PanicSlot) -> *mut llama_sys::llama_sampler {
     let name = CString::new(sampler.name().replace('\0', "")).unwrap_or_default();
     let state = Box::into_raw(Box::new(State { sampler, name, panicked }));
     // SAFETY: the interface is a static; `state` is a valid pointer whose ownership passes to
@@ -82,12 +101,12 @@ pub(super) fn into_raw(sampler: Box<dyn CustomSampler>, panicked: Arc<AtomicBool
     unsafe { llama_sys::llama_sampler_init(iface(), state.cast()) }
 }
 
-/// Points a Rust sampler (if `s` is one) at a new panic flag; used after cloning a chain.
-pub(super) fn repoint_panic_flag(s: *mut llama_sys::llama_sampler, flag: &Arc<AtomicBool>) {
+/// Points a Rust sampler (if `s` is one) at a new panic slot; used after cloning a chain.
+pub(super) fn repoint_panic_slot(s: *mut llama_sys::llama_sampler, slot: &PanicSlot) {
     // SAFETY: `s` is a live member of a chain; only samplers with our interface have a `State`.
     unsafe {
         if !s.is_null() && (*s).iface.cast_const() == iface().cast_const() {
-            (*(*s).ctx.cast::<State>()).panicked = flag.clone();
+            (*(*s).ctx.cast::<State>()).panicked = slot.clone();
         }
     }
 }
@@ -99,11 +118,11 @@ unsafe fn state<'a>(smpl: *const llama_sys::llama_sampler) -> &'a mut State {
     unsafe { &mut *(*smpl).ctx.cast::<State>() }
 }
 
-/// Runs `f`, turning a panic into the chain's panic flag.
+/// Runs `f`, putting a panic's message in the chain's panic slot.
 fn guarded(st: &mut State, f: impl FnOnce(&mut dyn CustomSampler)) {
     let sampler = &mut *st.sampler;
-    if catch_unwind(AssertUnwindSafe(|| f(sampler))).is_err() {
-        st.panicked.store(true, Ordering::Relaxed);
+    if let Err(message) = crate::barrier::catch_panic(|| f(sampler)) {
+        st.panicked.set(message);
     }
 }
 
@@ -138,11 +157,11 @@ unsafe extern "C" fn reset(smpl: *mut llama_sys::llama_sampler) {
 unsafe extern "C" fn clone(smpl: *const llama_sys::llama_sampler) -> *mut llama_sys::llama_sampler {
     // SAFETY: as in `accept`.
     let st = unsafe { state(smpl) };
-    match catch_unwind(AssertUnwindSafe(|| st.sampler.clone_box())) {
+    match crate::barrier::catch_panic(|| st.sampler.clone_box()) {
         Ok(Some(copy)) => into_raw(copy, st.panicked.clone()),
         Ok(None) => std::ptr::null_mut(),
-        Err(_) => {
-            st.panicked.store(true, Ordering::Relaxed);
+        Err(message) => {
+            st.panicked.set(message);
             std::ptr::null_mut()
         }
     }
@@ -155,7 +174,7 @@ unsafe extern "C" fn free(smpl: *mut llama_sys::llama_sampler) {
         let ctx = (*smpl).ctx.cast::<State>();
         if !ctx.is_null() {
             let boxed = Box::from_raw(ctx);
-            let _ = catch_unwind(AssertUnwindSafe(|| drop(boxed)));
+            let _ = crate::barrier::catch_panic(|| drop(boxed));
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::SamplerError;
+use super::SamplerBuildError;
 
 /// Most repetitions stacked on one another: real grammars use one or two (`(x+)?`).
 const MAX_REPETITION_DEPTH: usize = 4;
@@ -16,14 +16,14 @@ const MAX_REPETITION_DEPTH: usize = 4;
 /// recurses on groups too).
 const MAX_NESTING: usize = 256;
 
-pub(crate) fn check(gbnf: &str) -> Result<(), SamplerError> {
+pub(crate) fn check(gbnf: &str) -> Result<(), SamplerBuildError> {
     let tokens = lex(gbnf)?;
     let rules = rules(&tokens)?;
     let mut memo = HashMap::new();
     for (name, body) in &rules {
         for element in body.iter().flatten() {
             if element_depth(element, &rules, &mut memo, 0) > MAX_REPETITION_DEPTH {
-                return Err(SamplerError::Grammar(format!(
+                return Err(SamplerBuildError::Grammar(format!(
                     "rule {name}: repetitions nested more than {MAX_REPETITION_DEPTH} deep with nothing \
                      between them (like x++ or ((x)+)+) make matching exponentially slow"
                 )));
@@ -46,7 +46,7 @@ enum Token<'a> {
     Repeat,
 }
 
-fn lex(gbnf: &str) -> Result<Vec<Token<'_>>, SamplerError> {
+fn lex(gbnf: &str) -> Result<Vec<Token<'_>>, SamplerBuildError> {
     let b = gbnf.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -95,7 +95,7 @@ fn lex(gbnf: &str) -> Result<Vec<Token<'_>>, SamplerError> {
                     j += 1;
                     if let (Some(min), Some(max)) = (min, number(&mut j)) {
                         if max < min {
-                            return Err(SamplerError::Grammar(format!(
+                            return Err(SamplerBuildError::Grammar(format!(
                                 "repetition {{{min},{max}}}: the maximum is below the minimum"
                             )));
                         }
@@ -138,7 +138,7 @@ enum Base<'a> {
 type Alternatives<'a> = Vec<Vec<Element<'a>>>;
 
 /// Rules by name (a later definition of a name replaces an earlier one, as in llama.cpp).
-fn rules<'a>(tokens: &[Token<'a>]) -> Result<HashMap<&'a str, Alternatives<'a>>, SamplerError> {
+fn rules<'a>(tokens: &[Token<'a>]) -> Result<HashMap<&'a str, Alternatives<'a>>, SamplerBuildError> {
     let mut rules = HashMap::new();
     let starts: Vec<usize> = (0..tokens.len())
         .filter(|&i| matches!(tokens[i], Token::Name(_)) && tokens.get(i + 1) == Some(&Token::Define))
@@ -152,9 +152,13 @@ fn rules<'a>(tokens: &[Token<'a>]) -> Result<HashMap<&'a str, Alternatives<'a>>,
     Ok(rules)
 }
 
-fn alternatives<'a>(tokens: &[Token<'a>], i: &mut usize, nesting: usize) -> Result<Alternatives<'a>, SamplerError> {
+fn alternatives<'a>(
+    tokens: &[Token<'a>],
+    i: &mut usize,
+    nesting: usize,
+) -> Result<Alternatives<'a>, SamplerBuildError> {
     if nesting > MAX_NESTING {
-        return Err(SamplerError::Grammar(format!("groups nested more than {MAX_NESTING} deep")));
+        return Err(SamplerBuildError::Grammar(format!("groups nested more than {MAX_NESTING} deep")));
     }
     let mut alts: Alternatives<'a> = vec![Vec::new()];
     while let Some(&token) = tokens.get(*i) {

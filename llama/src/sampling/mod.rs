@@ -9,7 +9,6 @@ pub use custom::CustomSampler;
 
 use std::ffi::CString;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::backend::capture_errors;
@@ -19,7 +18,7 @@ use crate::{Context, Model, Token};
 /// Why a sampler could not be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum SamplerError {
+pub enum SamplerBuildError {
     /// The GBNF grammar did not parse (or uses an unsupported construct); carries
     /// llama.cpp's reason.
     #[error("invalid grammar: {0}")]
@@ -78,8 +77,8 @@ pub struct Sampler {
     grammar_first: bool,
     /// Models whose vocabularies grammar, DRY and infill samplers point into.
     models: Vec<Model>,
-    /// Set by a Rust sampler in this chain that panicked.
-    panicked: Arc<AtomicBool>,
+    /// Where a Rust sampler in this chain that panicked leaves its message.
+    panicked: custom::PanicSlot,
     /// Rust samplers that cannot be cloned.
     not_clonable: usize,
     /// Reused candidates buffer.
@@ -109,8 +108,8 @@ fn must(p: *mut llama_sys::llama_sampler) -> NonNull<llama_sys::llama_sampler> {
     NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(std::alloc::Layout::new::<usize>()))
 }
 
-fn cstrings(items: &[&str]) -> Result<Vec<CString>, SamplerError> {
-    items.iter().map(|s| CString::new(*s).map_err(|_| SamplerError::NulByte)).collect()
+fn cstrings(items: &[&str]) -> Result<Vec<CString>, SamplerBuildError> {
+    items.iter().map(|s| CString::new(*s).map_err(|_| SamplerBuildError::NulByte)).collect()
 }
 
 impl Sampler {
@@ -129,7 +128,7 @@ impl Sampler {
             grammar_prefill: Vec::new(),
             grammar_first: false,
             models: Vec::new(),
-            panicked: Arc::default(),
+            panicked: custom::PanicSlot::default(),
             not_clonable: 0,
             cur: Vec::new(),
         }
@@ -262,7 +261,7 @@ impl Sampler {
         allowed_length: i32,
         last_n: i32,
         breakers: &[&str],
-    ) -> Result<Sampler, SamplerError> {
+    ) -> Result<Sampler, SamplerBuildError> {
         let owned = cstrings(breakers)?;
         // llama.cpp sizes two zero-filled buffers by the window: i32::MAX would be 16 GiB.
         let last_n = last_n.min(1 << 20);
@@ -281,23 +280,23 @@ impl Sampler {
             )
         };
         if s.is_null() {
-            return Err(SamplerError::InvalidParam("llama.cpp rejected the DRY parameters"));
+            return Err(SamplerBuildError::InvalidParam("llama.cpp rejected the DRY parameters"));
         }
         Ok(self.push_with_model(model, s))
     }
 
     /// Adds `bias` to the logits of the given tokens (use `f32::NEG_INFINITY` to ban one).
-    pub fn logit_bias(self, model: &Model, biases: &[(Token, f32)]) -> Result<Sampler, SamplerError> {
+    pub fn logit_bias(self, model: &Model, biases: &[(Token, f32)]) -> Result<Sampler, SamplerBuildError> {
         let vocab = model.vocab();
         let n_vocab = vocab.n_tokens();
         let raw: Vec<llama_sys::llama_logit_bias> = biases
             .iter()
             .map(|&(t, bias)| {
-                vocab.check(t).map_err(|_| SamplerError::InvalidToken(t.0))?;
+                vocab.check(t).map_err(|_| SamplerBuildError::InvalidToken(t.0))?;
                 Ok(llama_sys::llama_logit_bias { token: t.0, bias })
             })
-            .collect::<Result<_, SamplerError>>()?;
-        let n = i32::try_from(raw.len()).map_err(|_| SamplerError::InvalidParam("too many biases"))?;
+            .collect::<Result<_, SamplerBuildError>>()?;
+        let n = i32::try_from(raw.len()).map_err(|_| SamplerBuildError::InvalidParam("too many biases"))?;
         // SAFETY: every token is in range; llama.cpp copies the array.
         Ok(self.push(unsafe { llama_sys::llama_rs_sampler_init_logit_bias(n_vocab, n, raw.as_ptr()) }))
     }
@@ -310,27 +309,27 @@ impl Sampler {
     /// let yes_no = llama::Sampler::chain().grammar(&model, r#"root ::= "yes" | "no""#, "root")?.greedy_pick();
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn grammar(self, model: &Model, gbnf: &str, root: &str) -> Result<Sampler, SamplerError> {
+    pub fn grammar(self, model: &Model, gbnf: &str, root: &str) -> Result<Sampler, SamplerBuildError> {
         gbnf::check(gbnf)?;
         let (g, r) = (CString::new(gbnf), CString::new(root));
-        let (g, r) = (g.map_err(|_| SamplerError::NulByte)?, r.map_err(|_| SamplerError::NulByte)?);
+        let (g, r) = (g.map_err(|_| SamplerBuildError::NulByte)?, r.map_err(|_| SamplerBuildError::NulByte)?);
         // SAFETY: the vocab outlives the sampler (the chain keeps the model); strings are
         // NUL-terminated; the shim turns exceptions into null.
         let (s, reason) = capture_errors(|| unsafe {
             llama_sys::llama_rs_sampler_init_grammar(model.vocab().as_ptr(), g.as_ptr(), r.as_ptr())
         });
         if s.is_null() {
-            return Err(SamplerError::Grammar(if reason.is_empty() { "parse failed".into() } else { reason }));
+            return Err(SamplerBuildError::Grammar(if reason.is_empty() { "parse failed".into() } else { reason }));
         }
         self.set_grammar(model, s)
     }
 
-    fn set_grammar(mut self, model: &Model, s: *mut llama_sys::llama_sampler) -> Result<Sampler, SamplerError> {
+    fn set_grammar(mut self, model: &Model, s: *mut llama_sys::llama_sampler) -> Result<Sampler, SamplerBuildError> {
         let s = must(s);
         if self.grammar.is_some() {
             // SAFETY: `s` was just created and is owned here.
             unsafe { llama_sys::llama_sampler_free(s.as_ptr()) };
-            return Err(SamplerError::InvalidParam("a chain holds at most one grammar"));
+            return Err(SamplerBuildError::InvalidParam("a chain holds at most one grammar"));
         }
         if !self.models.iter().any(|m| Arc::ptr_eq(&m.handle, &model.handle)) {
             self.models.push(model.clone());
@@ -351,7 +350,7 @@ impl Sampler {
 
     /// Constrains output to any JSON object or array.
     #[cfg(feature = "json-schema")]
-    pub fn json(self, model: &Model) -> Result<Sampler, SamplerError> {
+    pub fn json(self, model: &Model) -> Result<Sampler, SamplerBuildError> {
         self.grammar(model, &crate::json_grammar(), "root")
     }
 
@@ -365,7 +364,7 @@ impl Sampler {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[cfg(feature = "json-schema")]
-    pub fn json_schema(self, model: &Model, schema: &serde_json::Value) -> Result<Sampler, SamplerError> {
+    pub fn json_schema(self, model: &Model, schema: &serde_json::Value) -> Result<Sampler, SamplerBuildError> {
         let gbnf = crate::json_schema_to_grammar(schema)?;
         self.grammar(model, &gbnf, "root")
     }
@@ -380,15 +379,15 @@ impl Sampler {
         root: &str,
         trigger_patterns: &[&str],
         trigger_tokens: &[Token],
-    ) -> Result<Sampler, SamplerError> {
+    ) -> Result<Sampler, SamplerBuildError> {
         gbnf::check(gbnf)?;
         let (g, r) = (CString::new(gbnf), CString::new(root));
-        let (g, r) = (g.map_err(|_| SamplerError::NulByte)?, r.map_err(|_| SamplerError::NulByte)?);
+        let (g, r) = (g.map_err(|_| SamplerBuildError::NulByte)?, r.map_err(|_| SamplerBuildError::NulByte)?);
         let patterns = cstrings(trigger_patterns)?;
         let mut pattern_ptrs: Vec<*const std::ffi::c_char> = patterns.iter().map(|s| s.as_ptr()).collect();
         let vocab = model.vocab();
         for &t in trigger_tokens {
-            vocab.check(t).map_err(|_| SamplerError::InvalidToken(t.0))?;
+            vocab.check(t).map_err(|_| SamplerBuildError::InvalidToken(t.0))?;
         }
         // SAFETY: as in `grammar`; pattern strings and the token array are read during
         // construction only; tokens are in range; `Token` is transparent over llama_token.
@@ -404,7 +403,7 @@ impl Sampler {
             )
         });
         if s.is_null() {
-            return Err(SamplerError::Grammar(if reason.is_empty() { "parse failed".into() } else { reason }));
+            return Err(SamplerBuildError::Grammar(if reason.is_empty() { "parse failed".into() } else { reason }));
         }
         self.set_grammar(model, s)
     }
@@ -533,7 +532,7 @@ impl Sampler {
         if self.is_empty() {
             return Err(SampleError::EmptyChain);
         }
-        self.panicked.store(false, Ordering::Relaxed);
+        self.panicked.take();
         if let (Some(g), true) = (self.grammar, with_grammar) {
             // SAFETY: the grammar is alive; `arr` describes `size` valid entries; the shim
             // catches C++ exceptions.
@@ -544,8 +543,8 @@ impl Sampler {
         // SAFETY: the chain is alive; `arr` describes `size` valid entries; the shim catches
         // C++ exceptions and Rust samplers catch panics.
         let rc = unsafe { llama_sys::llama_rs_sampler_apply(self.ptr.as_ptr(), arr) };
-        if self.panicked.swap(false, Ordering::Relaxed) {
-            return Err(SampleError::CustomPanicked);
+        if let Some(message) = self.panicked.take() {
+            return Err(SampleError::CustomPanicked(message));
         }
         if rc != 0 {
             return Err(SampleError::Rejected);
@@ -565,7 +564,7 @@ impl Sampler {
     /// Records `token` as generated (updates penalties, grammar state, ...). A token the
     /// grammar does not allow is [`SampleError::Rejected`].
     pub fn accept(&mut self, token: Token) -> Result<(), SampleError> {
-        self.panicked.store(false, Ordering::Relaxed);
+        self.panicked.take();
         if let Some(g) = self.grammar {
             // SAFETY: the grammar is alive; the shim catches the exception a rejected token
             // raises.
@@ -575,8 +574,8 @@ impl Sampler {
         }
         // SAFETY: the chain is alive; the shim catches C++ exceptions (grammar rejections).
         let rc = unsafe { llama_sys::llama_rs_sampler_accept(self.ptr.as_ptr(), token.0) };
-        if self.panicked.swap(false, Ordering::Relaxed) {
-            return Err(SampleError::CustomPanicked);
+        if let Some(message) = self.panicked.take() {
+            return Err(SampleError::CustomPanicked(message));
         }
         if rc != 0 {
             return Err(SampleError::Rejected);
@@ -597,25 +596,25 @@ impl Sampler {
             // These tokens were accepted once at creation, so they are accepted again.
             let _ = self.walk_grammar(&self.grammar_prefill);
         }
-        self.panicked.store(false, Ordering::Relaxed);
+        self.panicked.take();
     }
 
     /// A copy of the chain with its current state.
-    pub fn try_clone(&self) -> Result<Sampler, SamplerError> {
+    pub fn try_clone(&self) -> Result<Sampler, SamplerBuildError> {
         if self.not_clonable > 0 {
-            return Err(SamplerError::NotClonable);
+            return Err(SamplerBuildError::NotClonable);
         }
         // SAFETY: the chain is alive; every member supports cloning (Rust samplers were checked
         // above); the shim catches exceptions.
         let p = unsafe { llama_sys::llama_rs_sampler_clone(self.ptr.as_ptr()) };
-        let ptr = NonNull::new(p).ok_or(SamplerError::NotClonable)?;
-        // Rust samplers in the copy report panics to their own flag: re-point them.
-        let panicked = Arc::new(AtomicBool::new(false));
+        let ptr = NonNull::new(p).ok_or(SamplerBuildError::NotClonable)?;
+        // Rust samplers in the copy report panics to their own slot: re-point them.
+        let panicked = custom::PanicSlot::default();
         // SAFETY: the copy is alive.
         for i in 0..unsafe { llama_sys::llama_sampler_chain_n(ptr.as_ptr()) } {
             // SAFETY: `i` is below the copy's length.
             let s = unsafe { llama_sys::llama_sampler_chain_get(ptr.as_ptr(), i) };
-            custom::repoint_panic_flag(s, &panicked);
+            custom::repoint_panic_slot(s, &panicked);
         }
         let grammar = match self.grammar {
             // SAFETY: the grammar is alive; the shim catches exceptions.
@@ -624,7 +623,7 @@ impl Sampler {
                 None => {
                     // SAFETY: the chain copy is owned here and not yet wrapped.
                     unsafe { llama_sys::llama_sampler_free(ptr.as_ptr()) };
-                    return Err(SamplerError::NotClonable);
+                    return Err(SamplerBuildError::NotClonable);
                 }
             },
             None => None,

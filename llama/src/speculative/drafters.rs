@@ -420,7 +420,7 @@ impl Drafter for DraftModel {
         }
         let mut draft = Draft::default();
         for i in 0..n {
-            let logits = self.ctx.logits_ith(-1).ok_or(crate::DecodeError::InvalidBatch)?;
+            let logits = self.ctx.logits_ith(-1).ok_or(crate::SampleError::NoLogits(-1))?;
             let token = match self.temperature {
                 None => super::argmax(logits),
                 Some(t) => {
