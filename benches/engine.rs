@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use llama::engine::{Engine, EngineParams, Event, Request};
-use llama::{Batch, ContextParams, GenerateParams, Model, Sampler, Token};
+use llama::{AddSpecial, Batch, ContextParams, GenerateParams, Model, Sampler, Token};
 
 const PROMPTS: [&str; 8] = [
     "Write a story about a robot who learns to paint.",
@@ -172,7 +172,7 @@ fn decode_costs(
     let params =
         ContextParams::default().n_ctx(4096).n_seq_max(max as u32).kv_unified(true).n_batch(512).n_threads(threads);
     let mut ctx = model.context(params)?;
-    let prompt = model.vocab().tokenize(&PROMPTS[0].repeat(past / 8 + 1), true)?;
+    let prompt = model.vocab().tokenize(&PROMPTS[0].repeat(past / 8 + 1), AddSpecial::Yes)?;
     let prompt = &prompt[..past.min(prompt.len())];
     for seq in 0..max as i32 {
         ctx.decode_tokens(prompt, 0, seq)?;
@@ -300,7 +300,7 @@ fn fairness_run(
     let mut first = None;
     if long {
         let text = "The quick brown fox jumps over the lazy dog. ".repeat(200);
-        let mut prompt = model.vocab().tokenize(&text, true)?;
+        let mut prompt = model.vocab().tokenize(&text, AddSpecial::Yes)?;
         prompt.truncate(1500);
         let mut stream = engine.submit(Request::new(prompt).params(GenerateParams::default().max_tokens(4)))?;
         while let Some(e) = stream.recv() {

@@ -8,13 +8,13 @@
 
 use std::time::Instant;
 
-use llama::{Batch, ContextParams, GenerateParams, Model, Sampler};
+use llama::{AddSpecial, Batch, ContextParams, ControlText, GenerateParams, Model, Sampler};
 
 const PROMPT: &str = "The history of the printing press begins in";
 
 fn core_loop(model: &Model, params: &ContextParams, n: usize) -> f64 {
     let mut ctx = model.context(params.clone()).expect("context");
-    let prompt = model.vocab().tokenize(PROMPT, true).expect("tokenize");
+    let prompt = model.vocab().tokenize(PROMPT, AddSpecial::Yes).expect("tokenize");
     let mut batch = Batch::new(prompt.len(), 1);
     batch.add_sequence(&prompt, 0, 0, true).expect("batch");
     ctx.decode(&batch).expect("decode");
@@ -23,7 +23,7 @@ fn core_loop(model: &Model, params: &ContextParams, n: usize) -> f64 {
     let mut generated = 0;
     for pos in prompt.len()..prompt.len() + n {
         let t = sampler.sample(&ctx, -1).expect("sample");
-        let _ = model.vocab().token_to_bytes(t, false).expect("piece");
+        let _ = model.vocab().token_to_bytes(t, ControlText::Hide).expect("piece");
         generated += 1;
         batch.clear();
         batch.add(t, pos as i32, &[0], true).expect("batch");

@@ -5,13 +5,13 @@
 //! ```
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use llama::{Batch, ContextParams, Model, Sampler};
+use llama::{AddSpecial, Batch, ContextParams, Model, Sampler};
 
 fn chains(c: &mut Criterion) {
     let path = llama_examples::models::default_model().expect("default model");
     let model = Model::load(path).expect("load");
     let mut ctx = model.context(ContextParams::default().n_ctx(512)).expect("context");
-    let prompt = model.vocab().tokenize("The quick brown fox jumps over the lazy", true).expect("tokenize");
+    let prompt = model.vocab().tokenize("The quick brown fox jumps over the lazy", AddSpecial::Yes).expect("tokenize");
     let mut batch = Batch::new(prompt.len(), 1);
     batch.add_sequence(&prompt, 0, 0, true).expect("batch");
     ctx.decode(&batch).expect("decode");

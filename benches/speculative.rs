@@ -14,7 +14,7 @@
 //! result belongs to the batched matrix kernels of that type.
 
 use llama::speculative::{DraftModel, Drafter, Mode, NgramDrafter, SpeculativeDecoder};
-use llama::{ContextParams, GenerateParams, Model, Sampler, Token};
+use llama::{AddSpecial, ContextParams, GenerateParams, Model, Sampler, Token};
 use llama_examples::{derived, greedy::c_speculative, models};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let model = Model::load(&target)?;
     let params = ContextParams::default().n_ctx(4096).n_threads(threads);
-    let tokens = model.vocab().tokenize(&prompt, true)?;
+    let tokens = model.vocab().tokenize(&prompt, AddSpecial::Yes)?;
     let gen = GenerateParams::default().max_tokens(n);
     let (out, tps, drafted, accepted, lengths): (Vec<Token>, f64, usize, usize, String) = match imp.as_str() {
         "plain" => {

@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use llama::{Batch, ContextParams, Model};
+use llama::{AddSpecial, Batch, ContextParams, Model};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut path, mut threads, mut rounds, mut repack, mut position) = (None, 2, 15usize, true, 256usize);
@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n_ctx = (position + 64).next_power_of_two().max(1024) as u32;
     let mut ctx = model.context(ContextParams::default().n_ctx(n_ctx).n_batch(n_ctx).n_threads(threads))?;
     let line = "fn main() { let xs: Vec<u32> = (0..100).collect(); println!(\"{}\", xs.len()); }\n";
-    let mut prompt = model.vocab().tokenize(&line.repeat(position / 8 + 1), true)?;
+    let mut prompt = model.vocab().tokenize(&line.repeat(position / 8 + 1), AddSpecial::Yes)?;
     prompt.truncate(position.max(1));
     let mut batch = Batch::new(n_ctx as usize, 1);
     batch.add_sequence(&prompt, 0, 0, false)?;

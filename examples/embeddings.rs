@@ -6,7 +6,7 @@
 //!
 //! `--untrusted` loads the model in a child process first (see `llama::vet`).
 
-use llama::{cosine_similarity, Embedder, Model};
+use llama::{cosine_similarity, Embedder, Model, Normalize};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // When started by `--untrusted` as the vetting child: vet the model and exit here.
@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let model = Model::load(model_path)?;
     let mut embedder = Embedder::new(&model, 512)?;
-    let vectors = embedder.embed(&texts, true)?;
+    let vectors = embedder.embed(&texts, Normalize::Unit)?;
     println!("{} texts, {} dimensions\n", vectors.len(), vectors[0].len());
     for (i, a) in vectors.iter().enumerate() {
         let row: Vec<String> = vectors.iter().map(|b| format!("{:6.3}", cosine_similarity(a, b))).collect();

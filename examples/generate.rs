@@ -16,7 +16,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use llama::{Batch, ChatMessage, ContextParams, Model, Sampler, Utf8Decoder};
+use llama::{AddSpecial, Batch, ChatMessage, ContextParams, ControlText, Model, Sampler, SpecialSyntax, Utf8Decoder};
 
 const USAGE: &str = "usage: generate [--model PATH] [-n N] [--temp T] [--top-k K] [--top-p P] \
 [--seed S] [--threads N] [--ctx N] [--chat] [--untrusted] [--rpc HOST:PORT[,HOST:PORT]] [PROMPT]";
@@ -115,9 +115,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let prompt = if args.chat {
         let text = model.apply_chat_template(&[ChatMessage::new("user", &args.prompt)], true)?;
         // The rendered template is trusted text whose control tokens must be parsed.
-        vocab.tokenize_with(&text, true, true)?
+        vocab.tokenize_with(&text, AddSpecial::Yes, SpecialSyntax::Tokens)?
     } else {
-        vocab.tokenize(&args.prompt, true)?
+        vocab.tokenize(&args.prompt, AddSpecial::Yes)?
     };
     let needed = prompt.len() + args.n_predict;
     if needed > ctx.n_ctx() as usize {
@@ -156,7 +156,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
         generated += 1;
-        write!(out, "{}", text.push(&vocab.token_to_bytes(token, false)?))?;
+        write!(out, "{}", text.push(&vocab.token_to_bytes(token, ControlText::Hide)?))?;
         out.flush()?;
         if generated == args.n_predict {
             break;

@@ -15,7 +15,7 @@
 //! qwen-coder-0.5b, qwen-coder-1.5b (fetched on first use).
 
 use llama::speculative::{DraftModel, Drafter, Mode, NgramDrafter, SpeculativeDecoder};
-use llama::{ChatMessage, ContextParams, GenerateParams, Model, Sampler, Token};
+use llama::{AddSpecial, ChatMessage, ContextParams, GenerateParams, Model, Sampler, SpecialSyntax, Token};
 use llama_examples::models;
 
 const DEFAULT_PROMPT: &str = "Rewrite with `total` renamed to `sum`:\nfn add(xs: &[i32]) -> i32 {\n    let mut total = 0;\n    for x in xs {\n        total += x;\n    }\n    total\n}\n\nfn add(xs: &[i32]) -> i32 {\n";
@@ -88,9 +88,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let text = if args.prompt.is_empty() { DEFAULT_PROMPT.to_string() } else { args.prompt.join(" ") };
     let tokens = if args.chat {
         let rendered = target.apply_chat_template(&[ChatMessage::new("user", &text)], true)?;
-        target.vocab().tokenize_with(&rendered, true, true)?
+        target.vocab().tokenize_with(&rendered, AddSpecial::Yes, SpecialSyntax::Tokens)?
     } else {
-        target.vocab().tokenize(&text, true)?
+        target.vocab().tokenize(&text, AddSpecial::Yes)?
     };
     let gen_params = GenerateParams::default().max_tokens(n);
 

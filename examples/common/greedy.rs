@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::time::Instant;
 
-use llama::{Batch, ContextParams, Model, Sampler, Token};
+use llama::{AddSpecial, Batch, ContextParams, Model, Sampler, Token};
 
 /// One run: the generated tokens and both speeds.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,8 +21,8 @@ pub struct GreedyRun {
 /// The prompt both sides use: `text` with special tokens, then `text` repeated, cut to `n`.
 pub fn build_prompt(model: &Model, text: &str, n: usize) -> Result<Vec<Token>, Box<dyn std::error::Error>> {
     let vocab = model.vocab();
-    let mut prompt = vocab.tokenize(text, true)?;
-    let rest = vocab.tokenize(text, false)?;
+    let mut prompt = vocab.tokenize(text, AddSpecial::Yes)?;
+    let rest = vocab.tokenize(text, AddSpecial::No)?;
     if rest.is_empty() {
         return Err("empty prompt text".into());
     }

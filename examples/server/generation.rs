@@ -18,7 +18,7 @@ use axum::Json;
 use futures::{Stream, StreamExt};
 use llama::engine::{Completion, Event, Request, SubmitError};
 use llama::tools::{RenderedChat, ToolCallStream};
-use llama::{FinishReason, Model, Piece, Token};
+use llama::{ControlText, FinishReason, Model, Piece, Token};
 use serde::Serialize;
 
 use crate::access_log::RequestRecord;
@@ -130,7 +130,7 @@ fn finish_reason(f: FinishReason) -> Result<&'static str, ApiError> {
 
 /// Log-probability entries of one piece (none for the final flush, which has no token).
 fn token_logprob(model: &Model, token: Token, logprob: f32) -> TokenLogprob {
-    let bytes = model.vocab().token_to_bytes(token, true).unwrap_or_default();
+    let bytes = model.vocab().token_to_bytes(token, ControlText::Show).unwrap_or_default();
     TokenLogprob { token: String::from_utf8_lossy(&bytes).into_owned(), logprob, bytes, top_logprobs: None }
 }
 

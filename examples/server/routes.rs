@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use llama::engine::{Prompt, Request};
 use llama::tools::{ChatTemplates, RenderedChat};
-use llama::{EmbedError, Model, Sampler};
+use llama::{AddSpecial, ControlText, EmbedError, Model, Normalize, Sampler};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::CorsLayer;
@@ -235,12 +235,12 @@ async fn embeddings(
     let counted = texts.clone();
     let prompt_tokens = tokio::task::spawn_blocking(move || {
         let vocab = model.vocab();
-        counted.iter().map(|t| vocab.tokenize(t, true).map_or(0, |v| v.len())).sum::<usize>()
+        counted.iter().map(|t| vocab.tokenize(t, AddSpecial::Yes).map_or(0, |v| v.len())).sum::<usize>()
     })
     .await
     .unwrap_or(0);
     record.prompt_tokens.store(prompt_tokens, Ordering::Relaxed);
-    let vectors = embedder.embed(texts, true).await.map_err(embed_error)?;
+    let vectors = embedder.embed(texts, Normalize::Unit).await.map_err(embed_error)?;
     let data = vectors
         .into_iter()
         .enumerate()
@@ -352,7 +352,7 @@ async fn prometheus(State(s): State<AppState>) -> Response {
 async fn tokenize(State(s): State<AppState>, JsonBody(req): JsonBody<TokenizeRequest>) -> Result<Response, ApiError> {
     let lease = s.registry.acquire(req.model.as_deref(), None).await?;
     let model = lease.model.clone();
-    let add_special = req.add_special.unwrap_or(false);
+    let add_special = if req.add_special.unwrap_or(false) { AddSpecial::Yes } else { AddSpecial::No };
     let with_pieces = req.with_pieces.unwrap_or(false);
     let body = tokio::task::spawn_blocking(move || {
         let vocab = model.vocab();
@@ -362,7 +362,7 @@ async fn tokenize(State(s): State<AppState>, JsonBody(req): JsonBody<TokenizeReq
             let pieces: Vec<_> = tokens
                 .iter()
                 .map(|&t| {
-                    let bytes = vocab.token_to_bytes(t, true).unwrap_or_default();
+                    let bytes = vocab.token_to_bytes(t, ControlText::Show).unwrap_or_default();
                     json!({"id": t.0, "piece": String::from_utf8_lossy(&bytes)})
                 })
                 .collect();

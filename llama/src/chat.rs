@@ -15,7 +15,7 @@
 use std::ffi::CString;
 
 use crate::error::ChatError;
-use crate::{Model, Token, Vocab};
+use crate::{AddSpecial, ControlText, Model, SpecialSyntax, Token, Vocab};
 
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -142,7 +142,7 @@ impl Model {
     /// that starts the assistant's reply.
     ///
     /// The result contains the template's special-token text: tokenize it with
-    /// `parse_special = true`, or use [`ChatTemplate::render_tokens`] so message contents stay
+    /// `SpecialSyntax::Tokens`, or use [`ChatTemplate::render_tokens`] so message contents stay
     /// plain text.
     ///
     /// ```no_run
@@ -187,7 +187,7 @@ impl ChatTemplate {
     pub fn from_model(model: &Model) -> Result<Self, ChatError> {
         let source = model.chat_template().ok_or(ChatError::NoTemplate)?;
         let vocab = model.vocab();
-        let text = |t: Option<Token>| t.and_then(|t| vocab.token_to_bytes(t, true).ok());
+        let text = |t: Option<Token>| t.and_then(|t| vocab.token_to_bytes(t, ControlText::Show).ok());
         let text = |t| String::from_utf8_lossy(&text(t).unwrap_or_default()).into_owned();
         Ok(ChatTemplate { source, bos: text(vocab.bos()), eos: text(vocab.eos()) })
     }
@@ -287,10 +287,14 @@ pub(crate) fn tokenize_rendered(
         .ok_or(ChatError::Unsupported)?;
     let mut tokens = Vec::new();
     for (text, index) in segments {
-        tokens.extend(vocab.tokenize_with(text, false, true).map_err(ChatError::Tokenize)?);
-        tokens.extend(vocab.tokenize_with(form(contents[index]), false, false).map_err(ChatError::Tokenize)?);
+        tokens.extend(vocab.tokenize_with(text, AddSpecial::No, SpecialSyntax::Tokens).map_err(ChatError::Tokenize)?);
+        tokens.extend(
+            vocab
+                .tokenize_with(form(contents[index]), AddSpecial::No, SpecialSyntax::Text)
+                .map_err(ChatError::Tokenize)?,
+        );
     }
-    tokens.extend(vocab.tokenize_with(rest, false, true).map_err(ChatError::Tokenize)?);
+    tokens.extend(vocab.tokenize_with(rest, AddSpecial::No, SpecialSyntax::Tokens).map_err(ChatError::Tokenize)?);
     if let Some(bos) = vocab.bos().filter(|_| vocab.adds_bos()) {
         if tokens.first() != Some(&bos) {
             tokens.insert(0, bos);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::error::TokenizeError;
 use crate::generate::{FinishReason, GenerateParams, Piece};
-use crate::{Token, Utf8Decoder, Vocab};
+use crate::{ControlText, Token, Utf8Decoder, Vocab};
 
 /// One generation's output state. Feed it tokens with [`push`](Self::push) while
 /// [`may_continue`](Self::may_continue) says so; end with [`flush`](Self::flush).
@@ -83,7 +83,8 @@ impl Driver {
             Some(row) => log_probs(row, token, self.top_logprobs),
             None => (None, Vec::new()),
         };
-        let bytes = vocab.token_to_bytes(token, self.show_special.contains(&token))?;
+        let control = if self.show_special.contains(&token) { ControlText::Show } else { ControlText::Hide };
+        let bytes = vocab.token_to_bytes(token, control)?;
         let (text, stopped) = self.out.push(&bytes);
         if stopped {
             self.finish = Some(FinishReason::Stop);

@@ -1,7 +1,7 @@
 //! Sentence embeddings: [`Embedder`] turns texts into vectors with the model's pooling.
 
 use crate::error::{ContextError, DecodeError, TokenizeError};
-use crate::{Batch, Context, ContextParams, Model, PoolingType};
+use crate::{AddSpecial, Batch, Context, ContextParams, Model, PoolingType};
 
 /// Why texts could not be embedded.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,7 @@ pub enum EmbedError {
 /// use llama::{Embedder, Model};
 /// let model = Model::load("model.gguf")?;
 /// let mut embedder = Embedder::new(&model, 512)?;
-/// let v = embedder.embed(&["a cat", "a kitten"], true)?;
+/// let v = embedder.embed(&["a cat", "a kitten"], llama::Normalize::Unit)?;
 /// let cosine: f32 = v[0].iter().zip(&v[1]).map(|(a, b)| a * b).sum();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -82,15 +82,15 @@ impl Embedder {
         Ok(Embedder { ctx, batch, n_seq })
     }
 
-    /// One vector per text, in order; `normalize` scales each to unit length.
-    pub fn embed<S: AsRef<str>>(&mut self, texts: &[S], normalize: bool) -> Result<Vec<Vec<f32>>, EmbedError> {
+    /// One vector per text, in order; [`llama::Normalize::Unit`] scales each to unit length.
+    pub fn embed<S: AsRef<str>>(&mut self, texts: &[S], normalize: Normalize) -> Result<Vec<Vec<f32>>, EmbedError> {
         let vocab = self.ctx.vocab();
         let n_ctx = self.ctx.n_batch();
         let tokenized = texts
             .iter()
             .enumerate()
             .map(|(index, t)| {
-                let tokens = vocab.tokenize(t.as_ref(), true)?;
+                let tokens = vocab.tokenize(t.as_ref(), AddSpecial::Yes)?;
                 if tokens.is_empty() || tokens.len() > n_ctx as usize {
                     return Err(EmbedError::TooLong { index, tokens: tokens.len(), n_ctx });
                 }
@@ -118,9 +118,7 @@ impl Embedder {
             self.ctx.decode(&self.batch)?;
             for seq in 0..(i - start) {
                 let mut v = self.ctx.embeddings_seq(seq as i32).ok_or(EmbedError::NoEmbedding(start + seq))?.to_vec();
-                if normalize {
-                    self::normalize(&mut v);
-                }
+                normalize.apply(&mut v);
                 out.push(v);
             }
         }
@@ -129,11 +127,21 @@ impl Embedder {
     }
 }
 
-/// Scales `v` to unit length (a zero vector stays zero).
-pub(crate) fn normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
+/// Whether embeddings are scaled to unit length (cosine similarity becomes a dot product).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Normalize {
+    /// Scale each vector to length 1 (a zero vector stays zero).
+    Unit,
+    /// Return the model's vectors as they are.
+    Off,
+}
+
+impl Normalize {
+    pub(crate) fn apply(self, v: &mut [f32]) {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if self == Normalize::Unit && norm > 0.0 {
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::driver::Driver;
 use crate::error::{BatchError, DecodeError, MemoryError, SampleError, TokenizeError};
-use crate::{Batch, Context, Sampler, Token};
+use crate::{AddSpecial, Batch, Context, Sampler, SpecialSyntax, Token};
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +88,8 @@ pub struct GenerateParams {
     pub(crate) stop: Vec<String>,
     pub(crate) logprobs: bool,
     pub(crate) top_logprobs: usize,
-    pub(crate) add_special: bool,
-    pub(crate) parse_special: bool,
+    pub(crate) add_special: AddSpecial,
+    pub(crate) special_syntax: SpecialSyntax,
     pub(crate) on_full: ContextFull,
     pub(crate) reuse_prefix: bool,
     pub(crate) cancel: Option<Arc<AtomicBool>>,
@@ -103,8 +103,8 @@ impl Default for GenerateParams {
             stop: Vec::new(),
             logprobs: false,
             top_logprobs: 0,
-            add_special: true,
-            parse_special: false,
+            add_special: AddSpecial::Yes,
+            special_syntax: SpecialSyntax::Text,
             on_full: ContextFull::Stop,
             reuse_prefix: true,
             cancel: None,
@@ -140,16 +140,18 @@ impl GenerateParams {
         self
     }
 
-    /// Add BOS/EOS as the model wants when tokenizing the prompt (default on).
-    pub fn add_special(mut self, yes: bool) -> Self {
-        self.add_special = yes;
+    /// Whether tokenizing the prompt adds BOS/EOS as the model wants (default
+    /// [`llama::AddSpecial::Yes`]).
+    pub fn add_special(mut self, add: AddSpecial) -> Self {
+        self.add_special = add;
         self
     }
 
-    /// Parse special-token syntax in the prompt (off by default: user text cannot inject
-    /// control tokens). Turn on for prompts rendered by a chat template.
-    pub fn parse_special(mut self, yes: bool) -> Self {
-        self.parse_special = yes;
+    /// What special-token syntax in the prompt becomes (default [`llama::SpecialSyntax::Text`]: user
+    /// text cannot inject control tokens). [`llama::SpecialSyntax::Tokens`] for prompts rendered by a
+    /// chat template.
+    pub fn special_syntax(mut self, syntax: SpecialSyntax) -> Self {
+        self.special_syntax = syntax;
         self
     }
 
@@ -274,7 +276,7 @@ impl Context {
         sampler: &'a mut Sampler,
         params: &GenerateParams,
     ) -> Result<Generation<'a>, GenerateError> {
-        let tokens = self.vocab().tokenize_with(prompt, params.add_special, params.parse_special)?;
+        let tokens = self.vocab().tokenize_with(prompt, params.add_special, params.special_syntax)?;
         self.generate_tokens(&tokens, sampler, params)
     }
 

@@ -7,7 +7,7 @@
 //! let model = Model::load("model.gguf")?;
 //! let mut ctx = model.context(ContextParams::default())?;
 //! let vocab = model.vocab();
-//! let prompt = vocab.tokenize("The capital of France is", true)?;
+//! let prompt = vocab.tokenize("The capital of France is", llama::AddSpecial::Yes)?;
 //! let mut batch = Batch::new(ctx.n_batch() as usize, 1);
 //! batch.add_sequence(&prompt, 0, 0, true)?;
 //! let (mut sampler, mut text, mut pos) = (Sampler::greedy(), Utf8Decoder::default(), prompt.len() as i32);
@@ -15,7 +15,7 @@
 //!     ctx.decode(&batch)?;
 //!     let token = sampler.sample(&ctx, -1)?;
 //!     if vocab.is_eog(token) { break; }
-//!     print!("{}", text.push(&vocab.token_to_bytes(token, false)?));
+//!     print!("{}", text.push(&vocab.token_to_bytes(token, llama::ControlText::Hide)?));
 //!     batch.clear();
 //!     batch.add(token, pos, &[0], true)?;
 //!     pos += 1;
@@ -91,7 +91,7 @@ pub use chat::{apply_builtin_template, builtin_templates, ChatMessage, ToolCall}
 pub use context::{
     AttentionType, Context, ContextParams, ContextPerf, FlashAttention, KvCacheType, PoolingType, RopeScaling,
 };
-pub use embed::{cosine_similarity, EmbedError, Embedder};
+pub use embed::{cosine_similarity, EmbedError, Embedder, Normalize};
 pub use error::{
     BatchError, ChatError, ContextError, DecodeError, LoadError, MemoryError, SampleError, SaveError, StateError,
     TokenizeError,
@@ -106,7 +106,7 @@ pub use sampling::{Candidates, CustomSampler, Sampler, SamplerBuildError, Sample
 pub use stream::{GenerationStream, StreamOutcome};
 pub use token::{Token, Utf8Decoder};
 pub use vet::{vet_model, vet_model_with, VetDepth, VetError, VetOptions};
-pub use vocab::{TokenAttrs, Vocab, VocabType};
+pub use vocab::{AddSpecial, ControlText, SpecialSyntax, TokenAttrs, Vocab, VocabType};
 
 /// Compile-time promises of the thread model described in the crate docs.
 const _: () = {

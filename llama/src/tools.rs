@@ -61,7 +61,10 @@ use serde_json::{json, Value};
 use crate::chat::{content_marker, tokenize_rendered};
 use crate::engine::{Prompt, Request};
 use crate::error::ChatError;
-use crate::{ChatMessage, GenerateParams, Model, Sampler, SamplerBuildError, Token, ToolCall, Vocab};
+use crate::{
+    AddSpecial, ChatMessage, ControlText, GenerateParams, Model, Sampler, SamplerBuildError, SpecialSyntax, Token,
+    ToolCall, Vocab,
+};
 
 /// Why a tool-calling request could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -465,7 +468,7 @@ fn message_json(m: &ChatMessage, content: String) -> Value {
 fn single_tokens(vocab: &Vocab<'_>, texts: &[String]) -> Vec<Token> {
     texts
         .iter()
-        .filter_map(|t| match vocab.tokenize_with(t, false, true).ok()?.as_slice() {
+        .filter_map(|t| match vocab.tokenize_with(t, AddSpecial::No, SpecialSyntax::Tokens).ok()?.as_slice() {
             [one] => Some(*one),
             _ => None,
         })
@@ -592,9 +595,11 @@ impl RenderedChat {
         // the grammar past it. A tokenizer that puts a space before the first special token
         // has that token skipped, as the prefix text has no such space.
         let vocab = model.vocab();
-        let prefix = vocab.tokenize_with(&self.generation_prompt, false, true).map_err(ChatError::Tokenize)?;
+        let prefix = vocab
+            .tokenize_with(&self.generation_prompt, AddSpecial::No, SpecialSyntax::Tokens)
+            .map_err(ChatError::Tokenize)?;
         let skip_first = prefix.first().is_some_and(|&t| {
-            let piece = vocab.token_to_bytes(t, true).unwrap_or_default();
+            let piece = vocab.token_to_bytes(t, ControlText::Show).unwrap_or_default();
             piece.first().is_some_and(u8::is_ascii_whitespace)
                 && !self.generation_prompt.starts_with(|c: char| c.is_ascii_whitespace())
         });

@@ -6,12 +6,42 @@ use std::marker::PhantomData;
 use crate::error::TokenizeError;
 use crate::Token;
 
+/// Whether [`Vocab::tokenize`] adds the special tokens the model wants around a text (BOS,
+/// sometimes EOS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddSpecial {
+    /// Add them: the start of a prompt.
+    Yes,
+    /// Do not: text that continues a sequence.
+    No,
+}
+
+/// What special-token syntax in a text (`<|im_end|>`, `<s>`) becomes in
+/// [`Vocab::tokenize_with`]. A security decision: control tokens in user input can end a
+/// turn, fake a system message or call a tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpecialSyntax {
+    /// Plain text, tokenized like any other characters: for anything a user wrote.
+    Text,
+    /// The control tokens it names: for trusted text only, such as a rendered chat template.
+    Tokens,
+}
+
+/// Whether [`Vocab::token_to_bytes`] renders control tokens (`<|im_end|>`, BOS) as their text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ControlText {
+    /// Control tokens render as nothing: text for a reader.
+    Hide,
+    /// Control tokens render as their text: for logs, debugging and re-tokenizing.
+    Show,
+}
+
 /// A model's vocabulary, borrowed from its [`Model`](crate::Model).
 ///
 /// ```no_run
 /// let model = llama::Model::load("model.gguf")?;
 /// let vocab = model.vocab();
-/// let tokens = vocab.tokenize("Hello, world", true)?;
+/// let tokens = vocab.tokenize("Hello, world", AddSpecial::Yes)?;
 /// assert_eq!(vocab.detokenize(&tokens)?, "Hello, world");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -59,24 +89,30 @@ impl<'m> Vocab<'m> {
     }
 
     /// Tokenizes user text. Special-token syntax in `text` (e.g. `<|im_end|>`) is treated as
-    /// plain text, so input cannot inject control tokens. `add_special` adds BOS/EOS where the
-    /// model wants them.
+    /// plain text, so input cannot inject control tokens. [`AddSpecial::Yes`] adds BOS/EOS where
+    /// the model wants them.
+    ///
+    /// ```no_run
+    /// # let model = llama::Model::load("m.gguf")?;
+    /// let tokens = model.vocab().tokenize("Hello <|im_end|>", AddSpecial::Yes)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// Bytes the vocabulary has no token for are dropped, as llama.cpp does (SmolLM2, for one,
     /// has none for six ASCII control characters and for the lead bytes of characters from
     /// U+40000 up), so [`detokenize`](Self::detokenize) of the result can differ from `text`.
-    pub fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<Token>, TokenizeError> {
-        self.tokenize_with(text, add_special, false)
+    pub fn tokenize(&self, text: &str, add_special: AddSpecial) -> Result<Vec<Token>, TokenizeError> {
+        self.tokenize_with(text, add_special, SpecialSyntax::Text)
     }
 
-    /// Like [`tokenize`](Self::tokenize), but `parse_special` chooses whether special-token
-    /// syntax in `text` becomes control tokens. Only enable it for trusted text, such as a
-    /// rendered chat template.
+    /// Like [`tokenize`](Self::tokenize), but `syntax` chooses whether special-token syntax in
+    /// `text` becomes control tokens. [`SpecialSyntax::Tokens`] is for trusted text only, such as
+    /// a rendered chat template.
     pub fn tokenize_with(
         &self,
         text: &str,
-        add_special: bool,
-        parse_special: bool,
+        add_special: AddSpecial,
+        syntax: SpecialSyntax,
     ) -> Result<Vec<Token>, TokenizeError> {
         let len = i32::try_from(text.len()).map_err(|_| TokenizeError::TooLong(text.len()))?;
         // A token covers at least one byte, plus room for BOS/EOS.
@@ -92,8 +128,8 @@ impl<'m> Vocab<'m> {
                     len,
                     tokens.as_mut_ptr().cast(),
                     cap,
-                    add_special,
-                    parse_special,
+                    add_special == AddSpecial::Yes,
+                    syntax == SpecialSyntax::Tokens,
                 )
             })
             .map_err(TokenizeError::Exception)?;
@@ -112,15 +148,17 @@ impl<'m> Vocab<'m> {
     }
 
     /// The bytes of one token's text. Pieces may end inside a UTF-8 character: join them with
-    /// a [`Utf8Decoder`](crate::Utf8Decoder). `special` renders control tokens as text.
-    pub fn token_to_bytes(&self, token: Token, special: bool) -> Result<Vec<u8>, TokenizeError> {
+    /// a [`Utf8Decoder`](crate::Utf8Decoder). [`ControlText::Show`] renders control tokens
+    /// (`<|im_end|>`) as their text; [`ControlText::Hide`] renders them as nothing.
+    pub fn token_to_bytes(&self, token: Token, control: ControlText) -> Result<Vec<u8>, TokenizeError> {
         self.check(token)?;
         let mut buf = vec![0u8; 32];
         loop {
             let cap = i32::try_from(buf.len()).unwrap_or(i32::MAX);
             // SAFETY: the token is in range; the buffer has `cap` writable bytes.
             let n = crate::barrier::guarded(|| unsafe {
-                llama_sys::llama_rs_token_to_piece(self.ptr, token.0, buf.as_mut_ptr().cast(), cap, 0, special)
+                let show = control == ControlText::Show;
+                llama_sys::llama_rs_token_to_piece(self.ptr, token.0, buf.as_mut_ptr().cast(), cap, 0, show)
             })
             .map_err(TokenizeError::Exception)?;
             if n >= 0 {

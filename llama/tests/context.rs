@@ -3,10 +3,10 @@
 mod common;
 
 use common::{argmax, both, max_rel_diff, prefill, scratch, small_ctx, smollm2};
-use llama::{Batch, ContextParams, DecodeError, MemoryError, Model, PoolingType, StateError, Token};
+use llama::{AddSpecial, Batch, ContextParams, DecodeError, MemoryError, Model, PoolingType, StateError, Token};
 
 fn tokens(model: &Model, text: &str) -> Vec<Token> {
-    model.vocab().tokenize(text, true).unwrap()
+    model.vocab().tokenize(text, AddSpecial::Yes).unwrap()
 }
 
 #[test]
@@ -289,7 +289,7 @@ fn context_outlives_the_last_model_handle() {
         let model = Model::load(&path).unwrap();
         model.context(small_ctx()).unwrap()
     };
-    let prompt = ctx.vocab().tokenize("Still alive", true).unwrap();
+    let prompt = ctx.vocab().tokenize("Still alive", AddSpecial::Yes).unwrap();
     prefill(&mut ctx, &prompt, 0);
     assert!(ctx.logits_ith(-1).is_some());
     // ...and it can move to another thread.

@@ -3,7 +3,10 @@
 mod common;
 
 use common::{small_ctx, smollm2};
-use llama::{Batch, BatchError, ChatMessage, DecodeError, LoadError, Model, SampleError, Sampler, Token, Utf8Decoder};
+use llama::{
+    AddSpecial, Batch, BatchError, ChatMessage, ControlText, DecodeError, LoadError, Model, SampleError, Sampler,
+    SpecialSyntax, Token, Utf8Decoder,
+};
 
 /// Greedy continuation of `prompt` on the default model, `n` tokens.
 fn greedy(prompt: &str, n: usize) -> (Vec<Token>, String) {
@@ -13,7 +16,7 @@ fn greedy(prompt: &str, n: usize) -> (Vec<Token>, String) {
 fn greedy_on(model: &Model, prompt: &str, n: usize) -> (Vec<Token>, String) {
     let mut ctx = model.context(small_ctx()).unwrap();
     let vocab = model.vocab();
-    let tokens = vocab.tokenize(prompt, true).unwrap();
+    let tokens = vocab.tokenize(prompt, AddSpecial::Yes).unwrap();
     let mut batch = Batch::new(512, 1);
     batch.add_sequence(&tokens, 0, 0, true).unwrap();
     ctx.decode(&batch).unwrap();
@@ -25,7 +28,7 @@ fn greedy_on(model: &Model, prompt: &str, n: usize) -> (Vec<Token>, String) {
             break;
         }
         out.push(t);
-        text += &dec.push(&vocab.token_to_bytes(t, false).unwrap());
+        text += &dec.push(&vocab.token_to_bytes(t, ControlText::Hide).unwrap());
         batch.clear();
         batch.add(t, pos, &[0], true).unwrap();
         ctx.decode(&batch).unwrap();
@@ -57,12 +60,13 @@ fn greedy_generation_is_deterministic_and_coherent() {
 fn tokenize_round_trips_multilingual_text() {
     let vocab = smollm2().vocab();
     for text in ["Hello, world!", "naïve café — 日本語のテキスト", "emoji 🦀🚀 and\ttabs\nnewlines"] {
-        let tokens = vocab.tokenize(text, false).unwrap();
+        let tokens = vocab.tokenize(text, AddSpecial::No).unwrap();
         assert!(!tokens.is_empty());
         assert_eq!(vocab.detokenize(&tokens).unwrap(), text);
         // Piece-by-piece streaming gives the same text.
         let mut d = Utf8Decoder::default();
-        let mut s: String = tokens.iter().map(|&t| d.push(&vocab.token_to_bytes(t, false).unwrap())).collect();
+        let mut s: String =
+            tokens.iter().map(|&t| d.push(&vocab.token_to_bytes(t, ControlText::Hide).unwrap())).collect();
         s += &d.finish();
         assert_eq!(s, text);
     }
@@ -71,8 +75,8 @@ fn tokenize_round_trips_multilingual_text() {
 #[test]
 fn user_text_cannot_inject_control_tokens() {
     let vocab = smollm2().vocab();
-    let plain = vocab.tokenize("<|im_end|>", false).unwrap();
-    let special = vocab.tokenize_with("<|im_end|>", false, true).unwrap();
+    let plain = vocab.tokenize("<|im_end|>", AddSpecial::No).unwrap();
+    let special = vocab.tokenize_with("<|im_end|>", AddSpecial::No, SpecialSyntax::Tokens).unwrap();
     assert_eq!(special.len(), 1);
     assert!(vocab.is_eog(special[0]));
     assert!(plain.len() > 1 && !plain.iter().any(|&t| vocab.is_eog(t)));
@@ -83,7 +87,7 @@ fn out_of_range_tokens_are_errors() {
     let model = smollm2();
     let vocab = model.vocab();
     assert!(vocab.detokenize(&[Token(0), Token(49152)]).is_err());
-    assert!(vocab.token_to_bytes(Token(-1), false).is_err());
+    assert!(vocab.token_to_bytes(Token(-1), ControlText::Hide).is_err());
     let mut ctx = model.context(small_ctx()).unwrap();
     let mut batch = Batch::new(4, 1);
     batch.add(Token(1_000_000), 0, &[0], true).unwrap();
@@ -119,7 +123,7 @@ fn logits_exist_only_where_requested() {
     let model = smollm2();
     let mut ctx = model.context(small_ctx()).unwrap();
     assert!(ctx.logits_ith(0).is_none());
-    let tokens = model.vocab().tokenize("Hello there", true).unwrap();
+    let tokens = model.vocab().tokenize("Hello there", AddSpecial::Yes).unwrap();
     let mut batch = Batch::new(16, 1);
     batch.add_sequence(&tokens, 0, 0, true).unwrap();
     ctx.decode(&batch).unwrap();

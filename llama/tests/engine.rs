@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use common::smollm2;
 use llama::engine::{Completion, Embeddings, Engine, EngineParams, Event, Request, SubmitError};
-use llama::{ChatMessage, ContextParams, ControlVector, FinishReason, FlashAttention, GenerateParams, Sampler, Token};
+use llama::{
+    AddSpecial, ChatMessage, ContextParams, ControlVector, FinishReason, FlashAttention, GenerateParams, Normalize,
+    Sampler, Token,
+};
 
 /// One thread everywhere: greedy tokens only match across programs at the same thread count.
 fn engine(slots: usize, n_ctx: u32) -> Engine {
@@ -282,7 +285,7 @@ fn a_shared_prefix_is_reused() {
     let preamble = "You are a careful assistant. Answer briefly and precisely. ".repeat(20);
     let first = format!("{preamble}Question: what is two plus two?");
     let second = format!("{preamble}Question: what colour is the sky?");
-    let prefix = smollm2().vocab().tokenize(&preamble, true).unwrap().len();
+    let prefix = smollm2().vocab().tokenize(&preamble, AddSpecial::Yes).unwrap().len();
     assert!(prefix >= 200, "the shared prefix is {prefix} tokens");
     let a = drain(engine.submit(Request::new(first.as_str()).params(GenerateParams::default().max_tokens(4))).unwrap());
     assert_eq!(a[0].cached, Some(0));
@@ -292,7 +295,7 @@ fn a_shared_prefix_is_reused() {
     let cached = b[0].cached.unwrap();
     assert!(cached >= 200, "second request reused {cached} tokens");
     let decoded = engine.metrics().prompt_tokens - engine.metrics().cached_tokens - before;
-    let total = smollm2().vocab().tokenize(&second, true).unwrap().len();
+    let total = smollm2().vocab().tokenize(&second, AddSpecial::Yes).unwrap().len();
     assert_eq!(decoded as usize, total - cached, "only the rest of the prompt was decoded");
 }
 
@@ -306,7 +309,7 @@ fn n_completions_share_one_prompt_decode() {
     assert_eq!(outs.len(), 3);
     assert!(outs.iter().all(|o| o.finish.is_some() && !o.tokens.is_empty()));
     let m = engine.metrics();
-    let n_prompt = smollm2().vocab().tokenize(prompt, true).unwrap().len() as u64;
+    let n_prompt = smollm2().vocab().tokenize(prompt, AddSpecial::Yes).unwrap().len() as u64;
     assert_eq!(m.prompt_tokens, n_prompt, "the prompt was counted (and decoded) once");
     assert!(outs[0].tokens != outs[1].tokens || outs[1].tokens != outs[2].tokens, "seeds differ: {outs:?}");
 }
@@ -344,7 +347,7 @@ fn control_vectors_and_adapters_invalidate_cached_prompts() {
     let mut sampler = Sampler::greedy();
     let params = GenerateParams::default().max_tokens(4);
     let prompt = "The weather today is";
-    let n = model.vocab().tokenize(prompt, true).unwrap().len();
+    let n = model.vocab().tokenize(prompt, AddSpecial::Yes).unwrap().len();
     let decoded = |ctx: &mut llama::Context, sampler: &mut Sampler| {
         let mut g = ctx.generate(prompt, sampler, &params).unwrap();
         g.by_ref().for_each(|p| drop(p.unwrap()));
@@ -367,21 +370,21 @@ fn concurrent_embedding_requests_share_batches_and_match_one_by_one() {
     let embeddings = Embeddings::new(model, 1024).unwrap();
     let texts: Vec<Vec<String>> =
         (0..8).map(|i| vec![format!("sentence number {i} about cats"), format!("and {i} dogs")]).collect();
-    let pending: Vec<_> = texts.iter().map(|t| embeddings.embed(t.clone(), true)).collect();
+    let pending: Vec<_> = texts.iter().map(|t| embeddings.embed(t.clone(), Normalize::Unit)).collect();
     let got: Vec<Vec<Vec<f32>>> = pending.into_iter().map(|p| p.wait().unwrap()).collect();
     let (requests, passes) = embeddings.counts();
     assert_eq!(requests, 8);
     assert!(passes < requests, "concurrent requests were batched: {passes} passes for {requests}");
     let mut alone = llama::Embedder::new(model, 1024).unwrap();
     for (t, v) in texts.iter().zip(&got) {
-        let want = alone.embed(t, true).unwrap();
+        let want = alone.embed(t, Normalize::Unit).unwrap();
         for (a, b) in want.iter().zip(v) {
             assert!(llama::cosine_similarity(a, b) > 0.999);
         }
     }
     // A text that cannot fit fails only its own request.
-    let bad = embeddings.embed(vec!["word ".repeat(3000)], true);
-    let good = embeddings.embed(vec!["fine".into()], true);
+    let bad = embeddings.embed(vec!["word ".repeat(3000)], Normalize::Unit);
+    let good = embeddings.embed(vec!["fine".into()], Normalize::Unit);
     assert!(bad.wait().is_err());
     assert_eq!(good.wait().unwrap().len(), 1);
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use common::{both, small_ctx, smollm2};
-use llama::{ChatMessage, ContextFull, FinishReason, GenerateError, GenerateParams, Piece, Sampler};
+use llama::{ChatMessage, ContextFull, FinishReason, GenerateError, GenerateParams, Piece, Sampler, SpecialSyntax};
 
 fn run(ctx: &mut llama::Context, prompt: &str, params: &GenerateParams) -> (Vec<Piece>, String, FinishReason) {
     let mut sampler = Sampler::greedy();
@@ -67,7 +67,8 @@ fn eog_cancel_and_context_full_finish_reasons() {
     let model = smollm2();
     let mut ctx = model.context(small_ctx()).unwrap();
     let chat = model.apply_chat_template(&[ChatMessage::new("user", "Say just the word: yes")], true).unwrap();
-    let (_, text, reason) = run(&mut ctx, &chat, &GenerateParams::default().parse_special(true).max_tokens(64));
+    let (_, text, reason) =
+        run(&mut ctx, &chat, &GenerateParams::default().special_syntax(SpecialSyntax::Tokens).max_tokens(64));
     assert_eq!(reason, FinishReason::Eog, "{text:?}");
 
     let flag = Arc::new(AtomicBool::new(true));

@@ -3,6 +3,7 @@
 
 mod common;
 
+use llama::AddSpecial;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -37,7 +38,7 @@ fn logs_reach_the_log_crate_and_logger_panics_are_contained() {
     log::set_max_level(log::LevelFilter::Debug);
     let model = common::smollm2();
     let mut ctx = model.context(common::small_ctx()).unwrap();
-    common::prefill(&mut ctx, &model.vocab().tokenize("logging works", true).unwrap(), 0);
+    common::prefill(&mut ctx, &model.vocab().tokenize("logging works", AddSpecial::Yes).unwrap(), 0);
     let lines = LOGGER.lines.lock().unwrap().clone();
     assert!(lines.iter().any(|l| l.contains("llama_model_loader") || l.contains("print_info")), "{lines:?}");
     assert!(LOGGER.panics.load(Ordering::SeqCst) > 0, "the logger panicked during context creation");

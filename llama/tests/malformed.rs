@@ -8,7 +8,7 @@ mod common;
 use common::gguf_writer::{
     flipped, patched, truncated, ty, Gguf, Value, GGML_Q4_0, N_KV_AT, N_TENSORS_AT, TOKEN_BYTE, VERSION_AT,
 };
-use llama::{LoadError, Model};
+use llama::{AddSpecial, LoadError, Model};
 
 /// What a kind must be refused as.
 #[derive(Debug, Clone, Copy)]
@@ -376,13 +376,13 @@ fn the_tiny_model_loads_and_tokenizes() {
         let model = Model::builder(&path).validate(validate).load().unwrap();
         let vocab = model.vocab();
         assert_eq!(vocab.n_tokens() as u32, n_vocab());
-        let tokens = vocab.tokenize("hello world\n", true).unwrap();
+        let tokens = vocab.tokenize("hello world\n", AddSpecial::Yes).unwrap();
         assert_eq!(tokens.first().map(|t| t.0), Some(1), "starts with BOS: {tokens:?}");
         assert!(tokens.len() > 2, "{tokens:?}");
         assert_eq!(vocab.detokenize(&tokens[1..]).unwrap().trim_start(), "hello world\n");
     }
     let vocab_only = Model::builder(&path).vocab_only(true).load().unwrap();
-    assert!(!vocab_only.vocab().tokenize("hello", false).unwrap().is_empty());
+    assert!(!vocab_only.vocab().tokenize("hello", AddSpecial::No).unwrap().is_empty());
     let _ = std::fs::remove_dir_all(dir);
 }
 

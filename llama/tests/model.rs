@@ -3,6 +3,7 @@
 mod common;
 
 use common::{argmax, both, gemma3, max_rel_diff, prefill, scratch, small_ctx, smollm2};
+use llama::AddSpecial;
 use llama::{
     AdapterError, ControlVector, DeviceKind, Ftype, LoadError, LoraAdapter, MetaOverride, Model, QuantizeError,
     QuantizeParams, RopeType, SaveError, Token,
@@ -10,7 +11,7 @@ use llama::{
 
 fn next_logits(model: &Model, text: &str) -> Vec<f32> {
     let mut ctx = model.context(small_ctx()).unwrap();
-    prefill(&mut ctx, &model.vocab().tokenize(text, true).unwrap(), 0);
+    prefill(&mut ctx, &model.vocab().tokenize(text, AddSpecial::Yes).unwrap(), 0);
     ctx.logits_ith(-1).unwrap().to_vec()
 }
 
@@ -23,7 +24,7 @@ fn fresh_logits(ctx: &mut llama::Context, prompt: &[Token]) -> Vec<f32> {
 
 fn greedy_text(model: &Model, prompt: &str, n: usize) -> String {
     let mut ctx = model.context(small_ctx()).unwrap();
-    let prompt = model.vocab().tokenize(prompt, true).unwrap();
+    let prompt = model.vocab().tokenize(prompt, AddSpecial::Yes).unwrap();
     prefill(&mut ctx, &prompt, 0);
     let mut out = Vec::new();
     let mut batch = llama::Batch::new(1, 1);
@@ -81,8 +82,8 @@ fn metadata_overrides_and_vocab_only() {
     assert_eq!(m.n_ctx_train(), 4096);
     let m = Model::builder(&path).vocab_only(true).load().unwrap();
     assert_eq!(
-        m.vocab().tokenize("hello world", false).unwrap(),
-        smollm2().vocab().tokenize("hello world", false).unwrap()
+        m.vocab().tokenize("hello world", AddSpecial::No).unwrap(),
+        smollm2().vocab().tokenize("hello world", AddSpecial::No).unwrap()
     );
 
     let too_long = "k".repeat(200);
@@ -281,7 +282,7 @@ fn lora_on(model: &Model) {
     let lora = LoraAdapter::load(model, &path).unwrap();
     assert!(lora.metadata().iter().any(|(k, v)| k == "adapter.type" && v == "lora"));
 
-    let prompt = model.vocab().tokenize("LoRA adapters nudge a model", true).unwrap();
+    let prompt = model.vocab().tokenize("LoRA adapters nudge a model", AddSpecial::Yes).unwrap();
     let mut ctx = model.context(small_ctx()).unwrap();
     let run = |ctx: &mut llama::Context| fresh_logits(ctx, &prompt);
     let base = run(&mut ctx);
@@ -329,7 +330,7 @@ fn control_vector_changes_and_restores_logits() {
 }
 
 fn cvec_on(model: &Model) {
-    let prompt = model.vocab().tokenize("Control vectors steer", true).unwrap();
+    let prompt = model.vocab().tokenize("Control vectors steer", AddSpecial::Yes).unwrap();
     let mut ctx = model.context(small_ctx()).unwrap();
     let run = |ctx: &mut llama::Context| fresh_logits(ctx, &prompt);
     let base = run(&mut ctx);

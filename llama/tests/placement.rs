@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Mutex;
 
-use llama::{BufferType, DeviceKind, LoadError, Model};
+use llama::{AddSpecial, BufferType, DeviceKind, LoadError, Model};
 
 struct Recorder(Mutex<Vec<String>>);
 
@@ -65,7 +65,7 @@ fn overrides_reach_the_loader_and_bad_patterns_are_errors() {
     assert_eq!(moved.len(), 2 * n_layer + 1, "nothing else moved: {moved:#?}");
     // The model still generates.
     let mut ctx = model.context(common::small_ctx()).unwrap();
-    common::prefill(&mut ctx, &model.vocab().tokenize("Placement", true).unwrap(), 0);
+    common::prefill(&mut ctx, &model.vocab().tokenize("Placement", AddSpecial::Yes).unwrap(), 0);
     assert!(ctx.logits_ith(-1).is_some());
 
     for bad in ["ffn_(up", "[a-", "*ffn", "a\0b"] {

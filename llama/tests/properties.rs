@@ -10,7 +10,10 @@ mod common;
 use std::ops::Bound;
 
 use common::{small_ctx, smollm2};
-use llama::{Batch, BatchError, Context, MemoryError, Sampler, Token, TokenizeError, Utf8Decoder};
+use llama::{
+    AddSpecial, Batch, BatchError, Context, ControlText, MemoryError, Sampler, SpecialSyntax, Token, TokenizeError,
+    Utf8Decoder,
+};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -215,7 +218,7 @@ fn kv_context() -> Context {
 
 fn refill(ctx: &mut Context) {
     ctx.clear_kv();
-    let prompt = smollm2().vocab().tokenize("The quick brown fox", true).unwrap();
+    let prompt = smollm2().vocab().tokenize("The quick brown fox", AddSpecial::Yes).unwrap();
     for seq in 0..2 {
         let mut batch = Batch::new(prompt.len(), 1);
         batch.add_sequence(&prompt, 0, seq, true).unwrap();
@@ -392,7 +395,7 @@ fn byte_has_token(b: u8) -> bool {
         let vocab = smollm2().vocab();
         let mut table = [false; 256];
         for id in 0..vocab.n_tokens() {
-            if let Ok([b]) = vocab.token_to_bytes(Token(id), false).as_deref() {
+            if let Ok([b]) = vocab.token_to_bytes(Token(id), ControlText::Hide).as_deref() {
                 table[*b as usize] = true;
             }
         }
@@ -406,13 +409,13 @@ proptest! {
     /// Any text tokenizes to ids in the vocabulary, and without special parsing it detokenizes
     /// back to itself (byte-level BPE loses nothing).
     #[test]
-    fn tokenize_is_in_range_and_round_trips(text in hostile_text(), add_special in any::<bool>()) {
+    fn tokenize_is_in_range_and_round_trips(text in hostile_text(), add_special in prop_oneof![Just(AddSpecial::Yes), Just(AddSpecial::No)]) {
         let vocab = smollm2().vocab();
         let tokens = vocab.tokenize(&text, add_special).unwrap();
         for &t in &tokens {
             prop_assert!(vocab.check(t).is_ok(), "{t} out of range");
         }
-        let plain = vocab.tokenize(&text, false).unwrap();
+        let plain = vocab.tokenize(&text, AddSpecial::No).unwrap();
         // Bytes without a token are dropped (see `bytes_without_a_token_are_dropped`).
         let kept: Vec<u8> = text.bytes().filter(|&b| byte_has_token(b)).collect();
         let kept = String::from_utf8_lossy(&kept).into_owned();
@@ -420,12 +423,12 @@ proptest! {
         let mut d = Utf8Decoder::default();
         let mut pieces = String::new();
         for &t in &plain {
-            pieces += &d.push(&vocab.token_to_bytes(t, false).unwrap());
+            pieces += &d.push(&vocab.token_to_bytes(t, ControlText::Hide).unwrap());
         }
         pieces += &d.finish();
         prop_assert_eq!(pieces, kept);
         // Special parsing on: still in range, whatever the text claims to be.
-        for t in vocab.tokenize_with(&text, add_special, true).unwrap() {
+        for t in vocab.tokenize_with(&text, add_special, SpecialSyntax::Tokens).unwrap() {
             prop_assert!(vocab.check(t).is_ok());
         }
     }
@@ -446,7 +449,7 @@ proptest! {
         }
         for &t in &tokens {
             let valid = (0..n).contains(&t.0);
-            prop_assert_eq!(vocab.token_to_bytes(t, true).is_ok(), valid);
+            prop_assert_eq!(vocab.token_to_bytes(t, ControlText::Show).is_ok(), valid);
             prop_assert_eq!(vocab.text(t).is_ok(), valid);
             prop_assert_eq!(vocab.score(t).is_ok(), valid);
             prop_assert_eq!(vocab.attrs(t).is_ok(), valid);
@@ -462,9 +465,9 @@ fn huge_repetitions_tokenize_and_round_trip() {
     let vocab = smollm2().vocab();
     for piece in ["a", " ", "\0", "<|im_end|>", "é", "🦀", "ab "] {
         let text = piece.repeat(200_000 / piece.len());
-        let tokens = vocab.tokenize(&text, true).unwrap();
+        let tokens = vocab.tokenize(&text, AddSpecial::Yes).unwrap();
         assert!(!tokens.is_empty());
-        let plain = vocab.tokenize(&text, false).unwrap();
+        let plain = vocab.tokenize(&text, AddSpecial::No).unwrap();
         assert_eq!(vocab.detokenize(&plain).unwrap(), text, "{piece:?}");
     }
 }
@@ -561,7 +564,7 @@ proptest! {
     fn sampler_chains_with_arbitrary_parameters(steps in vec(step(), 0..6), n in 1..4usize) {
         thread_local!(static CTX: Context = {
             let mut ctx = smollm2().context(small_ctx()).unwrap();
-            common::prefill(&mut ctx, &smollm2().vocab().tokenize("Once upon a time", true).unwrap(), 0);
+            common::prefill(&mut ctx, &smollm2().vocab().tokenize("Once upon a time", AddSpecial::Yes).unwrap(), 0);
             ctx
         });
         let Ok(mut sampler) = build(&steps) else { return Ok(()) };
@@ -698,7 +701,7 @@ mod schema {
 fn a_huge_dry_window_does_not_allocate_it() {
     let model = smollm2();
     let mut ctx = model.context(small_ctx()).unwrap();
-    common::prefill(&mut ctx, &model.vocab().tokenize("Hello", true).unwrap(), 0);
+    common::prefill(&mut ctx, &model.vocab().tokenize("Hello", AddSpecial::Yes).unwrap(), 0);
     let mut s = Sampler::chain().dry(model, 0.8, 1.75, 2, i32::MAX, &["\n"]).unwrap().greedy_pick();
     for _ in 0..3 {
         s.sample(&ctx, -1).unwrap();
@@ -747,11 +750,11 @@ fn bytes_without_a_token_are_dropped() {
     assert!(missing.contains(&0x04) && missing.len() < 64, "{missing:02x?}");
     for c in ['\u{4}', '\u{6}', '\u{13}', '\u{14}', '\u{16}', '\u{1d}'] {
         let text = format!("a{c}b");
-        let tokens = vocab.tokenize(&text, false).unwrap();
+        let tokens = vocab.tokenize(&text, AddSpecial::No).unwrap();
         assert_eq!(vocab.detokenize(&tokens).unwrap(), "ab", "{c:?}");
     }
     // A character whose lead byte has no token loses it; what is left is not UTF-8.
-    let tokens = vocab.tokenize("\u{5f980}", false).unwrap();
+    let tokens = vocab.tokenize("\u{5f980}", AddSpecial::No).unwrap();
     assert_eq!(vocab.detokenize(&tokens).unwrap(), "\u{FFFD}".repeat(3));
 }
 

@@ -4,7 +4,10 @@
 mod common;
 
 use common::{prefill, small_ctx, smollm2};
-use llama::{Candidates, CustomSampler, SampleError, Sampler, SamplerBuildError, Token, TokenData, TokenDataArray};
+use llama::{
+    AddSpecial, Candidates, CustomSampler, SampleError, Sampler, SamplerBuildError, SpecialSyntax, Token, TokenData,
+    TokenDataArray,
+};
 
 /// Candidates 0..n with the given probabilities (as log-probabilities).
 fn probs(p: &[f32]) -> TokenDataArray {
@@ -132,7 +135,7 @@ fn penalties_punish_accepted_tokens() {
 fn dry_penalises_extending_a_repeat() {
     let model = smollm2();
     let v = model.vocab();
-    let t = |s: &str| v.tokenize(s, false).unwrap()[0];
+    let t = |s: &str| v.tokenize(s, AddSpecial::No).unwrap()[0];
     let (a, b, c, d) = (t(" apple"), t(" banana"), t(" cherry"), t(" dog"));
     let mut s = Sampler::chain().dry(model, 1.0, 2.0, 1, 64, &["\n"]).unwrap();
     for tok in [a, b, c, d, a, b] {
@@ -173,12 +176,12 @@ fn grammar_constrains_and_bad_grammars_are_errors() {
     let mut c = full_vocab();
     s.apply(&mut c).unwrap();
     let allowed: Vec<Token> = c.as_slice().iter().filter(|t| t.logit.is_finite()).map(|t| t.id).collect();
-    let yes = v.tokenize("yes", false).unwrap();
+    let yes = v.tokenize("yes", AddSpecial::No).unwrap();
     assert!(allowed.contains(&yes[0]));
-    assert!(!allowed.contains(&v.tokenize("hello", false).unwrap()[0]));
+    assert!(!allowed.contains(&v.tokenize("hello", AddSpecial::No).unwrap()[0]));
     assert!(allowed.len() < 20, "{} tokens allowed", allowed.len());
     // A token the grammar forbids is an error, not an abort.
-    assert_eq!(s.accept(v.tokenize("hello", false).unwrap()[0]), Err(SampleError::Rejected));
+    assert_eq!(s.accept(v.tokenize("hello", AddSpecial::No).unwrap()[0]), Err(SampleError::Rejected));
 
     for bad in [r#"root ::= "unterminated"#, "root ::= undefined_rule", r#"root ::= root "a""#, "= ::= ::="] {
         match Sampler::chain().grammar(model, bad, "root") {
@@ -196,7 +199,7 @@ fn grammar_constrains_and_bad_grammars_are_errors() {
 fn lazy_grammar_waits_for_its_trigger() {
     let model = smollm2();
     let v = model.vocab();
-    let trigger = v.tokenize_with("<|im_start|>", false, true).unwrap();
+    let trigger = v.tokenize_with("<|im_start|>", AddSpecial::No, SpecialSyntax::Tokens).unwrap();
     assert_eq!(trigger.len(), 1);
     // The grammar sees the output from the trigger token on, so it starts with the trigger.
     let gbnf = r#"root ::= "<|im_start|>" "yes""#;
@@ -217,7 +220,7 @@ fn lazy_grammar_waits_for_its_trigger() {
 fn infill_merges_shared_prefixes() {
     let model = smollm2();
     let v = model.vocab();
-    let t = |s: &str| v.tokenize(s, false).unwrap();
+    let t = |s: &str| v.tokenize(s, AddSpecial::No).unwrap();
     let (hel, hello, dummy) = (t("hel")[0], t("hello")[0], t(" dummy")[0]);
     let mut c = TokenDataArray::new(vec![
         TokenData { id: hel, logit: 0.5f32.ln(), p: 0.0 },
@@ -285,7 +288,7 @@ fn rust_samplers_work_inside_chains_and_panics_become_errors() {
     // On the real model too.
     let model = smollm2();
     let mut ctx = model.context(small_ctx()).unwrap();
-    prefill(&mut ctx, &model.vocab().tokenize("Hello", true).unwrap(), 0);
+    prefill(&mut ctx, &model.vocab().tokenize("Hello", AddSpecial::Yes).unwrap(), 0);
     assert_eq!(bad.sample(&ctx, -1), Err(panicked));
     assert_ne!(
         Sampler::chain().custom(BanFirst { accepted: vec![] }).greedy_pick().sample(&ctx, -1).unwrap(),
@@ -297,7 +300,7 @@ fn rust_samplers_work_inside_chains_and_panics_become_errors() {
 fn chains_without_a_selector_are_errors_not_aborts() {
     let model = smollm2();
     let mut ctx = model.context(small_ctx()).unwrap();
-    prefill(&mut ctx, &model.vocab().tokenize("Hello there, my friend", true).unwrap(), 0);
+    prefill(&mut ctx, &model.vocab().tokenize("Hello there, my friend", AddSpecial::Yes).unwrap(), 0);
     assert_eq!(Sampler::chain().top_k(5).sample(&ctx, -1), Err(SampleError::NoSelection));
     assert_eq!(Sampler::chain().sample(&ctx, -1), Err(SampleError::EmptyChain));
     assert_eq!(Sampler::greedy().sample(&ctx, 0), Err(SampleError::NoLogits(0)));
@@ -306,7 +309,7 @@ fn chains_without_a_selector_are_errors_not_aborts() {
 fn generate(sampler: &mut Sampler, prompt: &str, n: usize) -> Vec<Token> {
     let model = smollm2();
     let mut ctx = model.context(small_ctx()).unwrap();
-    let prompt = model.vocab().tokenize(prompt, true).unwrap();
+    let prompt = model.vocab().tokenize(prompt, AddSpecial::Yes).unwrap();
     prefill(&mut ctx, &prompt, 0);
     let mut out = Vec::new();
     let mut batch = llama::Batch::new(1, 1);

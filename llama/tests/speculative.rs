@@ -9,7 +9,10 @@ use common::{max_rel_diff, scratch, small_ctx, smollm2};
 use llama::speculative::{
     softmax, verify_step, DraftModel, Mode, NgramDrafter, SpeculativeDecoder, SpeculativeError, Verdict,
 };
-use llama::{Batch, ContextParams, FinishReason, Ftype, GenerateParams, Model, QuantizeParams, Sampler, Token};
+use llama::{
+    AddSpecial, Batch, ContextParams, FinishReason, Ftype, GenerateParams, Model, QuantizeParams, Sampler,
+    SpecialSyntax, Token,
+};
 
 const PROMPTS: [&str; 10] = [
     "Repeat exactly: the quick brown fox jumps over the lazy dog. Again: the quick brown fox",
@@ -66,7 +69,7 @@ fn smollm2_f16() -> &'static Model {
 fn ngram_matches_plain(model: &Model) {
     let mut total_accepted = 0;
     for text in prompts() {
-        let prompt = model.vocab().tokenize(text, true).unwrap();
+        let prompt = model.vocab().tokenize(text, AddSpecial::Yes).unwrap();
         let expected = plain_greedy(model, &prompt, 40);
         let ctx = model.context(params()).unwrap();
         let mut spec = SpeculativeDecoder::new(ctx, Box::new(NgramDrafter::default()), 6).unwrap().fixed(6);
@@ -99,7 +102,7 @@ fn draft_model_greedy_equals_plain_greedy_and_kv_matches() {
     let mut accepted = 0;
     let mut drafted = 0;
     for text in prompts() {
-        let prompt = target.vocab().tokenize(text, true).unwrap();
+        let prompt = target.vocab().tokenize(text, AddSpecial::Yes).unwrap();
         let expected = plain_greedy(target, &prompt, 32);
         let tctx = target.context(params()).unwrap();
         let draft = DraftModel::new(draft_model.context(params()).unwrap(), &tctx).unwrap();
@@ -139,7 +142,7 @@ fn adaptive_mode_is_exact_too() {
     let model = smollm2();
     let mut drafted = 0;
     for text in &PROMPTS[..4] {
-        let prompt = model.vocab().tokenize(text, true).unwrap();
+        let prompt = model.vocab().tokenize(text, AddSpecial::Yes).unwrap();
         let expected = plain_greedy(model, &prompt, 48);
         let ctx = model.context(params()).unwrap();
         let mut spec = SpeculativeDecoder::new(ctx, Box::new(NgramDrafter::default()), 8).unwrap();
@@ -152,7 +155,7 @@ fn adaptive_mode_is_exact_too() {
 #[test]
 fn speculative_sampling_keeps_the_target_distribution_on_real_models() {
     // p: the F16 target's next-token distribution; q: the Q4_1 draft's, at the same position.
-    let prompt = smollm2().vocab().tokenize("My favourite animal is the", true).unwrap();
+    let prompt = smollm2().vocab().tokenize("My favourite animal is the", AddSpecial::Yes).unwrap();
     let dist = |model: &Model, temperature: f32| {
         let mut ctx = model.context(params()).unwrap();
         let mut b = Batch::new(64, 1);
@@ -209,9 +212,9 @@ fn bad_inputs_are_errors() {
     let mut spec =
         SpeculativeDecoder::new(model.context(small_ctx().n_ctx(256)).unwrap(), Box::new(NgramDrafter::default()), 4)
             .unwrap();
-    let long = model.vocab().tokenize(&"word ".repeat(200), true).unwrap();
+    let long = model.vocab().tokenize(&"word ".repeat(200), AddSpecial::Yes).unwrap();
     assert!(matches!(spec.generate(&long, 100, Mode::Greedy), Err(SpeculativeError::ContextTooSmall { .. })));
-    let short = model.vocab().tokenize("hi", true).unwrap();
+    let short = model.vocab().tokenize("hi", AddSpecial::Yes).unwrap();
     assert!(matches!(
         spec.generate(&short, 4, Mode::Sample { temperature: 0.0, seed: 1 }),
         Err(SpeculativeError::InvalidParam(_))
@@ -221,7 +224,7 @@ fn bad_inputs_are_errors() {
 #[test]
 fn generate_text_streams_like_plain_generation() {
     let model = smollm2();
-    let prompt = model.vocab().tokenize(PROMPTS[3], true).unwrap();
+    let prompt = model.vocab().tokenize(PROMPTS[3], AddSpecial::Yes).unwrap();
     let expected = plain_greedy(model, &prompt, 24);
     let expected_text = model.vocab().detokenize(&expected).unwrap();
     let mut spec = SpeculativeDecoder::new(model.context(params()).unwrap(), Box::new(NgramDrafter::default()), 6)
@@ -272,7 +275,7 @@ fn end_of_generation_ends_speculative_generation() {
     let model = smollm2();
     // A chat turn the model closes by itself well within the budget.
     let text = model.apply_chat_template(&[llama::ChatMessage::new("user", "Say only the word yes.")], true).unwrap();
-    let prompt = model.vocab().tokenize_with(&text, true, true).unwrap();
+    let prompt = model.vocab().tokenize_with(&text, AddSpecial::Yes, SpecialSyntax::Tokens).unwrap();
     let expected = plain_greedy(model, &prompt, 64);
     assert!(expected.len() < 64, "the model should end its turn");
     let mut spec =

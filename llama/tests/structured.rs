@@ -4,7 +4,7 @@
 
 mod common;
 
-use llama::{Batch, ChatMessage, ContextParams, Sampler, Token};
+use llama::{AddSpecial, Batch, ChatMessage, ContextParams, Sampler, SpecialSyntax, Token};
 use serde_json::{json, Value};
 
 const PARALLEL: usize = 10;
@@ -17,7 +17,7 @@ fn generate(instruction: &str, seeds: &[u32], make: impl Fn(u32) -> Sampler) -> 
     let chat = model
         .apply_chat_template(&[ChatMessage::system("You output only JSON."), ChatMessage::user(instruction)], true)
         .unwrap();
-    let prompt = vocab.tokenize_with(&chat, false, true).unwrap();
+    let prompt = vocab.tokenize_with(&chat, AddSpecial::No, SpecialSyntax::Tokens).unwrap();
     let n = seeds.len();
     let params = ContextParams::default()
         .n_ctx(((prompt.len() + MAX_TOKENS + 8) * n) as u32)

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{both, gemma3, smollm2};
-use llama::{Token, TokenAttrs, TokenizeError, Utf8Decoder, VocabType};
+use llama::{AddSpecial, ControlText, Token, TokenAttrs, TokenizeError, Utf8Decoder, VocabType};
 
 const TEXTS: &[&str] = &[
     "Hello, world!",
@@ -21,7 +21,7 @@ fn round_trip_multilingual_text_on_both_models() {
     for model in both() {
         let vocab = model.vocab();
         for text in TEXTS {
-            let tokens = vocab.tokenize(text, false).unwrap();
+            let tokens = vocab.tokenize(text, AddSpecial::No).unwrap();
             assert!(!tokens.is_empty());
             assert_eq!(&vocab.detokenize(&tokens).unwrap(), text, "{}", model.architecture());
         }
@@ -55,7 +55,7 @@ fn streaming_decoder_equals_detokenize_for_1000_random_sequences() {
             let mut dec = Utf8Decoder::default();
             let mut streamed = String::new();
             for &t in &tokens {
-                streamed += &dec.push(&vocab.token_to_bytes(t, false).unwrap());
+                streamed += &dec.push(&vocab.token_to_bytes(t, ControlText::Hide).unwrap());
             }
             streamed += &dec.finish();
             let whole = vocab.detokenize(&tokens).unwrap();
@@ -72,7 +72,7 @@ fn special_tokens_and_attributes() {
     assert!(s.is_eog(eos));
     assert!(s.is_control(eos));
     assert!(s.attrs(eos).unwrap().contains(TokenAttrs::CONTROL));
-    let hello = s.tokenize("Hello", false).unwrap()[0];
+    let hello = s.tokenize("Hello", AddSpecial::No).unwrap()[0];
     assert!(!s.is_control(hello) && !s.is_eog(hello));
     assert!(s.attrs(hello).unwrap().contains(TokenAttrs::NORMAL));
     assert_eq!(s.text(hello).unwrap(), "Hello");
@@ -81,7 +81,7 @@ fn special_tokens_and_attributes() {
     assert_eq!(g.vocab_type(), VocabType::Spm);
     let bos = g.bos().unwrap();
     assert!(g.adds_bos());
-    assert_eq!(g.tokenize("hi", true).unwrap()[0], bos);
+    assert_eq!(g.tokenize("hi", AddSpecial::Yes).unwrap()[0], bos);
     assert!(g.eot().is_some_and(|t| g.is_eog(t)));
     assert!(g.score(Token(1000)).unwrap().is_finite());
 }
@@ -91,7 +91,7 @@ fn invalid_ids_and_huge_text_are_errors() {
     let vocab = smollm2().vocab();
     let n = vocab.n_tokens();
     for bad in [Token(-1), Token(n), Token(i32::MAX)] {
-        assert!(matches!(vocab.token_to_bytes(bad, false), Err(TokenizeError::InvalidToken { .. })));
+        assert!(matches!(vocab.token_to_bytes(bad, ControlText::Hide), Err(TokenizeError::InvalidToken { .. })));
         assert!(vocab.text(bad).is_err() && vocab.attrs(bad).is_err() && vocab.score(bad).is_err());
         assert!(!vocab.is_eog(bad) && !vocab.is_control(bad));
     }
@@ -99,5 +99,5 @@ fn invalid_ids_and_huge_text_are_errors() {
 
     // Longer than llama.cpp can address: refused before any C call.
     let huge = String::from_utf8(vec![b'a'; i32::MAX as usize + 1]).unwrap();
-    assert!(matches!(vocab.tokenize(&huge, false), Err(TokenizeError::TooLong(_))));
+    assert!(matches!(vocab.tokenize(&huge, AddSpecial::No), Err(TokenizeError::TooLong(_))));
 }

@@ -5,7 +5,8 @@
 use std::cell::RefCell;
 
 use llama::{
-    Batch, ChatMessage, ChatTemplate, Context, ContextParams, Model, Sampler, Token, TokenDataArray, Utf8Decoder,
+    AddSpecial, Batch, ChatMessage, ChatTemplate, Context, ContextParams, ControlText, Model, Sampler, SpecialSyntax,
+    Token, TokenDataArray, Utf8Decoder,
 };
 
 /// Arbitrary bytes as a model file: the Rust GGUF validation, then llama.cpp's loader for what
@@ -32,7 +33,7 @@ fn byte_has_token(b: u8) -> bool {
         let vocab = super::vocab_model().vocab();
         let mut table = [false; 256];
         for id in 0..vocab.n_tokens() {
-            if let Ok([b]) = vocab.token_to_bytes(Token(id), false).as_deref() {
+            if let Ok([b]) = vocab.token_to_bytes(Token(id), ControlText::Hide).as_deref() {
                 table[*b as usize] = true;
             }
         }
@@ -46,10 +47,11 @@ pub fn tokenize(data: &[u8]) {
     let Some((&flags, rest)) = data.split_first() else { return };
     let vocab = super::vocab_model().vocab();
     let text = String::from_utf8_lossy(rest);
-    let (add_special, parse_special) = (flags & 1 != 0, flags & 2 != 0);
-    let tokens = vocab.tokenize_with(&text, add_special, parse_special).expect("valid text tokenizes");
+    let add_special = if flags & 1 != 0 { AddSpecial::Yes } else { AddSpecial::No };
+    let syntax = if flags & 2 != 0 { SpecialSyntax::Tokens } else { SpecialSyntax::Text };
+    let tokens = vocab.tokenize_with(&text, add_special, syntax).expect("valid text tokenizes");
     assert!(tokens.iter().all(|&t| vocab.check(t).is_ok()), "an id outside the vocabulary");
-    if !add_special && !parse_special {
+    if (add_special, syntax) == (AddSpecial::No, SpecialSyntax::Text) {
         // Bytes the vocabulary has no token for are dropped (see `Vocab::tokenize`).
         let kept: Vec<u8> = text.bytes().filter(|&b| byte_has_token(b)).collect();
         let kept = String::from_utf8_lossy(&kept);
@@ -57,14 +59,15 @@ pub fn tokenize(data: &[u8]) {
     }
     let mut decoder = Utf8Decoder::default();
     for &t in tokens.iter().take(64) {
-        let _ = decoder.push(&vocab.token_to_bytes(t, flags & 4 != 0).expect("own ids render"));
+        let control = if flags & 4 != 0 { ControlText::Show } else { ControlText::Hide };
+        let _ = decoder.push(&vocab.token_to_bytes(t, control).expect("own ids render"));
     }
     let _ = decoder.finish();
 
     let ids: Vec<Token> = rest.chunks_exact(4).map(|c| Token(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect();
     let _ = vocab.detokenize(&ids);
     for &t in ids.iter().take(16) {
-        let _ = vocab.token_to_bytes(t, true);
+        let _ = vocab.token_to_bytes(t, ControlText::Show);
         let _ = vocab.text(t);
         let _ = (vocab.is_eog(t), vocab.is_control(t));
     }

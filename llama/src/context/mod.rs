@@ -49,7 +49,7 @@ pub struct ContextPerf {
 /// use llama::{Batch, ContextParams, Model, Sampler};
 /// let model = Model::load("model.gguf")?;
 /// let mut ctx = model.context(ContextParams::default())?;
-/// let tokens = model.vocab().tokenize("Once upon a time", true)?;
+/// let tokens = model.vocab().tokenize("Once upon a time", llama::AddSpecial::Yes)?;
 /// let mut batch = Batch::new(tokens.len(), 1);
 /// batch.add_sequence(&tokens, 0, 0, true)?;
 /// ctx.decode(&batch)?;
@@ -201,7 +201,7 @@ impl Context {
     /// ```no_run
     /// # let model = llama::Model::load("m.gguf")?;
     /// # let mut ctx = model.context(Default::default())?;
-    /// let prompt = model.vocab().tokenize("Hello", true)?;
+    /// let prompt = model.vocab().tokenize("Hello", llama::AddSpecial::Yes)?;
     /// ctx.decode_tokens(&prompt, 0, 0)?;
     /// let logits = ctx.logits_ith(-1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())

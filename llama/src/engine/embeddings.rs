@@ -12,7 +12,7 @@ use std::sync::{mpsc as std_mpsc, Arc};
 
 use tokio::sync::oneshot;
 
-use crate::{EmbedError, Embedder, Model};
+use crate::{EmbedError, Embedder, Model, Normalize};
 
 /// Embeddings served from a background thread, shared by cloning: the thread ends when the last
 /// clone is dropped (after answering what was queued).
@@ -21,7 +21,7 @@ use crate::{EmbedError, Embedder, Model};
 /// use llama::engine::Embeddings;
 /// let model = llama::Model::load("model.gguf")?;
 /// let embeddings = Embeddings::new(&model, 2048)?; // Clone + Send + Sync
-/// let vectors = embeddings.embed(vec!["a cat".into(), "a kitten".into()], true).wait()?;
+/// let vectors = embeddings.embed(vec!["a cat".into(), "a kitten".into()], llama::Normalize::Unit).wait()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ struct Stats {
 
 struct Job {
     texts: Vec<String>,
-    normalize: bool,
+    normalize: Normalize,
     reply: oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
 }
 
@@ -85,8 +85,8 @@ impl Embeddings {
         Ok(Embeddings { tx, stats })
     }
 
-    /// Queues `texts`; the reply holds one vector per text, in order (`normalize`: unit length).
-    pub fn embed(&self, texts: Vec<String>, normalize: bool) -> PendingEmbeddings {
+    /// Queues `texts`; the reply holds one vector per text, in order.
+    pub fn embed(&self, texts: Vec<String>, normalize: Normalize) -> PendingEmbeddings {
         let (reply, rx) = oneshot::channel();
         if let Err(std_mpsc::SendError(job)) = self.tx.send(Job { texts, normalize, reply }) {
             let _ = job.reply.send(Err(EmbedError::Stopped));
@@ -105,14 +105,12 @@ impl Embeddings {
 /// its own, so one bad request cannot fail the others.
 fn serve(embedder: &mut Embedder, jobs: Vec<Job>) {
     let all: Vec<&str> = jobs.iter().flat_map(|j| j.texts.iter().map(String::as_str)).collect();
-    match embedder.embed(&all, false) {
+    match embedder.embed(&all, Normalize::Off) {
         Ok(mut vectors) => {
             for job in jobs {
                 let rest = vectors.split_off(job.texts.len().min(vectors.len()));
                 let mut mine = std::mem::replace(&mut vectors, rest);
-                if job.normalize {
-                    mine.iter_mut().for_each(|v| crate::embed::normalize(v));
-                }
+                mine.iter_mut().for_each(|v| job.normalize.apply(v));
                 let _ = job.reply.send(Ok(mine));
             }
         }

@@ -336,7 +336,7 @@ impl EngineHandle {
         let tokens = match &request.prompt {
             Prompt::Text(text) => {
                 let p = &request.params;
-                vocab.tokenize_with(text, p.add_special, p.parse_special).map_err(|e| invalid(&e))?
+                vocab.tokenize_with(text, p.add_special, p.special_syntax).map_err(|e| invalid(&e))?
             }
             Prompt::Tokens(tokens) => {
                 for &t in tokens {
@@ -360,7 +360,10 @@ impl EngineHandle {
     #[cfg(not(feature = "jinja"))]
     fn render(&self, messages: &[crate::ChatMessage]) -> Result<Vec<Token>, crate::ChatError> {
         let text = self.model.apply_chat_template(messages, true)?;
-        self.model.vocab().tokenize_with(&text, false, true).map_err(crate::ChatError::Tokenize)
+        self.model
+            .vocab()
+            .tokenize_with(&text, crate::AddSpecial::No, crate::SpecialSyntax::Tokens)
+            .map_err(crate::ChatError::Tokenize)
     }
 
     /// A snapshot of the engine's counters and gauges.

@@ -165,7 +165,7 @@ pub enum Mode {
 /// let model = Model::load("model.gguf")?;
 /// let ctx = model.context(Default::default())?;
 /// let mut spec = SpeculativeDecoder::new(ctx, Box::new(NgramDrafter::default()), 8)?;
-/// let prompt = model.vocab().tokenize("Copy this: a b c d. Again: a b", true)?;
+/// let prompt = model.vocab().tokenize("Copy this: a b c d. Again: a b", llama::AddSpecial::Yes)?;
 /// let params = GenerateParams::default().max_tokens(32).stop(["\n"]);
 /// for piece in spec.generate_text(&prompt, Mode::Greedy, &params)? {
 ///     print!("{}", piece?);
