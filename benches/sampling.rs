@@ -5,7 +5,7 @@
 //! ```
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use llama::{AddSpecial, Batch, ContextParams, Model, Sampler};
+use llama::{AddSpecial, Batch, ContextParams, Model, Penalties, Sampler};
 
 fn chains(c: &mut Criterion) {
     let path = llama_examples::models::default_model().expect("default model");
@@ -17,7 +17,13 @@ fn chains(c: &mut Criterion) {
     ctx.decode(&batch).expect("decode");
 
     let mut group = c.benchmark_group("sample one token (49k vocab)");
-    let mut typical = Sampler::chain().penalties(64, 1.1, 0.0, 0.0).top_k(40).top_p(0.95).min_p(0.05).temp(0.8).dist(1);
+    let mut typical = Sampler::chain()
+        .penalties(Penalties::default().repeat(1.1))
+        .top_k(40)
+        .top_p(0.95)
+        .min_p(0.05)
+        .temp(0.8)
+        .dist(1);
     group.bench_function("penalties+top-k 40+top-p 0.95+min-p 0.05+temp 0.8+dist", |b| {
         b.iter(|| typical.sample(&ctx, -1).expect("sample"))
     });

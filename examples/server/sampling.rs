@@ -5,7 +5,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 
-use llama::{GenerateParams, Model, Sampler, Token};
+use llama::{GenerateParams, Model, Penalties, Sampler, Token};
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -18,8 +18,6 @@ const TEMPERATURE: f64 = 0.8;
 const TOP_K: i64 = 40;
 const TOP_P: f64 = 0.95;
 const MIN_P: f64 = 0.05;
-/// Window of the repetition penalties, in tokens.
-const PENALTY_WINDOW: i32 = 64;
 const MAX_STOP: usize = 16;
 const MAX_TOP_LOGPROBS: i64 = 20;
 /// Longest GBNF grammar accepted. llama.cpp prints a grammar that fails to parse to stderr in
@@ -213,7 +211,12 @@ impl Plan {
     fn sampler(&self, model: &Model, bias: &[(Token, f32)], seed: u32) -> Result<Sampler, ApiError> {
         let mut s = Sampler::chain();
         if self.repeat_penalty != 1.0 || self.frequency_penalty != 0.0 || self.presence_penalty != 0.0 {
-            s = s.penalties(PENALTY_WINDOW, self.repeat_penalty, self.frequency_penalty, self.presence_penalty);
+            // llama.cpp's default window (64 tokens).
+            let p = Penalties::default()
+                .repeat(self.repeat_penalty)
+                .frequency(self.frequency_penalty)
+                .presence(self.presence_penalty);
+            s = s.penalties(p);
         }
         if !bias.is_empty() {
             s = s.logit_bias(model, bias).map_err(|e| ApiError::from_sampler("logit_bias", e))?;

@@ -101,7 +101,10 @@ pub use generate::{ContextFull, FinishReason, GenerateError, GenerateParams, Gen
 pub use json_schema::{json_grammar, json_schema_to_grammar, SchemaError};
 pub use model::{LazyMode, MetaOverride, Model, ModelBuilder, Placement, RopeType, SplitMode};
 pub use quantize::{quantize, Ftype, QuantizeError, QuantizeParams, TensorType};
-pub use sampling::{Candidates, CustomSampler, Sampler, SamplerBuildError, SamplerPerf, TokenData, TokenDataArray};
+pub use sampling::{
+    AdaptiveP, Candidates, CustomSampler, Dry, Mirostat, MirostatV2, Penalties, Sampler, SamplerBuildError,
+    SamplerPerf, TempExt, TokenData, TokenDataArray, Xtc, MAX_PENALTY_WINDOW,
+};
 #[cfg(feature = "async")]
 pub use stream::{GenerationStream, StreamOutcome};
 pub use token::{Token, Utf8Decoder};

@@ -113,10 +113,11 @@ impl Ftype {
     }
 }
 
-/// Tensor element types for the output and token-embedding overrides.
+/// Tensor element types for the output and token-embedding overrides, spelled as ggml spells
+/// them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-#[allow(missing_docs)]
+#[allow(missing_docs, non_camel_case_types)]
 pub enum TensorType {
     F32,
     F16,
@@ -126,11 +127,11 @@ pub enum TensorType {
     Q5_0,
     Q5_1,
     Q8_0,
-    Q2K,
-    Q3K,
-    Q4K,
-    Q5K,
-    Q6K,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
 }
 
 impl TensorType {
@@ -145,11 +146,11 @@ impl TensorType {
             TensorType::Q5_0 => GGML_TYPE_Q5_0,
             TensorType::Q5_1 => GGML_TYPE_Q5_1,
             TensorType::Q8_0 => GGML_TYPE_Q8_0,
-            TensorType::Q2K => GGML_TYPE_Q2_K,
-            TensorType::Q3K => GGML_TYPE_Q3_K,
-            TensorType::Q4K => GGML_TYPE_Q4_K,
-            TensorType::Q5K => GGML_TYPE_Q5_K,
-            TensorType::Q6K => GGML_TYPE_Q6_K,
+            TensorType::Q2_K => GGML_TYPE_Q2_K,
+            TensorType::Q3_K => GGML_TYPE_Q3_K,
+            TensorType::Q4_K => GGML_TYPE_Q4_K,
+            TensorType::Q5_K => GGML_TYPE_Q5_K,
+            TensorType::Q6_K => GGML_TYPE_Q6_K,
         }
     }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use llama::speculative::{Controller, DraftModel, Drafter, NgramDrafter, SpeculativeDecoder, MAX_DRAFT};
-use llama::{AddSpecial, Batch, BatchError, Sampler};
+use llama::{AddSpecial, Batch, BatchError, Penalties, Sampler};
 use std::time::Duration;
 
 #[test]
@@ -62,7 +62,7 @@ fn a_huge_penalty_window_does_not_allocate_it() {
     let mut ctx = model.context(common::small_ctx()).unwrap();
     let prompt = model.vocab().tokenize("Hello", AddSpecial::Yes).unwrap();
     common::prefill(&mut ctx, &prompt, 0);
-    let mut s = Sampler::chain().penalties(i32::MAX, 1.1, 0.0, 0.0).greedy_pick();
+    let mut s = Sampler::chain().penalties(Penalties::default().last_n(usize::MAX).repeat(1.1)).greedy_pick();
     s.sample(&ctx, -1).unwrap();
 }
 

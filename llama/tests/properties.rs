@@ -11,8 +11,8 @@ use std::ops::Bound;
 
 use common::{small_ctx, smollm2};
 use llama::{
-    AddSpecial, Batch, BatchError, Context, ControlText, MemoryError, Sampler, SpecialSyntax, Token, TokenizeError,
-    Utf8Decoder,
+    AdaptiveP, AddSpecial, Batch, BatchError, Context, ControlText, Dry, MemoryError, Mirostat, MirostatV2, Penalties,
+    Sampler, SpecialSyntax, TempExt, Token, TokenizeError, Utf8Decoder, Xtc,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -30,6 +30,15 @@ fn edgy_i32() -> impl Strategy<Value = i32> {
         3 => -4..80i32,
         1 => select(vec![i32::MIN, i32::MIN + 1, -1, 0, 1, i32::MAX - 1, i32::MAX]),
         1 => any::<i32>(),
+    ]
+}
+
+/// Sizes and windows: small ones, the edges of llama.cpp's `i32`, and any.
+fn edgy_usize() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        3 => 0..80usize,
+        1 => select(vec![0, 1, i32::MAX as usize, i32::MAX as usize + 1, u32::MAX as usize, usize::MAX]),
+        1 => any::<usize>(),
     ]
 }
 
@@ -485,14 +494,14 @@ enum Step {
     TempExt(f32, f32, f32),
     Xtc(f32, f32, u32),
     TopNSigma(f32),
-    Penalties(i32, f32, f32, f32),
-    Dry(f32, f32, i32, i32, Vec<String>),
+    Penalties(usize, f32, f32, f32),
+    Dry(f32, f32, usize, usize, Vec<String>),
     LogitBias(Vec<(i32, f32)>),
     /// Top-k first: infill compares every pair of candidates.
     Infill(i32),
     Greedy,
     Dist(u32),
-    Mirostat(u32, f32, f32, i32),
+    Mirostat(u32, f32, f32, usize),
     MirostatV2(u32, f32, f32),
     AdaptiveP(f32, f32, u32),
 }
@@ -508,14 +517,14 @@ fn step() -> impl Strategy<Value = Step> {
         (f(), f(), f()).prop_map(|(a, b, c)| Step::TempExt(a, b, c)),
         (f(), f(), any::<u32>()).prop_map(|(a, b, s)| Step::Xtc(a, b, s)),
         f().prop_map(Step::TopNSigma),
-        (edgy_i32(), f(), f(), f()).prop_map(|(n, a, b, c)| Step::Penalties(n, a, b, c)),
-        (f(), f(), edgy_i32(), edgy_i32(), vec("\\PC{0,6}|\n|:|\"", 0..4))
+        (edgy_usize(), f(), f(), f()).prop_map(|(n, a, b, c)| Step::Penalties(n, a, b, c)),
+        (f(), f(), edgy_usize(), edgy_usize(), vec("\\PC{0,6}|\n|:|\"", 0..4))
             .prop_map(|(m, b, a, n, br)| Step::Dry(m, b, a, n, br)),
         vec((prop_oneof![0..49_152i32, edgy_i32()], f()), 0..4).prop_map(Step::LogitBias),
         (1..64i32).prop_map(Step::Infill),
         Just(Step::Greedy),
         any::<u32>().prop_map(Step::Dist),
-        (any::<u32>(), f(), f(), edgy_i32()).prop_map(|(s, t, e, m)| Step::Mirostat(s, t, e, m)),
+        (any::<u32>(), f(), f(), edgy_usize()).prop_map(|(s, t, e, m)| Step::Mirostat(s, t, e, m)),
         (any::<u32>(), f(), f()).prop_map(|(s, t, e)| Step::MirostatV2(s, t, e)),
         (f(), f(), any::<u32>()).prop_map(|(t, d, s)| Step::AdaptiveP(t, d, s)),
     ]
@@ -532,13 +541,14 @@ fn build(steps: &[Step]) -> Result<Sampler, llama::SamplerBuildError> {
             Step::MinP(p) => s.min_p(p),
             Step::Typical(p) => s.typical(p),
             Step::Temp(t) => s.temp(t),
-            Step::TempExt(t, d, e) => s.temp_ext(t, d, e),
-            Step::Xtc(p, t, seed) => s.xtc(p, t, seed),
+            Step::TempExt(t, d, e) => s.temp_ext(TempExt::default().temp(t).delta(d).exponent(e)),
+            Step::Xtc(p, t, seed) => s.xtc(Xtc::default().probability(p).threshold(t).seed(seed)),
             Step::TopNSigma(n) => s.top_n_sigma(n),
-            Step::Penalties(n, r, f, p) => s.penalties(n, r, f, p),
+            Step::Penalties(n, r, f, p) => {
+                s.penalties(Penalties::default().last_n(n).repeat(r).frequency(f).presence(p))
+            }
             Step::Dry(m, b, a, n, br) => {
-                let br: Vec<&str> = br.iter().map(String::as_str).collect();
-                s.dry(model, m, b, a, n, &br)?
+                s.dry(model, Dry::default().multiplier(m).base(b).allowed_length(a).last_n(n).breakers(br))?
             }
             Step::LogitBias(b) => {
                 let b: Vec<(Token, f32)> = b.into_iter().map(|(t, x)| (Token(t), x)).collect();
@@ -547,9 +557,9 @@ fn build(steps: &[Step]) -> Result<Sampler, llama::SamplerBuildError> {
             Step::Infill(k) => s.top_k(k).infill(model),
             Step::Greedy => s.greedy_pick(),
             Step::Dist(seed) => s.dist(seed),
-            Step::Mirostat(seed, t, e, m) => s.mirostat(model, seed, t, e, m),
-            Step::MirostatV2(seed, t, e) => s.mirostat_v2(seed, t, e),
-            Step::AdaptiveP(t, d, seed) => s.adaptive_p(t, d, seed),
+            Step::Mirostat(seed, t, e, m) => s.mirostat(model, Mirostat::default().seed(seed).tau(t).eta(e).m(m)),
+            Step::MirostatV2(seed, t, e) => s.mirostat_v2(MirostatV2::default().seed(seed).tau(t).eta(e)),
+            Step::AdaptiveP(t, d, seed) => s.adaptive_p(AdaptiveP::default().target(t).decay(d).seed(seed)),
         };
     }
     Ok(s)
@@ -702,7 +712,8 @@ fn a_huge_dry_window_does_not_allocate_it() {
     let model = smollm2();
     let mut ctx = model.context(small_ctx()).unwrap();
     common::prefill(&mut ctx, &model.vocab().tokenize("Hello", AddSpecial::Yes).unwrap(), 0);
-    let mut s = Sampler::chain().dry(model, 0.8, 1.75, 2, i32::MAX, &["\n"]).unwrap().greedy_pick();
+    let dry = Dry::default().multiplier(0.8).last_n(usize::MAX).breakers(vec!["\n".into()]);
+    let mut s = Sampler::chain().dry(model, dry).unwrap().greedy_pick();
     for _ in 0..3 {
         s.sample(&ctx, -1).unwrap();
     }

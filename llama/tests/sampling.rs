@@ -5,8 +5,8 @@ mod common;
 
 use common::{prefill, small_ctx, smollm2};
 use llama::{
-    AddSpecial, Candidates, CustomSampler, SampleError, Sampler, SamplerBuildError, SpecialSyntax, Token, TokenData,
-    TokenDataArray,
+    AdaptiveP, AddSpecial, Candidates, CustomSampler, Dry, Mirostat, MirostatV2, Penalties, SampleError, Sampler,
+    SamplerBuildError, SpecialSyntax, TempExt, Token, TokenData, TokenDataArray, Xtc,
 };
 
 /// Candidates 0..n with the given probabilities (as log-probabilities).
@@ -58,7 +58,8 @@ fn temperature_scales_logits() {
     let finite: Vec<i32> = c.as_slice().iter().filter(|t| t.logit.is_finite()).map(|t| t.id.0).collect();
     assert_eq!(finite, [2]);
     // Dynamic temperature with delta 0 is plain temperature.
-    let ext = run(Sampler::chain().temp_ext(0.5, 0.0, 1.0), TokenDataArray::from_logits(&[1.0, 2.0, 4.0]));
+    let ext =
+        run(Sampler::chain().temp_ext(TempExt::default().temp(0.5)), TokenDataArray::from_logits(&[1.0, 2.0, 4.0]));
     let mut l2: Vec<f32> = ext.as_slice().iter().map(|t| t.logit).collect();
     l2.sort_by(f32::total_cmp);
     assert_eq!(l2, [2.0, 4.0, 8.0]);
@@ -67,10 +68,10 @@ fn temperature_scales_logits() {
 #[test]
 fn xtc_removes_top_choices() {
     // Probability 1: always cut every token above 0.1 except the least likely of them (0.15).
-    let c = run(Sampler::chain().xtc(1.0, 0.1, 7).greedy_pick(), probs(&P));
+    let c = run(Sampler::chain().xtc(Xtc::default().probability(1.0).seed(7)).greedy_pick(), probs(&P));
     assert_eq!(c.selected().map(|t| t.id), Some(Token(2)));
     // Probability 0: never.
-    let c = run(Sampler::chain().xtc(0.0, 0.1, 7).greedy_pick(), probs(&P));
+    let c = run(Sampler::chain().xtc(Xtc::default().seed(7)).greedy_pick(), probs(&P));
     assert_eq!(c.selected().map(|t| t.id), Some(Token(0)));
 }
 
@@ -106,17 +107,17 @@ fn dist_is_seeded_and_follows_probabilities() {
 fn mirostat_and_adaptive_p_select() {
     let model = smollm2();
     // A very low target surprise makes mirostat pick the most likely token.
-    let c = run(Sampler::chain().mirostat(model, 3, 0.01, 0.1, 100), probs(&[0.9, 0.05, 0.05]));
+    let c = run(Sampler::chain().mirostat(model, Mirostat::default().seed(3).tau(0.01)), probs(&[0.9, 0.05, 0.05]));
     assert_eq!(c.selected().map(|t| t.id), Some(Token(0)));
-    let c = run(Sampler::chain().mirostat_v2(3, 0.01, 0.1), probs(&[0.9, 0.05, 0.05]));
+    let c = run(Sampler::chain().mirostat_v2(MirostatV2::default().seed(3).tau(0.01)), probs(&[0.9, 0.05, 0.05]));
     assert_eq!(c.selected().map(|t| t.id), Some(Token(0)));
-    let c = run(Sampler::chain().adaptive_p(0.3, 0.9, 3), probs(&[0.6, 0.3, 0.1]));
+    let c = run(Sampler::chain().adaptive_p(AdaptiveP::default().target(0.3).seed(3)), probs(&[0.6, 0.3, 0.1]));
     assert!(c.selected().is_some());
 }
 
 #[test]
 fn penalties_punish_accepted_tokens() {
-    let mut s = Sampler::chain().penalties(64, 2.0, 0.5, 0.5);
+    let mut s = Sampler::chain().penalties(Penalties::default().repeat(2.0).frequency(0.5).presence(0.5));
     s.accept(Token(1)).unwrap();
     s.accept(Token(1)).unwrap();
     let mut c = TokenDataArray::from_logits(&[1.0, 4.0, 1.0]);
@@ -137,7 +138,9 @@ fn dry_penalises_extending_a_repeat() {
     let v = model.vocab();
     let t = |s: &str| v.tokenize(s, AddSpecial::No).unwrap()[0];
     let (a, b, c, d) = (t(" apple"), t(" banana"), t(" cherry"), t(" dog"));
-    let mut s = Sampler::chain().dry(model, 1.0, 2.0, 1, 64, &["\n"]).unwrap();
+    let mut s = Sampler::chain()
+        .dry(model, Dry::default().multiplier(1.0).base(2.0).allowed_length(1).breakers(vec!["\n".into()]))
+        .unwrap();
     for tok in [a, b, c, d, a, b] {
         s.accept(tok).unwrap();
     }
@@ -147,7 +150,10 @@ fn dry_penalises_extending_a_repeat() {
     let logit = |id| cands.as_slice().iter().find(|x| x.id == id).unwrap().logit;
     assert!(logit(c) < 5.0, "continuing 'apple banana' with 'cherry' repeats: penalised");
     assert_eq!(logit(d), 5.0);
-    assert_eq!(Sampler::chain().dry(model, 1.0, 2.0, 1, 64, &["a\0b"]).err(), Some(SamplerBuildError::NulByte));
+    assert_eq!(
+        Sampler::chain().dry(model, Dry::default().breakers(vec!["a\0b".into()])).err(),
+        Some(SamplerBuildError::NulByte)
+    );
 }
 
 #[test]

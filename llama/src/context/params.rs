@@ -60,16 +60,18 @@ pub enum RopeScaling {
     LongRope,
 }
 
-/// Element type of the K or V cache.
+/// Element type of the K or V cache, spelled as ggml spells it (as [`Ftype`](crate::Ftype) and
+/// [`TensorType`](crate::TensorType) are).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[allow(non_camel_case_types)]
 pub enum KvCacheType {
     /// 32-bit float.
     F32,
     /// 16-bit float (llama.cpp's default).
     F16,
     /// bfloat16.
-    Bf16,
+    BF16,
     /// 8-bit blocks.
     Q8_0,
     /// 4-bit blocks.
@@ -77,7 +79,7 @@ pub enum KvCacheType {
     /// 4-bit blocks with offset.
     Q4_1,
     /// 4-bit non-linear.
-    Iq4Nl,
+    IQ4_NL,
     /// 5-bit blocks.
     Q5_0,
     /// 5-bit blocks with offset.
@@ -90,11 +92,11 @@ impl KvCacheType {
         match self {
             KvCacheType::F32 => GGML_TYPE_F32,
             KvCacheType::F16 => GGML_TYPE_F16,
-            KvCacheType::Bf16 => GGML_TYPE_BF16,
+            KvCacheType::BF16 => GGML_TYPE_BF16,
             KvCacheType::Q8_0 => GGML_TYPE_Q8_0,
             KvCacheType::Q4_0 => GGML_TYPE_Q4_0,
             KvCacheType::Q4_1 => GGML_TYPE_Q4_1,
-            KvCacheType::Iq4Nl => GGML_TYPE_IQ4_NL,
+            KvCacheType::IQ4_NL => GGML_TYPE_IQ4_NL,
             KvCacheType::Q5_0 => GGML_TYPE_Q5_0,
             KvCacheType::Q5_1 => GGML_TYPE_Q5_1,
         }

@@ -1,10 +1,12 @@
 //! Choosing the next token: chains of llama.cpp samplers and samplers written in Rust.
 
 mod candidates;
+mod config;
 mod custom;
 mod gbnf;
 
 pub use candidates::{Candidates, TokenData, TokenDataArray};
+pub use config::{AdaptiveP, Dry, Mirostat, MirostatV2, Penalties, TempExt, Xtc, MAX_PENALTY_WINDOW};
 pub use custom::CustomSampler;
 
 use std::ffi::CString;
@@ -58,7 +60,7 @@ pub struct SamplerPerf {
 /// use llama::Sampler;
 /// // repetition penalty, top-k 40, top-p 0.95, min-p 0.05, temperature 0.8, seeded draw
 /// let sampler = Sampler::chain()
-///     .penalties(64, 1.1, 0.0, 0.0)
+///     .penalties(llama::Penalties::default().repeat(1.1))
 ///     .top_k(40)
 ///     .top_p(0.95)
 ///     .min_p(0.05)
@@ -200,17 +202,16 @@ impl Sampler {
         self.push(unsafe { llama_sys::llama_sampler_init_temp(t) })
     }
 
-    /// Dynamic temperature in `t ± delta`, driven by the entropy, with `exponent`.
-    pub fn temp_ext(self, t: f32, delta: f32, exponent: f32) -> Sampler {
+    /// Dynamic temperature, driven by the candidates' entropy (see [`TempExt`]).
+    pub fn temp_ext(self, t: TempExt) -> Sampler {
         // SAFETY: any values are accepted.
-        self.push(unsafe { llama_sys::llama_sampler_init_temp_ext(t, delta, exponent) })
+        self.push(unsafe { llama_sys::llama_sampler_init_temp_ext(t.temp, t.delta, t.exponent) })
     }
 
-    /// Exclude Top Choices: with probability `p`, removes all tokens above `threshold` but the
-    /// least likely of them.
-    pub fn xtc(self, p: f32, threshold: f32, seed: u32) -> Sampler {
+    /// Exclude Top Choices (see [`Xtc`]).
+    pub fn xtc(self, x: Xtc) -> Sampler {
         // SAFETY: any values are accepted.
-        self.push(unsafe { llama_sys::llama_sampler_init_xtc(p, threshold, 1, seed) })
+        self.push(unsafe { llama_sys::llama_sampler_init_xtc(x.probability, x.threshold, 1, x.seed) })
     }
 
     /// Keeps tokens within `n` standard deviations of the top logit.
@@ -219,60 +220,56 @@ impl Sampler {
         self.push(unsafe { llama_sys::llama_sampler_init_top_n_sigma(n) })
     }
 
-    /// Mirostat 1.0 with target surprise `tau`, learning rate `eta` and `m` tokens to estimate
-    /// from (ends a chain).
-    pub fn mirostat(self, model: &Model, seed: u32, tau: f32, eta: f32, m: i32) -> Sampler {
+    /// Mirostat 1.0 (see [`Mirostat`]; ends a chain).
+    pub fn mirostat(self, model: &Model, m: Mirostat) -> Sampler {
         let n_vocab = model.vocab().n_tokens();
+        let estimate = i32::try_from(m.m).unwrap_or(i32::MAX).max(1);
         // SAFETY: n_vocab is the model's; other values are plain numbers.
-        self.push(unsafe { llama_sys::llama_sampler_init_mirostat(n_vocab, seed, tau, eta, m.max(1)) })
+        self.push(unsafe { llama_sys::llama_sampler_init_mirostat(n_vocab, m.seed, m.tau, m.eta, estimate) })
     }
 
-    /// Mirostat 2.0 with target surprise `tau` and learning rate `eta` (ends a chain).
-    pub fn mirostat_v2(self, seed: u32, tau: f32, eta: f32) -> Sampler {
+    /// Mirostat 2.0 (see [`MirostatV2`]; ends a chain).
+    pub fn mirostat_v2(self, m: MirostatV2) -> Sampler {
         // SAFETY: plain numbers.
-        self.push(unsafe { llama_sys::llama_sampler_init_mirostat_v2(seed, tau, eta) })
+        self.push(unsafe { llama_sys::llama_sampler_init_mirostat_v2(m.seed, m.tau, m.eta) })
     }
 
-    /// Adaptive-p: selects tokens near probability `target`, adapting with EMA `decay`
-    /// (ends a chain).
-    pub fn adaptive_p(self, target: f32, decay: f32, seed: u32) -> Sampler {
+    /// Adaptive-p (see [`AdaptiveP`]; ends a chain).
+    pub fn adaptive_p(self, a: AdaptiveP) -> Sampler {
         // SAFETY: plain numbers; llama.cpp clamps them.
-        self.push(unsafe { llama_sys::llama_sampler_init_adaptive_p(target, decay, seed) })
+        self.push(unsafe { llama_sys::llama_sampler_init_adaptive_p(a.target, a.decay, a.seed) })
     }
 
-    /// Repetition (`repeat`, 1.0 = off), frequency and presence (0.0 = off) penalties over the
-    /// last `last_n` accepted tokens (0 or negative = off; at most 2^20, larger windows are
-    /// clamped because llama.cpp allocates the whole window up front).
-    pub fn penalties(self, last_n: i32, repeat: f32, frequency: f32, presence: f32) -> Sampler {
-        let last_n = last_n.min(1 << 20);
+    /// Repetition, frequency and presence penalties (see [`Penalties`]).
+    pub fn penalties(self, p: Penalties) -> Sampler {
+        let last_n = window(p.last_n);
         // SAFETY: plain numbers (the n_vocab argument is unused by llama.cpp).
-        self.push(unsafe { llama_sys::llama_rs_sampler_init_penalties(0, last_n, repeat, frequency, presence) })
+        self.push(unsafe { llama_sys::llama_rs_sampler_init_penalties(0, last_n, p.repeat, p.frequency, p.presence) })
     }
 
-    /// DRY ("don't repeat yourself") penalty for extending repeated sequences, with the given
-    /// sequence breakers (e.g. `["\n", ":", "\"", "*"]`), over the last `last_n` tokens (0 or
-    /// negative = off; at most 2^20, larger windows are clamped as in
-    /// [`penalties`](Self::penalties)).
-    pub fn dry(
-        self,
-        model: &Model,
-        multiplier: f32,
-        base: f32,
-        allowed_length: i32,
-        last_n: i32,
-        breakers: &[&str],
-    ) -> Result<Sampler, SamplerBuildError> {
-        let owned = cstrings(breakers)?;
+    /// DRY ("don't repeat yourself") penalty for extending repeated sequences (see [`Dry`]).
+    /// A breaker with a NUL byte is an error.
+    ///
+    /// ```no_run
+    /// use llama::{Dry, Sampler};
+    /// # let model = llama::Model::load("m.gguf")?;
+    /// let chain = Sampler::chain().dry(&model, Dry::default().multiplier(0.8))?.dist(7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn dry(self, model: &Model, dry: Dry) -> Result<Sampler, SamplerBuildError> {
+        let breakers: Vec<&str> = dry.breakers.iter().map(String::as_str).collect();
+        let owned = cstrings(&breakers)?;
         // llama.cpp sizes two zero-filled buffers by the window: i32::MAX would be 16 GiB.
-        let last_n = last_n.min(1 << 20);
+        let last_n = window(dry.last_n);
+        let allowed_length = i32::try_from(dry.allowed_length).unwrap_or(i32::MAX);
         let mut ptrs: Vec<*const std::ffi::c_char> = owned.iter().map(|s| s.as_ptr()).collect();
         // SAFETY: the vocab outlives the sampler (the chain keeps the model); the breaker
         // strings are NUL-terminated and only read during construction.
         let s = unsafe {
             llama_sys::llama_rs_sampler_init_dry(
                 model.vocab().as_ptr(),
-                multiplier,
-                base,
+                dry.multiplier,
+                dry.base,
                 allowed_length,
                 last_n,
                 ptrs.as_mut_ptr(),
@@ -666,4 +663,9 @@ impl Drop for Sampler {
             }
         }
     }
+}
+
+/// A penalty window for llama.cpp, which allocates it whole: clamped to [`MAX_PENALTY_WINDOW`].
+fn window(last_n: usize) -> i32 {
+    last_n.min(MAX_PENALTY_WINDOW) as i32
 }
