@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use llama::engine::{Engine, EngineParams, Event, Request};
-use llama::{AddSpecial, Batch, ContextParams, GenerateParams, Model, Sampler, Token};
+use llama::{AddSpecial, Batch, ContextParams, GenerateParams, Model, Output, Sampler, Token};
 
 const PROMPTS: [&str; 8] = [
     "Write a story about a robot who learns to paint.",
@@ -187,7 +187,7 @@ fn decode_costs(
             }
             let t = Instant::now();
             ctx.decode(&batch)?;
-            let _ = ctx.logits_ith(-1); // reading logits waits for the computation
+            let _ = ctx.logits(Output::Last); // reading logits waits for the computation
             times[i].push(t.elapsed().as_secs_f64());
             for seq in 0..n as i32 {
                 ctx.kv_seq_rm(seq, prompt.len() as i32..)?;

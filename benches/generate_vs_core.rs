@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use llama::{AddSpecial, Batch, ContextParams, ControlText, GenerateParams, Model, Sampler};
+use llama::{AddSpecial, Batch, ContextParams, ControlText, GenerateParams, Model, Output, Sampler};
 
 const PROMPT: &str = "The history of the printing press begins in";
 
@@ -22,7 +22,7 @@ fn core_loop(model: &Model, params: &ContextParams, n: usize) -> f64 {
     let start = Instant::now();
     let mut generated = 0;
     for pos in prompt.len()..prompt.len() + n {
-        let t = sampler.sample(&ctx, -1).expect("sample");
+        let t = sampler.sample(&ctx, Output::Last).expect("sample");
         let _ = model.vocab().token_to_bytes(t, ControlText::Hide).expect("piece");
         generated += 1;
         batch.clear();

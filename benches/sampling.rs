@@ -5,7 +5,7 @@
 //! ```
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use llama::{AddSpecial, Batch, ContextParams, Model, Penalties, Sampler};
+use llama::{AddSpecial, Batch, ContextParams, Model, Output, Penalties, Sampler};
 
 fn chains(c: &mut Criterion) {
     let path = llama_examples::models::default_model().expect("default model");
@@ -25,12 +25,14 @@ fn chains(c: &mut Criterion) {
         .temp(0.8)
         .dist(1);
     group.bench_function("penalties+top-k 40+top-p 0.95+min-p 0.05+temp 0.8+dist", |b| {
-        b.iter(|| typical.sample(&ctx, -1).expect("sample"))
+        b.iter(|| typical.sample(&ctx, Output::Last).expect("sample"))
     });
     let mut greedy = Sampler::greedy();
-    group.bench_function("greedy", |b| b.iter(|| greedy.sample(&ctx, -1).expect("sample")));
+    group.bench_function("greedy", |b| b.iter(|| greedy.sample(&ctx, Output::Last).expect("sample")));
     let mut full = Sampler::chain().temp(0.8).dist(1);
-    group.bench_function("temp 0.8+dist (full softmax)", |b| b.iter(|| full.sample(&ctx, -1).expect("sample")));
+    group.bench_function("temp 0.8+dist (full softmax)", |b| {
+        b.iter(|| full.sample(&ctx, Output::Last).expect("sample"))
+    });
     group.finish();
 }
 

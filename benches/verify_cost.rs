@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use llama::{AddSpecial, Batch, ContextParams, Model};
+use llama::{AddSpecial, Batch, ContextParams, Model, Output};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut path, mut threads, mut rounds, mut repack, mut position) = (None, 2, 15usize, true, 256usize);
@@ -60,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             let t = Instant::now();
             ctx.decode(&batch)?;
-            let _: Option<&[f32]> = ctx.logits_ith(k as i32 - 1); // synchronises
+            let _: Option<&[f32]> = ctx.logits(Output::At(k - 1)); // synchronises
             times[i].push(t.elapsed().as_secs_f64());
             ctx.kv_seq_rm(0, pos..)?;
         }

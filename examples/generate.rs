@@ -16,7 +16,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use llama::{AddSpecial, Batch, ChatMessage, ContextParams, ControlText, Model, Sampler, SpecialSyntax, Utf8Decoder};
+use llama::{
+    AddSpecial, Batch, ChatMessage, ContextParams, ControlText, Model, Output, Sampler, SpecialSyntax, Utf8Decoder,
+};
 
 const USAGE: &str = "usage: generate [--model PATH] [-n N] [--temp T] [--top-k K] [--top-p P] \
 [--seed S] [--threads N] [--ctx N] [--chat] [--untrusted] [--rpc HOST:PORT[,HOST:PORT]] [PROMPT]";
@@ -151,7 +153,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut generated = 0usize;
     let t2 = Instant::now();
     while generated < args.n_predict {
-        let token = sampler.sample(&ctx, -1)?;
+        let token = sampler.sample(&ctx, Output::Last)?;
         if vocab.is_eog(token) {
             break;
         }

@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::time::Instant;
 
-use llama::{AddSpecial, Batch, ContextParams, Model, Sampler, Token};
+use llama::{AddSpecial, Batch, ContextParams, Model, Output, Sampler, Token};
 
 /// One run: the generated tokens and both speeds.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,17 +54,17 @@ pub fn rust_greedy(
 
     let t0 = Instant::now();
     ctx.decode(&batch)?;
-    ctx.logits_ith(-1).ok_or("no logits")?; // synchronises, like llama_synchronize in C
+    ctx.logits(Output::Last).ok_or("no logits")?; // synchronises, like llama_synchronize in C
     let t1 = Instant::now();
     let mut tokens = Vec::with_capacity(n_gen);
     for i in 0..n_gen {
-        let t = greedy.sample(&ctx, -1)?;
+        let t = greedy.sample(&ctx, Output::Last)?;
         tokens.push(t.0);
         batch.clear();
         batch.add(t, (n_prompt + i) as i32, &[0], true)?;
         ctx.decode(&batch)?;
     }
-    ctx.logits_ith(-1).ok_or("no logits")?;
+    ctx.logits(Output::Last).ok_or("no logits")?;
     let t2 = Instant::now();
     Ok(GreedyRun {
         tokens,

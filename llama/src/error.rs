@@ -274,9 +274,9 @@ pub enum SampleError {
     /// The chain has no sampler that selects a token.
     #[error("the sampler chain is empty")]
     EmptyChain,
-    /// The last decode produced no logits for this batch index.
-    #[error("no logits for batch index {0}: the last decode did not ask for output there")]
-    NoLogits(i32),
+    /// The last decode produced no logits there.
+    #[error("no logits for {0}: the last decode did not ask for output there")]
+    NoLogits(crate::Output),
     /// The chain ran but no sampler selected a token (end the chain with greedy, dist, ...).
     #[error("no sampler in the chain selected a token (end it with greedy_pick, dist, mirostat...)")]
     NoSelection,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::driver::Driver;
 use crate::error::{BatchError, DecodeError, MemoryError, SampleError, TokenizeError};
-use crate::{AddSpecial, Batch, Context, Sampler, SpecialSyntax, Token};
+use crate::{AddSpecial, Batch, Context, Output, Sampler, SpecialSyntax, Token};
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -394,8 +394,8 @@ impl Generation<'_> {
         if !self.driver.may_continue() {
             return Ok(None);
         }
-        let token = self.sampler.sample(self.ctx, -1)?;
-        let logits = if self.driver.wants_logprobs() { self.ctx.logits_ith(-1) } else { None };
+        let token = self.sampler.sample(self.ctx, Output::Last)?;
+        let logits = if self.driver.wants_logprobs() { self.ctx.logits(Output::Last) } else { None };
         let piece = self.driver.push(&self.ctx.vocab(), token, logits)?;
         if piece.is_some() {
             self.timings.generated += 1;

@@ -13,7 +13,7 @@
 //! let (mut sampler, mut text, mut pos) = (Sampler::greedy(), Utf8Decoder::default(), prompt.len() as i32);
 //! for _ in 0..32 {
 //!     ctx.decode(&batch)?;
-//!     let token = sampler.sample(&ctx, -1)?;
+//!     let token = sampler.sample(&ctx, Output::Last)?;
 //!     if vocab.is_eog(token) { break; }
 //!     print!("{}", text.push(&vocab.token_to_bytes(token, llama::ControlText::Hide)?));
 //!     batch.clear();
@@ -89,7 +89,7 @@ pub use batch::{Batch, MAX_BATCH};
 pub use chat::ChatTemplate;
 pub use chat::{apply_builtin_template, builtin_templates, ChatMessage, ToolCall};
 pub use context::{
-    AttentionType, Context, ContextParams, ContextPerf, FlashAttention, KvCacheType, PoolingType, RopeScaling,
+    AttentionType, Context, ContextParams, ContextPerf, FlashAttention, KvCacheType, Output, PoolingType, RopeScaling,
 };
 pub use embed::{cosine_similarity, EmbedError, Embedder, Normalize};
 pub use error::{

@@ -4,7 +4,7 @@
 mod common;
 
 use llama::speculative::{Controller, DraftModel, Drafter, NgramDrafter, SpeculativeDecoder, MAX_DRAFT};
-use llama::{AddSpecial, Batch, BatchError, Penalties, Sampler};
+use llama::{AddSpecial, Batch, BatchError, Output, Penalties, Sampler};
 use std::time::Duration;
 
 #[test]
@@ -63,7 +63,7 @@ fn a_huge_penalty_window_does_not_allocate_it() {
     let prompt = model.vocab().tokenize("Hello", AddSpecial::Yes).unwrap();
     common::prefill(&mut ctx, &prompt, 0);
     let mut s = Sampler::chain().penalties(Penalties::default().last_n(usize::MAX).repeat(1.1)).greedy_pick();
-    s.sample(&ctx, -1).unwrap();
+    s.sample(&ctx, Output::Last).unwrap();
 }
 
 #[cfg(feature = "json-schema")]

@@ -3,7 +3,9 @@
 mod common;
 
 use common::{argmax, both, max_rel_diff, prefill, scratch, small_ctx, smollm2};
-use llama::{AddSpecial, Batch, ContextParams, DecodeError, MemoryError, Model, PoolingType, StateError, Token};
+use llama::{
+    AddSpecial, Batch, ContextParams, DecodeError, MemoryError, Model, Output, PoolingType, StateError, Token,
+};
 
 fn tokens(model: &Model, text: &str) -> Vec<Token> {
     model.vocab().tokenize(text, AddSpecial::Yes).unwrap()
@@ -29,13 +31,13 @@ fn two_sequence_batch_matches_each_sequence_alone() {
         batch.add_sequence(a, 0, 0, true).unwrap();
         batch.add_sequence(b, 0, 1, true).unwrap();
         ctx.decode(&batch).unwrap();
-        let joint_a = ctx.logits_ith(a.len() as i32 - 1).unwrap().to_vec();
-        let joint_b = ctx.logits_ith(-1).unwrap().to_vec();
+        let joint_a = ctx.logits(Output::At(a.len() - 1)).unwrap().to_vec();
+        let joint_b = ctx.logits(Output::Last).unwrap().to_vec();
 
         for (toks, joint) in [(a, &joint_a), (b, &joint_b)] {
             let mut alone = model.context(params.clone()).unwrap();
             prefill(&mut alone, toks, 0);
-            let single = alone.logits_ith(-1).unwrap();
+            let single = alone.logits(Output::Last).unwrap();
             let diff = max_rel_diff(single, joint);
             assert!(diff < 1e-4, "{}: relative difference {diff}", model.architecture());
         }
@@ -64,14 +66,14 @@ fn seq_cp_then_seq_rm_semantics() {
         let mut batch = Batch::new(1, 1);
         batch.add(prompt[4], 4, &[1], true).unwrap();
         ctx.decode(&batch).unwrap();
-        let continued = ctx.logits_ith(0).unwrap().to_vec();
+        let continued = ctx.logits(Output::At(0)).unwrap().to_vec();
         let mut fresh = model.context(small_ctx()).unwrap();
         prefill(&mut fresh, &prompt, 0);
         fresh.kv_seq_rm(0, 4..).unwrap();
         batch.clear();
         batch.add(prompt[4], 4, &[0], true).unwrap();
         fresh.decode(&batch).unwrap();
-        let diff = max_rel_diff(&continued, fresh.logits_ith(0).unwrap());
+        let diff = max_rel_diff(&continued, fresh.logits(Output::At(0)).unwrap());
         assert!(diff < 1e-5, "{}: {diff}", model.architecture());
 
         // keep 1 → sequence 0 gone.
@@ -126,7 +128,7 @@ fn state_round_trip_gives_identical_next_token_logits() {
             prefill(&mut ctx, &prompt, 0);
             ctx.save_state_file(dir.join("session.bin"), &prompt).unwrap();
             ctx.save_seq_state_file(dir.join("seq.bin"), 0, &prompt).unwrap();
-            (ctx.save_state().unwrap(), ctx.logits_ith(-1).unwrap().to_vec(), ctx.save_seq_state(0).unwrap())
+            (ctx.save_state().unwrap(), ctx.logits(Output::Last).unwrap().to_vec(), ctx.save_seq_state(0).unwrap())
         }; // context dropped
 
         let next = Token(argmax(&expected) as i32);
@@ -134,7 +136,7 @@ fn state_round_trip_gives_identical_next_token_logits() {
             let mut b = Batch::new(1, 1);
             b.add(next, prompt.len() as i32, &[0], true).unwrap();
             ctx.decode(&b).unwrap();
-            ctx.logits_ith(0).unwrap().to_vec()
+            ctx.logits(Output::At(0)).unwrap().to_vec()
         };
         let mut reference = model.context(small_ctx()).unwrap();
         prefill(&mut reference, &prompt, 0);
@@ -142,7 +144,7 @@ fn state_round_trip_gives_identical_next_token_logits() {
 
         let mut ctx = model.context(small_ctx()).unwrap();
         ctx.load_state(&saved).unwrap();
-        assert!(ctx.logits_ith(-1).is_none(), "state carries no logits");
+        assert!(ctx.logits(Output::Last).is_none(), "state carries no logits");
         assert_eq!(logits_after(&mut ctx), want);
 
         let mut ctx = model.context(small_ctx()).unwrap();
@@ -205,16 +207,16 @@ fn embeddings_on(model: &Model) {
         batch.add(t, i as i32, &[0], true).unwrap();
     }
     ctx.decode(&batch).unwrap();
-    let first = ctx.embeddings_ith(0).unwrap().to_vec();
-    let last = ctx.embeddings_ith(-1).unwrap();
+    let first = ctx.embeddings(Output::At(0)).unwrap().to_vec();
+    let last = ctx.embeddings(Output::Last).unwrap();
     assert_eq!(first.len(), model.n_embd());
     assert_ne!(first, last);
-    assert!(ctx.embeddings_ith(prompt.len() as i32).is_none());
+    assert!(ctx.embeddings(Output::At(prompt.len())).is_none());
 
     // A context without embeddings returns none.
     let mut plain = model.context(small_ctx()).unwrap();
     prefill(&mut plain, &prompt, 0);
-    assert!(plain.embeddings_ith(-1).is_none());
+    assert!(plain.embeddings(Output::Last).is_none());
 }
 
 #[test]
@@ -230,7 +232,7 @@ fn embedding_input_batches_are_validated() {
     let mut batch = Batch::new_embeddings(2, model.n_embd(), 1).unwrap();
     batch.add_embedding(&vec![0.01; model.n_embd()], 0, &[0], true).unwrap();
     ctx.decode(&batch).unwrap();
-    assert!(ctx.logits_ith(0).unwrap().iter().all(|x| x.is_finite()));
+    assert!(ctx.logits(Output::At(0)).unwrap().iter().all(|x| x.is_finite()));
 }
 
 #[test]
@@ -291,7 +293,7 @@ fn context_outlives_the_last_model_handle() {
     };
     let prompt = ctx.vocab().tokenize("Still alive", AddSpecial::Yes).unwrap();
     prefill(&mut ctx, &prompt, 0);
-    assert!(ctx.logits_ith(-1).is_some());
+    assert!(ctx.logits(Output::Last).is_some());
     // ...and it can move to another thread.
     std::thread::spawn(move || ctx.n_ctx()).join().unwrap();
 }
@@ -306,7 +308,7 @@ fn four_threads_share_one_model_with_identical_greedy_text() {
         let mut out = Vec::new();
         let mut batch = Batch::new(1, 1);
         for pos in (prompt.len() as i32..).take(24) {
-            let t = Token(argmax(ctx.logits_ith(-1).unwrap()) as i32);
+            let t = Token(argmax(ctx.logits(Output::Last).unwrap()) as i32);
             out.push(t);
             batch.clear();
             batch.add(t, pos, &[0], true).unwrap();

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{small_ctx, smollm2};
+use llama::Output;
 use llama::{
     AddSpecial, Batch, BatchError, ChatMessage, ControlText, DecodeError, LoadError, Model, SampleError, Sampler,
     SpecialSyntax, Token, Utf8Decoder,
@@ -23,7 +24,7 @@ fn greedy_on(model: &Model, prompt: &str, n: usize) -> (Vec<Token>, String) {
     let mut sampler = Sampler::greedy();
     let (mut out, mut text, mut dec) = (Vec::new(), String::new(), Utf8Decoder::default());
     for pos in (tokens.len() as i32..).take(n) {
-        let t = sampler.sample(&ctx, -1).unwrap();
+        let t = sampler.sample(&ctx, Output::Last).unwrap();
         if vocab.is_eog(t) {
             break;
         }
@@ -122,18 +123,18 @@ fn bad_batches_are_errors() {
 fn logits_exist_only_where_requested() {
     let model = smollm2();
     let mut ctx = model.context(small_ctx()).unwrap();
-    assert!(ctx.logits_ith(0).is_none());
+    assert!(ctx.logits(Output::At(0)).is_none());
     let tokens = model.vocab().tokenize("Hello there", AddSpecial::Yes).unwrap();
     let mut batch = Batch::new(16, 1);
     batch.add_sequence(&tokens, 0, 0, true).unwrap();
     ctx.decode(&batch).unwrap();
-    let last = tokens.len() as i32 - 1;
-    assert_eq!(ctx.logits_ith(last).map(<[f32]>::len), Some(49152));
-    assert!(ctx.logits_ith(-1).is_some());
-    assert!(ctx.logits_ith(0).is_none());
-    assert!(ctx.logits_ith(100).is_none());
-    assert_eq!(Sampler::greedy().sample(&ctx, 0), Err(SampleError::NoLogits(0)));
-    assert_eq!(Sampler::chain().sample(&ctx, -1), Err(SampleError::EmptyChain));
+    let last = tokens.len() - 1;
+    assert_eq!(ctx.logits(Output::At(last)).map(<[f32]>::len), Some(49152));
+    assert_eq!(ctx.logits(Output::Last), ctx.logits(Output::At(last)));
+    assert!(ctx.logits(Output::At(0)).is_none());
+    assert!(ctx.logits(Output::At(100)).is_none());
+    assert_eq!(Sampler::greedy().sample(&ctx, Output::At(0)), Err(SampleError::NoLogits(Output::At(0))));
+    assert_eq!(Sampler::chain().sample(&ctx, Output::Last), Err(SampleError::EmptyChain));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod common;
 
 use llama::AddSpecial;
+use llama::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -42,5 +43,5 @@ fn logs_reach_the_log_crate_and_logger_panics_are_contained() {
     let lines = LOGGER.lines.lock().unwrap().clone();
     assert!(lines.iter().any(|l| l.contains("llama_model_loader") || l.contains("print_info")), "{lines:?}");
     assert!(LOGGER.panics.load(Ordering::SeqCst) > 0, "the logger panicked during context creation");
-    assert!(ctx.logits_ith(-1).is_some());
+    assert!(ctx.logits(Output::Last).is_some());
 }

@@ -4,6 +4,7 @@ mod common;
 
 use common::{argmax, both, gemma3, max_rel_diff, prefill, scratch, small_ctx, smollm2};
 use llama::AddSpecial;
+use llama::Output;
 use llama::{
     AdapterError, ControlVector, DeviceKind, Ftype, LoadError, LoraAdapter, MetaOverride, Model, QuantizeError,
     QuantizeParams, RopeType, SaveError, Token,
@@ -12,14 +13,14 @@ use llama::{
 fn next_logits(model: &Model, text: &str) -> Vec<f32> {
     let mut ctx = model.context(small_ctx()).unwrap();
     prefill(&mut ctx, &model.vocab().tokenize(text, AddSpecial::Yes).unwrap(), 0);
-    ctx.logits_ith(-1).unwrap().to_vec()
+    ctx.logits(Output::Last).unwrap().to_vec()
 }
 
 /// Next-token logits after `prompt` on an emptied cache.
 fn fresh_logits(ctx: &mut llama::Context, prompt: &[Token]) -> Vec<f32> {
     ctx.clear_kv();
     prefill(ctx, prompt, 0);
-    ctx.logits_ith(-1).unwrap().to_vec()
+    ctx.logits(Output::Last).unwrap().to_vec()
 }
 
 fn greedy_text(model: &Model, prompt: &str, n: usize) -> String {
@@ -29,7 +30,7 @@ fn greedy_text(model: &Model, prompt: &str, n: usize) -> String {
     let mut out = Vec::new();
     let mut batch = llama::Batch::new(1, 1);
     for pos in (prompt.len() as i32..).take(n) {
-        let t = Token(argmax(ctx.logits_ith(-1).unwrap()) as i32);
+        let t = Token(argmax(ctx.logits(Output::Last).unwrap()) as i32);
         if model.vocab().is_eog(t) {
             break;
         }

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Mutex;
 
-use llama::{AddSpecial, BufferType, DeviceKind, LoadError, Model};
+use llama::{AddSpecial, BufferType, DeviceKind, LoadError, Model, Output};
 
 struct Recorder(Mutex<Vec<String>>);
 
@@ -66,7 +66,7 @@ fn overrides_reach_the_loader_and_bad_patterns_are_errors() {
     // The model still generates.
     let mut ctx = model.context(common::small_ctx()).unwrap();
     common::prefill(&mut ctx, &model.vocab().tokenize("Placement", AddSpecial::Yes).unwrap(), 0);
-    assert!(ctx.logits_ith(-1).is_some());
+    assert!(ctx.logits(Output::Last).is_some());
 
     for bad in ["ffn_(up", "[a-", "*ffn", "a\0b"] {
         match Model::builder(&path).override_tensor(bad, BufferType::cpu()).load() {

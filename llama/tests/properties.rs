@@ -10,6 +10,7 @@ mod common;
 use std::ops::Bound;
 
 use common::{small_ctx, smollm2};
+use llama::Output;
 use llama::{
     AdaptiveP, AddSpecial, Batch, BatchError, Context, ControlText, Dry, MemoryError, Mirostat, MirostatV2, Penalties,
     Sampler, SpecialSyntax, TempExt, Token, TokenizeError, Utf8Decoder, Xtc,
@@ -352,9 +353,9 @@ proptest! {
                 return Ok(());
             }
             if ctx.decode(&batch).is_ok() {
-                let wanted = (0..batch.len() as i32).filter(|&i| ctx.logits_ith(i).is_some()).count();
+                let wanted = (0..batch.len()).filter(|&i| ctx.logits(Output::At(i)).is_some()).count();
                 prop_assert!(wanted <= batch.len());
-                if let Some(row) = ctx.logits_ith(-1) {
+                if let Some(row) = ctx.logits(Output::Last) {
                     prop_assert_eq!(row.len(), n_vocab as usize);
                 }
             }
@@ -581,17 +582,17 @@ proptest! {
         let _ = sampler.names();
         CTX.with(|ctx| -> Result<(), TestCaseError> {
             for _ in 0..n {
-                match sampler.sample(ctx, -1) {
+                match sampler.sample(ctx, Output::Last) {
                     Ok(t) => prop_assert!(ctx.vocab().check(t).is_ok(), "{t} from {steps:?}"),
                     Err(_) => break,
                 }
             }
             if let Ok(mut copy) = sampler.try_clone() {
-                let _ = copy.sample(ctx, -1);
+                let _ = copy.sample(ctx, Output::Last);
             }
             sampler.reset();
-            let _ = sampler.sample(ctx, 0);
-            let _ = sampler.sample(ctx, i32::MIN);
+            let _ = sampler.sample(ctx, Output::At(0));
+            let _ = sampler.sample(ctx, Output::At(usize::MAX));
             Ok(())
         })?;
     }
@@ -715,7 +716,7 @@ fn a_huge_dry_window_does_not_allocate_it() {
     let dry = Dry::default().multiplier(0.8).last_n(usize::MAX).breakers(vec!["\n".into()]);
     let mut s = Sampler::chain().dry(model, dry).unwrap().greedy_pick();
     for _ in 0..3 {
-        s.sample(&ctx, -1).unwrap();
+        s.sample(&ctx, Output::Last).unwrap();
     }
 }
 

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{prefill, small_ctx, smollm2};
+use llama::Output;
 use llama::{
     AdaptiveP, AddSpecial, Candidates, CustomSampler, Dry, Mirostat, MirostatV2, Penalties, SampleError, Sampler,
     SamplerBuildError, SpecialSyntax, TempExt, Token, TokenData, TokenDataArray, Xtc,
@@ -295,9 +296,9 @@ fn rust_samplers_work_inside_chains_and_panics_become_errors() {
     let model = smollm2();
     let mut ctx = model.context(small_ctx()).unwrap();
     prefill(&mut ctx, &model.vocab().tokenize("Hello", AddSpecial::Yes).unwrap(), 0);
-    assert_eq!(bad.sample(&ctx, -1), Err(panicked));
+    assert_eq!(bad.sample(&ctx, Output::Last), Err(panicked));
     assert_ne!(
-        Sampler::chain().custom(BanFirst { accepted: vec![] }).greedy_pick().sample(&ctx, -1).unwrap(),
+        Sampler::chain().custom(BanFirst { accepted: vec![] }).greedy_pick().sample(&ctx, Output::Last).unwrap(),
         Token(0)
     );
 }
@@ -307,9 +308,9 @@ fn chains_without_a_selector_are_errors_not_aborts() {
     let model = smollm2();
     let mut ctx = model.context(small_ctx()).unwrap();
     prefill(&mut ctx, &model.vocab().tokenize("Hello there, my friend", AddSpecial::Yes).unwrap(), 0);
-    assert_eq!(Sampler::chain().top_k(5).sample(&ctx, -1), Err(SampleError::NoSelection));
-    assert_eq!(Sampler::chain().sample(&ctx, -1), Err(SampleError::EmptyChain));
-    assert_eq!(Sampler::greedy().sample(&ctx, 0), Err(SampleError::NoLogits(0)));
+    assert_eq!(Sampler::chain().top_k(5).sample(&ctx, Output::Last), Err(SampleError::NoSelection));
+    assert_eq!(Sampler::chain().sample(&ctx, Output::Last), Err(SampleError::EmptyChain));
+    assert_eq!(Sampler::greedy().sample(&ctx, Output::At(0)), Err(SampleError::NoLogits(Output::At(0))));
 }
 
 fn generate(sampler: &mut Sampler, prompt: &str, n: usize) -> Vec<Token> {
@@ -320,7 +321,7 @@ fn generate(sampler: &mut Sampler, prompt: &str, n: usize) -> Vec<Token> {
     let mut out = Vec::new();
     let mut batch = llama::Batch::new(1, 1);
     for pos in (prompt.len() as i32..).take(n) {
-        let t = sampler.sample(&ctx, -1).unwrap();
+        let t = sampler.sample(&ctx, Output::Last).unwrap();
         out.push(t);
         batch.clear();
         batch.add(t, pos, &[0], true).unwrap();

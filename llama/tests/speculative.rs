@@ -9,6 +9,7 @@ use common::{max_rel_diff, scratch, small_ctx, smollm2};
 use llama::speculative::{
     softmax, verify_step, DraftModel, Mode, NgramDrafter, SpeculativeDecoder, SpeculativeError, Verdict,
 };
+use llama::Output;
 use llama::{
     AddSpecial, Batch, ContextParams, FinishReason, Ftype, GenerateParams, Model, QuantizeParams, Sampler,
     SpecialSyntax, Token,
@@ -126,7 +127,7 @@ fn draft_model_greedy_equals_plain_greedy_and_kv_matches() {
         }
         // Batched verification rounds differently from single-token decodes (~1e-3 relative
         // on this F16 model), so "equal" means: same next token, logits within 1e-2.
-        let (a, b) = (spec.target().logits_ith(-1).unwrap(), plain.logits_ith(-1).unwrap());
+        let (a, b) = (spec.target().logits(Output::Last).unwrap(), plain.logits(Output::Last).unwrap());
         let diff = max_rel_diff(a, b);
         assert!(diff < 1e-2, "{text:?}: next-token logits differ by {diff}");
         assert_eq!(common::argmax(a), common::argmax(b), "{text:?}");
@@ -161,7 +162,7 @@ fn speculative_sampling_keeps_the_target_distribution_on_real_models() {
         let mut b = Batch::new(64, 1);
         b.add_sequence(&prompt, 0, 0, true).unwrap();
         ctx.decode(&b).unwrap();
-        softmax(ctx.logits_ith(-1).unwrap(), temperature)
+        softmax(ctx.logits(Output::Last).unwrap(), temperature)
     };
     // The draft samples at a higher temperature, so q differs clearly from p.
     let (p, q) = (dist(smollm2_f16(), 1.0), dist(smollm2(), 2.0));

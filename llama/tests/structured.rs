@@ -4,7 +4,7 @@
 
 mod common;
 
-use llama::{AddSpecial, Batch, ChatMessage, ContextParams, Sampler, SpecialSyntax, Token};
+use llama::{AddSpecial, Batch, ChatMessage, ContextParams, Output, Sampler, SpecialSyntax, Token};
 use serde_json::{json, Value};
 
 const PARALLEL: usize = 10;
@@ -36,20 +36,20 @@ fn generate(instruction: &str, seeds: &[u32], make: impl Fn(u32) -> Sampler) -> 
     let mut outputs: Vec<Vec<Token>> = vec![Vec::new(); n];
     let mut done = vec![false; n];
     // Where each sequence's logits are in the last batch.
-    let mut index: Vec<i32> = vec![prompt.len() as i32 - 1; n];
+    let mut index: Vec<usize> = vec![prompt.len() - 1; n];
     for step in 0..MAX_TOKENS {
         batch.clear();
         for seq in 0..n {
             if done[seq] {
                 continue;
             }
-            let t = samplers[seq].sample(&ctx, index[seq]).unwrap();
+            let t = samplers[seq].sample(&ctx, Output::At(index[seq])).unwrap();
             if vocab.is_eog(t) {
                 done[seq] = true;
                 continue;
             }
             outputs[seq].push(t);
-            index[seq] = batch.len() as i32;
+            index[seq] = batch.len();
             batch.add(t, (prompt.len() + step) as i32, &[seq as i32], true).unwrap();
         }
         if batch.is_empty() {

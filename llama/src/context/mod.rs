@@ -15,6 +15,25 @@ use crate::error::{ContextError, DecodeError};
 use crate::{Batch, Model, Token, Vocab};
 pub(crate) use ledger::Ledger;
 
+/// Which output of the last decode to read: outputs exist for the batch entries that asked for
+/// them ([`Batch::add`]'s flag; [`Context::decode_tokens`] asks for the last token only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Output {
+    /// The last batch entry that asked for output: the next token after a prompt.
+    Last,
+    /// Batch entry `i` (counted from 0 in the order entries were added).
+    At(usize),
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Last => f.write_str("the last output"),
+            Output::At(i) => write!(f, "batch entry {i}"),
+        }
+    }
+}
+
 /// Heap state of the abort callback: its address is what C holds, so it must not move with
 /// the context.
 struct AbortState {
@@ -53,7 +72,7 @@ pub struct ContextPerf {
 /// let mut batch = Batch::new(tokens.len(), 1);
 /// batch.add_sequence(&tokens, 0, 0, true)?;
 /// ctx.decode(&batch)?;
-/// let next = Sampler::greedy().sample(&ctx, -1)?;
+/// let next = Sampler::greedy().sample(&ctx, Output::Last)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Context {
@@ -203,7 +222,7 @@ impl Context {
     /// # let mut ctx = model.context(Default::default())?;
     /// let prompt = model.vocab().tokenize("Hello", llama::AddSpecial::Yes)?;
     /// ctx.decode_tokens(&prompt, 0, 0)?;
-    /// let logits = ctx.logits_ith(-1);
+    /// let logits = ctx.logits(Output::Last);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn decode_tokens(&mut self, tokens: &[Token], start: i32, seq: i32) -> Result<(), DecodeError> {
@@ -259,16 +278,28 @@ impl Context {
         }
     }
 
-    /// Resolves a possibly negative output index to a batch index, if it produced output.
-    fn resolve(&self, i: i32) -> Option<i32> {
-        let idx = if i < 0 { self.outputs.len().checked_sub(i.unsigned_abs() as usize)? } else { i as usize };
-        (*self.outputs.get(idx)?).then_some(idx as i32)
+    /// The batch entry `at` names, if the last decode produced output for it.
+    fn resolve(&self, at: Output) -> Option<i32> {
+        let idx = match at {
+            Output::Last => self.outputs.iter().rposition(|&wanted| wanted)?,
+            Output::At(i) => i,
+        };
+        (*self.outputs.get(idx)?).then_some(i32::try_from(idx).ok()?)
     }
 
-    /// Logits (one per vocabulary entry) for batch entry `i` of the last decode; negative `i`
-    /// counts from the end. `None` if that entry did not ask for output.
-    pub fn logits_ith(&self, i: i32) -> Option<&[f32]> {
-        let idx = self.resolve(i)?;
+    /// Logits (one per vocabulary entry) of one output of the last decode; `None` if that batch
+    /// entry did not ask for output.
+    ///
+    /// ```no_run
+    /// use llama::{AddSpecial, Output};
+    /// # let model = llama::Model::load("m.gguf")?;
+    /// # let mut ctx = model.context(Default::default())?;
+    /// ctx.decode_tokens(&model.vocab().tokenize("Hello", AddSpecial::Yes)?, 0, 0)?;
+    /// let next = ctx.logits(Output::Last).expect("the last prompt token asks for logits");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn logits(&self, at: Output) -> Option<&[f32]> {
+        let idx = self.resolve(at)?;
         // SAFETY: the index is one the last decode produced output for (llama.cpp checks it
         // again and returns null); rows stay valid until the next decode, which needs `&mut self`.
         let p = unsafe { llama_sys::llama_get_logits_ith(self.as_ptr(), idx) };
@@ -276,14 +307,14 @@ impl Context {
         NonNull::new(p).map(|p| unsafe { std::slice::from_raw_parts(p.as_ptr(), self.n_vocab as usize) })
     }
 
-    /// Embedding of batch entry `i` (context created with
-    /// [`embeddings(true)`](ContextParams::embeddings)); negative `i` counts from the end.
-    pub fn embeddings_ith(&self, i: i32) -> Option<&[f32]> {
+    /// Embedding of one output of the last decode (context created with
+    /// [`embeddings(true)`](ContextParams::embeddings)).
+    pub fn embeddings(&self, at: Output) -> Option<&[f32]> {
         if !self.embeddings {
             return None;
         }
-        let idx = self.resolve(i)?;
-        // SAFETY: as in `logits_ith`; llama.cpp returns null for entries without embeddings.
+        let idx = self.resolve(at)?;
+        // SAFETY: as in `logits`; llama.cpp returns null for entries without embeddings.
         let p = unsafe { llama_sys::llama_get_embeddings_ith(self.as_ptr(), idx) };
         // SAFETY: a non-null row holds n_embd_out floats.
         NonNull::new(p).map(|p| unsafe { std::slice::from_raw_parts(p.as_ptr(), self.model.n_embd_out()) })

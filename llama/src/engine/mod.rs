@@ -54,7 +54,7 @@ pub use request::{Completion, Event, Events, Prompt, Request, RequestTimings, Su
 use crate::driver::Driver;
 use crate::error::{ContextError, DecodeError};
 use crate::generate::FinishReason;
-use crate::{Batch, Context, ContextParams, Model, Sampler, Token};
+use crate::{Batch, Context, ContextParams, Model, Output, Sampler, Token};
 use slots::{Job, Slot};
 
 /// How an [`Engine`] is set up.
@@ -720,7 +720,7 @@ impl Worker {
     }
 
     /// Samples the next token of `slot` from output `idx` of this step and emits it.
-    fn sample(&mut self, slot: usize, idx: i32) {
+    fn sample(&mut self, slot: usize, idx: usize) {
         let n_ctx = self.ctx.n_ctx() as usize;
         let Some(job) = self.slots[slot].job.as_mut() else { return };
         if !job.driver.may_continue() {
@@ -732,14 +732,14 @@ impl Worker {
             self.end(slot, Some(FinishReason::ContextFull), None);
             return;
         }
-        let token = match job.sampler.sample(&self.ctx, idx) {
+        let token = match job.sampler.sample(&self.ctx, Output::At(idx)) {
             Ok(t) => t,
             Err(e) => {
                 self.end(slot, None, Some(format!("sampling failed: {e}")));
                 return;
             }
         };
-        let logits = if job.driver.wants_logprobs() { self.ctx.logits_ith(idx) } else { None };
+        let logits = if job.driver.wants_logprobs() { self.ctx.logits(Output::At(idx)) } else { None };
         let piece = match job.driver.push(&self.ctx.vocab(), token, logits) {
             Ok(p) => p,
             Err(e) => {

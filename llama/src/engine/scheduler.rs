@@ -67,9 +67,9 @@ impl Pacer {
 
 /// A sequence that gets logits in this step, to sample from after the decode.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Output {
+pub(super) struct SlotOutput {
     pub slot: usize,
-    pub batch_index: i32,
+    pub batch_index: usize,
 }
 
 /// Fills `batch` for one step; returns the outputs to sample and how many tokens each slot
@@ -79,7 +79,7 @@ pub(super) fn plan(
     batch: &mut Batch,
     pacer: &Pacer,
     cursor: &mut usize,
-) -> Result<(Vec<Output>, Vec<usize>), BatchError> {
+) -> Result<(Vec<SlotOutput>, Vec<usize>), BatchError> {
     batch.clear();
     let mut outputs = Vec::new();
     let mut added = vec![0; slots.len()];
@@ -87,7 +87,7 @@ pub(super) fn plan(
         let Some(job) = &slot.job else { continue };
         // A consumer that is behind pauses only its own sequence.
         if let (Some(token), true) = (job.pending, job.backlog.is_empty()) {
-            outputs.push(Output { slot: i, batch_index: batch.len() as i32 });
+            outputs.push(SlotOutput { slot: i, batch_index: batch.len() });
             batch.add(token, job.n_past as i32, &[slot.seq], true)?;
             added[i] = 1;
         }
@@ -108,7 +108,7 @@ pub(super) fn plan(
             let end = job.n_past + take;
             let finishes = end == job.prompt.len();
             if finishes {
-                outputs.push(Output { slot: i, batch_index: (batch.len() + take - 1) as i32 });
+                outputs.push(SlotOutput { slot: i, batch_index: batch.len() + take - 1 });
             }
             batch.add_sequence(&job.prompt[job.n_past..end], job.n_past as i32, slots[i].seq, finishes)?;
             added[i] = take;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::backend::capture_errors;
 use crate::error::SampleError;
-use crate::{Context, Model, Token};
+use crate::{Context, Model, Output, Token};
 
 /// Why a sampler could not be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -471,10 +471,10 @@ impl Sampler {
             .collect()
     }
 
-    /// Samples a token from output `idx` of the context's last decode (negative counts from the
-    /// end) and records it in the chain's state (for penalties, grammars, ...).
-    pub fn sample(&mut self, ctx: &Context, idx: i32) -> Result<Token, SampleError> {
-        let logits = ctx.logits_ith(idx).ok_or(SampleError::NoLogits(idx))?;
+    /// Samples a token from one output of the context's last decode ([`Output::Last`] after a
+    /// prompt) and records it in the chain's state (for penalties, grammars, ...).
+    pub fn sample(&mut self, ctx: &Context, at: Output) -> Result<Token, SampleError> {
+        let logits = ctx.logits(at).ok_or(SampleError::NoLogits(at))?;
         if let (Some(grammar), false) = (self.grammar, self.grammar_first) {
             // Fast path: pick without the grammar, keep the pick if the grammar allows it.
             let token = self.pick(logits, false)?;

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::{softmax, Draft, Drafter, SpeculativeError};
-use crate::{Batch, Context, Token};
+use crate::{Batch, Context, Output, Token};
 
 /// Prompt lookup: drafts by copying from earlier text of the prompt and output.
 ///
@@ -359,7 +359,7 @@ impl DraftModel {
         self.batch.add(token, pos as i32, &[0], true)?;
         let t = Instant::now();
         self.ctx.decode(&self.batch)?;
-        let _ = self.ctx.logits_ith(-1); // reading logits synchronises
+        let _ = self.ctx.logits(Output::Last); // reading logits synchronises
         Ok(t.elapsed().as_secs_f64())
     }
 
@@ -420,7 +420,7 @@ impl Drafter for DraftModel {
         }
         let mut draft = Draft::default();
         for i in 0..n {
-            let logits = self.ctx.logits_ith(-1).ok_or(crate::SampleError::NoLogits(-1))?;
+            let logits = self.ctx.logits(Output::Last).ok_or(crate::SampleError::NoLogits(Output::Last))?;
             let token = match self.temperature {
                 None => super::argmax(logits),
                 Some(t) => {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::driver::Driver;
 use crate::error::{BatchError, DecodeError, MemoryError, SampleError, TokenizeError};
-use crate::{Batch, Context, FinishReason, GenerateParams, Piece, Token};
+use crate::{Batch, Context, FinishReason, GenerateParams, Output, Piece, Token};
 
 /// Why speculative decoding failed.
 #[derive(Debug, thiserror::Error)]
@@ -307,7 +307,7 @@ impl SpeculativeDecoder {
     /// prompt's logits.)
     fn round(&mut self, run: &mut Run, remaining: usize) -> Result<Vec<Token>, SpeculativeError> {
         if run.history.len() == run.prompt_len {
-            let logits = self.target.logits_ith(-1).ok_or(SampleError::NoLogits(-1))?;
+            let logits = self.target.logits(Output::Last).ok_or(SampleError::NoLogits(Output::Last))?;
             let first = match run.mode {
                 Mode::Greedy => argmax(logits),
                 Mode::Sample { temperature, .. } => sample_index(&softmax(logits, temperature), &mut self.rng),
@@ -350,7 +350,7 @@ impl SpeculativeDecoder {
         let mut accepted = 0;
         let mut bonus = None;
         for i in 0..=k {
-            let logits = self.target.logits_ith(i as i32).ok_or(SampleError::NoLogits(i as i32))?;
+            let logits = self.target.logits(Output::At(i)).ok_or(SampleError::NoLogits(Output::At(i)))?;
             let q = draft.probs.get(i).filter(|q| !q.is_empty()).map(Vec::as_slice);
             let proposal = draft.tokens.get(i).copied().filter(|_| i < k);
             match (run.mode, proposal) {
