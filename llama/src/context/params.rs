@@ -187,7 +187,7 @@ impl ContextParams {
         n_threads_batch: i32 => n_threads_batch
     );
     setter!(
-        /// Also extract embeddings (see [`Context::embeddings_ith`](crate::Context::embeddings_ith)).
+        /// Also extract embeddings (see [`Context::embeddings`](crate::Context::embeddings)).
         embeddings: bool => embeddings
     );
     setter!(
