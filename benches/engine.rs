@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use llama::engine::{Engine, EngineParams, Event, Request};
-use llama::{AddSpecial, Batch, ContextParams, GenerateParams, Model, Output, Sampler, Token};
+use llama::{AddSpecial, Batch, ContextParams, GenerateParams, Logits, Model, Output, Sampler, Token};
 
 const PROMPTS: [&str; 8] = [
     "Write a story about a robot who learns to paint.",
@@ -36,7 +36,7 @@ const PROMPTS: [&str; 8] = [
 struct Args {
     model: Option<PathBuf>,
     requantize: Option<String>,
-    threads: i32,
+    threads: usize,
     rounds: usize,
     tokens: usize,
     budget: usize,
@@ -104,8 +104,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// stream produces exactly its token budget.
 fn no_eog(model: &Model) -> Result<Sampler, Box<dyn std::error::Error>> {
     let vocab = model.vocab();
-    let eog: Vec<(Token, f32)> =
-        (0..vocab.n_tokens()).map(Token).filter(|&t| vocab.is_eog(t)).map(|t| (t, f32::NEG_INFINITY)).collect();
+    let eog: Vec<(Token, f32)> = vocab.tokens().filter(|&t| vocab.is_eog(t)).map(|t| (t, f32::NEG_INFINITY)).collect();
     Ok(Sampler::chain().logit_bias(model, &eog)?.greedy_pick())
 }
 
@@ -166,15 +165,14 @@ fn decode_costs(
     model: &Model,
     sizes: &[usize],
     past: usize,
-    threads: i32,
+    threads: usize,
 ) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
     let max = sizes.iter().copied().max().unwrap_or(1);
-    let params =
-        ContextParams::default().n_ctx(4096).n_seq_max(max as u32).kv_unified(true).n_batch(512).n_threads(threads);
+    let params = ContextParams::default().n_ctx(4096).n_seq_max(max).kv_unified(true).n_batch(512).n_threads(threads);
     let mut ctx = model.context(params)?;
     let prompt = model.vocab().tokenize(&PROMPTS[0].repeat(past / 8 + 1), AddSpecial::Yes)?;
     let prompt = &prompt[..past.min(prompt.len())];
-    for seq in 0..max as i32 {
+    for seq in 0..max {
         ctx.decode_tokens(prompt, 0, seq)?;
     }
     let mut batch = Batch::new(max, 1);
@@ -182,15 +180,15 @@ fn decode_costs(
     for _ in 0..9 {
         for (i, &n) in sizes.iter().enumerate() {
             batch.clear();
-            for seq in 0..n as i32 {
-                batch.add(Token(42), prompt.len() as i32, &[seq], true)?;
+            for seq in 0..n {
+                batch.add(Token(42), prompt.len(), &[seq], Logits::Want)?;
             }
             let t = Instant::now();
             ctx.decode(&batch)?;
             let _ = ctx.logits(Output::Last); // reading logits waits for the computation
             times[i].push(t.elapsed().as_secs_f64());
-            for seq in 0..n as i32 {
-                ctx.kv_seq_rm(seq, prompt.len() as i32..)?;
+            for seq in 0..n {
+                ctx.kv_seq_rm(seq, prompt.len()..)?;
             }
         }
     }
@@ -383,7 +381,7 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn rss_child(path: &std::path::Path, which: &str, threads: i32) -> Result<(), Box<dyn std::error::Error>> {
+fn rss_child(path: &std::path::Path, which: &str, threads: usize) -> Result<(), Box<dyn std::error::Error>> {
     let model = Model::load(path)?;
     let params = GenerateParams::default().max_tokens(16);
     match which {

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use llama::{AddSpecial, Batch, ContextParams, ControlText, GenerateParams, Model, Output, Sampler};
+use llama::{AddSpecial, Batch, ContextParams, ControlText, GenerateParams, Logits, Model, Output, Sampler};
 
 const PROMPT: &str = "The history of the printing press begins in";
 
@@ -16,7 +16,7 @@ fn core_loop(model: &Model, params: &ContextParams, n: usize) -> f64 {
     let mut ctx = model.context(params.clone()).expect("context");
     let prompt = model.vocab().tokenize(PROMPT, AddSpecial::Yes).expect("tokenize");
     let mut batch = Batch::new(prompt.len(), 1);
-    batch.add_sequence(&prompt, 0, 0, true).expect("batch");
+    batch.add_sequence(&prompt, 0, 0, Logits::Want).expect("batch");
     ctx.decode(&batch).expect("decode");
     let mut sampler = Sampler::greedy();
     let start = Instant::now();
@@ -26,7 +26,7 @@ fn core_loop(model: &Model, params: &ContextParams, n: usize) -> f64 {
         let _ = model.vocab().token_to_bytes(t, ControlText::Hide).expect("piece");
         generated += 1;
         batch.clear();
-        batch.add(t, pos as i32, &[0], true).expect("batch");
+        batch.add(t, pos, &[0], Logits::Want).expect("batch");
         ctx.decode(&batch).expect("decode");
     }
     generated as f64 / start.elapsed().as_secs_f64()
@@ -47,7 +47,7 @@ fn generator(model: &Model, params: &ContextParams, n: usize) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (mut rounds, mut tokens, mut threads) = (10usize, 128usize, 2i32);
+    let (mut rounds, mut tokens, mut threads) = (10usize, 128usize, 2usize);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {

@@ -23,11 +23,11 @@ use serde_json::{json, Value};
 
 const CLIENTS: [usize; 3] = [1, 4, 8];
 const SLOTS: usize = 8;
-const CTX: u32 = 4096;
+const CTX: usize = 4096;
 
 struct Args {
     model: Option<PathBuf>,
-    threads: i32,
+    threads: usize,
     rounds: usize,
     tokens: usize,
     clients: Vec<usize>,
@@ -185,7 +185,10 @@ fn cpu_split(before: &CpuSnapshot, after: &CpuSnapshot) -> (u64, u64) {
     (after.0.saturating_sub(before.0).saturating_sub(rest), rest)
 }
 
-fn start_server(model: &std::path::Path, threads: i32) -> Result<(ServerProcess, String), Box<dyn std::error::Error>> {
+fn start_server(
+    model: &std::path::Path,
+    threads: usize,
+) -> Result<(ServerProcess, String), Box<dyn std::error::Error>> {
     let (slots, ctx, threads) = (SLOTS.to_string(), CTX.to_string(), threads.to_string());
     let model = format!("bench={}", model.display());
     let args = ["--parallel", &slots, "--ctx", &ctx, "--threads", &threads, "--keep-alive", "-1", "--model", &model];

@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let never = llama::rpc::Server::new().port(port.parse()?).threads(threads.parse()?).serve()?;
         match never {}
     }
-    let (mut rounds, mut n_prompt, mut n_gen, mut threads) = (5usize, 128usize, 64usize, 2i32);
+    let (mut rounds, mut n_prompt, mut n_gen, mut threads) = (5usize, 128usize, 64usize, 2usize);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {

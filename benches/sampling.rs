@@ -5,7 +5,7 @@
 //! ```
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use llama::{AddSpecial, Batch, ContextParams, Model, Output, Penalties, Sampler};
+use llama::{AddSpecial, Batch, ContextParams, Logits, Model, Output, Penalties, Sampler};
 
 fn chains(c: &mut Criterion) {
     let path = llama_examples::models::default_model().expect("default model");
@@ -13,7 +13,7 @@ fn chains(c: &mut Criterion) {
     let mut ctx = model.context(ContextParams::default().n_ctx(512)).expect("context");
     let prompt = model.vocab().tokenize("The quick brown fox jumps over the lazy", AddSpecial::Yes).expect("tokenize");
     let mut batch = Batch::new(prompt.len(), 1);
-    batch.add_sequence(&prompt, 0, 0, true).expect("batch");
+    batch.add_sequence(&prompt, 0, 0, Logits::Want).expect("batch");
     ctx.decode(&batch).expect("decode");
 
     let mut group = c.benchmark_group("sample one token (49k vocab)");

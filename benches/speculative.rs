@@ -19,7 +19,7 @@ use llama_examples::{derived, greedy::c_speculative, models};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut imp, mut target, mut draft, mut fixed, mut max) = ("rust".to_string(), None, None, None, 8usize);
-    let (mut prompt, mut n, mut threads) = (String::from("def parse_csv(path):\n"), 256usize, 2i32);
+    let (mut prompt, mut n, mut threads) = (String::from("def parse_csv(path):\n"), 256usize, 2usize);
     let mut requantize = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use llama::{AddSpecial, Batch, ContextParams, Model, Output};
+use llama::{AddSpecial, Batch, ContextParams, Logits, Model, Output};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut path, mut threads, mut rounds, mut repack, mut position) = (None, 2, 15usize, true, 256usize);
@@ -40,15 +40,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => path,
     };
     let model = Model::builder(&path).repack(repack).load()?;
-    let n_ctx = (position + 64).next_power_of_two().max(1024) as u32;
+    let n_ctx = (position + 64).next_power_of_two().max(1024);
     let mut ctx = model.context(ContextParams::default().n_ctx(n_ctx).n_batch(n_ctx).n_threads(threads))?;
     let line = "fn main() { let xs: Vec<u32> = (0..100).collect(); println!(\"{}\", xs.len()); }\n";
     let mut prompt = model.vocab().tokenize(&line.repeat(position / 8 + 1), AddSpecial::Yes)?;
     prompt.truncate(position.max(1));
-    let mut batch = Batch::new(n_ctx as usize, 1);
-    batch.add_sequence(&prompt, 0, 0, false)?;
+    let mut batch = Batch::new(n_ctx, 1);
+    batch.add_sequence(&prompt, 0, 0, Logits::Skip)?;
     ctx.decode(&batch)?;
-    let pos = prompt.len() as i32;
+    let pos = prompt.len();
     let sizes: Vec<usize> = (1..=9).chain([12, 16, 17]).collect();
     let mut times = vec![Vec::new(); sizes.len()];
     // Interleave the sizes round by round so drift hits them all alike.
@@ -56,7 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (i, &k) in sizes.iter().enumerate() {
             batch.clear();
             for j in 0..k {
-                batch.add(prompt[j % prompt.len()], pos + j as i32, &[0], true)?;
+                batch.add(prompt[j % prompt.len()], pos + j, &[0], Logits::Want)?;
             }
             let t = Instant::now();
             ctx.decode(&batch)?;

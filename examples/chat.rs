@@ -20,7 +20,7 @@ struct Args {
     model: Option<String>,
     system: Option<String>,
     temp: f32,
-    n_ctx: u32,
+    n_ctx: usize,
     max_tokens: usize,
     seed: u32,
     untrusted: bool,

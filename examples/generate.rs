@@ -16,6 +16,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use llama::Logits;
 use llama::{
     AddSpecial, Batch, ChatMessage, ContextParams, ControlText, Model, Output, Sampler, SpecialSyntax, Utf8Decoder,
 };
@@ -31,8 +32,8 @@ struct Args {
     top_k: i32,
     top_p: f32,
     seed: u32,
-    threads: Option<i32>,
-    n_ctx: u32,
+    threads: Option<usize>,
+    n_ctx: usize,
     chat: bool,
     untrusted: bool,
     rpc: Vec<String>,
@@ -149,7 +150,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         write!(out, "{}", args.prompt)?;
     }
     let mut text = Utf8Decoder::default();
-    let mut pos = prompt.len() as i32;
+    let mut pos = prompt.len();
     let mut generated = 0usize;
     let t2 = Instant::now();
     while generated < args.n_predict {
@@ -164,7 +165,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
         batch.clear();
-        batch.add(token, pos, &[0], true)?;
+        batch.add(token, pos, &[0], Logits::Want)?;
         ctx.decode(&batch)?;
         pos += 1;
     }

@@ -27,7 +27,7 @@ struct Args {
     max: Option<usize>,
     fixed: bool,
     n: Option<usize>,
-    threads: Option<i32>,
+    threads: Option<usize>,
     chat: bool,
     no_repack: bool,
     skip_plain: bool,

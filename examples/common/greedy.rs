@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::time::Instant;
 
-use llama::{AddSpecial, Batch, ContextParams, Model, Output, Sampler, Token};
+use llama::{AddSpecial, Batch, ContextParams, Logits, Model, Output, Sampler, Token};
 
 /// One run: the generated tokens and both speeds.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,17 +39,14 @@ pub fn rust_greedy(
     text: &str,
     n_prompt: usize,
     n_gen: usize,
-    threads: i32,
+    threads: usize,
 ) -> Result<GreedyRun, Box<dyn std::error::Error>> {
-    let params = ContextParams::default()
-        .n_ctx((n_prompt + n_gen + 16) as u32)
-        .n_batch(n_prompt as u32)
-        .n_ubatch(n_prompt as u32)
-        .n_threads(threads);
+    let params =
+        ContextParams::default().n_ctx(n_prompt + n_gen + 16).n_batch(n_prompt).n_ubatch(n_prompt).n_threads(threads);
     let mut ctx = model.context(params)?;
     let prompt = build_prompt(model, text, n_prompt)?;
     let mut batch = Batch::new(n_prompt, 1);
-    batch.add_sequence(&prompt, 0, 0, true)?;
+    batch.add_sequence(&prompt, 0, 0, Logits::Want)?;
     let mut greedy = Sampler::greedy();
 
     let t0 = Instant::now();
@@ -61,7 +58,7 @@ pub fn rust_greedy(
         let t = greedy.sample(&ctx, Output::Last)?;
         tokens.push(t.0);
         batch.clear();
-        batch.add(t, (n_prompt + i) as i32, &[0], true)?;
+        batch.add(t, n_prompt + i, &[0], Logits::Want)?;
         ctx.decode(&batch)?;
     }
     ctx.logits(Output::Last).ok_or("no logits")?;
@@ -92,7 +89,7 @@ pub fn c_greedy(
     text: &str,
     n_prompt: usize,
     n_gen: usize,
-    threads: i32,
+    threads: usize,
 ) -> Result<GreedyRun, Box<dyn std::error::Error>> {
     let path = CString::new(model_path.as_os_str().as_encoded_bytes())?;
     let text = CString::new(text)?;
@@ -107,7 +104,7 @@ pub fn c_greedy(
             text.as_ptr(),
             i32::try_from(n_prompt)?,
             i32::try_from(n_gen)?,
-            threads,
+            i32::try_from(threads)?,
             tokens.as_mut_ptr(),
             &mut pp,
             &mut tg,
@@ -157,7 +154,7 @@ pub fn c_speculative(
     prompt: &[i32],
     n_gen: usize,
     n_draft: usize,
-    threads: i32,
+    threads: usize,
 ) -> Result<SpecRun, Box<dyn std::error::Error>> {
     let target = CString::new(target.as_os_str().as_encoded_bytes())?;
     let draft = CString::new(draft.as_os_str().as_encoded_bytes())?;
@@ -174,7 +171,7 @@ pub fn c_speculative(
             i32::try_from(prompt.len())?,
             i32::try_from(n_gen)?,
             i32::try_from(n_draft)?,
-            threads,
+            i32::try_from(threads)?,
             tokens.as_mut_ptr(),
             &mut n_out,
             &mut tps,

@@ -54,7 +54,7 @@ pub struct Local {
 impl Local {
     /// Loads `model` (a GGUF path or a short name from the model fetcher; the default model
     /// when `None`) into an engine with `slots` sequences.
-    pub fn load(model: Option<&str>, slots: usize, n_ctx: u32, threads: Option<i32>) -> Result<Local, Error> {
+    pub fn load(model: Option<&str>, slots: usize, n_ctx: usize, threads: Option<usize>) -> Result<Local, Error> {
         use llama_examples::models::{by_name, default_model};
         let path = match model {
             None => default_model()?,

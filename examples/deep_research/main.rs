@@ -112,8 +112,13 @@ fn run(cli: &Cli, cancel: &AtomicBool) -> Result<Option<Stop>, String> {
             Box::new(http)
         }
         None => Box::new(
-            Local::load(cli.model.as_deref(), usize::from(cli.parallel), cli.ctx, cli.threads)
-                .map_err(|e| e.to_string())?,
+            Local::load(
+                cli.model.as_deref(),
+                usize::from(cli.parallel),
+                cli.ctx as usize,
+                cli.threads.map(|t| t as usize),
+            )
+            .map_err(|e| e.to_string())?,
         ),
     };
     let settings = Settings {

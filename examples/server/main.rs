@@ -183,8 +183,8 @@ async fn serve(cli: Cli, specs: Vec<ModelSpec>) -> ExitCode {
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let config = EngineConfig {
         parallel: usize::from(cli.parallel),
-        ctx: cli.ctx,
-        threads: cli.threads,
+        ctx: cli.ctx as usize,
+        threads: cli.threads.map(|t| t as usize),
         max_queue: cli.max_queue as usize,
     };
     let registry = Registry::new(specs, config, usize::from(cli.max_loaded_models), cli.keep_alive);

@@ -22,8 +22,8 @@ use crate::openai::ModelCard;
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub parallel: usize,
-    pub ctx: u32,
-    pub threads: Option<i32>,
+    pub ctx: usize,
+    pub threads: Option<usize>,
     pub max_queue: usize,
 }
 
@@ -41,7 +41,7 @@ pub struct Loaded {
     pub model: Model,
     engine: Engine,
     embeddings: OnceCell<Embeddings>,
-    n_ctx: u32,
+    n_ctx: usize,
 }
 
 impl Loaded {
@@ -50,7 +50,7 @@ impl Loaded {
     }
 
     /// Tokens one sequence can hold.
-    pub fn n_ctx(&self) -> u32 {
+    pub fn n_ctx(&self) -> usize {
         self.engine.handle().n_ctx()
     }
 
@@ -446,7 +446,7 @@ fn expiry(keep_alive: KeepAlive) -> Option<Instant> {
 
 fn load(spec: &ModelSpec, config: &EngineConfig) -> Result<Loaded, String> {
     let model = Model::load(&spec.path).map_err(|e| e.to_string())?;
-    let train = u32::try_from(model.n_ctx_train()).unwrap_or(u32::MAX);
+    let train = model.n_ctx_train();
     let n_ctx = if train > 0 { config.ctx.min(train) } else { config.ctx };
     let mut params = EngineParams::default().slots(config.parallel).n_ctx(n_ctx).max_queue(config.max_queue);
     if let Some(t) = config.threads {

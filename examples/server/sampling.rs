@@ -168,7 +168,7 @@ impl Plan {
     /// choices differ) and the generation parameters. An unset `max_tokens` gets a fair share
     /// of the cache (`n_ctx / (2 * slots)`): a larger default would make every request reserve
     /// most of the shared cache and run alone.
-    pub fn build(&self, model: &Model, n_ctx: u32, slots: usize) -> Result<(Vec<Sampler>, GenerateParams), ApiError> {
+    pub fn build(&self, model: &Model, n_ctx: usize, slots: usize) -> Result<(Vec<Sampler>, GenerateParams), ApiError> {
         let n_ctx = n_ctx as usize;
         let max_tokens = match self.max_tokens {
             Some(m) if m >= n_ctx => {

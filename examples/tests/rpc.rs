@@ -15,7 +15,7 @@ use llama_examples::greedy::rust_greedy;
 
 /// Same thread count on the servers and the local context: greedy tokens are identical across
 /// programs only then.
-const THREADS: i32 = 1;
+const THREADS: usize = 1;
 const PROMPT: &str = "The three laws of robotics are";
 
 struct Recorder(Mutex<Vec<String>>);

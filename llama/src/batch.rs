@@ -8,11 +8,11 @@ use crate::Token;
 /// Capacity is fixed at creation; adding past it is an error, not a buffer overflow.
 ///
 /// ```
-/// use llama::{Batch, Token};
+/// use llama::{Batch, Logits, Token};
 /// let mut batch = Batch::new(2, 1);
-/// batch.add(Token(1), 0, &[0], false)?;
-/// batch.add(Token(2), 1, &[0], true)?;
-/// assert!(batch.add(Token(3), 2, &[0], true).is_err()); // full
+/// batch.add(Token(1), 0, &[0], Logits::Skip)?;
+/// batch.add(Token(2), 1, &[0], Logits::Want)?;
+/// assert!(batch.add(Token(3), 2, &[0], Logits::Want).is_err()); // full
 /// # Ok::<(), llama::BatchError>(())
 /// ```
 pub struct Batch {
@@ -43,6 +43,16 @@ impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batch").field("len", &self.len()).field("capacity", &self.capacity).finish()
     }
+}
+
+/// Whether a batch entry asks for its output after the decode: logits, or embeddings in an
+/// embeddings context. Read them with [`Context::logits`](crate::Context::logits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Logits {
+    /// Compute this entry's output (the last prompt token; every verified draft token).
+    Want,
+    /// Do not: cheaper, and the usual case for prompt tokens.
+    Skip,
 }
 
 /// Most entries a batch may hold: far beyond any context's batch size, and small enough that the
@@ -144,69 +154,70 @@ impl Batch {
         self.len = 0;
     }
 
-    /// Appends `token` at position `pos` in the sequences `seq_ids`; `logits` asks for its
-    /// output (logits or embeddings) after decoding.
-    pub fn add(&mut self, token: Token, pos: i32, seq_ids: &[i32], logits: bool) -> Result<(), BatchError> {
+    /// Appends `token` at position `pos` in the sequences `seq_ids`; `logits` says whether the
+    /// decode computes its output.
+    pub fn add(&mut self, token: Token, pos: usize, seq_ids: &[usize], logits: Logits) -> Result<(), BatchError> {
         if self.n_embd != 0 {
             return Err(BatchError::WrongInput("embeddings"));
         }
-        let i = self.check_entry(pos, seq_ids)?;
+        let (i, pos) = self.check_entry(pos, seq_ids)?;
         self.token[i] = token.0;
         self.push_entry(i, pos, seq_ids, logits);
         Ok(())
     }
 
     /// Appends one embedding row (width `n_embd` given at creation) at position `pos`.
-    pub fn add_embedding(&mut self, row: &[f32], pos: i32, seq_ids: &[i32], logits: bool) -> Result<(), BatchError> {
+    pub fn add_embedding(
+        &mut self,
+        row: &[f32],
+        pos: usize,
+        seq_ids: &[usize],
+        logits: Logits,
+    ) -> Result<(), BatchError> {
         if self.n_embd == 0 {
             return Err(BatchError::WrongInput("token ids"));
         }
         if row.len() != self.n_embd {
             return Err(BatchError::EmbeddingWidth { got: row.len(), expected: self.n_embd });
         }
-        let i = self.check_entry(pos, seq_ids)?;
+        let (i, pos) = self.check_entry(pos, seq_ids)?;
         self.embd[i * self.n_embd..(i + 1) * self.n_embd].copy_from_slice(row);
         self.push_entry(i, pos, seq_ids, logits);
         Ok(())
     }
 
-    /// Validates one entry; returns its index.
-    fn check_entry(&self, pos: i32, seq_ids: &[i32]) -> Result<usize, BatchError> {
+    /// Validates one entry; returns its index and its position as llama.cpp holds it.
+    fn check_entry(&self, pos: usize, seq_ids: &[usize]) -> Result<(usize, i32), BatchError> {
         let i = self.len;
         if i >= self.capacity {
             return Err(BatchError::Full(self.capacity));
         }
-        if pos < 0 {
-            return Err(BatchError::NegativePosition(pos));
-        }
+        let pos = i32::try_from(pos).map_err(|_| BatchError::PositionTooLarge(pos))?;
         if seq_ids.is_empty() || seq_ids.len() > self.n_seq_max {
             return Err(BatchError::SeqIdCount { got: seq_ids.len(), max: self.n_seq_max });
         }
-        if let Some(&bad) = seq_ids.iter().find(|&&s| s < 0) {
-            return Err(BatchError::NegativeSeqId(bad));
+        if let Some(&bad) = seq_ids.iter().find(|&&s| i32::try_from(s).is_err()) {
+            return Err(BatchError::SeqIdTooLarge(bad));
         }
-        Ok(i)
+        Ok((i, pos))
     }
 
-    /// Writes the per-entry metadata of an entry validated by `check_entry`.
-    fn push_entry(&mut self, i: usize, pos: i32, seq_ids: &[i32], logits: bool) {
+    /// Writes the per-entry metadata of an entry validated by `check_entry` (which checked that
+    /// every id fits an `i32`).
+    fn push_entry(&mut self, i: usize, pos: i32, seq_ids: &[usize], logits: Logits) {
         self.pos[i] = pos;
         self.n_seq_id[i] = seq_ids.len() as i32;
         let at = i * self.n_seq_max;
-        self.seq_storage[at..at + seq_ids.len()].copy_from_slice(seq_ids);
-        self.logits[i] = i8::from(logits);
+        for (slot, &seq) in self.seq_storage[at..at + seq_ids.len()].iter_mut().zip(seq_ids) {
+            *slot = seq as i32;
+        }
+        self.logits[i] = i8::from(logits == Logits::Want);
         self.len += 1;
     }
 
-    /// Appends consecutive tokens of one sequence starting at `start_pos`; only the last one asks
-    /// for logits when `logits_last` is set. On error nothing is added.
-    pub fn add_sequence(
-        &mut self,
-        tokens: &[Token],
-        start_pos: i32,
-        seq_id: i32,
-        logits_last: bool,
-    ) -> Result<(), BatchError> {
+    /// Appends consecutive tokens of sequence `seq` from position `start`; `last` says whether
+    /// the last of them asks for output (the others do not). On error nothing is added.
+    pub fn add_sequence(&mut self, tokens: &[Token], start: usize, seq: usize, last: Logits) -> Result<(), BatchError> {
         if self.len + tokens.len() > self.capacity {
             return Err(BatchError::Full(self.capacity));
         }
@@ -215,8 +226,8 @@ impl Batch {
         }
         let before = self.len;
         for (k, &t) in tokens.iter().enumerate() {
-            let pos = position(start_pos, k);
-            if let Err(e) = pos.and_then(|pos| self.add(t, pos, &[seq_id], logits_last && k + 1 == tokens.len())) {
+            let logits = if k + 1 == tokens.len() { last } else { Logits::Skip };
+            if let Err(e) = self.add(t, start.saturating_add(k), &[seq], logits) {
                 self.len = before;
                 return Err(e);
             }
@@ -275,12 +286,4 @@ impl Batch {
             logits: self.logits.as_ptr().cast_mut(),
         }
     }
-}
-
-/// `start + offset` as a llama.cpp position; an overflow says how far it went.
-pub(crate) fn position(start: i32, offset: usize) -> Result<i32, BatchError> {
-    i32::try_from(offset)
-        .ok()
-        .and_then(|o| start.checked_add(o))
-        .ok_or_else(|| BatchError::PositionTooLarge(usize::try_from(start).unwrap_or(0).saturating_add(offset)))
 }

@@ -1,7 +1,7 @@
 //! Sentence embeddings: [`Embedder`] turns texts into vectors with the model's pooling.
 
 use crate::error::{ContextError, DecodeError, TokenizeError};
-use crate::{AddSpecial, Batch, Context, ContextParams, Model, PoolingType};
+use crate::{AddSpecial, Batch, Context, ContextParams, Logits, Model, PoolingType};
 
 /// Why texts could not be embedded.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +21,7 @@ pub enum EmbedError {
         /// Its length in tokens.
         tokens: usize,
         /// The context size.
-        n_ctx: u32,
+        n_ctx: usize,
     },
     /// Decoding failed.
     #[error(transparent)]
@@ -59,12 +59,12 @@ impl std::fmt::Debug for Embedder {
 impl Embedder {
     /// An embedder whose texts may hold up to `n_ctx` tokens in total per batch, with mean
     /// pooling unless the model defines its own.
-    pub fn new(model: &Model, n_ctx: u32) -> Result<Embedder, EmbedError> {
+    pub fn new(model: &Model, n_ctx: usize) -> Result<Embedder, EmbedError> {
         Embedder::with_pooling(model, n_ctx, PoolingType::Mean)
     }
 
     /// As [`new`](Self::new), with an explicit pooling (not [`PoolingType::None`]).
-    pub fn with_pooling(model: &Model, n_ctx: u32, pooling: PoolingType) -> Result<Embedder, EmbedError> {
+    pub fn with_pooling(model: &Model, n_ctx: usize, pooling: PoolingType) -> Result<Embedder, EmbedError> {
         if pooling == PoolingType::None {
             return Err(ContextError::InvalidParam("an Embedder needs a pooling other than None").into());
         }
@@ -73,16 +73,16 @@ impl Embedder {
             .n_ctx(n_ctx)
             .n_batch(n_ctx)
             .n_ubatch(n_ctx)
-            .n_seq_max(n_seq as u32)
+            .n_seq_max(n_seq)
             .kv_unified(true)
             .embeddings(true)
             .pooling(pooling);
         let ctx = model.context(params)?;
-        let batch = Batch::new(ctx.n_batch() as usize, 1);
+        let batch = Batch::new(ctx.n_batch(), 1);
         Ok(Embedder { ctx, batch, n_seq })
     }
 
-    /// One vector per text, in order; [`llama::Normalize::Unit`] scales each to unit length.
+    /// One vector per text, in order; [`Normalize::Unit`] scales each to unit length.
     pub fn embed<S: AsRef<str>>(&mut self, texts: &[S], normalize: Normalize) -> Result<Vec<Vec<f32>>, EmbedError> {
         let vocab = self.ctx.vocab();
         let n_ctx = self.ctx.n_batch();
@@ -91,7 +91,7 @@ impl Embedder {
             .enumerate()
             .map(|(index, t)| {
                 let tokens = vocab.tokenize(t.as_ref(), AddSpecial::Yes)?;
-                if tokens.is_empty() || tokens.len() > n_ctx as usize {
+                if tokens.is_empty() || tokens.len() > n_ctx {
                     return Err(EmbedError::TooLong { index, tokens: tokens.len(), n_ctx });
                 }
                 Ok(tokens)
@@ -103,21 +103,17 @@ impl Embedder {
             // Pack as many texts as fit into one batch, one sequence each.
             self.batch.clear();
             let start = i;
-            while i < tokenized.len()
-                && i - start < self.n_seq
-                && self.batch.len() + tokenized[i].len() <= n_ctx as usize
-            {
-                let seq = (i - start) as i32;
+            while i < tokenized.len() && i - start < self.n_seq && self.batch.len() + tokenized[i].len() <= n_ctx {
+                let seq = i - start;
                 for (pos, &t) in tokenized[i].iter().enumerate() {
-                    let pos = crate::batch::position(0, pos).map_err(DecodeError::from)?;
-                    self.batch.add(t, pos, &[seq], true).map_err(DecodeError::from)?;
+                    self.batch.add(t, pos, &[seq], Logits::Want).map_err(DecodeError::from)?;
                 }
                 i += 1;
             }
             self.ctx.clear_kv();
             self.ctx.decode(&self.batch)?;
             for seq in 0..(i - start) {
-                let mut v = self.ctx.embeddings_seq(seq as i32).ok_or(EmbedError::NoEmbedding(start + seq))?.to_vec();
+                let mut v = self.ctx.embeddings_seq(seq).ok_or(EmbedError::NoEmbedding(start + seq))?.to_vec();
                 normalize.apply(&mut v);
                 out.push(v);
             }

@@ -98,7 +98,7 @@ pub enum ContextError {
     #[error("llama.cpp could not create the context (out of memory for n_ctx = {n_ctx}?)")]
     Failed {
         /// The context size requested (0 = the model's training size).
-        n_ctx: u32,
+        n_ctx: usize,
     },
 }
 
@@ -118,7 +118,7 @@ pub enum TokenizeError {
         /// The offending id.
         token: i32,
         /// Vocabulary size.
-        n_vocab: i32,
+        n_vocab: usize,
     },
     /// llama.cpp threw a C++ exception (caught at the FFI boundary).
     #[error("llama.cpp threw while tokenizing: {0}")]
@@ -132,12 +132,12 @@ pub enum BatchError {
     /// The batch already holds as many tokens as its capacity.
     #[error("batch is full (capacity {0})")]
     Full(usize),
-    /// A position is negative.
-    #[error("position {0} is negative")]
-    NegativePosition(i32),
     /// A position is beyond what llama.cpp's position type (`i32`) holds.
     #[error("position {0} is beyond the largest llama.cpp can hold ({max})", max = i32::MAX)]
     PositionTooLarge(usize),
+    /// A sequence id is beyond what llama.cpp's sequence-id type (`i32`) holds.
+    #[error("sequence id {0} is beyond the largest llama.cpp can hold ({max})", max = i32::MAX)]
+    SeqIdTooLarge(usize),
     /// A token needs at least one sequence id, and at most the batch's `n_seq_max`.
     #[error("a token needs 1..={max} sequence ids, got {got}")]
     SeqIdCount {
@@ -146,9 +146,6 @@ pub enum BatchError {
         /// The batch's limit.
         max: usize,
     },
-    /// A sequence id is negative.
-    #[error("sequence id {0} is negative")]
-    NegativeSeqId(i32),
     /// A token was added to an embeddings batch, or an embedding to a token batch.
     #[error("this batch holds {0}; create it with the matching constructor")]
     WrongInput(&'static str),
@@ -190,7 +187,7 @@ pub enum DecodeError {
         /// Tokens in the batch.
         len: usize,
         /// The context's logical batch size.
-        n_batch: u32,
+        n_batch: usize,
     },
     /// A token id is not in the model's vocabulary.
     #[error("token id {token} is outside the vocabulary (size {n_vocab})")]
@@ -198,7 +195,7 @@ pub enum DecodeError {
         /// The offending id.
         token: i32,
         /// Vocabulary size.
-        n_vocab: i32,
+        n_vocab: usize,
     },
     /// An embeddings batch's row width differs from the model's embedding size.
     #[error("embedding rows of width {got} do not match the model's n_embd = {expected}")]
@@ -218,9 +215,9 @@ pub enum DecodeError {
     #[error("sequence id {seq} is not below n_seq_max = {n_seq_max}")]
     InvalidSeqId {
         /// The offending id.
-        seq: i32,
+        seq: usize,
         /// The context's limit.
-        n_seq_max: u32,
+        n_seq_max: usize,
     },
     /// No room in the KV cache for the batch. The cache is left as it was: free space (e.g.
     /// `seq_rm`) or use a larger context, then retry.
@@ -292,21 +289,21 @@ pub enum SampleError {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MemoryError {
-    /// A sequence id is negative or not below the context's `n_seq_max`.
+    /// A sequence id is not below the context's `n_seq_max`.
     #[error("sequence id {seq} is not in 0..{n_seq_max}")]
     InvalidSeqId {
         /// The offending id.
-        seq: i32,
+        seq: usize,
         /// The context's limit.
-        n_seq_max: u32,
+        n_seq_max: usize,
     },
-    /// A position range is negative or reversed.
-    #[error("invalid position range {start}..{end}")]
+    /// A position range is reversed, or starts beyond the positions llama.cpp can hold.
+    #[error("invalid position range {start}..{}", end.map_or(String::new(), |e| e.to_string()))]
     InvalidRange {
         /// First position (inclusive).
-        start: i64,
-        /// End position (exclusive).
-        end: i64,
+        start: usize,
+        /// End position (exclusive; `None` = open).
+        end: Option<usize>,
     },
     /// The memory (e.g. a recurrent model's state) cannot drop part of a sequence.
     #[error("this model's memory cannot remove part of a sequence")]
@@ -320,7 +317,7 @@ pub enum MemoryError {
     ShiftUnsupported,
     /// Position divisor must be at least 1.
     #[error("position divisor must be at least 1, got {0}")]
-    InvalidDivisor(i32),
+    InvalidDivisor(usize),
 }
 
 /// Why a context state could not be saved or restored.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::driver::Driver;
 use crate::error::{BatchError, DecodeError, MemoryError, SampleError, TokenizeError};
-use crate::{AddSpecial, Batch, Context, Output, Sampler, SpecialSyntax, Token};
+use crate::{AddSpecial, Batch, Context, Logits, Output, Sampler, SpecialSyntax, Token};
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +57,11 @@ pub enum GenerateError {
         /// Prompt length in tokens.
         prompt: usize,
         /// Context size.
-        n_ctx: u32,
+        n_ctx: usize,
     },
     /// The context filled up under [`ContextFull::Error`], or could not be shifted.
     #[error("the context is full ({0} tokens)")]
-    ContextFull(u32),
+    ContextFull(usize),
     /// Decoding failed.
     #[error(transparent)]
     Decode(#[from] DecodeError),
@@ -298,13 +298,13 @@ impl Context {
         // logits start the generation.
         let cached = if params.reuse_prefix { self.ledger.tokens(0) } else { &[] };
         let mut common = cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
-        if self.kv_seq_rm(0, common as i32..).is_err() {
+        if self.kv_seq_rm(0, common..).is_err() {
             common = 0;
             self.clear_kv();
         }
         let start = Instant::now();
         let suffix = &prompt[common..];
-        if let Err(e) = self.decode_tokens(suffix, common as i32, 0) {
+        if let Err(e) = self.decode_tokens(suffix, common, 0) {
             let _ = self.kv_seq_rm(0, ..);
             return Err(e.into());
         }
@@ -368,10 +368,13 @@ impl Generation<'_> {
                 if discard == 0 || !self.ctx.kv_can_shift() {
                     return Err(GenerateError::ContextFull(n_ctx));
                 }
-                let (k, d, p) = (keep as i32, discard as i32, self.pos as i32);
+                let (k, d, p) = (keep, discard, self.pos);
+                // A shift moves positions below n_ctx, which fits an i32 (llama.cpp's n_ctx is a u32
+                // it refuses beyond i32 positions).
+                let delta = -i32::try_from(d).map_err(|_| GenerateError::ContextFull(n_ctx))?;
                 let mut tokens = self.ctx.ledger.tokens(0).to_vec();
                 self.ctx.kv_seq_rm(0, k..k + d)?;
-                self.ctx.kv_seq_add(0, k + d..p, -d)?;
+                self.ctx.kv_seq_add(0, k + d..p, delta)?;
                 // The cache now holds exactly these tokens at positions 0..: keep reusing it.
                 tokens.drain(keep.min(tokens.len())..(keep + discard).min(tokens.len()));
                 self.ctx.ledger.set(0, tokens);
@@ -387,7 +390,7 @@ impl Generation<'_> {
                 return Ok(None);
             }
             self.batch.clear();
-            self.batch.add(t, self.pos as i32, &[0], true)?;
+            self.batch.add(t, self.pos, &[0], Logits::Want)?;
             self.ctx.decode(&self.batch)?;
             self.pos += 1;
         }

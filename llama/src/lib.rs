@@ -9,15 +9,15 @@
 //! let vocab = model.vocab();
 //! let prompt = vocab.tokenize("The capital of France is", llama::AddSpecial::Yes)?;
 //! let mut batch = Batch::new(ctx.n_batch() as usize, 1);
-//! batch.add_sequence(&prompt, 0, 0, true)?;
-//! let (mut sampler, mut text, mut pos) = (Sampler::greedy(), Utf8Decoder::default(), prompt.len() as i32);
+//! batch.add_sequence(&prompt, 0, 0, llama::Logits::Want)?;
+//! let (mut sampler, mut text, mut pos) = (Sampler::greedy(), Utf8Decoder::default(), prompt.len());
 //! for _ in 0..32 {
 //!     ctx.decode(&batch)?;
 //!     let token = sampler.sample(&ctx, Output::Last)?;
 //!     if vocab.is_eog(token) { break; }
 //!     print!("{}", text.push(&vocab.token_to_bytes(token, llama::ControlText::Hide)?));
 //!     batch.clear();
-//!     batch.add(token, pos, &[0], true)?;
+//!     batch.add(token, pos, &[0], llama::Logits::Want)?;
 //!     pos += 1;
 //! }
 //! # Ok(())
@@ -84,7 +84,7 @@ pub use backend::{
     backends, devices, numa_init, supports_gpu_offload, system_info, version, Backend, BufferType, Device, DeviceCaps,
     DeviceKind, NumaStrategy, BACKEND_DIR_ENV,
 };
-pub use batch::{Batch, MAX_BATCH};
+pub use batch::{Batch, Logits, MAX_BATCH};
 #[cfg(feature = "jinja")]
 pub use chat::ChatTemplate;
 pub use chat::{apply_builtin_template, builtin_templates, ChatMessage, ToolCall};

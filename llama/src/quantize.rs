@@ -204,13 +204,13 @@ impl QuantizeParams {
         // SAFETY: returns a plain struct by value.
         let mut raw = unsafe { llama_sys::llama_model_quantize_default_params() };
         raw.ftype = ftype.raw();
-        raw.nthread = crate::context::default_threads();
+        raw.nthread = i32::try_from(crate::context::default_threads()).unwrap_or(i32::MAX);
         QuantizeParams { raw, progress: None }
     }
 
-    /// Worker threads (<= 0: all hardware threads).
-    pub fn threads(mut self, n: i32) -> Self {
-        self.raw.nthread = n;
+    /// Worker threads (0: all hardware threads).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.raw.nthread = i32::try_from(n).unwrap_or(i32::MAX);
         self
     }
 

@@ -40,7 +40,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::{Batch, ContextParams, Model, Token};
+use crate::{Batch, ContextParams, Logits, Model, Token};
 
 /// Set in the child's environment to the path of the file to vet.
 const ENV_PATH: &str = "LLAMA_RS_VET_MODEL";
@@ -301,7 +301,7 @@ fn vet_here(path: PathBuf, options: &VetOptions) -> Result<(), String> {
     let vocab = model.vocab();
     let token = vocab.bos().unwrap_or(Token(0));
     let mut batch = Batch::try_new(1, 1).map_err(|e| e.to_string())?;
-    batch.add(token, 0, &[0], true).map_err(|e| e.to_string())?;
+    batch.add(token, 0, &[0], Logits::Want).map_err(|e| e.to_string())?;
     // Encoder-decoder models run their encoder first; that is the graph to exercise.
     if model.has_encoder() {
         ctx.encode(&batch).map_err(|e| e.to_string())

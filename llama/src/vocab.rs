@@ -72,16 +72,23 @@ impl<'m> Vocab<'m> {
         self.ptr
     }
 
-    /// Number of tokens in the vocabulary.
-    pub fn n_tokens(&self) -> i32 {
+    /// Number of tokens in the vocabulary: valid ids are `0..n_tokens`.
+    pub fn n_tokens(&self) -> usize {
         // SAFETY: the vocab is alive for 'm.
-        unsafe { llama_sys::llama_vocab_n_tokens(self.ptr) }
+        let n = unsafe { llama_sys::llama_vocab_n_tokens(self.ptr) };
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    /// Every token of the vocabulary, in id order.
+    pub fn tokens(&self) -> impl Iterator<Item = Token> {
+        // Ids fit an i32: llama.cpp counts them in one.
+        (0..self.n_tokens()).map(|i| Token(i as i32))
     }
 
     /// Checks that `token` is in the vocabulary.
     pub fn check(&self, token: Token) -> Result<Token, TokenizeError> {
         let n_vocab = self.n_tokens();
-        if (0..n_vocab).contains(&token.0) {
+        if usize::try_from(token.0).is_ok_and(|t| t < n_vocab) {
             Ok(token)
         } else {
             Err(TokenizeError::InvalidToken { token: token.0, n_vocab })
@@ -94,7 +101,7 @@ impl<'m> Vocab<'m> {
     ///
     /// ```no_run
     /// # let model = llama::Model::load("m.gguf")?;
-    /// let tokens = model.vocab().tokenize("Hello <|im_end|>", AddSpecial::Yes)?;
+    /// let tokens = model.vocab().tokenize("Hello <|im_end|>", llama::AddSpecial::Yes)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{argmax, both, max_rel_diff, prefill, scratch, small_ctx, smollm2};
+use llama::Logits;
 use llama::{
     AddSpecial, Batch, ContextParams, DecodeError, MemoryError, Model, Output, PoolingType, StateError, Token,
 };
@@ -28,8 +29,8 @@ fn two_sequence_batch_matches_each_sequence_alone() {
 
         let mut ctx = model.context(params.clone()).unwrap();
         let mut batch = Batch::new(a.len() + b.len(), 1);
-        batch.add_sequence(a, 0, 0, true).unwrap();
-        batch.add_sequence(b, 0, 1, true).unwrap();
+        batch.add_sequence(a, 0, 0, Logits::Want).unwrap();
+        batch.add_sequence(b, 0, 1, Logits::Want).unwrap();
         ctx.decode(&batch).unwrap();
         let joint_a = ctx.logits(Output::At(a.len() - 1)).unwrap().to_vec();
         let joint_b = ctx.logits(Output::Last).unwrap().to_vec();
@@ -48,7 +49,7 @@ fn two_sequence_batch_matches_each_sequence_alone() {
 fn seq_cp_then_seq_rm_semantics() {
     for model in both() {
         let prompt = tokens(model, "Once upon a time, there was a little");
-        let n = prompt.len() as i32;
+        let n = prompt.len();
         let mut ctx = model.context(small_ctx().n_seq_max(2).kv_unified(true)).unwrap();
         prefill(&mut ctx, &prompt, 0);
         assert_eq!(ctx.kv_seq_pos_max(0).unwrap(), Some(n - 1));
@@ -64,14 +65,14 @@ fn seq_cp_then_seq_rm_semantics() {
         // 4 tokens of the prompt and then the 5th: the copied cells are those tokens' cells.
         // (The fresh prefill is the full prompt, so batch shapes match those of sequence 0.)
         let mut batch = Batch::new(1, 1);
-        batch.add(prompt[4], 4, &[1], true).unwrap();
+        batch.add(prompt[4], 4, &[1], Logits::Want).unwrap();
         ctx.decode(&batch).unwrap();
         let continued = ctx.logits(Output::At(0)).unwrap().to_vec();
         let mut fresh = model.context(small_ctx()).unwrap();
         prefill(&mut fresh, &prompt, 0);
         fresh.kv_seq_rm(0, 4..).unwrap();
         batch.clear();
-        batch.add(prompt[4], 4, &[0], true).unwrap();
+        batch.add(prompt[4], 4, &[0], Logits::Want).unwrap();
         fresh.decode(&batch).unwrap();
         let diff = max_rel_diff(&continued, fresh.logits(Output::At(0)).unwrap());
         assert!(diff < 1e-5, "{}: {diff}", model.architecture());
@@ -101,16 +102,18 @@ fn memory_ops_validate_before_reaching_c() {
     let mut ctx = model.context(small_ctx().n_seq_max(2)).unwrap();
     prefill(&mut ctx, &tokens(model, "abc def ghi"), 0);
     let bad_range = |r: Result<(), MemoryError>| assert!(matches!(r, Err(MemoryError::InvalidRange { .. })));
-    bad_range(ctx.kv_seq_rm(0, -5..));
-    bad_range(ctx.kv_seq_rm(0, -5..-1));
+    let beyond = i32::MAX as usize + 1;
+    bad_range(ctx.kv_seq_rm(0, beyond..));
+    bad_range(ctx.kv_seq_rm(0, beyond..beyond + 4));
     #[allow(clippy::reversed_empty_ranges)]
     bad_range(ctx.kv_seq_add(0, 7..3, 1));
-    bad_range(ctx.kv_seq_div(0, -1..=2, 2));
+    bad_range(ctx.kv_seq_div(0, usize::MAX..=usize::MAX, 2));
     assert_eq!(ctx.kv_seq_rm(2, ..), Err(MemoryError::InvalidSeqId { seq: 2, n_seq_max: 2 }));
-    assert_eq!(ctx.kv_seq_rm(-1, ..), Err(MemoryError::InvalidSeqId { seq: -1, n_seq_max: 2 }));
+    assert_eq!(ctx.kv_seq_rm(usize::MAX, ..), Err(MemoryError::InvalidSeqId { seq: usize::MAX, n_seq_max: 2 }));
     assert_eq!(ctx.kv_seq_keep(9), Err(MemoryError::InvalidSeqId { seq: 9, n_seq_max: 2 }));
-    assert!(ctx.kv_seq_pos_max(-3).is_err());
+    assert!(ctx.kv_seq_pos_max(3).is_err());
     assert_eq!(ctx.kv_seq_div(0, .., 0), Err(MemoryError::InvalidDivisor(0)));
+    assert_eq!(ctx.kv_seq_div(0, .., beyond), Err(MemoryError::InvalidDivisor(beyond)));
     // Per-sequence KV streams cannot take partial copies (llama.cpp would abort).
     assert_eq!(ctx.kv_seq_cp(0, 1, 1..3), Err(MemoryError::PartialCopyNeedsUnifiedCache));
     ctx.kv_seq_cp(0, 1, ..).unwrap();
@@ -134,7 +137,7 @@ fn state_round_trip_gives_identical_next_token_logits() {
         let next = Token(argmax(&expected) as i32);
         let logits_after = |ctx: &mut llama::Context| {
             let mut b = Batch::new(1, 1);
-            b.add(next, prompt.len() as i32, &[0], true).unwrap();
+            b.add(next, prompt.len(), &[0], Logits::Want).unwrap();
             ctx.decode(&b).unwrap();
             ctx.logits(Output::At(0)).unwrap().to_vec()
         };
@@ -153,7 +156,7 @@ fn state_round_trip_gives_identical_next_token_logits() {
 
         let mut ctx = model.context(small_ctx()).unwrap();
         ctx.load_seq_state(0, &seq_saved).unwrap();
-        assert_eq!(ctx.kv_seq_pos_max(0).unwrap(), Some(prompt.len() as i32 - 1));
+        assert_eq!(ctx.kv_seq_pos_max(0).unwrap(), Some(prompt.len() - 1));
         assert_eq!(logits_after(&mut ctx), want);
 
         let mut ctx = model.context(small_ctx()).unwrap();
@@ -204,7 +207,7 @@ fn embeddings_on(model: &Model) {
     let mut ctx = model.context(small_ctx().embeddings(true).pooling(PoolingType::None)).unwrap();
     let mut batch = Batch::new(prompt.len(), 1);
     for (i, &t) in prompt.iter().enumerate() {
-        batch.add(t, i as i32, &[0], true).unwrap();
+        batch.add(t, i, &[0], Logits::Want).unwrap();
     }
     ctx.decode(&batch).unwrap();
     let first = ctx.embeddings(Output::At(0)).unwrap().to_vec();
@@ -224,13 +227,13 @@ fn embedding_input_batches_are_validated() {
     let model = smollm2();
     let mut ctx = model.context(small_ctx()).unwrap();
     let mut wrong = Batch::new_embeddings(2, 7, 1).unwrap();
-    assert!(wrong.add(Token(1), 0, &[0], true).is_err());
-    assert!(wrong.add_embedding(&[0.0; 6], 0, &[0], true).is_err());
-    wrong.add_embedding(&[0.1; 7], 0, &[0], true).unwrap();
+    assert!(wrong.add(Token(1), 0, &[0], Logits::Want).is_err());
+    assert!(wrong.add_embedding(&[0.0; 6], 0, &[0], Logits::Want).is_err());
+    wrong.add_embedding(&[0.1; 7], 0, &[0], Logits::Want).unwrap();
     assert_eq!(ctx.decode(&wrong), Err(DecodeError::EmbeddingWidth { got: 7, expected: model.n_embd() }));
 
     let mut batch = Batch::new_embeddings(2, model.n_embd(), 1).unwrap();
-    batch.add_embedding(&vec![0.01; model.n_embd()], 0, &[0], true).unwrap();
+    batch.add_embedding(&vec![0.01; model.n_embd()], 0, &[0], Logits::Want).unwrap();
     ctx.decode(&batch).unwrap();
     assert!(ctx.logits(Output::At(0)).unwrap().iter().all(|x| x.is_finite()));
 }
@@ -247,7 +250,7 @@ fn abort_on(model: &Model) {
     let mut ctx = model.context(small_ctx()).unwrap();
     ctx.set_abort_callback(Some(|| true));
     let mut batch = Batch::new(prompt.len(), 1);
-    batch.add_sequence(&prompt, 0, 0, true).unwrap();
+    batch.add_sequence(&prompt, 0, 0, Logits::Want).unwrap();
     assert_eq!(ctx.decode(&batch), Err(DecodeError::Aborted));
 
     ctx.set_abort_callback(Some(|| -> bool { panic!("callback bug") }));
@@ -307,11 +310,11 @@ fn four_threads_share_one_model_with_identical_greedy_text() {
         prefill(&mut ctx, &prompt, 0);
         let mut out = Vec::new();
         let mut batch = Batch::new(1, 1);
-        for pos in (prompt.len() as i32..).take(24) {
+        for pos in (prompt.len()..).take(24) {
             let t = Token(argmax(ctx.logits(Output::Last).unwrap()) as i32);
             out.push(t);
             batch.clear();
-            batch.add(t, pos, &[0], true).unwrap();
+            batch.add(t, pos, &[0], Logits::Want).unwrap();
             ctx.decode(&batch).unwrap();
         }
         model.vocab().detokenize(&out).unwrap()

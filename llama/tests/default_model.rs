@@ -3,6 +3,7 @@
 mod common;
 
 use common::{small_ctx, smollm2};
+use llama::Logits;
 use llama::Output;
 use llama::{
     AddSpecial, Batch, BatchError, ChatMessage, ControlText, DecodeError, LoadError, Model, SampleError, Sampler,
@@ -19,11 +20,11 @@ fn greedy_on(model: &Model, prompt: &str, n: usize) -> (Vec<Token>, String) {
     let vocab = model.vocab();
     let tokens = vocab.tokenize(prompt, AddSpecial::Yes).unwrap();
     let mut batch = Batch::new(512, 1);
-    batch.add_sequence(&tokens, 0, 0, true).unwrap();
+    batch.add_sequence(&tokens, 0, 0, Logits::Want).unwrap();
     ctx.decode(&batch).unwrap();
     let mut sampler = Sampler::greedy();
     let (mut out, mut text, mut dec) = (Vec::new(), String::new(), Utf8Decoder::default());
-    for pos in (tokens.len() as i32..).take(n) {
+    for pos in (tokens.len()..).take(n) {
         let t = sampler.sample(&ctx, Output::Last).unwrap();
         if vocab.is_eog(t) {
             break;
@@ -31,7 +32,7 @@ fn greedy_on(model: &Model, prompt: &str, n: usize) -> (Vec<Token>, String) {
         out.push(t);
         text += &dec.push(&vocab.token_to_bytes(t, ControlText::Hide).unwrap());
         batch.clear();
-        batch.add(t, pos, &[0], true).unwrap();
+        batch.add(t, pos, &[0], Logits::Want).unwrap();
         ctx.decode(&batch).unwrap();
     }
     text += &dec.finish();
@@ -91,7 +92,7 @@ fn out_of_range_tokens_are_errors() {
     assert!(vocab.token_to_bytes(Token(-1), ControlText::Hide).is_err());
     let mut ctx = model.context(small_ctx()).unwrap();
     let mut batch = Batch::new(4, 1);
-    batch.add(Token(1_000_000), 0, &[0], true).unwrap();
+    batch.add(Token(1_000_000), 0, &[0], Logits::Want).unwrap();
     assert_eq!(ctx.decode(&batch), Err(DecodeError::InvalidToken { token: 1_000_000, n_vocab: 49152 }));
 }
 
@@ -102,20 +103,26 @@ fn bad_batches_are_errors() {
     assert_eq!(ctx.decode(&Batch::new(4, 1)), Err(DecodeError::Empty));
 
     let mut big = Batch::new(16, 1);
-    big.add_sequence(&[Token(1); 9], 0, 0, true).unwrap();
+    big.add_sequence(&[Token(1); 9], 0, 0, Logits::Want).unwrap();
     assert_eq!(ctx.decode(&big), Err(DecodeError::TooLarge { len: 9, n_batch: 8 }));
 
     let mut full = Batch::new(2, 1);
-    full.add_sequence(&[Token(1), Token(2)], 0, 0, false).unwrap();
-    assert_eq!(full.add(Token(3), 2, &[0], true), Err(BatchError::Full(2)));
-    assert_eq!(full.add_sequence(&[Token(3)], 2, 0, true), Err(BatchError::Full(2)));
+    full.add_sequence(&[Token(1), Token(2)], 0, 0, Logits::Skip).unwrap();
+    assert_eq!(full.add(Token(3), 2, &[0], Logits::Want), Err(BatchError::Full(2)));
+    assert_eq!(full.add_sequence(&[Token(3)], 2, 0, Logits::Want), Err(BatchError::Full(2)));
     assert_eq!(full.len(), 2);
 
     let mut b = Batch::new(4, 1);
-    assert_eq!(b.add(Token(1), -1, &[0], true), Err(BatchError::NegativePosition(-1)));
-    assert_eq!(b.add(Token(1), 0, &[0, 1], true), Err(BatchError::SeqIdCount { got: 2, max: 1 }));
-    assert_eq!(b.add(Token(1), 0, &[-3], true), Err(BatchError::NegativeSeqId(-3)));
-    b.add(Token(1), 0, &[5], true).unwrap();
+    let beyond = i32::MAX as usize + 1;
+    assert_eq!(b.add(Token(1), beyond, &[0], Logits::Want), Err(BatchError::PositionTooLarge(beyond)));
+    assert_eq!(
+        b.add_sequence(&[Token(1), Token(2)], i32::MAX as usize, 0, Logits::Want),
+        Err(BatchError::PositionTooLarge(beyond))
+    );
+    assert_eq!(b.len(), 0, "a refused sequence adds nothing");
+    assert_eq!(b.add(Token(1), 0, &[0, 1], Logits::Want), Err(BatchError::SeqIdCount { got: 2, max: 1 }));
+    assert_eq!(b.add(Token(1), 0, &[beyond], Logits::Want), Err(BatchError::SeqIdTooLarge(beyond)));
+    b.add(Token(1), 0, &[5], Logits::Want).unwrap();
     assert_eq!(ctx.decode(&b), Err(DecodeError::InvalidSeqId { seq: 5, n_seq_max: 1 }));
 }
 
@@ -126,7 +133,7 @@ fn logits_exist_only_where_requested() {
     assert!(ctx.logits(Output::At(0)).is_none());
     let tokens = model.vocab().tokenize("Hello there", AddSpecial::Yes).unwrap();
     let mut batch = Batch::new(16, 1);
-    batch.add_sequence(&tokens, 0, 0, true).unwrap();
+    batch.add_sequence(&tokens, 0, 0, Logits::Want).unwrap();
     ctx.decode(&batch).unwrap();
     let last = tokens.len() - 1;
     assert_eq!(ctx.logits(Output::At(last)).map(<[f32]>::len), Some(49152));
@@ -141,20 +148,20 @@ fn logits_exist_only_where_requested() {
 fn full_context_is_an_error_not_a_crash() {
     let model = smollm2();
     let mut ctx = model.context(small_ctx().n_ctx(256).n_batch(256)).unwrap();
-    let n_ctx = ctx.n_ctx() as i32;
+    let n_ctx = ctx.n_ctx();
     let mut batch = Batch::new(256, 1);
     let mut pos = 0;
     let mut result = Ok(());
     while result.is_ok() && pos <= n_ctx {
         batch.clear();
-        batch.add_sequence(&vec![Token(1); 64], pos, 0, true).unwrap();
+        batch.add_sequence(&vec![Token(1); 64], pos, 0, Logits::Want).unwrap();
         result = ctx.decode(&batch);
         pos += 64;
     }
     assert_eq!(result, Err(DecodeError::NoKvSlot));
     ctx.clear_kv();
     batch.clear();
-    batch.add_sequence(&[Token(1), Token(2)], 0, 0, true).unwrap();
+    batch.add_sequence(&[Token(1), Token(2)], 0, 0, Logits::Want).unwrap();
     ctx.decode(&batch).unwrap();
 }
 

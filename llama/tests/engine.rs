@@ -15,7 +15,7 @@ use llama::{
 };
 
 /// One thread everywhere: greedy tokens only match across programs at the same thread count.
-fn engine(slots: usize, n_ctx: u32) -> Engine {
+fn engine(slots: usize, n_ctx: usize) -> Engine {
     Engine::new(smollm2(), EngineParams::default().slots(slots).n_ctx(n_ctx).threads(1)).unwrap()
 }
 
@@ -23,8 +23,7 @@ fn engine(slots: usize, n_ctx: u32) -> Engine {
 fn never_ends() -> Sampler {
     let model = smollm2();
     let vocab = model.vocab();
-    let eog: Vec<(Token, f32)> =
-        (0..vocab.n_tokens()).map(Token).filter(|&t| vocab.is_eog(t)).map(|t| (t, f32::NEG_INFINITY)).collect();
+    let eog: Vec<(Token, f32)> = vocab.tokens().filter(|&t| vocab.is_eog(t)).map(|t| (t, f32::NEG_INFINITY)).collect();
     Sampler::chain().logit_bias(model, &eog).unwrap().greedy_pick()
 }
 
@@ -237,7 +236,7 @@ fn full_queues_long_prompts_and_an_overcommitted_pool() {
     assert_eq!(engine.metrics().finished.error, 0);
 }
 
-fn engine_with(slots: usize, n_ctx: u32) -> Engine {
+fn engine_with(slots: usize, n_ctx: usize) -> Engine {
     engine(slots, n_ctx)
 }
 

@@ -4,6 +4,7 @@ mod common;
 
 use common::{argmax, both, gemma3, max_rel_diff, prefill, scratch, small_ctx, smollm2};
 use llama::AddSpecial;
+use llama::Logits;
 use llama::Output;
 use llama::{
     AdapterError, ControlVector, DeviceKind, Ftype, LoadError, LoraAdapter, MetaOverride, Model, QuantizeError,
@@ -29,14 +30,14 @@ fn greedy_text(model: &Model, prompt: &str, n: usize) -> String {
     prefill(&mut ctx, &prompt, 0);
     let mut out = Vec::new();
     let mut batch = llama::Batch::new(1, 1);
-    for pos in (prompt.len() as i32..).take(n) {
+    for pos in (prompt.len()..).take(n) {
         let t = Token(argmax(ctx.logits(Output::Last).unwrap()) as i32);
         if model.vocab().is_eog(t) {
             break;
         }
         out.push(t);
         batch.clear();
-        batch.add(t, pos, &[0], true).unwrap();
+        batch.add(t, pos, &[0], Logits::Want).unwrap();
         ctx.decode(&batch).unwrap();
     }
     model.vocab().detokenize(&out).unwrap()

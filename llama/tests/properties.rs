@@ -10,6 +10,7 @@ mod common;
 use std::ops::Bound;
 
 use common::{small_ctx, smollm2};
+use llama::Logits;
 use llama::Output;
 use llama::{
     AdaptiveP, AddSpecial, Batch, BatchError, Context, ControlText, Dry, MemoryError, Mirostat, MirostatV2, Penalties,
@@ -63,8 +64,8 @@ fn edgy_f32() -> impl Strategy<Value = f32> {
     ]
 }
 
-fn bound() -> impl Strategy<Value = Bound<i32>> {
-    prop_oneof![edgy_i32().prop_map(Bound::Included), edgy_i32().prop_map(Bound::Excluded), Just(Bound::Unbounded),]
+fn bound() -> impl Strategy<Value = Bound<usize>> {
+    prop_oneof![edgy_usize().prop_map(Bound::Included), edgy_usize().prop_map(Bound::Excluded), Just(Bound::Unbounded),]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -121,31 +122,40 @@ fn capacity() -> impl Strategy<Value = usize> {
 
 #[derive(Debug, Clone)]
 enum BatchOp {
-    Add { token: i32, pos: i32, seqs: Vec<i32>, logits: bool },
-    AddSequence { tokens: Vec<i32>, start: i32, seq: i32, logits_last: bool },
+    Add { token: i32, pos: usize, seqs: Vec<usize>, logits: Logits },
+    AddSequence { tokens: Vec<i32>, start: usize, seq: usize, last: Logits },
     Clear,
 }
 
 fn batch_op() -> impl Strategy<Value = BatchOp> {
     prop_oneof![
-        4 => (edgy_i32(), edgy_i32(), vec(edgy_i32(), 0..5), any::<bool>())
+        4 => (edgy_i32(), edgy_usize(), vec(edgy_usize(), 0..5), logits())
             .prop_map(|(token, pos, seqs, logits)| BatchOp::Add { token, pos, seqs, logits }),
-        2 => (vec(edgy_i32(), 0..12), edgy_i32(), edgy_i32(), any::<bool>())
-            .prop_map(|(tokens, start, seq, logits_last)| BatchOp::AddSequence { tokens, start, seq, logits_last }),
+        2 => (vec(edgy_i32(), 0..12), edgy_usize(), edgy_usize(), logits())
+            .prop_map(|(tokens, start, seq, last)| BatchOp::AddSequence { tokens, start, seq, last }),
         1 => Just(BatchOp::Clear),
     ]
 }
 
+fn logits() -> impl Strategy<Value = Logits> {
+    prop_oneof![Just(Logits::Want), Just(Logits::Skip)]
+}
+
+/// Beyond llama.cpp's `i32` positions and sequence ids.
+fn too_large(n: usize) -> bool {
+    i32::try_from(n).is_err()
+}
+
 /// The error `Batch::add` must give for one entry, checked in the documented order.
-fn expected_add(len: usize, cap: usize, n_seq_max: usize, pos: i32, seqs: &[i32]) -> Option<BatchError> {
+fn expected_add(len: usize, cap: usize, n_seq_max: usize, pos: usize, seqs: &[usize]) -> Option<BatchError> {
     if len >= cap {
         Some(BatchError::Full(cap))
-    } else if pos < 0 {
-        Some(BatchError::NegativePosition(pos))
+    } else if too_large(pos) {
+        Some(BatchError::PositionTooLarge(pos))
     } else if seqs.is_empty() || seqs.len() > n_seq_max {
         Some(BatchError::SeqIdCount { got: seqs.len(), max: n_seq_max })
     } else {
-        seqs.iter().find(|&&s| s < 0).map(|&s| BatchError::NegativeSeqId(s))
+        seqs.iter().find(|&&s| too_large(s)).map(|&s| BatchError::SeqIdTooLarge(s))
     }
 }
 
@@ -189,15 +199,15 @@ proptest! {
                         shadow.push(token);
                     }
                 }
-                BatchOp::AddSequence { tokens, start, seq, logits_last } => {
+                BatchOp::AddSequence { tokens, start, seq, last } => {
                     let ids: Vec<Token> = tokens.iter().copied().map(Token).collect();
-                    let result = batch.add_sequence(&ids, start, seq, logits_last);
-                    let last = i32::try_from(tokens.len()).ok().and_then(|n| start.checked_add(n.max(1) - 1));
+                    let result = batch.add_sequence(&ids, start, seq, last);
+                    let last_pos = start.saturating_add(tokens.len().max(1) - 1);
                     if shadow.len() + tokens.len() > cap {
                         prop_assert_eq!(result, Err(BatchError::Full(cap)));
                     } else if tokens.is_empty() {
                         prop_assert_eq!(result, Ok(()));
-                    } else if start < 0 || last.is_none() || seq < 0 {
+                    } else if too_large(last_pos) || too_large(seq) {
                         prop_assert!(result.is_err());
                     } else {
                         prop_assert_eq!(result, Ok(()));
@@ -231,27 +241,27 @@ fn refill(ctx: &mut Context) {
     let prompt = smollm2().vocab().tokenize("The quick brown fox", AddSpecial::Yes).unwrap();
     for seq in 0..2 {
         let mut batch = Batch::new(prompt.len(), 1);
-        batch.add_sequence(&prompt, 0, seq, true).unwrap();
+        batch.add_sequence(&prompt, 0, seq, Logits::Want).unwrap();
         ctx.decode(&batch).unwrap();
     }
 }
 
 #[derive(Debug, Clone)]
 enum KvOp {
-    Rm(i32, (Bound<i32>, Bound<i32>)),
-    Cp(i32, i32, (Bound<i32>, Bound<i32>)),
-    Keep(i32),
-    Add(i32, (Bound<i32>, Bound<i32>), i32),
-    Div(i32, (Bound<i32>, Bound<i32>), i32),
+    Rm(usize, (Bound<usize>, Bound<usize>)),
+    Cp(usize, usize, (Bound<usize>, Bound<usize>)),
+    Keep(usize),
+    Add(usize, (Bound<usize>, Bound<usize>), i32),
+    Div(usize, (Bound<usize>, Bound<usize>), usize),
 }
 
 /// Positions near the start of the cache, sometimes anywhere.
-fn position() -> impl Strategy<Value = i32> {
-    prop_oneof![3 => 0..40i32, 1 => edgy_i32()]
+fn position() -> impl Strategy<Value = usize> {
+    prop_oneof![3 => 0..40usize, 1 => edgy_usize()]
 }
 
-fn seq_id() -> impl Strategy<Value = i32> {
-    prop_oneof![4 => -1..6i32, 1 => edgy_i32()]
+fn seq_id() -> impl Strategy<Value = usize> {
+    prop_oneof![4 => 0..6usize, 1 => edgy_usize()]
 }
 
 fn kv_op() -> impl Strategy<Value = KvOp> {
@@ -261,23 +271,24 @@ fn kv_op() -> impl Strategy<Value = KvOp> {
         (seq_id(), seq_id(), range()).prop_map(|(a, b, r)| KvOp::Cp(a, b, r)),
         seq_id().prop_map(KvOp::Keep),
         (seq_id(), range(), edgy_i32()).prop_map(|(s, r, d)| KvOp::Add(s, r, d)),
-        (seq_id(), range(), edgy_i32()).prop_map(|(s, r, d)| KvOp::Div(s, r, d)),
+        (seq_id(), range(), edgy_usize()).prop_map(|(s, r, d)| KvOp::Div(s, r, d)),
     ]
 }
 
-/// `(start, end)` in llama.cpp's half-open convention if the range is valid.
-fn valid_range(r: &(Bound<i32>, Bound<i32>)) -> Option<(i64, Option<i64>)> {
+/// `(start, end)` as half-open `u64`s if the range is valid: it starts within llama.cpp's `i32`
+/// positions and is not reversed.
+fn valid_range(r: &(Bound<usize>, Bound<usize>)) -> Option<(u64, Option<u64>)> {
     let start = match r.0 {
-        Bound::Included(s) => i64::from(s),
-        Bound::Excluded(s) => i64::from(s) + 1,
+        Bound::Included(s) => s as u64,
+        Bound::Excluded(s) => s as u64 + 1,
         Bound::Unbounded => 0,
     };
     let end = match r.1 {
-        Bound::Included(e) => Some(i64::from(e) + 1),
-        Bound::Excluded(e) => Some(i64::from(e)),
+        Bound::Included(e) => Some(e as u64 + 1),
+        Bound::Excluded(e) => Some(e as u64),
         Bound::Unbounded => None,
     };
-    let fits = start >= 0 && start <= i64::from(i32::MAX) && end.is_none_or(|e| e >= start);
+    let fits = start <= i32::MAX as u64 && end.is_none_or(|e| e >= start);
     fits.then_some((start, end))
 }
 
@@ -292,7 +303,7 @@ proptest! {
         thread_local!(static CTX: std::cell::RefCell<Context> = std::cell::RefCell::new(kv_context()));
         CTX.with_borrow_mut(|ctx| -> Result<(), TestCaseError> {
             refill(ctx);
-            let seq_ok = |s: i32| (0..4).contains(&s);
+            let seq_ok = |s: usize| s < 4;
             for op in ops {
                 let (result, seqs, range) = match &op {
                     KvOp::Rm(s, r) => (ctx.kv_seq_rm(*s, *r), vec![*s], Some(r)),
@@ -306,14 +317,14 @@ proptest! {
                 match result {
                     Err(MemoryError::InvalidSeqId { seq, .. }) => prop_assert!(!seq_ok(seq)),
                     Err(MemoryError::InvalidRange { .. }) => prop_assert!(bad_range && !bad_seq),
-                    Err(MemoryError::InvalidDivisor(d)) => prop_assert!(d < 1),
+                    Err(MemoryError::InvalidDivisor(d)) => prop_assert!(d < 1 || too_large(d)),
                     Err(MemoryError::PartialCopyNeedsUnifiedCache) => {
                         prop_assert!(matches!(op, KvOp::Cp(a, b, _) if a != b))
                     }
                     Err(e) => prop_assert!(false, "unexpected {e} for {op:?}"),
                     Ok(()) => {
                         prop_assert!(!bad_seq && !bad_range, "{op:?} accepted");
-                        prop_assert!(!matches!(op, KvOp::Div(_, _, d) if d < 1), "{op:?} accepted");
+                        prop_assert!(!matches!(op, KvOp::Div(_, _, d) if d < 1 || too_large(d)), "{op:?} accepted");
                     }
                 }
             }
@@ -322,11 +333,11 @@ proptest! {
                 prop_assert_eq!(lo.is_some(), hi.is_some());
                 prop_assert!(lo <= hi, "seq {seq}: {lo:?} > {hi:?}");
             }
-            prop_assert!(ctx.kv_seq_pos_min(4).is_err() && ctx.kv_seq_pos_max(-1).is_err());
+            prop_assert!(ctx.kv_seq_pos_min(4).is_err() && ctx.kv_seq_pos_max(usize::MAX).is_err());
             let next = ctx.kv_seq_pos_max(0).unwrap().map_or(Some(0), |p| p.checked_add(1));
             if let Some(pos) = next {
                 let mut batch = Batch::new(1, 1);
-                batch.add(Token(1), pos, &[0], true).unwrap();
+                batch.add(Token(1), pos, &[0], Logits::Want).unwrap();
                 let _ = ctx.decode(&batch);
             }
             Ok(())
@@ -337,7 +348,7 @@ proptest! {
     /// them, and after a success every requested row of logits is there.
     #[test]
     fn decode_of_arbitrary_batches_is_a_result(
-        entries in vec((edgy_i32(), position(), vec(seq_id(), 1..3), any::<bool>()), 1..8),
+        entries in vec((edgy_i32(), position(), vec(seq_id(), 1..3), logits()), 1..8),
         keep_prompt in any::<bool>(),
     ) {
         thread_local!(static CTX: std::cell::RefCell<Context> = std::cell::RefCell::new(kv_context()));
@@ -346,7 +357,7 @@ proptest! {
             let n_vocab = ctx.n_vocab();
             let mut batch = Batch::new(entries.len(), 4);
             for (token, pos, seqs, logits) in &entries {
-                let token = if *token >= 0 && *token < 1000 { *token } else { token.rem_euclid(n_vocab + 8) };
+                let token = if *token >= 0 && *token < 1000 { *token } else { token.rem_euclid(n_vocab as i32 + 8) };
                 let _ = batch.add(Token(token), *pos, seqs, *logits);
             }
             if batch.is_empty() {
@@ -356,7 +367,7 @@ proptest! {
                 let wanted = (0..batch.len()).filter(|&i| ctx.logits(Output::At(i)).is_some()).count();
                 prop_assert!(wanted <= batch.len());
                 if let Some(row) = ctx.logits(Output::Last) {
-                    prop_assert_eq!(row.len(), n_vocab as usize);
+                    prop_assert_eq!(row.len(), n_vocab);
                 }
             }
             Ok(())
@@ -404,8 +415,8 @@ fn byte_has_token(b: u8) -> bool {
     TABLE.get_or_init(|| {
         let vocab = smollm2().vocab();
         let mut table = [false; 256];
-        for id in 0..vocab.n_tokens() {
-            if let Ok([b]) = vocab.token_to_bytes(Token(id), ControlText::Hide).as_deref() {
+        for token in vocab.tokens() {
+            if let Ok([b]) = vocab.token_to_bytes(token, ControlText::Hide).as_deref() {
                 table[*b as usize] = true;
             }
         }
@@ -447,13 +458,13 @@ proptest! {
     #[test]
     fn arbitrary_token_ids_are_checked(ids in vec(prop_oneof![3 => 0..49_200i32, 1 => edgy_i32()], 0..24)) {
         let vocab = smollm2().vocab();
-        let n = vocab.n_tokens();
+        let n = vocab.n_tokens() as i32;
         let all_valid = ids.iter().all(|&t| (0..n).contains(&t));
         let tokens: Vec<Token> = ids.iter().copied().map(Token).collect();
         match vocab.detokenize(&tokens) {
             Ok(_) => prop_assert!(all_valid),
             Err(TokenizeError::InvalidToken { token, n_vocab }) => {
-                prop_assert!(!all_valid && !(0..n_vocab).contains(&token))
+                prop_assert!(!all_valid && !(0..n_vocab as i32).contains(&token))
             }
             Err(e) => prop_assert!(false, "{e}"),
         }

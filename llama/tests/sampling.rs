@@ -4,6 +4,7 @@
 mod common;
 
 use common::{prefill, small_ctx, smollm2};
+use llama::Logits;
 use llama::Output;
 use llama::{
     AdaptiveP, AddSpecial, Candidates, CustomSampler, Dry, Mirostat, MirostatV2, Penalties, SampleError, Sampler,
@@ -320,11 +321,11 @@ fn generate(sampler: &mut Sampler, prompt: &str, n: usize) -> Vec<Token> {
     prefill(&mut ctx, &prompt, 0);
     let mut out = Vec::new();
     let mut batch = llama::Batch::new(1, 1);
-    for pos in (prompt.len() as i32..).take(n) {
+    for pos in (prompt.len()..).take(n) {
         let t = sampler.sample(&ctx, Output::Last).unwrap();
         out.push(t);
         batch.clear();
-        batch.add(t, pos, &[0], true).unwrap();
+        batch.add(t, pos, &[0], Logits::Want).unwrap();
         ctx.decode(&batch).unwrap();
     }
     out

@@ -9,6 +9,7 @@ use common::{max_rel_diff, scratch, small_ctx, smollm2};
 use llama::speculative::{
     softmax, verify_step, DraftModel, Mode, NgramDrafter, SpeculativeDecoder, SpeculativeError, Verdict,
 };
+use llama::Logits;
 use llama::Output;
 use llama::{
     AddSpecial, Batch, ContextParams, FinishReason, Ftype, GenerateParams, Model, QuantizeParams, Sampler,
@@ -115,14 +116,14 @@ fn draft_model_greedy_equals_plain_greedy_and_kv_matches() {
 
         // The target's cache is as if prompt + output had been decoded token by token.
         let all: Vec<Token> = prompt.iter().chain(&got).copied().collect();
-        assert_eq!(spec.target().kv_seq_pos_max(0).unwrap(), Some(all.len() as i32 - 1));
+        assert_eq!(spec.target().kv_seq_pos_max(0).unwrap(), Some(all.len() - 1));
         let mut plain = target.context(params()).unwrap();
         let mut batch = Batch::new(512, 1);
-        batch.add_sequence(&prompt, 0, 0, true).unwrap();
+        batch.add_sequence(&prompt, 0, 0, Logits::Want).unwrap();
         plain.decode(&batch).unwrap();
         for (i, &t) in got.iter().enumerate() {
             batch.clear();
-            batch.add(t, (prompt.len() + i) as i32, &[0], true).unwrap();
+            batch.add(t, prompt.len() + i, &[0], Logits::Want).unwrap();
             plain.decode(&batch).unwrap();
         }
         // Batched verification rounds differently from single-token decodes (~1e-3 relative
@@ -160,7 +161,7 @@ fn speculative_sampling_keeps_the_target_distribution_on_real_models() {
     let dist = |model: &Model, temperature: f32| {
         let mut ctx = model.context(params()).unwrap();
         let mut b = Batch::new(64, 1);
-        b.add_sequence(&prompt, 0, 0, true).unwrap();
+        b.add_sequence(&prompt, 0, 0, Logits::Want).unwrap();
         ctx.decode(&b).unwrap();
         softmax(ctx.logits(Output::Last).unwrap(), temperature)
     };
@@ -262,7 +263,7 @@ fn generate_text_streams_like_plain_generation() {
     assert_eq!(gen.finish_reason(), Some(FinishReason::Stop));
     assert_eq!(streamed, expected_text[..cut], "stop {stop:?}");
     let generated = spec.stats().generated;
-    assert_eq!(spec.target().kv_seq_pos_max(0).unwrap(), Some((prompt.len() + generated) as i32 - 1));
+    assert_eq!(spec.target().kv_seq_pos_max(0).unwrap(), Some(prompt.len() + generated - 1));
 
     // Cancellation before the first token.
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));

@@ -4,7 +4,7 @@
 
 mod common;
 
-use llama::{AddSpecial, Batch, ChatMessage, ContextParams, Output, Sampler, SpecialSyntax, Token};
+use llama::{AddSpecial, Batch, ChatMessage, ContextParams, Logits, Output, Sampler, SpecialSyntax, Token};
 use serde_json::{json, Value};
 
 const PARALLEL: usize = 10;
@@ -19,16 +19,14 @@ fn generate(instruction: &str, seeds: &[u32], make: impl Fn(u32) -> Sampler) -> 
         .unwrap();
     let prompt = vocab.tokenize_with(&chat, AddSpecial::No, SpecialSyntax::Tokens).unwrap();
     let n = seeds.len();
-    let params = ContextParams::default()
-        .n_ctx(((prompt.len() + MAX_TOKENS + 8) * n) as u32)
-        .n_seq_max(n as u32)
-        .kv_unified(true)
-        .n_threads(2);
+    let params =
+        ContextParams::default().n_ctx((prompt.len() + MAX_TOKENS + 8) * n).n_seq_max(n).kv_unified(true).n_threads(2);
     let mut ctx = model.context(params).unwrap();
-    let all: Vec<i32> = (0..n as i32).collect();
+    let all: Vec<usize> = (0..n).collect();
     let mut batch = Batch::new(prompt.len().max(n), n);
     for (i, &t) in prompt.iter().enumerate() {
-        batch.add(t, i as i32, &all, i + 1 == prompt.len()).unwrap();
+        let logits = if i + 1 == prompt.len() { Logits::Want } else { Logits::Skip };
+        batch.add(t, i, &all, logits).unwrap();
     }
     ctx.decode(&batch).unwrap();
 
@@ -50,7 +48,7 @@ fn generate(instruction: &str, seeds: &[u32], make: impl Fn(u32) -> Sampler) -> 
             }
             outputs[seq].push(t);
             index[seq] = batch.len();
-            batch.add(t, (prompt.len() + step) as i32, &[seq as i32], true).unwrap();
+            batch.add(t, prompt.len() + step, &[seq], Logits::Want).unwrap();
         }
         if batch.is_empty() {
             break;

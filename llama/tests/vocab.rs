@@ -89,7 +89,7 @@ fn special_tokens_and_attributes() {
 #[test]
 fn invalid_ids_and_huge_text_are_errors() {
     let vocab = smollm2().vocab();
-    let n = vocab.n_tokens();
+    let n = vocab.n_tokens() as i32;
     for bad in [Token(-1), Token(n), Token(i32::MAX)] {
         assert!(matches!(vocab.token_to_bytes(bad, ControlText::Hide), Err(TokenizeError::InvalidToken { .. })));
         assert!(vocab.text(bad).is_err() && vocab.attrs(bad).is_err() && vocab.score(bad).is_err());

@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 
+use llama::Logits;
 use llama::{
     AddSpecial, Batch, ChatMessage, ChatTemplate, Context, ContextParams, ControlText, Model, Sampler, SpecialSyntax,
     Token, TokenDataArray, Utf8Decoder,
@@ -21,7 +22,7 @@ pub fn gguf(data: &[u8]) {
     let Ok(model) = Model::builder(&path).load() else { return };
     let Ok(mut ctx) = model.context(ContextParams::default().n_ctx(16).n_batch(16).n_threads(1)) else { return };
     let mut batch = Batch::new(1, 1);
-    if batch.add(Token(0), 0, &[0], true).is_ok() {
+    if batch.add(Token(0), 0, &[0], Logits::Want).is_ok() {
         let _ = ctx.decode(&batch);
     }
 }
@@ -32,8 +33,8 @@ fn byte_has_token(b: u8) -> bool {
     TABLE.get_or_init(|| {
         let vocab = super::vocab_model().vocab();
         let mut table = [false; 256];
-        for id in 0..vocab.n_tokens() {
-            if let Ok([b]) = vocab.token_to_bytes(Token(id), ControlText::Hide).as_deref() {
+        for token in vocab.tokens() {
+            if let Ok([b]) = vocab.token_to_bytes(token, ControlText::Hide).as_deref() {
                 table[*b as usize] = true;
             }
         }
@@ -128,11 +129,11 @@ thread_local! {
     );
 }
 
-fn decode_next(ctx: &mut Context, seq: i32) {
+fn decode_next(ctx: &mut Context, seq: usize) {
     let next = ctx.kv_seq_pos_max(seq).ok().flatten().map_or(Some(0), |p| p.checked_add(1));
     let mut batch = Batch::new(1, 1);
     if let Some(pos) = next {
-        if batch.add(Token(1), pos, &[seq], true).is_ok() {
+        if batch.add(Token(1), pos, &[seq], Logits::Want).is_ok() {
             let _ = ctx.decode(&batch);
         }
     }

@@ -131,12 +131,12 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::Ledger;
-    use crate::{Batch, Token};
+    use crate::{Batch, Logits, Token};
 
-    fn batch(tokens: &[i32], start: i32, seq: i32) -> Batch {
+    fn batch(tokens: &[i32], start: usize, seq: usize) -> Batch {
         let mut b = Batch::new(tokens.len().max(1), 1);
         let tokens: Vec<Token> = tokens.iter().map(|&t| Token(t)).collect();
-        b.add_sequence(&tokens, start, seq, true).unwrap();
+        b.add_sequence(&tokens, start, seq, Logits::Want).unwrap();
         b
     }
 

@@ -6,27 +6,24 @@ use super::Context;
 use crate::error::MemoryError;
 
 /// Converts a Rust range of positions into llama.cpp's `[p0, p1)` with -1 for "open".
-fn c_range(range: impl RangeBounds<i32>) -> Result<(i32, i32), MemoryError> {
+fn c_range(range: impl RangeBounds<usize>) -> Result<(i32, i32), MemoryError> {
     let start = match range.start_bound() {
-        Bound::Included(&s) => i64::from(s),
-        Bound::Excluded(&s) => i64::from(s) + 1,
-        Bound::Unbounded => 0,
+        Bound::Included(&s) => Some(s),
+        Bound::Excluded(&s) => s.checked_add(1),
+        Bound::Unbounded => Some(0),
     };
     let end = match range.end_bound() {
-        Bound::Included(&e) => Some(i64::from(e) + 1),
-        Bound::Excluded(&e) => Some(i64::from(e)),
+        Bound::Included(&e) => e.checked_add(1),
+        Bound::Excluded(&e) => Some(e),
         Bound::Unbounded => None,
     };
-    let bad = || MemoryError::InvalidRange { start, end: end.unwrap_or(i64::MAX) };
-    if start < 0 || end.is_some_and(|e| e < start) {
+    let bad = || MemoryError::InvalidRange { start: start.unwrap_or(usize::MAX), end };
+    let p0 = start.and_then(|s| i32::try_from(s).ok()).ok_or_else(bad)?;
+    if end.is_some_and(|e| e < p0 as usize) {
         return Err(bad());
     }
-    let p0 = i32::try_from(start).map_err(|_| bad())?;
-    let p1 = match end {
-        // `end == i32::MAX + 1` (an inclusive i32::MAX) is the same as open-ended.
-        Some(e) => i32::try_from(e).unwrap_or(-1),
-        None => -1,
-    };
+    // Every position llama.cpp holds is below i32::MAX: a larger end is the same as open-ended.
+    let p1 = end.and_then(|e| i32::try_from(e).ok()).unwrap_or(-1);
     Ok((p0, p1))
 }
 
@@ -41,12 +38,13 @@ impl Context {
         unsafe { llama_sys::llama_get_memory(self.as_ptr()) }
     }
 
-    pub(super) fn check_seq(&self, seq: i32) -> Result<(), MemoryError> {
+    /// `seq` as llama.cpp's id, if it is below `n_seq_max` (itself a `u32`).
+    pub(super) fn check_seq(&self, seq: usize) -> Result<i32, MemoryError> {
         let n_seq_max = self.n_seq_max();
-        if seq < 0 || seq as u32 >= n_seq_max {
+        if seq >= n_seq_max {
             return Err(MemoryError::InvalidSeqId { seq, n_seq_max });
         }
-        Ok(())
+        Ok(seq as i32)
     }
 
     fn check_shift(&self) -> Result<(), MemoryError> {
@@ -73,8 +71,8 @@ impl Context {
     /// ctx.kv_seq_rm(0, 10..)?; // keep only positions 0..10 of sequence 0
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn kv_seq_rm(&mut self, seq: i32, range: impl RangeBounds<i32>) -> Result<(), MemoryError> {
-        self.check_seq(seq)?;
+    pub fn kv_seq_rm(&mut self, seq: usize, range: impl RangeBounds<usize>) -> Result<(), MemoryError> {
+        let seq = self.check_seq(seq)?;
         let (p0, p1) = c_range(range)?;
         // SAFETY: seq and range validated; valid memory handle.
         if unsafe { llama_sys::llama_memory_seq_rm(self.memory(), seq, p0, p1) } {
@@ -87,9 +85,9 @@ impl Context {
 
     /// Makes the positions in `range` of sequence `src` part of sequence `dst` as well (shares
     /// the cells; no recomputation).
-    pub fn kv_seq_cp(&mut self, src: i32, dst: i32, range: impl RangeBounds<i32>) -> Result<(), MemoryError> {
-        self.check_seq(src)?;
-        self.check_seq(dst)?;
+    pub fn kv_seq_cp(&mut self, src: usize, dst: usize, range: impl RangeBounds<usize>) -> Result<(), MemoryError> {
+        let src = self.check_seq(src)?;
+        let dst = self.check_seq(dst)?;
         let (p0, p1) = c_range(range)?;
         // With one KV stream per sequence, llama.cpp can only copy whole streams (it asserts).
         if !self.kv_unified && self.n_seq_max() > 1 && src != dst && is_partial(p0, p1) {
@@ -102,8 +100,8 @@ impl Context {
     }
 
     /// Removes every sequence except `seq`.
-    pub fn kv_seq_keep(&mut self, seq: i32) -> Result<(), MemoryError> {
-        self.check_seq(seq)?;
+    pub fn kv_seq_keep(&mut self, seq: usize) -> Result<(), MemoryError> {
+        let seq = self.check_seq(seq)?;
         // SAFETY: seq validated; valid memory handle.
         unsafe { llama_sys::llama_memory_seq_keep(self.memory(), seq) };
         self.ledger.kept(seq);
@@ -111,8 +109,8 @@ impl Context {
     }
 
     /// Adds `delta` to the positions in `range` of sequence `seq` (context shifting).
-    pub fn kv_seq_add(&mut self, seq: i32, range: impl RangeBounds<i32>, delta: i32) -> Result<(), MemoryError> {
-        self.check_seq(seq)?;
+    pub fn kv_seq_add(&mut self, seq: usize, range: impl RangeBounds<usize>, delta: i32) -> Result<(), MemoryError> {
+        let seq = self.check_seq(seq)?;
         let (p0, p1) = c_range(range)?;
         self.check_shift()?;
         // SAFETY: seq and range validated; the memory supports shifting.
@@ -122,12 +120,12 @@ impl Context {
     }
 
     /// Divides the positions in `range` of sequence `seq` by `d` (self-extend).
-    pub fn kv_seq_div(&mut self, seq: i32, range: impl RangeBounds<i32>, d: i32) -> Result<(), MemoryError> {
-        self.check_seq(seq)?;
+    pub fn kv_seq_div(&mut self, seq: usize, range: impl RangeBounds<usize>, d: usize) -> Result<(), MemoryError> {
+        let seq = self.check_seq(seq)?;
         let (p0, p1) = c_range(range)?;
-        if d < 1 {
+        let Some(d) = i32::try_from(d).ok().filter(|&d| d >= 1) else {
             return Err(MemoryError::InvalidDivisor(d));
-        }
+        };
         self.check_shift()?;
         // SAFETY: seq, range and divisor validated; the memory supports shifting.
         unsafe { llama_sys::llama_memory_seq_div(self.memory(), seq, p0, p1, d) };
@@ -136,19 +134,19 @@ impl Context {
     }
 
     /// Smallest position of sequence `seq` in the cache, `None` if it is empty.
-    pub fn kv_seq_pos_min(&self, seq: i32) -> Result<Option<i32>, MemoryError> {
-        self.check_seq(seq)?;
+    pub fn kv_seq_pos_min(&self, seq: usize) -> Result<Option<usize>, MemoryError> {
+        let seq = self.check_seq(seq)?;
         // SAFETY: seq validated; valid memory handle.
         let p = unsafe { llama_sys::llama_memory_seq_pos_min(self.memory(), seq) };
-        Ok((p >= 0).then_some(p))
+        Ok(usize::try_from(p).ok())
     }
 
     /// Largest position of sequence `seq` in the cache, `None` if it is empty.
-    pub fn kv_seq_pos_max(&self, seq: i32) -> Result<Option<i32>, MemoryError> {
-        self.check_seq(seq)?;
+    pub fn kv_seq_pos_max(&self, seq: usize) -> Result<Option<usize>, MemoryError> {
+        let seq = self.check_seq(seq)?;
         // SAFETY: seq validated; valid memory handle.
         let p = unsafe { llama_sys::llama_memory_seq_pos_max(self.memory(), seq) };
-        Ok((p >= 0).then_some(p))
+        Ok(usize::try_from(p).ok())
     }
 
     /// Whether positions can be shifted ([`kv_seq_add`](Self::kv_seq_add), [`kv_seq_div`](Self::kv_seq_div)).
@@ -169,8 +167,11 @@ mod tests {
         assert_eq!(c_range(3..), Ok((3, -1)));
         assert_eq!(c_range(..5), Ok((0, 5)));
         assert_eq!(c_range(2..=4), Ok((2, 5)));
-        assert_eq!(c_range(..=i32::MAX), Ok((0, -1)));
-        assert!(matches!(c_range(-1..), Err(MemoryError::InvalidRange { .. })));
+        assert_eq!(c_range(..=i32::MAX as usize), Ok((0, -1)));
+        assert_eq!(c_range(..=usize::MAX), Ok((0, -1)));
+        assert_eq!(c_range(1..usize::MAX), Ok((1, -1)));
+        let beyond = i32::MAX as usize + 1;
+        assert_eq!(c_range(beyond..), Err(MemoryError::InvalidRange { start: beyond, end: None }));
         #[allow(clippy::reversed_empty_ranges)]
         let reversed = 5..2;
         assert!(matches!(c_range(reversed), Err(MemoryError::InvalidRange { .. })));

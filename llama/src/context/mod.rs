@@ -12,7 +12,7 @@ use std::ffi::c_void;
 use std::ptr::NonNull;
 
 use crate::error::{ContextError, DecodeError};
-use crate::{Batch, Model, Token, Vocab};
+use crate::{Batch, Logits, Model, Token, Vocab};
 pub(crate) use ledger::Ledger;
 
 /// Which output of the last decode to read: outputs exist for the batch entries that asked for
@@ -70,7 +70,7 @@ pub struct ContextPerf {
 /// let mut ctx = model.context(ContextParams::default())?;
 /// let tokens = model.vocab().tokenize("Once upon a time", llama::AddSpecial::Yes)?;
 /// let mut batch = Batch::new(tokens.len(), 1);
-/// batch.add_sequence(&tokens, 0, 0, true)?;
+/// batch.add_sequence(&tokens, 0, 0, Logits::Want)?;
 /// ctx.decode(&batch)?;
 /// let next = Sampler::greedy().sample(&ctx, Output::Last)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -79,7 +79,7 @@ pub struct Context {
     ptr: NonNull<llama_sys::llama_context>,
     /// Batch indices whose outputs the last successful decode produced.
     outputs: Vec<bool>,
-    n_vocab: i32,
+    n_vocab: usize,
     kv_unified: bool,
     embeddings: bool,
     abort: Option<Box<AbortState>>,
@@ -104,20 +104,20 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     pub(crate) fn new(model: &Model, params: ContextParams) -> Result<Context, ContextError> {
-        params.validate()?;
-        // SAFETY: the model is alive (and kept alive by the clone stored below); params come
+        let raw = params.raw()?;
+        // SAFETY: the model is alive (and kept alive by the clone stored below); `raw` comes
         // from llama.cpp's defaults with plain values set, no callbacks.
-        let raw = unsafe { llama_sys::llama_rs_init_from_model(model.as_ptr(), params.raw) };
-        let ptr = NonNull::new(raw).ok_or(ContextError::Failed { n_ctx: params.raw.n_ctx })?;
+        let ctx = unsafe { llama_sys::llama_rs_init_from_model(model.as_ptr(), raw) };
+        let ptr = NonNull::new(ctx).ok_or(ContextError::Failed { n_ctx: params.n_ctx })?;
         Ok(Context {
             ptr,
             outputs: Vec::new(),
             n_vocab: model.vocab().n_tokens(),
-            kv_unified: params.raw.kv_unified,
-            embeddings: params.raw.embeddings,
+            kv_unified: params.kv_unified,
+            embeddings: params.embeddings,
             abort: None,
             loras: Vec::new(),
-            ledger: Ledger::new(params.raw.n_seq_max as usize),
+            ledger: Ledger::new(params.n_seq_max),
             model: model.clone(),
         })
     }
@@ -137,31 +137,31 @@ impl Context {
     }
 
     /// Context length in tokens.
-    pub fn n_ctx(&self) -> u32 {
+    pub fn n_ctx(&self) -> usize {
         // SAFETY: the context is alive.
-        unsafe { llama_sys::llama_n_ctx(self.as_ptr()) }
+        (unsafe { llama_sys::llama_n_ctx(self.as_ptr()) }) as usize
     }
 
     /// Largest batch [`decode`](Self::decode) accepts.
-    pub fn n_batch(&self) -> u32 {
+    pub fn n_batch(&self) -> usize {
         // SAFETY: the context is alive.
-        unsafe { llama_sys::llama_n_batch(self.as_ptr()) }
+        (unsafe { llama_sys::llama_n_batch(self.as_ptr()) }) as usize
     }
 
     /// Physical micro-batch size.
-    pub fn n_ubatch(&self) -> u32 {
+    pub fn n_ubatch(&self) -> usize {
         // SAFETY: the context is alive.
-        unsafe { llama_sys::llama_n_ubatch(self.as_ptr()) }
+        (unsafe { llama_sys::llama_n_ubatch(self.as_ptr()) }) as usize
     }
 
     /// Number of sequences the context can hold.
-    pub fn n_seq_max(&self) -> u32 {
+    pub fn n_seq_max(&self) -> usize {
         // SAFETY: the context is alive.
-        unsafe { llama_sys::llama_n_seq_max(self.as_ptr()) }
+        (unsafe { llama_sys::llama_n_seq_max(self.as_ptr()) }) as usize
     }
 
     /// Vocabulary size: valid token ids are `0..n_vocab`.
-    pub fn n_vocab(&self) -> i32 {
+    pub fn n_vocab(&self) -> usize {
         self.n_vocab
     }
 
@@ -175,20 +175,21 @@ impl Context {
             return Err(DecodeError::Empty);
         }
         let n_batch = self.n_batch();
-        if batch.len() > n_batch as usize {
+        if batch.len() > n_batch {
             return Err(DecodeError::TooLarge { len: batch.len(), n_batch });
         }
         if batch.has_tokens() {
-            if let Some(&bad) = batch.tokens().iter().find(|t| !(0..self.n_vocab).contains(&t.0)) {
-                return Err(DecodeError::InvalidToken { token: bad.0, n_vocab: self.n_vocab });
+            if let Some(&bad) = batch.tokens().iter().find(|t| usize::try_from(t.0).map_or(true, |t| t >= self.n_vocab))
+            {
+                return Err(DecodeError::InvalidToken { token: bad.0, n_vocab: self.n_vocab() });
             }
         } else if batch.embd_width() != self.model.n_embd() {
             return Err(DecodeError::EmbeddingWidth { got: batch.embd_width(), expected: self.model.n_embd() });
         }
         let n_seq_max = self.n_seq_max();
         for i in 0..batch.len() {
-            if let Some(&seq) = batch.seq_ids(i).iter().find(|&&s| s as u32 >= n_seq_max) {
-                return Err(DecodeError::InvalidSeqId { seq, n_seq_max });
+            if let Some(&seq) = batch.seq_ids(i).iter().find(|&&s| s as usize >= n_seq_max) {
+                return Err(DecodeError::InvalidSeqId { seq: seq as usize, n_seq_max });
             }
         }
         Ok(())
@@ -225,13 +226,13 @@ impl Context {
     /// let logits = ctx.logits(Output::Last);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn decode_tokens(&mut self, tokens: &[Token], start: i32, seq: i32) -> Result<(), DecodeError> {
-        let n_batch = (self.n_batch() as usize).max(1);
+    pub fn decode_tokens(&mut self, tokens: &[Token], start: usize, seq: usize) -> Result<(), DecodeError> {
+        let n_batch = self.n_batch().max(1);
         let mut batch = Batch::try_new(tokens.len().min(n_batch), 1)?;
         for (i, chunk) in tokens.chunks(n_batch).enumerate() {
             batch.clear();
-            let pos = crate::batch::position(start, i * n_batch)?;
-            let last = (i + 1) * n_batch >= tokens.len();
+            let pos = start.saturating_add(i * n_batch);
+            let last = if (i + 1) * n_batch >= tokens.len() { Logits::Want } else { Logits::Skip };
             batch.add_sequence(chunk, pos, seq, last)?;
             self.decode(&batch)?;
         }
@@ -241,8 +242,8 @@ impl Context {
     /// The tokens sequence `seq` holds at positions `0..n` of the KV cache, as far as this
     /// context can tell; `None` once an operation made that unknowable (a hole, a shift, a
     /// restored state, adapters changed since).
-    pub fn cached_tokens(&self, seq: i32) -> Option<&[Token]> {
-        self.ledger.known(seq)
+    pub fn cached_tokens(&self, seq: usize) -> Option<&[Token]> {
+        self.ledger.known(i32::try_from(seq).ok()?)
     }
 
     /// Runs the encoder of an encoder(-decoder) model on `batch` (no KV cache involved).
@@ -304,7 +305,7 @@ impl Context {
         // again and returns null); rows stay valid until the next decode, which needs `&mut self`.
         let p = unsafe { llama_sys::llama_get_logits_ith(self.as_ptr(), idx) };
         // SAFETY: a non-null row holds n_vocab floats.
-        NonNull::new(p).map(|p| unsafe { std::slice::from_raw_parts(p.as_ptr(), self.n_vocab as usize) })
+        NonNull::new(p).map(|p| unsafe { std::slice::from_raw_parts(p.as_ptr(), self.n_vocab) })
     }
 
     /// Embedding of one output of the last decode (context created with
@@ -321,12 +322,13 @@ impl Context {
     }
 
     /// Pooled embedding of sequence `seq` (pooling other than `None`).
-    pub fn embeddings_seq(&self, seq: i32) -> Option<&[f32]> {
-        if !self.embeddings || seq < 0 || seq as u32 >= self.n_seq_max() {
+    pub fn embeddings_seq(&self, seq: usize) -> Option<&[f32]> {
+        if !self.embeddings || seq >= self.n_seq_max() {
             return None;
         }
-        // SAFETY: the context is alive; llama.cpp returns null when there is no pooled output
-        // for `seq`.
+        let seq = seq as i32; // below n_seq_max, a u32
+                              // SAFETY: the context is alive; llama.cpp returns null when there is no pooled output
+                              // for `seq`.
         let p = unsafe { llama_sys::llama_get_embeddings_seq(self.as_ptr(), seq) };
         // SAFETY: a non-null row holds n_embd_out floats (n_cls_out for rank pooling, which is
         // never larger).
@@ -347,19 +349,22 @@ impl Context {
     }
 
     /// Changes the thread counts for generation and batch processing (each at least 1).
-    pub fn set_threads(&mut self, n_threads: i32, n_threads_batch: i32) -> Result<(), ContextError> {
-        if n_threads < 1 || n_threads_batch < 1 {
-            return Err(ContextError::InvalidParam("thread counts must be at least 1"));
-        }
+    pub fn set_threads(&mut self, n_threads: usize, n_threads_batch: usize) -> Result<(), ContextError> {
+        let count = |n: usize| i32::try_from(n).ok().filter(|&n| n >= 1);
+        let (Some(n_threads), Some(n_threads_batch)) = (count(n_threads), count(n_threads_batch)) else {
+            return Err(ContextError::InvalidParam("thread counts must be in 1..=i32::MAX"));
+        };
         // SAFETY: the context is alive; counts are positive.
         unsafe { llama_sys::llama_set_n_threads(self.as_ptr(), n_threads, n_threads_batch) };
         Ok(())
     }
 
     /// Current (generation, batch) thread counts.
-    pub fn threads(&self) -> (i32, i32) {
+    pub fn threads(&self) -> (usize, usize) {
         // SAFETY: the context is alive.
-        unsafe { (llama_sys::llama_n_threads(self.as_ptr()), llama_sys::llama_n_threads_batch(self.as_ptr())) }
+        let (n, batch) =
+            unsafe { (llama_sys::llama_n_threads(self.as_ptr()), llama_sys::llama_n_threads_batch(self.as_ptr())) };
+        (n.max(0) as usize, batch.max(0) as usize)
     }
 
     /// Installs a callback polled during [`decode`](Self::decode); returning `true` aborts it
@@ -413,7 +418,7 @@ impl Context {
         let vocab = self.vocab();
         let token = vocab.bos().or(vocab.eos()).unwrap_or(Token(0));
         let mut batch = Batch::new(1, 1);
-        batch.add(token, 0, &[0], true)?;
+        batch.add(token, 0, &[0], Logits::Want)?;
         self.decode(&batch)?;
         // SAFETY: the context is alive. Book the warmup's timings now, so the reset drops them.
         unsafe { llama_sys::llama_synchronize(self.as_ptr()) };

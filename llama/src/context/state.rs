@@ -137,8 +137,8 @@ impl Context {
     }
 
     /// Serialises the KV cache of one sequence.
-    pub fn save_seq_state(&self, seq: i32) -> Result<Vec<u8>, StateError> {
-        self.check_seq(seq)?;
+    pub fn save_seq_state(&self, seq: usize) -> Result<Vec<u8>, StateError> {
+        let seq = self.check_seq(seq)?;
         // SAFETY: the context is alive; seq validated.
         let size = unsafe { llama_sys::llama_rs_state_seq_get_size(self.as_ptr(), seq) };
         let mut buf = vec![0u8; size];
@@ -153,11 +153,11 @@ impl Context {
 
     /// Restores one sequence (into `seq`, which may differ from the one saved). On error that
     /// sequence is removed from the cache.
-    pub fn load_seq_state(&mut self, seq: i32, data: &[u8]) -> Result<(), StateError> {
-        self.ledger.forget(seq);
-        self.check_seq(seq)?;
+    pub fn load_seq_state(&mut self, seq: usize, data: &[u8]) -> Result<(), StateError> {
+        let c_seq = self.check_seq(seq)?;
+        self.ledger.forget(c_seq);
         // SAFETY: seq validated; `data` readable for its length, reads are bounds-checked.
-        let n = unsafe { llama_sys::llama_rs_state_seq_set_data(self.as_ptr(), data.as_ptr(), data.len(), seq) };
+        let n = unsafe { llama_sys::llama_rs_state_seq_set_data(self.as_ptr(), data.as_ptr(), data.len(), c_seq) };
         if n == 0 {
             self.kv_seq_rm(seq, ..)?;
             return Err(StateError::Rejected);
@@ -166,8 +166,8 @@ impl Context {
     }
 
     /// Saves one sequence plus its `tokens` to a file.
-    pub fn save_seq_state_file(&self, path: impl AsRef<Path>, seq: i32, tokens: &[Token]) -> Result<(), StateError> {
-        self.check_seq(seq)?;
+    pub fn save_seq_state_file(&self, path: impl AsRef<Path>, seq: usize, tokens: &[Token]) -> Result<(), StateError> {
+        let seq = self.check_seq(seq)?;
         let path = c_path(path.as_ref())?;
         // SAFETY: NUL-terminated path, seq validated, `tokens` valid for its length.
         let n = unsafe {
@@ -187,11 +187,11 @@ impl Context {
     pub fn load_seq_state_file(
         &mut self,
         path: impl AsRef<Path>,
-        seq: i32,
+        seq: usize,
         max_tokens: usize,
     ) -> Result<Vec<Token>, StateError> {
-        self.ledger.forget(seq);
-        self.check_seq(seq)?;
+        let c_seq = self.check_seq(seq)?;
+        self.ledger.forget(c_seq);
         let n_tokens = check_session_file(path.as_ref(), max_tokens, false)?;
         let path = c_path(path.as_ref())?;
         let mut tokens = vec![Token(0); n_tokens];
@@ -201,7 +201,7 @@ impl Context {
             llama_sys::llama_rs_state_seq_load_file(
                 self.as_ptr(),
                 path.as_ptr(),
-                seq,
+                c_seq,
                 tokens.as_mut_ptr().cast(),
                 tokens.len(),
                 &mut n,

@@ -65,7 +65,7 @@ impl std::future::Future for PendingEmbeddings {
 
 impl Embeddings {
     /// An embedding context of `n_ctx` tokens per pass, on a new thread.
-    pub fn new(model: &Model, n_ctx: u32) -> Result<Embeddings, EmbedError> {
+    pub fn new(model: &Model, n_ctx: usize) -> Result<Embeddings, EmbedError> {
         let mut embedder = Embedder::new(model, n_ctx)?;
         let (tx, rx) = std_mpsc::channel::<Job>();
         let stats = Arc::new(Stats::default());

@@ -66,8 +66,8 @@ use slots::{Job, Slot};
 #[must_use]
 pub struct EngineParams {
     slots: usize,
-    n_ctx: u32,
-    threads: Option<i32>,
+    n_ctx: usize,
+    threads: Option<usize>,
     prefill_budget: usize,
     prefill_slowdown: f64,
     max_queue: usize,
@@ -98,13 +98,13 @@ impl EngineParams {
     }
 
     /// KV cache size in tokens, shared by all slots (default 4096).
-    pub fn n_ctx(mut self, n: u32) -> Self {
+    pub fn n_ctx(mut self, n: usize) -> Self {
         self.n_ctx = n.max(16);
         self
     }
 
     /// Threads for decoding (default: the available cores).
-    pub fn threads(mut self, n: i32) -> Self {
+    pub fn threads(mut self, n: usize) -> Self {
         self.threads = Some(n.max(1));
         self
     }
@@ -160,7 +160,7 @@ pub struct EngineHandle {
     tx: std_mpsc::Sender<Command>,
     shared: Arc<Shared>,
     model: Model,
-    n_ctx: u32,
+    n_ctx: usize,
     slots: usize,
     max_queue: usize,
     stream_buffer: usize,
@@ -191,10 +191,8 @@ struct Submission {
 impl Engine {
     /// Creates the context and starts the engine thread.
     pub fn new(model: &Model, params: EngineParams) -> Result<Engine, ContextError> {
-        let threads = params
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| i32::try_from(n.get()).unwrap_or(4)));
-        let n_batch = (params.prefill_budget + params.slots).max(params.slots * 2) as u32;
+        let threads = params.threads.unwrap_or_else(crate::context::default_threads);
+        let n_batch = (params.prefill_budget + params.slots).max(params.slots * 2);
         // On a CPU, flash attention over a unified cache made a step of 3 streams plus a few
         // prompt tokens ~20× slower once a 1,500-token prompt sat in the cache (benches/engine.rs
         // fairness: p99 1.7 s vs 0.1 s without it). GPUs keep llama.cpp's choice. Not
@@ -212,18 +210,18 @@ impl Engine {
             .clone()
             .unwrap_or(default_context)
             .n_ctx(params.n_ctx)
-            .n_seq_max(params.slots as u32)
+            .n_seq_max(params.slots)
             .kv_unified(true)
             .n_batch(n_batch)
             .n_ubatch(n_batch)
             .n_threads(threads);
         let ctx = model.context(ctx_params)?;
-        let batch = Batch::new(n_batch as usize, 1);
+        let batch = Batch::new(n_batch, 1);
         let shared = Arc::new(Shared::default());
         {
             let mut m = shared.metrics.lock().unwrap_or_else(|e| e.into_inner());
             m.slots = params.slots;
-            m.kv_cells = ctx.n_ctx() as usize;
+            m.kv_cells = ctx.n_ctx();
         }
         let (tx, rx) = std_mpsc::channel();
         let handle = EngineHandle {
@@ -235,8 +233,7 @@ impl Engine {
             max_queue: params.max_queue,
             stream_buffer: params.stream_buffer,
         };
-        let slots =
-            (0..params.slots).map(|i| Slot { seq: i as i32, job: None, reserved: false, last_used: 0 }).collect();
+        let slots = (0..params.slots).map(|i| Slot { seq: i, job: None, reserved: false, last_used: 0 }).collect();
         let mut worker = Worker {
             ctx,
             slots,
@@ -296,7 +293,7 @@ impl EngineHandle {
             return Err(SubmitError::TooManyCompletions { n, slots: self.slots });
         }
         let prompt = self.tokenize(&request)?;
-        if prompt.len() >= self.n_ctx as usize {
+        if prompt.len() >= self.n_ctx {
             return Err(SubmitError::PromptTooLong { prompt: prompt.len(), n_ctx: self.n_ctx });
         }
         let mut samplers = request.samplers;
@@ -379,7 +376,7 @@ impl EngineHandle {
     }
 
     /// Tokens one sequence can hold (the whole shared cache).
-    pub fn n_ctx(&self) -> u32 {
+    pub fn n_ctx(&self) -> usize {
         self.n_ctx
     }
 
@@ -505,7 +502,7 @@ impl Worker {
 
     /// Starts queued requests while slots and KV room allow, in arrival order.
     fn admit(&mut self) {
-        let n_ctx = self.ctx.n_ctx() as usize;
+        let n_ctx = self.ctx.n_ctx();
         while let Some(next) = self.queue.front() {
             let n = next.samplers.len();
             let free = self.slots.iter().filter(|s| s.idle()).count();
@@ -529,12 +526,12 @@ impl Worker {
         let seq = self.slots[slot].seq;
         if let Some(d) = donor {
             let src = self.slots[d].seq;
-            let copied = self.ctx.kv_seq_rm(seq, ..).and_then(|()| self.ctx.kv_seq_cp(src, seq, 0..common as i32));
+            let copied = self.ctx.kv_seq_rm(seq, ..).and_then(|()| self.ctx.kv_seq_cp(src, seq, 0..common));
             if copied.is_err() {
                 common = 0;
             }
         }
-        if self.ctx.kv_seq_rm(seq, common as i32..).is_err() {
+        if self.ctx.kv_seq_rm(seq, common..).is_err() {
             common = 0;
             let _ = self.ctx.kv_seq_rm(seq, ..);
         }
@@ -586,7 +583,7 @@ impl Worker {
     /// Frees idle slots' cached prefixes, least recently used first, until the running jobs'
     /// reservations and the cache contents fit the pool.
     fn make_room(&mut self, keep: usize) {
-        let n_ctx = self.ctx.n_ctx() as usize;
+        let n_ctx = self.ctx.n_ctx();
         let cached = |w: &Worker, i: usize| w.ctx.cached_tokens(w.slots[i].seq).map_or(0, <[Token]>::len);
         let mut idle: Vec<usize> = (0..self.slots.len()).filter(|&i| i != keep && self.slots[i].idle()).collect();
         idle.sort_by_key(|&i| self.slots[i].last_used);
@@ -721,7 +718,7 @@ impl Worker {
 
     /// Samples the next token of `slot` from output `idx` of this step and emits it.
     fn sample(&mut self, slot: usize, idx: usize) {
-        let n_ctx = self.ctx.n_ctx() as usize;
+        let n_ctx = self.ctx.n_ctx();
         let Some(job) = self.slots[slot].job.as_mut() else { return };
         if !job.driver.may_continue() {
             let reason = job.driver.finish_reason();
@@ -786,7 +783,7 @@ impl Worker {
         }
         let seq = self.slots[slot].seq;
         let keep = if reason == Some(FinishReason::ContextFull) || error.is_some() { 0 } else { job.n_past };
-        let _ = self.ctx.kv_seq_rm(seq, keep as i32..);
+        let _ = self.ctx.kv_seq_rm(seq, keep..);
         let index = job.index;
         let failed = error.is_some();
         match error {

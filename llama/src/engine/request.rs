@@ -278,7 +278,7 @@ pub enum SubmitError {
         /// Prompt tokens.
         prompt: usize,
         /// Tokens one sequence can hold.
-        n_ctx: u32,
+        n_ctx: usize,
     },
     /// `n` is larger than the engine's slots.
     #[error("{n} completions requested, the engine has {slots} slots")]

@@ -6,7 +6,7 @@
 
 use super::slots::Slot;
 use crate::error::BatchError;
-use crate::Batch;
+use crate::{Batch, Logits};
 
 /// Sizes the prefill budget from what steps cost. A prompt token costs far more than a
 /// generated one is worth waiting for (on a 2-core CPU a 64-token chunk at position 1,500 took
@@ -88,7 +88,7 @@ pub(super) fn plan(
         // A consumer that is behind pauses only its own sequence.
         if let (Some(token), true) = (job.pending, job.backlog.is_empty()) {
             outputs.push(SlotOutput { slot: i, batch_index: batch.len() });
-            batch.add(token, job.n_past as i32, &[slot.seq], true)?;
+            batch.add(token, job.n_past, &[slot.seq], Logits::Want)?;
             added[i] = 1;
         }
     }
@@ -106,11 +106,11 @@ pub(super) fn plan(
                 continue;
             }
             let end = job.n_past + take;
-            let finishes = end == job.prompt.len();
-            if finishes {
+            let finishes = if end == job.prompt.len() { Logits::Want } else { Logits::Skip };
+            if finishes == Logits::Want {
                 outputs.push(SlotOutput { slot: i, batch_index: batch.len() + take - 1 });
             }
-            batch.add_sequence(&job.prompt[job.n_past..end], job.n_past as i32, slots[i].seq, finishes)?;
+            batch.add_sequence(&job.prompt[job.n_past..end], job.n_past, slots[i].seq, finishes)?;
             added[i] = take;
             budget -= take;
         }

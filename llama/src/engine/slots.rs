@@ -81,7 +81,7 @@ impl Job {
 /// One sequence of the shared context.
 #[derive(Debug)]
 pub(super) struct Slot {
-    pub seq: i32,
+    pub seq: usize,
     pub job: Option<Job>,
     /// Held for a fork of a request whose prompt is still being read.
     pub reserved: bool,
@@ -101,7 +101,7 @@ impl Slot {
 /// decoded again: its logits start the generation.
 pub(super) fn choose(slots: &[Slot], ctx: &Context, prompt: &[Token]) -> Option<(usize, usize, Option<usize>)> {
     let limit = prompt.len().saturating_sub(1);
-    let common = |seq: i32| {
+    let common = |seq: usize| {
         let cached = ctx.cached_tokens(seq).unwrap_or(&[]);
         cached.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(limit)
     };

@@ -225,7 +225,7 @@ impl Sampler {
         let n_vocab = model.vocab().n_tokens();
         let estimate = i32::try_from(m.m).unwrap_or(i32::MAX).max(1);
         // SAFETY: n_vocab is the model's; other values are plain numbers.
-        self.push(unsafe { llama_sys::llama_sampler_init_mirostat(n_vocab, m.seed, m.tau, m.eta, estimate) })
+        self.push(unsafe { llama_sys::llama_sampler_init_mirostat(n_vocab as i32, m.seed, m.tau, m.eta, estimate) })
     }
 
     /// Mirostat 2.0 (see [`MirostatV2`]; ends a chain).
@@ -295,7 +295,7 @@ impl Sampler {
             .collect::<Result<_, SamplerBuildError>>()?;
         let n = i32::try_from(raw.len()).map_err(|_| SamplerBuildError::InvalidParam("too many biases"))?;
         // SAFETY: every token is in range; llama.cpp copies the array.
-        Ok(self.push(unsafe { llama_sys::llama_rs_sampler_init_logit_bias(n_vocab, n, raw.as_ptr()) }))
+        Ok(self.push(unsafe { llama_sys::llama_rs_sampler_init_logit_bias(n_vocab as i32, n, raw.as_ptr()) }))
     }
 
     /// Constrains output to a GBNF grammar starting at rule `root`. A grammar that does not

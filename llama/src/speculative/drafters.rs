@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::{softmax, Draft, Drafter, SpeculativeError};
-use crate::{Batch, Context, Output, Token};
+use crate::{Batch, Context, Logits, Output, Token};
 
 /// Prompt lookup: drafts by copying from earlier text of the prompt and output.
 ///
@@ -356,7 +356,7 @@ impl DraftModel {
     /// Decodes one token at `pos` (logits out) and returns the seconds it took.
     fn timed_decode(&mut self, token: Token, pos: usize) -> Result<f64, SpeculativeError> {
         self.batch.clear();
-        self.batch.add(token, pos as i32, &[0], true)?;
+        self.batch.add(token, pos, &[0], Logits::Want)?;
         let t = Instant::now();
         self.ctx.decode(&self.batch)?;
         let _ = self.ctx.logits(Output::Last); // reading logits synchronises
@@ -391,9 +391,9 @@ fn check_compatible(draft: &Context, target: &Context) -> Result<(), Speculative
     if (d.bos(), d.eos(), d.eot()) != (t.bos(), t.eos(), t.eot()) {
         return mismatch("special tokens");
     }
-    for i in 0..d.n_tokens() {
-        if d.text(Token(i)).ok() != t.text(Token(i)).ok() {
-            return mismatch(&format!("text of token {i}"));
+    for token in d.tokens() {
+        if d.text(token).ok() != t.text(token).ok() {
+            return mismatch(&format!("text of token {}", token.0));
         }
     }
     Ok(())
@@ -410,13 +410,13 @@ impl Drafter for DraftModel {
         // Bring the cache to `history`, keeping the common prefix.
         let cached = self.ctx.cached_tokens(0).unwrap_or(&[]);
         let common = cached.iter().zip(history).take_while(|(a, b)| a == b).count().min(history.len() - 1);
-        self.ctx.kv_seq_rm(0, common as i32..)?;
+        self.ctx.kv_seq_rm(0, common..)?;
         if history.len() - common == 1 {
             // The usual catch-up after a round (the target's bonus token) is one decode per
             // round, like each further draft token: it is part of a draft token's cost.
             self.push_token(history[common], common)?;
         } else {
-            self.ctx.decode_tokens(&history[common..], common as i32, 0)?;
+            self.ctx.decode_tokens(&history[common..], common, 0)?;
         }
         let mut draft = Draft::default();
         for i in 0..n {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::driver::Driver;
 use crate::error::{BatchError, DecodeError, MemoryError, SampleError, TokenizeError};
-use crate::{Batch, Context, FinishReason, GenerateParams, Output, Piece, Token};
+use crate::{Batch, Context, FinishReason, GenerateParams, Logits, Output, Piece, Token};
 
 /// Why speculative decoding failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ pub enum SpeculativeError {
         /// Tokens needed beyond the prompt.
         extra: usize,
         /// Context size.
-        n_ctx: u32,
+        n_ctx: usize,
     },
     /// Decoding failed.
     #[error(transparent)]
@@ -340,9 +340,9 @@ impl SpeculativeDecoder {
 
         let batch = &mut run.batch;
         batch.clear();
-        batch.add(run.history[pos], pos as i32, &[0], true)?;
+        batch.add(run.history[pos], pos, &[0], Logits::Want)?;
         for (i, &t) in draft.tokens[..k].iter().enumerate() {
-            batch.add(t, (pos + 1 + i) as i32, &[0], true)?;
+            batch.add(t, pos + 1 + i, &[0], Logits::Want)?;
         }
         let t1 = Instant::now();
         self.target.decode(batch)?;
@@ -373,7 +373,7 @@ impl SpeculativeDecoder {
         }
         let verify_time = t1.elapsed();
         // Roll back rejected drafts: keep the verified token and the accepted drafts.
-        self.target.kv_seq_rm(0, (pos + 1 + accepted) as i32..)?;
+        self.target.kv_seq_rm(0, (pos + 1 + accepted)..)?;
         if probe {
             self.controller.observe_verify(k, verify_time);
         } else {
@@ -410,9 +410,9 @@ impl SpeculativeDecoder {
             return Ok(()); // the cache holds exactly the prompt
         }
         let pos = run.history.len() - 1;
-        self.target.kv_seq_rm(0, pos as i32..)?;
+        self.target.kv_seq_rm(0, pos..)?;
         run.batch.clear();
-        run.batch.add(run.history[pos], pos as i32, &[0], true)?;
+        run.batch.add(run.history[pos], pos, &[0], Logits::Want)?;
         self.target.decode(&run.batch)?;
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod gguf_writer;
 #[path = "../../../examples/common/models.rs"]
 pub mod models;
 
+use llama::Logits;
 use std::sync::OnceLock;
 
 /// The default model (SmolLM2-135M-Instruct Q4_1), fetched on first use and loaded once.
@@ -32,9 +33,9 @@ pub fn both() -> [&'static llama::Model; 2] {
 }
 
 /// Decodes `tokens` as sequence `seq` from position 0, logits for the last one.
-pub fn prefill(ctx: &mut llama::Context, tokens: &[llama::Token], seq: i32) {
+pub fn prefill(ctx: &mut llama::Context, tokens: &[llama::Token], seq: usize) {
     let mut batch = llama::Batch::new(tokens.len().max(1), 1);
-    batch.add_sequence(tokens, 0, seq, true).unwrap();
+    batch.add_sequence(tokens, 0, seq, Logits::Want).unwrap();
     ctx.decode(&batch).unwrap();
 }
 
