@@ -76,24 +76,37 @@ pub enum GenerateError {
     Batch(#[from] BatchError),
 }
 
-/// Options for [`Context::generate`].
+/// Options for [`Context::generate`]: read them as fields, set them with the chaining setters of
+/// the same names (or assign the fields).
 ///
 /// ```
 /// let params = llama::GenerateParams::default().max_tokens(64).stop(["\n\n"]).logprobs(true);
+/// assert_eq!(params.max_tokens, 64);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 #[must_use]
 pub struct GenerateParams {
-    pub(crate) max_tokens: usize,
-    pub(crate) stop: Vec<String>,
-    pub(crate) logprobs: bool,
-    pub(crate) top_logprobs: usize,
-    pub(crate) add_special: AddSpecial,
-    pub(crate) special_syntax: SpecialSyntax,
-    pub(crate) on_full: ContextFull,
-    pub(crate) reuse_prefix: bool,
-    pub(crate) cancel: Option<Arc<AtomicBool>>,
-    pub(crate) show_special: Vec<Token>,
+    /// Most tokens to generate (default 256).
+    pub max_tokens: usize,
+    /// Strings that end generation (none by default); see [`stop`](Self::stop).
+    pub stop: Vec<String>,
+    /// Whether each piece carries its token's log-probability (default off).
+    pub logprobs: bool,
+    /// How many most likely alternatives each piece lists (default 0).
+    pub top_logprobs: usize,
+    /// Whether tokenizing the prompt adds BOS/EOS (default [`AddSpecial::Yes`]).
+    pub add_special: AddSpecial,
+    /// What special-token syntax in the prompt becomes (default [`SpecialSyntax::Text`]).
+    pub special_syntax: SpecialSyntax,
+    /// What to do when the context fills up (default [`ContextFull::Stop`]).
+    pub on_context_full: ContextFull,
+    /// Whether a prompt prefix already in the cache is reused (default on).
+    pub reuse_prefix: bool,
+    /// The flag that cancels the generation, if any.
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Control tokens whose text appears in the output (none by default).
+    pub show_special: Vec<Token>,
 }
 
 impl Default for GenerateParams {
@@ -105,7 +118,7 @@ impl Default for GenerateParams {
             top_logprobs: 0,
             add_special: AddSpecial::Yes,
             special_syntax: SpecialSyntax::Text,
-            on_full: ContextFull::Stop,
+            on_context_full: ContextFull::Stop,
             reuse_prefix: true,
             cancel: None,
             show_special: Vec::new(),
@@ -141,14 +154,14 @@ impl GenerateParams {
     }
 
     /// Whether tokenizing the prompt adds BOS/EOS as the model wants (default
-    /// [`llama::AddSpecial::Yes`]).
+    /// [`AddSpecial::Yes`]).
     pub fn add_special(mut self, add: AddSpecial) -> Self {
         self.add_special = add;
         self
     }
 
-    /// What special-token syntax in the prompt becomes (default [`llama::SpecialSyntax::Text`]: user
-    /// text cannot inject control tokens). [`llama::SpecialSyntax::Tokens`] for prompts rendered by a
+    /// What special-token syntax in the prompt becomes (default [`SpecialSyntax::Text`]: user
+    /// text cannot inject control tokens). [`SpecialSyntax::Tokens`] for prompts rendered by a
     /// chat template.
     pub fn special_syntax(mut self, syntax: SpecialSyntax) -> Self {
         self.special_syntax = syntax;
@@ -157,7 +170,7 @@ impl GenerateParams {
 
     /// What to do when the context fills up (default [`ContextFull::Stop`]).
     pub fn on_context_full(mut self, policy: ContextFull) -> Self {
-        self.on_full = policy;
+        self.on_context_full = policy;
         self
     }
 
@@ -318,7 +331,7 @@ impl Context {
         Ok(Generation {
             ctx: self,
             sampler,
-            on_full: params.on_full,
+            on_full: params.on_context_full,
             batch: Batch::new(1, 1),
             driver: Driver::new(params),
             timings,

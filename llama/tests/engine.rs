@@ -241,6 +241,14 @@ fn engine_with(slots: usize, n_ctx: usize) -> Engine {
 }
 
 #[test]
+fn out_of_range_options_are_brought_into_range_when_the_engine_starts() {
+    let params = EngineParams::default().slots(0).n_ctx(0).threads(0).prefill_slowdown(f64::NAN);
+    assert_eq!((params.slots, params.n_ctx, params.threads), (0, 0, Some(0)), "setters keep what they are given");
+    let engine = Engine::new(smollm2(), params).unwrap();
+    assert_eq!((engine.handle().slots(), engine.handle().n_ctx()), (1, 16));
+}
+
+#[test]
 fn a_consumer_that_stops_reading_delays_only_itself() {
     let engine =
         Engine::new(smollm2(), EngineParams::default().slots(3).n_ctx(1024).stream_buffer(4).threads(1)).unwrap();

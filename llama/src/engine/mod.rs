@@ -57,22 +57,41 @@ use crate::generate::FinishReason;
 use crate::{Batch, Context, ContextParams, Model, Output, Sampler, Token};
 use slots::{Job, Slot};
 
-/// How an [`Engine`] is set up.
+/// How an [`Engine`] is set up: read the options as fields, set them with the chaining setters
+/// of the same names (or assign the fields). Out-of-range values are brought into range when the
+/// engine starts (each field says how).
 ///
 /// ```
 /// let params = llama::engine::EngineParams::default().slots(8).n_ctx(8192).max_queue(64);
+/// assert_eq!(params.slots, 8);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 #[must_use]
 pub struct EngineParams {
-    slots: usize,
-    n_ctx: usize,
-    threads: Option<usize>,
-    prefill_budget: usize,
-    prefill_slowdown: f64,
-    max_queue: usize,
-    stream_buffer: usize,
-    context: Option<ContextParams>,
+    /// Sequences decoded together (default 4; 1..=256, llama.cpp's limit).
+    pub slots: usize,
+    /// KV cache size in tokens, shared by all slots (default 4096; at least 16).
+    pub n_ctx: usize,
+    /// Threads for decoding (default `None`: the available cores; at least 1).
+    pub threads: Option<usize>,
+    /// Most prompt tokens decoded in one step, shared by the prompts being read (default 256; at
+    /// least 1). The whole budget is used only while no sequence generates; otherwise see
+    /// [`prefill_slowdown`](Self::prefill_slowdown).
+    pub prefill_budget: usize,
+    /// While sequences generate, a step that also reads prompts may take at most this many times
+    /// a decode-only step (default 2; at least 1, and 2 if not finite): the prompt chunk is sized
+    /// from measured costs to fit. Lower keeps running streams smoother while a long prompt is
+    /// read; higher gives that prompt its first token sooner.
+    pub prefill_slowdown: f64,
+    /// Requests that may wait for a slot (default 64); beyond, [`SubmitError::Busy`].
+    pub max_queue: usize,
+    /// Events buffered per request before its sequence pauses for the consumer (default 64; at
+    /// least 1).
+    pub stream_buffer: usize,
+    /// The context parameters to start from (flash attention, KV cache types, ...; default: the
+    /// engine's choice); the engine still sets the size, sequences, batch and a unified cache.
+    pub context_params: Option<ContextParams>,
 }
 
 impl Default for EngineParams {
@@ -85,63 +104,68 @@ impl Default for EngineParams {
             prefill_slowdown: 2.0,
             max_queue: 64,
             stream_buffer: 64,
-            context: None,
+            context_params: None,
         }
     }
 }
 
 impl EngineParams {
-    /// Sequences decoded together (default 4; at most llama.cpp's limit of 256).
+    /// Sets [`slots`](Self::slots).
     pub fn slots(mut self, n: usize) -> Self {
-        self.slots = n.clamp(1, 256);
+        self.slots = n;
         self
     }
 
-    /// KV cache size in tokens, shared by all slots (default 4096).
+    /// Sets [`n_ctx`](Self::n_ctx).
     pub fn n_ctx(mut self, n: usize) -> Self {
-        self.n_ctx = n.max(16);
+        self.n_ctx = n;
         self
     }
 
-    /// Threads for decoding (default: the available cores).
+    /// Sets [`threads`](Self::threads).
     pub fn threads(mut self, n: usize) -> Self {
-        self.threads = Some(n.max(1));
+        self.threads = Some(n);
         self
     }
 
-    /// Most prompt tokens decoded in one step, shared by the prompts being read (default 256).
-    /// The whole budget is used only while no sequence generates; otherwise see
-    /// [`prefill_slowdown`](Self::prefill_slowdown).
+    /// Sets [`prefill_budget`](Self::prefill_budget).
     pub fn prefill_budget(mut self, n: usize) -> Self {
-        self.prefill_budget = n.max(1);
+        self.prefill_budget = n;
         self
     }
 
-    /// While sequences generate, a step that also reads prompts may take at most this many
-    /// times a decode-only step (default 2): the prompt chunk is sized from measured costs to
-    /// fit. Lower keeps running streams smoother while a long prompt is read; higher gives that
-    /// prompt its first token sooner.
+    /// Sets [`prefill_slowdown`](Self::prefill_slowdown).
     pub fn prefill_slowdown(mut self, factor: f64) -> Self {
-        self.prefill_slowdown = if factor.is_finite() { factor.max(1.0) } else { 2.0 };
+        self.prefill_slowdown = factor;
         self
     }
 
-    /// Requests that may wait for a slot (default 64); beyond, [`SubmitError::Busy`].
+    /// Sets [`max_queue`](Self::max_queue).
     pub fn max_queue(mut self, n: usize) -> Self {
         self.max_queue = n;
         self
     }
 
-    /// Events buffered per request before its sequence pauses for the consumer (default 64).
+    /// Sets [`stream_buffer`](Self::stream_buffer).
     pub fn stream_buffer(mut self, n: usize) -> Self {
-        self.stream_buffer = n.max(1);
+        self.stream_buffer = n;
         self
     }
 
-    /// Start from these context parameters (flash attention, KV cache types, ...); the engine
-    /// still sets the size, sequences, batch and a unified cache.
+    /// Sets [`context_params`](Self::context_params).
     pub fn context_params(mut self, params: ContextParams) -> Self {
-        self.context = Some(params);
+        self.context_params = Some(params);
+        self
+    }
+
+    /// Every option brought into its documented range.
+    fn in_range(mut self) -> Self {
+        self.slots = self.slots.clamp(1, 256);
+        self.n_ctx = self.n_ctx.max(16);
+        self.threads = self.threads.map(|n| n.max(1));
+        self.prefill_budget = self.prefill_budget.max(1);
+        self.prefill_slowdown = if self.prefill_slowdown.is_finite() { self.prefill_slowdown.max(1.0) } else { 2.0 };
+        self.stream_buffer = self.stream_buffer.max(1);
         self
     }
 }
@@ -191,6 +215,7 @@ struct Submission {
 impl Engine {
     /// Creates the context and starts the engine thread.
     pub fn new(model: &Model, params: EngineParams) -> Result<Engine, ContextError> {
+        let params = params.in_range();
         let threads = params.threads.unwrap_or_else(crate::context::default_threads);
         let n_batch = (params.prefill_budget + params.slots).max(params.slots * 2);
         // On a CPU, flash attention over a unified cache made a step of 3 streams plus a few
@@ -206,7 +231,7 @@ impl Engine {
             ContextParams::default().flash_attention(crate::FlashAttention::Disabled)
         };
         let ctx_params = params
-            .context
+            .context_params
             .clone()
             .unwrap_or(default_context)
             .n_ctx(params.n_ctx)
