@@ -13,7 +13,7 @@
 //! the downloaded models): the same model with another weight type, to show how much of the
 //! result belongs to the batched matrix kernels of that type.
 
-use llama::speculative::{DraftModel, Drafter, Mode, NgramDrafter, SpeculativeDecoder};
+use llama::speculative::{DraftModel, Drafter, NgramDrafter, SpeculativeDecoder};
 use llama::{AddSpecial, ContextParams, GenerateParams, Model, Sampler, Token};
 use llama_examples::{derived, greedy::c_speculative, models};
 
@@ -74,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if let Some(k) = fixed {
                 spec = spec.fixed(k);
             }
-            let out = spec.generate(&tokens, n, Mode::Greedy)?;
+            let out = spec.generate(&tokens, n, &mut Sampler::greedy())?;
             let s = spec.stats();
             let lengths: Vec<String> =
                 s.draft_lengths.iter().enumerate().filter(|(_, &c)| c > 0).map(|(k, c)| format!("{k}x{c}")).collect();

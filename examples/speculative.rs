@@ -14,7 +14,7 @@
 //! child process first; see `llama::vet`). Names: smollm2, gemma3,
 //! qwen-coder-0.5b, qwen-coder-1.5b (fetched on first use).
 
-use llama::speculative::{DraftModel, Drafter, Mode, NgramDrafter, SpeculativeDecoder};
+use llama::speculative::{DraftModel, Drafter, NgramDrafter, SpeculativeDecoder};
 use llama::{AddSpecial, ChatMessage, ContextParams, GenerateParams, Model, Sampler, SpecialSyntax, Token};
 use llama_examples::models;
 
@@ -121,7 +121,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         spec = spec.fixed(max);
     }
     let mut out = Vec::new();
-    for piece in spec.generate_text(&tokens, Mode::Greedy, &gen_params)? {
+    // Greedy, so the output can be compared with the plain run; any chain works the same way.
+    let mut sampler = Sampler::greedy();
+    for piece in spec.generate_text(&tokens, &mut sampler, &gen_params)? {
         let piece = piece?;
         if !args.json {
             print!("{piece}");

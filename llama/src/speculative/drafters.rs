@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::{softmax, Draft, Drafter, SpeculativeError};
+use super::{argmax, Draft, Drafter, SpeculativeError};
 use crate::{Batch, Context, Logits, Output, Token};
 
 /// Prompt lookup: drafts by copying from earlier text of the prompt and output.
@@ -308,12 +308,11 @@ impl Drafter for NgramDrafter {
 
 const FEEDBACK_DECAY: f64 = 0.95;
 
-/// Drafts with a smaller model (its own context) that shares the target's vocabulary.
+/// Drafts with a smaller model (its own context) that shares the target's vocabulary. It drafts
+/// its most likely tokens: the target's sampler decides what is kept, so a draft can only be
+/// right or wrong, never change the output.
 pub struct DraftModel {
     ctx: Context,
-    /// Sample from the draft distribution at this temperature (`None` = greedy).
-    temperature: Option<f32>,
-    rng: u64,
     batch: Batch,
     /// Seconds per single-token decode (running estimate, first measured at construction).
     per_token: f64,
@@ -335,7 +334,7 @@ impl DraftModel {
     pub fn new(draft: Context, target: &Context) -> Result<Self, SpeculativeError> {
         check_compatible(&draft, target)?;
         let batch = Batch::new(1, 1);
-        let mut d = DraftModel { ctx: draft, temperature: None, rng: 1, batch, per_token: 0.0 };
+        let mut d = DraftModel { ctx: draft, batch, per_token: 0.0 };
         d.per_token = d.time_decodes()?;
         Ok(d)
     }
@@ -368,14 +367,6 @@ impl DraftModel {
         let t = self.timed_decode(token, pos)?;
         self.per_token = 0.8 * self.per_token + 0.2 * t;
         Ok(())
-    }
-
-    /// Draft by sampling at `temperature` (for [`Mode::Sample`](super::Mode::Sample)); the
-    /// draft probabilities are reported so the target keeps its exact distribution.
-    pub fn sampling(mut self, temperature: f32, seed: u64) -> Self {
-        self.temperature = Some(temperature);
-        self.rng = seed | 1;
-        self
     }
 }
 
@@ -421,15 +412,7 @@ impl Drafter for DraftModel {
         let mut draft = Draft::default();
         for i in 0..n {
             let logits = self.ctx.logits(Output::Last).ok_or(crate::SampleError::NoLogits(Output::Last))?;
-            let token = match self.temperature {
-                None => super::argmax(logits),
-                Some(t) => {
-                    let q = softmax(logits, t);
-                    let token = super::sample_index(&q, &mut self.rng);
-                    draft.probs.push(q);
-                    token
-                }
-            };
+            let token = argmax(logits);
             draft.tokens.push(token);
             if i + 1 < n {
                 self.push_token(token, history.len() + i)?;

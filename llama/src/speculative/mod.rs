@@ -1,9 +1,11 @@
 //! Speculative decoding: a cheap drafter proposes tokens, the target model verifies them all in
-//! one batch. Greedy mode keeps the longest prefix matching the target's own choices plus one
-//! bonus token; sampling mode uses speculative sampling (accept with min(1, p/q), otherwise
-//! sample from the normalised residual max(0, p − q)), so the output follows the target's
-//! distribution exactly. A cost model picks the draft length each round, down to plain
-//! decoding when drafting does not pay.
+//! one batch. The caller's [`Sampler`] chain — greedy, or top-k/top-p/temperature with a seeded
+//! draw, penalties, a grammar — chooses the target's token at each verified position exactly as
+//! it would in plain generation; a draft token is kept while it equals that choice, and the
+//! first choice that differs ends the round as its bonus token. So the output is the output of
+//! plain generation with the same chain (wherever a batch computes each row as a single-token
+//! decode would), and a drafter can only change the speed, never the text. A cost model picks
+//! the draft length each round, down to plain decoding when drafting does not pay.
 //!
 //! What it can gain is set by what verifying a batch costs. On a GPU a batch of 16 costs little
 //! more than one token. On a CPU it depends on the weight type's kernels: measured on two x86
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::driver::Driver;
 use crate::error::{BatchError, DecodeError, MemoryError, SampleError, TokenizeError};
-use crate::{Batch, Context, FinishReason, GenerateParams, Logits, Output, Piece, Token};
+use crate::{Batch, Context, FinishReason, GenerateParams, Logits, Output, Piece, Sampler, Token};
 
 /// Why speculative decoding failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,14 +63,11 @@ pub enum SpeculativeError {
     Sample(#[from] SampleError),
 }
 
-/// Proposed continuation tokens, with the drafter's probability of each when it sampled them.
+/// Proposed continuation tokens.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Draft {
     /// The proposed tokens.
     pub tokens: Vec<Token>,
-    /// For each token, the full distribution `q` it was drawn from (vocabulary-sized); empty when
-    /// the drafter is deterministic (a point mass on the proposed token).
-    pub probs: Vec<Vec<f32>>,
     /// The drafter's estimate, for each token, of the probability that it is accepted given
     /// that the ones before it were (the last value extends to the rest); empty lets the
     /// controller use the observed rate.
@@ -138,39 +137,28 @@ impl SpecStats {
     }
 }
 
-/// How tokens are chosen.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Mode {
-    /// The target's argmax (output identical to plain greedy decoding).
-    Greedy,
-    /// Sampling at `temperature` with a seeded generator (output distributed exactly as the
-    /// target's).
-    Sample {
-        /// Softmax temperature (> 0).
-        temperature: f32,
-        /// Seed.
-        seed: u64,
-    },
-}
-
 /// Runs a target context with a drafter.
 ///
-/// Greedy output is the target's own greedy output, token for token, as long as a batch
-/// computes each row exactly as a single-token decode would: on the CPU backend that holds
-/// with one thread and weight repacking off ([`ModelBuilder::repack`](crate::ModelBuilder::repack));
-/// otherwise rounding differences can flip near-tied choices.
+/// The output is what [`Context::generate`] produces with the same sampler chain, token for
+/// token, as long as a batch computes each row exactly as a single-token decode would: on the
+/// CPU backend that holds with one thread and weight repacking off
+/// ([`ModelBuilder::repack`](crate::ModelBuilder::repack)); otherwise rounding differences can
+/// flip near-tied choices.
 ///
 /// ```no_run
-/// use llama::{speculative::{Mode, NgramDrafter, SpeculativeDecoder}, GenerateParams, Model};
+/// use llama::{speculative::{NgramDrafter, SpeculativeDecoder}, GenerateParams, Model, Sampler};
 /// let model = Model::load("model.gguf")?;
 /// let ctx = model.context(Default::default())?;
 /// let mut spec = SpeculativeDecoder::new(ctx, Box::new(NgramDrafter::default()), 8)?;
 /// let prompt = model.vocab().tokenize("Copy this: a b c d. Again: a b", llama::AddSpecial::Yes)?;
 /// let params = GenerateParams::default().max_tokens(32).stop(["\n"]);
-/// for piece in spec.generate_text(&prompt, Mode::Greedy, &params)? {
+/// let mut sampler = Sampler::chain().top_k(40).top_p(0.95).temp(0.8).dist(42);
+/// for piece in spec.generate_text(&prompt, &mut sampler, &params)? {
 ///     print!("{}", piece?);
 /// }
 /// println!("\nacceptance {:.2}", spec.stats().acceptance_rate());
+/// // The conversation goes on with plain generation on the same context and cache.
+/// let ctx = spec.into_inner();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct SpeculativeDecoder {
@@ -178,7 +166,6 @@ pub struct SpeculativeDecoder {
     drafter: Box<dyn Drafter>,
     controller: Controller,
     stats: SpecStats,
-    rng: u64,
 }
 
 impl std::fmt::Debug for SpeculativeDecoder {
@@ -192,7 +179,6 @@ struct Run {
     history: Vec<Token>,
     prompt_len: usize,
     batch: Batch,
-    mode: Mode,
 }
 
 impl SpeculativeDecoder {
@@ -209,7 +195,6 @@ impl SpeculativeDecoder {
             drafter,
             controller: Controller::adaptive(max_draft),
             stats: SpecStats::default(),
-            rng: 0,
         })
     }
 
@@ -234,19 +219,33 @@ impl SpeculativeDecoder {
         &self.target
     }
 
-    /// Generates after `prompt`, streaming [`Piece`]s as [`Context::generate_tokens`] does and
-    /// honouring `params`' max tokens, stop strings and cancellation flag (its sampler-related
-    /// options do not apply: `mode` chooses tokens). When the iterator ends, the target's KV
-    /// cache holds exactly the prompt and the generated tokens, as if decoded one by one.
+    /// The target context back, its cache holding the last prompt and output: a conversation
+    /// can go on with plain generation.
+    pub fn into_inner(self) -> Context {
+        self.target
+    }
+
+    /// The target context and the drafter back.
+    pub fn into_parts(self) -> (Context, Box<dyn Drafter>) {
+        (self.target, self.drafter)
+    }
+
+    /// Generates after `prompt`, streaming [`Piece`]s as [`Context::generate_tokens`] does:
+    /// `sampler` chooses every token (it is reset first, as plain generation resets it), and
+    /// `params`' max tokens, stop strings, shown control tokens and cancellation flag apply.
+    /// When the iterator ends, the target's KV cache holds exactly the prompt and the generated
+    /// tokens, as if decoded one by one.
     pub fn generate_text<'a>(
         &'a mut self,
         prompt: &[Token],
-        mode: Mode,
+        sampler: &'a mut Sampler,
         params: &GenerateParams,
     ) -> Result<SpeculativeGeneration<'a>, SpeculativeError> {
-        let run = self.begin(prompt, params.max_tokens, mode)?;
+        let run = self.begin(prompt, params.max_tokens)?;
+        sampler.reset();
         Ok(SpeculativeGeneration {
             spec: self,
+            sampler,
             run,
             queue: VecDeque::new(),
             driver: Driver::new(params),
@@ -261,11 +260,11 @@ impl SpeculativeDecoder {
         &mut self,
         prompt: &[Token],
         max_tokens: usize,
-        mode: Mode,
+        sampler: &mut Sampler,
     ) -> Result<Vec<Token>, SpeculativeError> {
         let params = GenerateParams::default().max_tokens(max_tokens);
         let mut out = Vec::new();
-        for piece in self.generate_text(prompt, mode, &params)? {
+        for piece in self.generate_text(prompt, sampler, &params)? {
             out.extend(piece?.token);
         }
         Ok(out)
@@ -274,13 +273,7 @@ impl SpeculativeDecoder {
     /// Validates, decodes the prompt exactly as plain generation does (one pass, logits for
     /// the last token) so that plain decoding and speculation see identically computed logits
     /// wherever no draft is involved.
-    fn begin(&mut self, prompt: &[Token], max_tokens: usize, mode: Mode) -> Result<Run, SpeculativeError> {
-        if let Mode::Sample { temperature, seed } = mode {
-            if temperature.is_nan() || temperature <= 0.0 {
-                return Err(SpeculativeError::InvalidParam("temperature must be > 0 (use Mode::Greedy)"));
-            }
-            self.rng = seed ^ 0x9E37_79B9_7F4A_7C15;
-        }
+    fn begin(&mut self, prompt: &[Token], max_tokens: usize) -> Result<Run, SpeculativeError> {
         let n_ctx = self.target.n_ctx();
         let extra = max_tokens.saturating_add(self.controller.max_draft() + 1);
         if prompt.is_empty() || prompt.len() + extra > n_ctx as usize {
@@ -295,7 +288,7 @@ impl SpeculativeDecoder {
         self.target.decode_tokens(prompt, 0, 0)?;
         let batch = Batch::new(self.controller.max_draft() + 1, 1);
         self.stats.prompt_time = start.elapsed();
-        Ok(Run { history: prompt.to_vec(), prompt_len: prompt.len(), batch, mode })
+        Ok(Run { history: prompt.to_vec(), prompt_len: prompt.len(), batch })
     }
 
     /// One round: draft, verify in one batch, roll back the rejected part. Returns the new
@@ -305,13 +298,14 @@ impl SpeculativeDecoder {
     /// Invariant between rounds: the cache holds `history[..len - 1]`; the last token waits to
     /// be verified together with the next draft. (The very first token comes from the
     /// prompt's logits.)
-    fn round(&mut self, run: &mut Run, remaining: usize) -> Result<Vec<Token>, SpeculativeError> {
+    fn round(
+        &mut self,
+        run: &mut Run,
+        sampler: &mut Sampler,
+        remaining: usize,
+    ) -> Result<Vec<Token>, SpeculativeError> {
         if run.history.len() == run.prompt_len {
-            let logits = self.target.logits(Output::Last).ok_or(SampleError::NoLogits(Output::Last))?;
-            let first = match run.mode {
-                Mode::Greedy => argmax(logits),
-                Mode::Sample { temperature, .. } => sample_index(&softmax(logits, temperature), &mut self.rng),
-            };
+            let first = sampler.sample(&self.target, Output::Last)?;
             if !self.target.vocab().is_eog(first) {
                 run.history.push(first);
             }
@@ -346,29 +340,20 @@ impl SpeculativeDecoder {
         }
         let t1 = Instant::now();
         self.target.decode(batch)?;
-        // Reading logits synchronises, so the time is the decode's.
+        // The chain chooses at each row as plain generation would at that position (reading the
+        // first row's logits synchronises, so the time is the decode's). A draft token stands
+        // while it is the chain's choice; the first other choice is the round's last token. The
+        // chain samples once per token kept, so its state (penalties, grammar, RNG) follows the
+        // output exactly.
         let mut accepted = 0;
         let mut bonus = None;
         for i in 0..=k {
-            let logits = self.target.logits(Output::At(i)).ok_or(SampleError::NoLogits(Output::At(i)))?;
-            let q = draft.probs.get(i).filter(|q| !q.is_empty()).map(Vec::as_slice);
-            let proposal = draft.tokens.get(i).copied().filter(|_| i < k);
-            match (run.mode, proposal) {
-                (Mode::Greedy, Some(d)) if argmax(logits) == d => accepted += 1,
-                (Mode::Greedy, _) => {
-                    bonus = Some(argmax(logits));
-                    break;
-                }
-                (Mode::Sample { temperature, .. }, proposal) => {
-                    let p = softmax(logits, temperature);
-                    match verify_step(&p, proposal, q, &mut self.rng) {
-                        Verdict::Accept => accepted += 1,
-                        Verdict::Replace(t) => {
-                            bonus = Some(t);
-                            break;
-                        }
-                    }
-                }
+            let choice = sampler.sample(&self.target, Output::At(i))?;
+            if i < k && choice == draft.tokens[i] && !self.target.vocab().is_eog(choice) {
+                accepted += 1;
+            } else {
+                bonus = Some(choice);
+                break;
             }
         }
         let verify_time = t1.elapsed();
@@ -422,6 +407,7 @@ impl SpeculativeDecoder {
 /// [`SpeculativeDecoder::generate_text`].
 pub struct SpeculativeGeneration<'a> {
     spec: &'a mut SpeculativeDecoder,
+    sampler: &'a mut Sampler,
     run: Run,
     /// Verified tokens not yet emitted.
     queue: VecDeque<Token>,
@@ -458,7 +444,7 @@ impl SpeculativeGeneration<'_> {
             if !self.driver.may_continue() {
                 return Ok(None);
             }
-            let new = self.spec.round(&mut self.run, self.driver.remaining())?;
+            let new = self.spec.round(&mut self.run, self.sampler, self.driver.remaining())?;
             self.queue.extend(new);
         }
         let Some(token) = self.queue.pop_front() else {
@@ -501,40 +487,8 @@ impl Iterator for SpeculativeGeneration<'_> {
     }
 }
 
-/// Outcome of verifying one draft position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Keep the proposed token.
-    Accept,
-    /// Stop here with this token instead (a rejection's resample, or the bonus token).
-    Replace(Token),
-}
-
-/// Speculative sampling at one position: target distribution `p`; `proposal` drawn from `q`
-/// (`None` = point mass on the proposal). Accept with probability min(1, p/q); otherwise
-/// sample from the residual max(0, p − q), normalised. With no proposal, sample from `p`.
-/// `rng` is the state of the generator (xorshift64*).
-pub fn verify_step(p: &[f32], proposal: Option<Token>, q: Option<&[f32]>, rng: &mut u64) -> Verdict {
-    let Some(x) = proposal else {
-        return Verdict::Replace(sample_index(p, rng));
-    };
-    let i = x.0 as usize;
-    let px = p.get(i).copied().unwrap_or(0.0);
-    let qx = q.map_or(1.0, |q| q.get(i).copied().unwrap_or(0.0));
-    if qx > 0.0 && uniform(rng) * qx < px {
-        return Verdict::Accept;
-    }
-    let residual: Vec<f32> = match q {
-        Some(q) => p.iter().zip(q).map(|(a, b)| (a - b).max(0.0)).collect(),
-        None => p.iter().enumerate().map(|(j, &a)| if j == i { 0.0 } else { a }).collect(),
-    };
-    if residual.iter().sum::<f32>() <= 0.0 {
-        return Verdict::Replace(sample_index(p, rng));
-    }
-    Verdict::Replace(sample_index(&residual, rng))
-}
-
-fn argmax(row: &[f32]) -> Token {
+/// The most likely token of a row of logits (the first of equals).
+pub(crate) fn argmax(row: &[f32]) -> Token {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
         if v > row[best] {
@@ -542,75 +496,4 @@ fn argmax(row: &[f32]) -> Token {
         }
     }
     Token(best as i32)
-}
-
-/// Softmax of `logits` at `temperature`.
-pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut p: Vec<f32> = logits.iter().map(|&l| ((l - max) / temperature).exp()).collect();
-    let sum: f32 = p.iter().sum();
-    p.iter_mut().for_each(|x| *x /= sum);
-    p
-}
-
-/// xorshift64* in [0, 1).
-pub(crate) fn uniform(state: &mut u64) -> f32 {
-    if *state == 0 {
-        *state = 0x2545_F491_4F6C_DD1D;
-    }
-    *state ^= *state >> 12;
-    *state ^= *state << 25;
-    *state ^= *state >> 27;
-    ((state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32) / (1u64 << 24) as f32
-}
-
-/// Draws an index from unnormalised weights with the generator `verify_step` uses.
-pub fn sample_index(weights: &[f32], rng: &mut u64) -> Token {
-    let total: f32 = weights.iter().sum();
-    let mut target = uniform(rng) * total;
-    for (i, &w) in weights.iter().enumerate() {
-        if target < w {
-            return Token(i as i32);
-        }
-        target -= w;
-    }
-    Token(weights.iter().rposition(|&w| w > 0.0).unwrap_or(0) as i32)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    type Rule = fn(&[f32], Option<Token>, Option<&[f32]>, &mut u64) -> Verdict;
-
-    /// Empirical distribution of the verified token after one speculative step.
-    fn histogram(p: &[f32], q: &[f32], draws: usize, rule: Rule) -> Vec<f64> {
-        let mut rng = 12345u64;
-        let mut counts = vec![0usize; p.len()];
-        for _ in 0..draws {
-            let x = sample_index(q, &mut rng);
-            let t = match rule(p, Some(x), Some(q), &mut rng) {
-                Verdict::Accept => x,
-                Verdict::Replace(t) => t,
-            };
-            counts[t.0 as usize] += 1;
-        }
-        counts.iter().map(|&c| c as f64 / draws as f64).collect()
-    }
-
-    fn tv(a: &[f64], b: &[f32]) -> f64 {
-        a.iter().zip(b).map(|(x, &y)| (x - f64::from(y)).abs()).sum::<f64>() / 2.0
-    }
-
-    #[test]
-    fn speculative_sampling_preserves_the_target_distribution() {
-        let p = [0.5, 0.2, 0.15, 0.1, 0.05];
-        let q = [0.1, 0.4, 0.1, 0.3, 0.1];
-        let h = histogram(&p, &q, 20_000, verify_step);
-        assert!(tv(&h, &p) < 0.015, "TV {}", tv(&h, &p));
-        // A wrong rule (always accept the draft) reproduces q, not p: the same test fails.
-        let wrong: Rule = |_, _, _, _| Verdict::Accept;
-        let h = histogram(&p, &q, 20_000, wrong);
-        assert!(tv(&h, &p) > 0.1, "TV {}", tv(&h, &p));
-    }
 }
