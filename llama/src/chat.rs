@@ -1,16 +1,4 @@
-//! Chat templates: turning a conversation into the prompt format a model was trained on, with
-//! llama.cpp's built-in renderer or (feature `jinja`) the model's own Jinja template.
-//!
-//! Which path renders what:
-//!
-//! | path | renders | why |
-//! |---|---|---|
-//! | [`apply_builtin_template`], [`Model::apply_chat_template`] | role + content | llama.cpp's C renderer: no Jinja, only the template families it hard-codes, no tools |
-//! | [`ChatTemplate`] (feature `jinja`) | role + content | the model's own template in minijinja, in Rust: any template, plain chat; what the engine's [`Prompt::Chat`](crate::engine::Prompt::Chat) uses |
-//! | [`tools::ChatTemplates`](crate::tools::ChatTemplates) (feature `tools`) | role, content, tool calls, tool results, tool definitions, reasoning | upstream's `common/` pipeline through the C++ shim: it knows each family's tool-call format and builds the grammar and the output parser to match |
-//!
-//! Tool calls and results on a [`ChatMessage`] are only rendered by the third path; the other
-//! two see role and content.
+//! Chat templates: turning a conversation into the prompt format a model was trained on.
 
 use std::ffi::CString;
 
@@ -165,6 +153,17 @@ impl Model {
 const RENDER_FUEL: u64 = 2_000_000;
 
 /// A model's full Jinja chat template, rendered in Rust with minijinja (feature `jinja`).
+///
+/// It is one of three ways the crate renders a conversation; which renders what:
+///
+/// | path | renders | why |
+/// |---|---|---|
+/// | [`apply_builtin_template`], [`Model::apply_chat_template`] | role + content | llama.cpp's C renderer: no Jinja, only the template families it hard-codes, no tools |
+/// | [`ChatTemplate`] (feature `jinja`) | role + content | the model's own template in minijinja, in Rust: any template, plain chat; what the engine's [`Prompt::Chat`](crate::engine::Prompt::Chat) uses |
+/// | [`tools::ChatTemplates`](crate::tools::ChatTemplates) (feature `tools`) | role, content, tool calls, tool results, tool definitions, reasoning | upstream's `common/` pipeline through the C++ shim: it knows each family's tool-call format and builds the grammar and the output parser to match |
+///
+/// Tool calls and results on a [`ChatMessage`] are only rendered by the third path; the other
+/// two see role and content.
 ///
 /// ```no_run
 /// use llama::{ChatMessage, ChatTemplate, Model};

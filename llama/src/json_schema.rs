@@ -1,19 +1,4 @@
 //! JSON Schema → GBNF grammar, for structured output (feature `json-schema`).
-//!
-//! Written in Rust rather than as a shim over llama.cpp's C++ converter: that converter lives
-//! in llama.cpp's `common` library, which drags in much of `common` and nlohmann-json and has
-//! no stable C API, while the subset of JSON Schema that output constraints need is small and
-//! is tested here against a real validator. Supported: `type` (and type lists), `properties`,
-//! `required`, `additionalProperties`, `items`, `prefixItems`, `minItems`/`maxItems`, `enum`,
-//! `const`, `anyOf`/`oneOf`, `allOf` (object merge), `$ref` to `#/$defs/…` or
-//! `#/definitions/…` (recursion allowed), string `minLength`/`maxLength` and the formats
-//! `date`, `time`, `date-time`, `uuid`, integer and number `minimum`/`maximum` (also
-//! exclusive). Unsupported keywords that would change what is valid (`pattern`,
-//! `patternProperties`, `not`, …) are errors rather than silently ignored.
-//!
-//! Objects are written with their required properties in the order `required` lists them,
-//! then the optional ones by name: a parsed schema's `properties` lose their order, and the
-//! order of fields is the order a model thinks in.
 
 use std::collections::BTreeMap;
 
@@ -58,6 +43,21 @@ pub fn json_grammar() -> String {
 }
 
 /// Converts a JSON Schema into a GBNF grammar whose root rule is `root`.
+///
+/// Written in Rust rather than as a shim over llama.cpp's C++ converter: that converter lives
+/// in llama.cpp's `common` library, which drags in much of `common` and nlohmann-json and has
+/// no stable C API, while the subset of JSON Schema that output constraints need is small and
+/// is tested here against a real validator. Supported: `type` (and type lists), `properties`,
+/// `required`, `additionalProperties`, `items`, `prefixItems`, `minItems`/`maxItems`, `enum`,
+/// `const`, `anyOf`/`oneOf`, `allOf` (object merge), `$ref` to `#/$defs/…` or
+/// `#/definitions/…` (recursion allowed), string `minLength`/`maxLength` and the formats
+/// `date`, `time`, `date-time`, `uuid`, integer and number `minimum`/`maximum` (also
+/// exclusive). Unsupported keywords that would change what is valid (`pattern`,
+/// `patternProperties`, `not`, …) are errors rather than silently ignored.
+///
+/// Objects are written with their required properties in the order `required` lists them,
+/// then the optional ones by name: a parsed schema's `properties` lose their order, and the
+/// order of fields is the order a model thinks in.
 ///
 /// ```
 /// let schema = serde_json::json!({

@@ -1,28 +1,57 @@
 //! Safe, idiomatic Rust bindings to [llama.cpp](https://github.com/ggml-org/llama.cpp).
 //!
 //! ```no_run
-//! use llama::{Batch, ContextParams, Model, Sampler, Utf8Decoder};
-//!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use llama::{Model, Sampler};
 //! let model = Model::load("model.gguf")?;
-//! let mut ctx = model.context(ContextParams::default())?;
-//! let vocab = model.vocab();
-//! let prompt = vocab.tokenize("The capital of France is", llama::AddSpecial::Yes)?;
-//! let mut batch = Batch::new(ctx.n_batch() as usize, 1);
-//! batch.add_sequence(&prompt, 0, 0, llama::Logits::Want)?;
-//! let (mut sampler, mut text, mut pos) = (Sampler::greedy(), Utf8Decoder::default(), prompt.len());
-//! for _ in 0..32 {
-//!     ctx.decode(&batch)?;
-//!     let token = sampler.sample(&ctx, Output::Last)?;
-//!     if vocab.is_eog(token) { break; }
-//!     print!("{}", text.push(&vocab.token_to_bytes(token, llama::ControlText::Hide)?));
-//!     batch.clear();
-//!     batch.add(token, pos, &[0], llama::Logits::Want)?;
-//!     pos += 1;
+//! let mut ctx = model.context(Default::default())?;
+//! let mut sampler = Sampler::chain().top_k(40).top_p(0.95).temp(0.8).dist(42);
+//! for piece in ctx.generate("The capital of France is", &mut sampler, &Default::default())? {
+//!     print!("{}", piece?);
 //! }
-//! # Ok(())
-//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The same generation by hand: the prompt in one decode, then one token per decode, each
+//! sampled from the last output.
+//!
+//! ```no_run
+//! use llama::{AddSpecial, Batch, ControlText, Logits, Model, Output, Sampler, Utf8Decoder};
+//! let model = Model::load("model.gguf")?;
+//! let mut ctx = model.context(Default::default())?;
+//! let vocab = model.vocab();
+//! let prompt = vocab.tokenize("The capital of France is", AddSpecial::Yes)?;
+//! ctx.decode_tokens(&prompt, 0, 0)?;
+//! let (mut sampler, mut text, mut batch) = (Sampler::greedy(), Utf8Decoder::default(), Batch::new(1, 1));
+//! for pos in prompt.len()..prompt.len() + 32 {
+//!     let token = sampler.sample(&ctx, Output::Last)?;
+//!     if vocab.is_eog(token) {
+//!         break;
+//!     }
+//!     print!("{}", text.push(&vocab.token_to_bytes(token, ControlText::Hide)?));
+//!     batch.clear();
+//!     batch.add(token, pos, &[0], Logits::Want)?;
+//!     ctx.decode(&batch)?;
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Where things are
+//! | to | use |
+//! |---|---|
+//! | load a model, read its metadata, save it | [`Model`], [`ModelBuilder`] |
+//! | tokenize and detokenize, stream text | [`Vocab`], [`Utf8Decoder`] |
+//! | run the model | [`Context`], [`ContextParams`], [`Batch`], [`Output`] |
+//! | edit the KV cache, save state | [`Context::kv_seq_rm`] and the other `kv_seq_*`, [`Context::save_state`] |
+//! | choose tokens | [`Sampler`] (every built-in sampler, grammars, [`CustomSampler`]) |
+//! | generate text | [`Context::generate`], [`GenerateParams`] |
+//! | chat | [`ChatMessage`], [`Model::apply_chat_template`], `ChatTemplate` (feature `jinja`), `tools` (feature `tools`) |
+//! | structured output | `json_schema_to_grammar`, `Sampler::json_schema` (feature `json-schema`) |
+//! | embeddings | [`Embedder`] |
+//! | serve many requests | [`engine`] |
+//! | speculative decoding | [`speculative`] |
+//! | devices, backends, RPC | [`devices`], [`backends`], [`rpc`] |
+//! | adapters, quantization | [`LoraAdapter`], [`ControlVector`], [`quantize()`] |
+//! | load files you do not trust | [`vet_model`] |
 //!
 //! # Ownership and threads
 //! A [`Model`] is a cheap, clonable handle to read-only weights: share it across threads. Each
@@ -49,6 +78,7 @@
 //! }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
