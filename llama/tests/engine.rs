@@ -245,7 +245,11 @@ fn out_of_range_options_are_brought_into_range_when_the_engine_starts() {
     let params = EngineParams::default().slots(0).n_ctx(0).threads(0).prefill_slowdown(f64::NAN);
     assert_eq!((params.slots, params.n_ctx, params.threads), (0, 0, Some(0)), "setters keep what they are given");
     let engine = Engine::new(smollm2(), params).unwrap();
-    assert_eq!((engine.handle().slots(), engine.handle().n_ctx()), (1, 16));
+    assert_eq!(engine.handle().slots(), 1);
+    // 0 would have meant the model's training length (8192); the minimum of 16 is what llama.cpp
+    // got, padded up to its cache granularity.
+    let n_ctx = engine.handle().n_ctx();
+    assert!((16..8192).contains(&n_ctx), "{n_ctx}");
 }
 
 #[test]
