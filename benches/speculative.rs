@@ -13,7 +13,7 @@
 //! the downloaded models): the same model with another weight type, to show how much of the
 //! result belongs to the batched matrix kernels of that type.
 
-use llama::speculative::{DraftModel, Drafter, NgramDrafter, SpeculativeDecoder};
+use llama::speculative::{CopyDrafter, DraftModel, Drafter, SpeculativeDecoder};
 use llama::{AddSpecial, ContextParams, GenerateParams, Model, Sampler, Token};
 use llama_examples::{derived, greedy::c_speculative, models};
 
@@ -68,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let ctx = model.context(params.clone())?;
             let drafter: Box<dyn Drafter> = match &draft {
                 Some(d) => Box::new(DraftModel::new(Model::load(d)?.context(params)?, &ctx)?),
-                None => Box::new(NgramDrafter::default()),
+                None => Box::new(CopyDrafter::default()),
             };
             let mut spec = SpeculativeDecoder::new(ctx, drafter, fixed.unwrap_or(max))?;
             if let Some(k) = fixed {

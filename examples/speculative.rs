@@ -14,7 +14,7 @@
 //! child process first; see `llama::vet`). Names: smollm2, gemma3,
 //! qwen-coder-0.5b, qwen-coder-1.5b (fetched on first use).
 
-use llama::speculative::{DraftModel, Drafter, NgramDrafter, SpeculativeDecoder};
+use llama::speculative::{CopyDrafter, DraftModel, Drafter, SpeculativeDecoder};
 use llama::{AddSpecial, ChatMessage, ContextParams, GenerateParams, Model, Sampler, SpecialSyntax, Token};
 use llama_examples::models;
 
@@ -114,7 +114,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(d) => {
             Box::new(DraftModel::new(Model::builder(d).repack(!args.no_repack).load()?.context(params)?, &tctx)?)
         }
-        None => Box::new(NgramDrafter::default()),
+        None => Box::new(CopyDrafter::default()),
     };
     let mut spec = SpeculativeDecoder::new(tctx, drafter, max)?;
     if args.fixed {
@@ -165,9 +165,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if s.cost_probes > 0 {
         eprintln!("cost probes (a placeholder token verified to price a batch): {}", s.cost_probes);
     }
-    let c = spec.controller();
-    let costs: Vec<String> =
-        (0..=max).filter_map(|k| c.verify_cost(k).map(|t| format!("{k}:{:.1}ms", t * 1e3))).collect();
+    let report = spec.report();
+    let costs: Vec<String> = (report.verify_cost.iter().enumerate())
+        .filter_map(|(k, t)| t.map(|t| format!("{k}:{:.1}ms", t * 1e3)))
+        .collect();
     eprintln!("verify cost by draft length (measured or extrapolated): {}", costs.join(" "));
     eprintln!(
         "time: drafting {:.2} s, verifying {:.2} s, whole generation {:.2} s",

@@ -7,7 +7,7 @@ mod common;
 use std::sync::OnceLock;
 
 use common::{max_rel_diff, scratch, small_ctx, smollm2};
-use llama::speculative::{DraftModel, NgramDrafter, SpeculativeDecoder, SpeculativeError};
+use llama::speculative::{CopyDrafter, DraftModel, SpeculativeDecoder, SpeculativeError};
 use llama::Logits;
 use llama::Output;
 use llama::{
@@ -81,7 +81,7 @@ fn ngram_matches_plain(model: &Model) {
         let prompt = model.vocab().tokenize(text, AddSpecial::Yes).unwrap();
         let expected = plain_greedy(model, &prompt, 40);
         let ctx = model.context(params()).unwrap();
-        let mut spec = SpeculativeDecoder::new(ctx, Box::new(NgramDrafter::default()), 6).unwrap().fixed(6);
+        let mut spec = SpeculativeDecoder::new(ctx, Box::new(CopyDrafter::default()), 6).unwrap().fixed(6);
         let got = spec.generate(&prompt, 40, &mut Sampler::greedy()).unwrap();
         assert_eq!(got, expected, "{text:?}");
         total_accepted += spec.stats().accepted;
@@ -154,7 +154,7 @@ fn adaptive_mode_is_exact_too() {
         let prompt = model.vocab().tokenize(text, AddSpecial::Yes).unwrap();
         let expected = plain_greedy(model, &prompt, 48);
         let ctx = model.context(params()).unwrap();
-        let mut spec = SpeculativeDecoder::new(ctx, Box::new(NgramDrafter::default()), 8).unwrap();
+        let mut spec = SpeculativeDecoder::new(ctx, Box::new(CopyDrafter::default()), 8).unwrap();
         assert_eq!(spec.generate(&prompt, 48, &mut Sampler::greedy()).unwrap(), expected);
         drafted += spec.stats().drafted;
     }
@@ -175,7 +175,7 @@ fn sampled_speculation_equals_plain_sampling_with_the_same_chain() {
             let expected = plain(model, &prompt, 40, &mut chain(seed));
             differs += usize::from(expected != plain_greedy(model, &prompt, 40));
             let ctx = model.context(params()).unwrap();
-            let mut spec = SpeculativeDecoder::new(ctx, Box::new(NgramDrafter::default()), 6).unwrap().fixed(6);
+            let mut spec = SpeculativeDecoder::new(ctx, Box::new(CopyDrafter::default()), 6).unwrap().fixed(6);
             assert_eq!(spec.generate(&prompt, 40, &mut chain(seed)).unwrap(), expected, "seed {seed}: {text:?}");
             accepted += spec.stats().accepted;
         }
@@ -203,7 +203,7 @@ fn the_context_comes_back_for_plain_generation() {
     let model = smollm2();
     let prompt = model.vocab().tokenize(PROMPTS[2], AddSpecial::Yes).unwrap();
     let ctx = model.context(params()).unwrap();
-    let mut spec = SpeculativeDecoder::new(ctx, Box::new(NgramDrafter::default()), 6).unwrap();
+    let mut spec = SpeculativeDecoder::new(ctx, Box::new(CopyDrafter::default()), 6).unwrap();
     let got = spec.generate(&prompt, 16, &mut Sampler::greedy()).unwrap();
     let mut ctx = spec.into_inner();
     let all: Vec<Token> = prompt.iter().chain(&got).copied().collect();
@@ -223,11 +223,11 @@ fn bad_inputs_are_errors() {
     let gemma_ctx = common::gemma3().context(params()).unwrap();
     assert!(matches!(DraftModel::new(gemma_ctx, &ctx), Err(SpeculativeError::VocabMismatch(_))));
     assert!(matches!(
-        SpeculativeDecoder::new(model.context(params()).unwrap(), Box::new(NgramDrafter::default()), 0),
+        SpeculativeDecoder::new(model.context(params()).unwrap(), Box::new(CopyDrafter::default()), 0),
         Err(SpeculativeError::InvalidParam(_))
     ));
     let mut spec =
-        SpeculativeDecoder::new(model.context(small_ctx().n_ctx(256)).unwrap(), Box::new(NgramDrafter::default()), 4)
+        SpeculativeDecoder::new(model.context(small_ctx().n_ctx(256)).unwrap(), Box::new(CopyDrafter::default()), 4)
             .unwrap();
     let long = model.vocab().tokenize(&"word ".repeat(200), AddSpecial::Yes).unwrap();
     assert!(matches!(spec.generate(&long, 100, &mut Sampler::greedy()), Err(SpeculativeError::ContextTooSmall { .. })));
@@ -244,7 +244,7 @@ fn generate_text_streams_like_plain_generation() {
     let prompt = model.vocab().tokenize(PROMPTS[3], AddSpecial::Yes).unwrap();
     let expected = plain_greedy(model, &prompt, 24);
     let expected_text = model.vocab().detokenize(&expected).unwrap();
-    let mut spec = SpeculativeDecoder::new(model.context(params()).unwrap(), Box::new(NgramDrafter::default()), 6)
+    let mut spec = SpeculativeDecoder::new(model.context(params()).unwrap(), Box::new(CopyDrafter::default()), 6)
         .unwrap()
         .fixed(6);
 
@@ -299,7 +299,7 @@ fn end_of_generation_ends_speculative_generation() {
     let expected = plain_greedy(model, &prompt, 64);
     assert!(expected.len() < 64, "the model should end its turn");
     let mut spec =
-        SpeculativeDecoder::new(model.context(params()).unwrap(), Box::new(NgramDrafter::default()), 4).unwrap();
+        SpeculativeDecoder::new(model.context(params()).unwrap(), Box::new(CopyDrafter::default()), 4).unwrap();
     let mut greedy = Sampler::greedy();
     let mut gen = spec.generate_text(&prompt, &mut greedy, &GenerateParams::default().max_tokens(64)).unwrap();
     let tokens: Vec<Token> = gen.by_ref().filter_map(|p| p.unwrap().token).collect();

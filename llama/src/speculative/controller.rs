@@ -23,7 +23,7 @@ use std::time::Duration;
 /// verify a placeholder token, which price a batch of two. If then even drafts that were
 /// always accepted could not pay, the draft model is not run at all (until a rare probe).
 #[derive(Debug, Clone)]
-pub struct Controller {
+pub(crate) struct Controller {
     max: usize,
     fixed: Option<usize>,
     /// Seconds to verify `k` drafts, by `k` (index 0 = a plain single-token decode): the
@@ -54,6 +54,24 @@ pub struct Controller {
     first_draft_cost: Option<f64>,
 }
 
+/// What the draft-length controller has measured, for display and tuning
+/// ([`SpeculativeDecoder::report`](super::SpeculativeDecoder::report)).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ControllerReport {
+    /// Longest draft it may choose.
+    pub max_draft: usize,
+    /// The draft length when it is fixed rather than adaptive.
+    pub fixed: Option<usize>,
+    /// Estimated seconds to verify `k` drafts, by `k` (index 0: a plain decode); `None` until
+    /// something was measured.
+    pub verify_cost: Vec<Option<f64>>,
+    /// Measured seconds per drafted token.
+    pub draft_cost: Option<f64>,
+    /// Observed share of drafted tokens accepted (decayed, starting from 1 of 2).
+    pub acceptance: f64,
+}
+
 const DECAY: f64 = 0.9;
 /// Longest draft a controller plans for; longer requests are clamped. Its tables hold one entry
 /// per length, and acceptance decays geometrically, so drafts this long never pay.
@@ -77,7 +95,7 @@ fn ema(old: Option<f64>, new: f64) -> Option<f64> {
 
 impl Controller {
     /// Adaptive, drafting at most `max` tokens (clamped to [`MAX_DRAFT`]).
-    pub fn adaptive(max: usize) -> Self {
+    pub(crate) fn adaptive(max: usize) -> Self {
         let max = max.min(MAX_DRAFT);
         // Sizes 0 and 1 always have a slot: cost probes verify two tokens even when `max` is 0.
         let sizes = max.max(1) + 1;
@@ -101,18 +119,29 @@ impl Controller {
 
     /// Always drafts `k` tokens (fewer only when the drafter has fewer; clamped to
     /// [`MAX_DRAFT`]).
-    pub fn fixed(k: usize) -> Self {
+    pub(crate) fn fixed(k: usize) -> Self {
         let k = k.min(MAX_DRAFT);
         Controller { fixed: Some(k), ..Controller::adaptive(k) }
     }
 
     /// Largest draft length.
-    pub fn max_draft(&self) -> usize {
+    pub(crate) fn max_draft(&self) -> usize {
         self.max
     }
 
+    /// What it has measured so far.
+    pub(crate) fn report(&self) -> ControllerReport {
+        ControllerReport {
+            max_draft: self.max,
+            fixed: self.fixed,
+            verify_cost: (0..=self.max).map(|k| self.verify_cost(k)).collect(),
+            draft_cost: self.draft_cost,
+            acceptance: self.alpha(),
+        }
+    }
+
     /// Observed per-token acceptance probability.
-    pub fn alpha(&self) -> f64 {
+    pub(crate) fn alpha(&self) -> f64 {
         self.accepted / (self.accepted + self.rejected)
     }
 
@@ -123,7 +152,7 @@ impl Controller {
     /// Two facts bound the estimate, so one noisy measurement cannot rule a size out for good
     /// (a size that is never chosen is never measured again): a batch costs no more than a
     /// larger one, and no more than decoding its tokens one by one.
-    pub fn verify_cost(&self, k: usize) -> Option<f64> {
+    pub(crate) fn verify_cost(&self, k: usize) -> Option<f64> {
         let t1 = self.verify.first().copied().flatten()?;
         let raw = self.raw_cost(k)?;
         let larger =
@@ -165,7 +194,7 @@ impl Controller {
     /// Whether the next round should verify a placeholder draft of one token instead of asking
     /// the drafter: the drafter is costly (`draft_cost` seconds per token, known before it
     /// drafts) and no batch has been priced yet.
-    pub fn wants_cost_probe(&self, draft_cost: Option<f64>) -> bool {
+    pub(crate) fn wants_cost_probe(&self, draft_cost: Option<f64>) -> bool {
         self.fixed.is_none()
             && self.max > 0
             && draft_cost.is_some_and(|c| c > 0.0)
@@ -203,7 +232,7 @@ impl Controller {
     }
 
     /// How many tokens to ask the drafter for this round, given its cost per token if known.
-    pub fn budget(&mut self, draft_cost: Option<f64>) -> usize {
+    pub(crate) fn budget(&mut self, draft_cost: Option<f64>) -> usize {
         if let Some(k) = self.fixed {
             return k;
         }
@@ -244,7 +273,7 @@ impl Controller {
 
     /// How many of the `available` drafted tokens to verify; `acceptance` is the drafter's own
     /// estimate for each token (see [`Draft::acceptance`](super::Draft::acceptance)), if any.
-    pub fn trim(&mut self, available: usize, acceptance: &[f64]) -> usize {
+    pub(crate) fn trim(&mut self, available: usize, acceptance: &[f64]) -> usize {
         let available = available.min(self.max);
         if self.fixed.is_some() || self.slope.is_none() || acceptance.is_empty() {
             return available; // `budget` already chose with the observed rate
@@ -268,7 +297,7 @@ impl Controller {
     }
 
     /// Records a round: `k` drafted, `accepted` of them accepted, and the times spent.
-    pub fn observe(&mut self, k: usize, accepted: usize, draft: Duration, verify: Duration) {
+    pub(crate) fn observe(&mut self, k: usize, accepted: usize, draft: Duration, verify: Duration) {
         self.observe_verify(k, verify);
         if k == 0 {
             return;
@@ -283,7 +312,7 @@ impl Controller {
 
     /// Records what verifying `k` tokens cost, without counting them as drafts (a
     /// [cost probe](Self::wants_cost_probe)).
-    pub fn observe_verify(&mut self, k: usize, verify: Duration) {
+    pub(crate) fn observe_verify(&mut self, k: usize, verify: Duration) {
         let verify = verify.as_secs_f64();
         self.rounds += 1;
         if let Some(samples) = self.samples.get_mut(k) {
@@ -321,6 +350,20 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn controllers_clamp_huge_draft_lengths() {
+        for mut c in [Controller::adaptive(usize::MAX), Controller::fixed(usize::MAX), Controller::adaptive(0)] {
+            assert!(c.max_draft() <= MAX_DRAFT);
+            assert_eq!(c.verify_cost(usize::MAX), None);
+            c.observe(0, 0, Duration::ZERO, Duration::from_millis(10));
+            c.observe_verify(1, Duration::from_millis(12));
+            assert!(c.verify_cost(usize::MAX).is_some_and(f64::is_finite));
+            assert!(c.trim(usize::MAX, &[0.9, 0.8]) <= c.max_draft().max(1));
+            let _ = c.budget(Some(0.001));
+            assert_eq!(c.report().verify_cost.len(), c.max_draft() + 1);
+        }
+    }
 
     /// Feeds the controller rounds whose verify time follows `cost(k)` (seconds) and whose
     /// drafts are accepted with probability `alpha` (deterministically: the expected count).

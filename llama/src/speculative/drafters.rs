@@ -23,7 +23,7 @@ use crate::{Batch, Context, Logits, Output, Token};
 /// [`Draft::acceptance`](super::Draft::acceptance), so the controller drafts long only inside
 /// long, consistent copies.
 #[derive(Debug, Clone)]
-pub struct NgramDrafter {
+pub struct CopyDrafter {
     min_match: usize,
     /// Where the copy stands; `None` before any alignment was found.
     state: Option<Cursor>,
@@ -100,9 +100,9 @@ fn bucket(run: usize) -> usize {
     }
 }
 
-impl Default for NgramDrafter {
+impl Default for CopyDrafter {
     fn default() -> Self {
-        NgramDrafter {
+        CopyDrafter {
             min_match: 3,
             state: None,
             diverged: None,
@@ -118,7 +118,7 @@ impl Default for NgramDrafter {
     }
 }
 
-impl NgramDrafter {
+impl CopyDrafter {
     /// Shortest earlier occurrence of the recent tokens that may start a copy anywhere in the
     /// history (default 3; near the previous alignment one token suffices).
     pub fn min_match(mut self, n: usize) -> Self {
@@ -261,7 +261,7 @@ impl NgramDrafter {
     }
 }
 
-impl Drafter for NgramDrafter {
+impl Drafter for CopyDrafter {
     fn draft(&mut self, history: &[Token], n: usize) -> Result<Draft, SpeculativeError> {
         if !history.starts_with(&self.seen) {
             self.reset();
@@ -440,7 +440,7 @@ mod tests {
     fn copies_and_replays_a_learned_rename() {
         let source = "let total = 0 ; for x in xs { total += x ; } print ( total ) ; done";
         let copy = "let grand _total = 0 ; for x in xs { grand _total += x ;";
-        let mut d = NgramDrafter::default();
+        let mut d = CopyDrafter::default();
         let mut h = follow_copy(&mut d, &format!("{source} COPY"), copy);
         // After the first rename the drafter knows `total` → `grand _total`.
         let draft = d.draft(&h, 8).unwrap();
@@ -452,7 +452,7 @@ mod tests {
     }
 
     /// Feeds `copy` to the drafter one token at a time after `source`, as during decoding.
-    fn follow_copy(d: &mut NgramDrafter, source: &str, copy: &str) -> Vec<Token> {
+    fn follow_copy(d: &mut CopyDrafter, source: &str, copy: &str) -> Vec<Token> {
         let mut h = toks(source);
         for t in toks(copy) {
             h.push(t);
@@ -466,7 +466,7 @@ mod tests {
         // The source's `NN` (one token) comes out as `N N` (two): the first `N` looks like a
         // deletion of `NN` until the second one arrives.
         let source = "def a : ret NN N def b : ret NN N def c : ret NN N def d : ret";
-        let mut d = NgramDrafter::default();
+        let mut d = CopyDrafter::default();
         let h = follow_copy(&mut d, &format!("{source} COPY"), "def a : ret N N def b : ret");
         assert_eq!(d.draft(&h, 5).unwrap().tokens, toks("N N def c :"));
     }
@@ -476,7 +476,7 @@ mod tests {
         // `( x , new` also occurs further on; a jump there would draft `: D`.
         let filler: String = (0..30).map(|i| format!(" f{i}")).collect();
         let source = format!("A ( x , old ) : B ; {filler} C ( x , new ) : D ;");
-        let mut d = NgramDrafter::default();
+        let mut d = CopyDrafter::default();
         let h = follow_copy(&mut d, &format!("{source} COPY"), "A ( x , new )");
         assert_eq!(d.draft(&h, 2).unwrap().tokens, toks(": B"));
     }
@@ -489,14 +489,14 @@ mod tests {
         let h = toks(&format!("m0 m1 m2 m3 {gap} c d e m4 {filler} w0 y c d Z w1 y c d"));
         let (src, i) = (3, h.len() - 1);
         let origin = h.len() - 9;
-        let mut d = NgramDrafter { diverged: Some((src, i - 2, 8)), origin, ..NgramDrafter::default() };
+        let mut d = CopyDrafter { diverged: Some((src, i - 2, 8)), origin, ..CopyDrafter::default() };
         let (j, _) = d.resync(&h).unwrap();
         assert_eq!(h[j], toks("e")[0], "realigned to {j}");
     }
 
     #[test]
     fn no_alignment_no_draft_and_a_new_history_resets() {
-        let mut d = NgramDrafter::default();
+        let mut d = CopyDrafter::default();
         assert!(d.draft(&toks("a b c d e f"), 4).unwrap().tokens.is_empty());
         let h = toks("a b c d e f a b c");
         assert_eq!(d.draft(&h, 2).unwrap().tokens, toks("d e"));
@@ -507,7 +507,7 @@ mod tests {
 
     #[test]
     fn acceptance_estimates_learn_from_feedback() {
-        let mut d = NgramDrafter::default();
+        let mut d = CopyDrafter::default();
         let h = toks("a b c d e f g a b c");
         let before = d.draft(&h, 4).unwrap().acceptance[0];
         for _ in 0..20 {

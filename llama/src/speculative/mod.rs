@@ -16,8 +16,10 @@
 mod controller;
 mod drafters;
 
-pub use controller::{Controller, MAX_DRAFT};
-pub use drafters::{DraftModel, NgramDrafter};
+pub use controller::{ControllerReport, MAX_DRAFT};
+
+use controller::Controller;
+pub use drafters::{CopyDrafter, DraftModel};
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -74,7 +76,7 @@ pub struct Draft {
     pub acceptance: Vec<f64>,
 }
 
-/// Proposes continuations. Implemented by [`DraftModel`] and [`NgramDrafter`]; implement it
+/// Proposes continuations. Implemented by [`DraftModel`] and [`CopyDrafter`]; implement it
 /// for other strategies.
 pub trait Drafter: Send {
     /// Proposes up to `n` tokens that continue `history` (the prompt and all accepted tokens).
@@ -112,7 +114,7 @@ pub struct SpecStats {
     /// How often each draft length was chosen (index = length).
     pub draft_lengths: Vec<usize>,
     /// Rounds that verified a placeholder token to price a batch before running a costly
-    /// drafter (see [`Controller::wants_cost_probe`]); not counted as drafts.
+    /// drafter (a draft model that might not pay); not counted as drafts.
     pub cost_probes: usize,
 }
 
@@ -146,10 +148,10 @@ impl SpecStats {
 /// flip near-tied choices.
 ///
 /// ```no_run
-/// use llama::{speculative::{NgramDrafter, SpeculativeDecoder}, GenerateParams, Model, Sampler};
+/// use llama::{speculative::{CopyDrafter, SpeculativeDecoder}, GenerateParams, Model, Sampler};
 /// let model = Model::load("model.gguf")?;
 /// let ctx = model.context(Default::default())?;
-/// let mut spec = SpeculativeDecoder::new(ctx, Box::new(NgramDrafter::default()), 8)?;
+/// let mut spec = SpeculativeDecoder::new(ctx, Box::new(CopyDrafter::default()), 8)?;
 /// let prompt = model.vocab().tokenize("Copy this: a b c d. Again: a b", llama::AddSpecial::Yes)?;
 /// let params = GenerateParams::default().max_tokens(32).stop(["\n"]);
 /// let mut sampler = Sampler::chain().top_k(40).top_p(0.95).temp(0.8).dist(42);
@@ -209,9 +211,10 @@ impl SpeculativeDecoder {
         &self.stats
     }
 
-    /// The controller (with what it has measured so far).
-    pub fn controller(&self) -> &Controller {
-        &self.controller
+    /// What the draft-length controller has measured so far: verify cost by draft length, draft
+    /// cost, acceptance.
+    pub fn report(&self) -> ControllerReport {
+        self.controller.report()
     }
 
     /// The target context.
