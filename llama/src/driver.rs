@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use crate::error::TokenizeError;
 use crate::generate::{FinishReason, GenerateParams, Piece};
-use crate::{ControlText, Token, Utf8Decoder, Vocab};
+use crate::{ControlText, StopStrings, Token, Vocab};
 
 /// One generation's output state. Feed it tokens with [`push`](Self::push) while
 /// [`may_continue`](Self::may_continue) says so; end with [`flush`](Self::flush).
 #[derive(Debug)]
 pub(crate) struct Driver {
-    out: TextOutput,
+    out: StopStrings,
     max_tokens: usize,
     cancel: Option<Arc<AtomicBool>>,
     show_special: Vec<Token>,
@@ -29,7 +29,7 @@ pub(crate) struct Driver {
 impl Driver {
     pub(crate) fn new(params: &GenerateParams) -> Driver {
         Driver {
-            out: TextOutput::new(&params.stop),
+            out: StopStrings::new(params.stop.iter().cloned()),
             max_tokens: params.max_tokens,
             cancel: params.cancel.clone(),
             show_special: params.show_special.clone(),
@@ -85,8 +85,8 @@ impl Driver {
         };
         let control = if self.show_special.contains(&token) { ControlText::Show } else { ControlText::Hide };
         let bytes = vocab.token_to_bytes(token, control)?;
-        let (text, stopped) = self.out.push(&bytes);
-        if stopped {
+        let text = self.out.push(&bytes);
+        if self.out.stopped() {
             self.finish = Some(FinishReason::Stop);
         }
         Ok(Some(Piece { token: Some(token), text, logprob, top_logprobs }))
@@ -103,7 +103,10 @@ impl Driver {
         if std::mem::replace(&mut self.flushed, true) {
             return None;
         }
-        let text = self.out.flush(self.finish == Some(FinishReason::Stop))?;
+        let text = self.out.finish();
+        if text.is_empty() {
+            return None;
+        }
         Some(Piece { token: None, text, logprob: None, top_logprobs: Vec::new() })
     }
 
@@ -141,83 +144,9 @@ fn log_probs(logits: &[f32], token: Token, top: usize) -> (Option<f32>, Vec<(Tok
     (chosen, best.into_iter().map(|(t, l)| (t, l - lse)).collect())
 }
 
-/// Turns generated tokens into emitted text: UTF-8 reassembly and stop strings (never emitted,
-/// not even partly).
-#[derive(Debug, Default)]
-struct TextOutput {
-    decoder: Utf8Decoder,
-    stop: Vec<String>,
-    /// All text generated so far and how much of it was emitted.
-    text: String,
-    emitted: usize,
-}
-
-impl TextOutput {
-    fn new(stop: &[String]) -> Self {
-        TextOutput { stop: stop.to_vec(), ..TextOutput::default() }
-    }
-
-    /// The text emitted so far.
-    fn text(&self) -> &str {
-        &self.text[..self.emitted]
-    }
-
-    /// Adds a token's bytes; returns the text now safe to emit and whether a stop string
-    /// appeared (generation must end).
-    fn push(&mut self, bytes: &[u8]) -> (String, bool) {
-        self.text.push_str(&self.decoder.push(bytes));
-        self.release()
-    }
-
-    /// At the end: text held back only for being a possible stop-string prefix, and any
-    /// incomplete UTF-8 (as U+FFFD). Nothing after a stop string.
-    fn flush(&mut self, stopped: bool) -> Option<String> {
-        let tail = self.decoder.finish();
-        self.text.push_str(&tail);
-        if stopped || self.emitted >= self.text.len() {
-            return None;
-        }
-        let rest = self.text[self.emitted..].to_string();
-        self.emitted = self.text.len();
-        Some(rest)
-    }
-
-    /// Emits what can no longer become part of a stop string; detects stop strings.
-    fn release(&mut self) -> (String, bool) {
-        let stops = &self.stop;
-        let longest = stops.iter().map(String::len).max().unwrap_or(0);
-        // A stop string can start at most `longest - 1` bytes before the unemitted text.
-        let mut from = self.emitted.saturating_sub(longest.saturating_sub(1));
-        while !self.text.is_char_boundary(from) {
-            from -= 1;
-        }
-        let hit = stops.iter().filter_map(|s| self.text[from..].find(s.as_str()).map(|i| from + i)).min();
-        let end = match hit {
-            Some(at) => {
-                self.text.truncate(at);
-                at.max(self.emitted)
-            }
-            None => {
-                // Hold back the longest suffix that is a prefix of a stop string.
-                let hold = stops
-                    .iter()
-                    .flat_map(|s| (1..s.len()).rev().filter(move |&k| s.is_char_boundary(k)).map(move |k| &s[..k]))
-                    .filter(|prefix| self.text.ends_with(prefix))
-                    .map(str::len)
-                    .max()
-                    .unwrap_or(0);
-                (self.text.len() - hold).max(self.emitted)
-            }
-        };
-        let out = self.text[self.emitted..end].to_string();
-        self.emitted = end;
-        (out, hit.is_some())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{log_probs, TextOutput};
+    use super::log_probs;
     use crate::Token;
 
     #[test]
@@ -229,15 +158,5 @@ mod tests {
         assert!(chosen.unwrap() < top[1].1);
         let z: f32 = logits.iter().map(|l| l.exp()).sum();
         assert!((top[0].1 - (3.0f32.exp() / z).ln()).abs() < 1e-5);
-    }
-
-    #[test]
-    fn stop_strings_are_never_emitted_even_partly() {
-        let mut out = TextOutput::new(&["END".to_string()]);
-        assert_eq!(out.push(b"abc E").0, "abc ");
-        assert_eq!(out.push(b"N").0, "");
-        let (text, stopped) = out.push(b"D more");
-        assert!(stopped && text.is_empty());
-        assert_eq!(out.text(), "abc ");
     }
 }

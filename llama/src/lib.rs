@@ -43,7 +43,7 @@
 //! | run the model | [`Context`], [`ContextParams`], [`Batch`], [`Output`] |
 //! | edit the KV cache, save state | [`Context::kv_seq_rm`] and the other `kv_seq_*`, [`Context::save_state`] |
 //! | choose tokens | [`Sampler`] (every built-in sampler, grammars, [`CustomSampler`]) |
-//! | generate text | [`Context::generate`], [`GenerateParams`] |
+//! | generate text | [`Context::generate`], [`GenerateParams`], [`StopStrings`] in a loop by hand |
 //! | chat | [`ChatMessage`], [`Model::apply_chat_template`], `ChatTemplate` (feature `jinja`), `tools` (feature `tools`) |
 //! | structured output | `json_schema_to_grammar`, `Sampler::json_schema` (feature `json-schema`) |
 //! | embeddings | [`Embedder`] |
@@ -101,6 +101,7 @@ mod quantize;
 pub mod rpc;
 mod sampling;
 pub mod speculative;
+mod stop;
 #[cfg(feature = "async")]
 mod stream;
 mod token;
@@ -135,6 +136,7 @@ pub use sampling::{
     AdaptiveP, Candidates, CustomSampler, Dry, Mirostat, MirostatV2, Penalties, Sampler, SamplerBuildError,
     SamplerPerf, TempExt, TokenData, TokenDataArray, Xtc, MAX_PENALTY_WINDOW,
 };
+pub use stop::StopStrings;
 #[cfg(feature = "async")]
 pub use stream::{GenerationStream, StreamOutcome};
 pub use token::{Token, Utf8Decoder};
