@@ -283,11 +283,12 @@ pub fn quantize(
         let report = panicked.clone();
         // llama.cpp logs "[  i/  n] tensor..." per tensor on the calling thread.
         let on_line = move |line: &str| {
-            let Some(frac) = parse_tensor_progress(line) else { return };
-            if let (Some(f), None) = (progress.as_mut(), report.borrow().as_ref()) {
-                if let Err(message) = crate::barrier::catch_panic(|| f(frac)) {
-                    *report.borrow_mut() = Some(message);
-                }
+            let (Some(frac), Some(f)) = (parse_tensor_progress(line), progress.as_mut()) else { return };
+            if report.borrow().is_some() {
+                return;
+            }
+            if let Err(message) = crate::barrier::catch_panic(|| f(frac)) {
+                *report.borrow_mut() = Some(message);
             }
         };
         let (rc, mut errors) = capture_errors_and(on_line, run);
