@@ -59,6 +59,7 @@ pub(crate) fn guarded<T>(call: impl FnOnce() -> T) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     #[test]
+    #[cfg_attr(miri, ignore = "calls llama.cpp, which Miri cannot run")]
     fn nothing_pending_means_no_exception() {
         assert_eq!(super::guarded(|| 7), Ok(7));
         assert_eq!(super::take_exception(), None);

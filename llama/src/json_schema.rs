@@ -583,7 +583,13 @@ mod tests {
 
     #[test]
     fn integer_ranges_are_exact() {
-        for (lo, hi) in [(0, 9), (0, 100), (7, 123), (-15, 15), (-250, -3), (42, 42), (99, 1000), (-1, 0)] {
+        // Miri interprets ~1000× slower: there, the ranges that take each branch once.
+        let ranges: &[(i64, i64)] = if cfg!(miri) {
+            &[(0, 9), (7, 123), (-15, 15)]
+        } else {
+            &[(0, 9), (0, 100), (7, 123), (-15, 15), (-250, -3), (42, 42), (99, 1000), (-1, 0)]
+        };
+        for &(lo, hi) in ranges {
             let g = int_range(lo, hi);
             for n in lo - 30..=hi + 30 {
                 assert_eq!(accepts(&g, n), (lo..=hi).contains(&n), "{n} in {lo}..={hi}: {g}");

@@ -340,6 +340,7 @@ mod tests {
     use super::ContextParams;
 
     #[test]
+    #[cfg_attr(miri, ignore = "calls llama.cpp, which Miri cannot run")]
     fn the_defaults_are_llama_cpps() {
         // SAFETY: returns a plain struct by value.
         let c = unsafe { llama_sys::llama_context_default_params() };

@@ -1507,6 +1507,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "calls llama.cpp, which Miri cannot run")]
     fn the_type_table_matches_ggml() {
         for id in 0..llama_sys::GGML_TYPE_COUNT + 3 {
             let ggml = if id < llama_sys::GGML_TYPE_COUNT {
