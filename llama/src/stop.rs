@@ -102,3 +102,27 @@ impl StopStrings {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StopStrings;
+
+    #[test]
+    fn stops_split_across_pieces_and_characters_are_never_shown() {
+        // "é" is two bytes; the stop string "éND" arrives split inside that character.
+        let mut out = StopStrings::new(["éND", ""]);
+        assert_eq!(out.push(b"caf\xc3"), "caf");
+        assert_eq!(out.push(b"\xa9 \xc3"), "é ");
+        assert_eq!(out.push(b"\xa9N"), "");
+        assert_eq!(out.push(b"D tail"), "");
+        assert!(out.stopped());
+        assert_eq!((out.finish(), out.text()), (String::new(), "café "));
+
+        let mut out = StopStrings::new(["END"]);
+        assert_eq!(out.push(b"a E"), "a ");
+        assert_eq!(out.finish(), "E", "held-back text is released at the end");
+        let mut out = StopStrings::new(Vec::<String>::new());
+        assert_eq!(out.push(b"x\xe2\x82"), "x");
+        assert_eq!(out.finish(), "\u{fffd}", "an incomplete character ends as U+FFFD");
+    }
+}
