@@ -169,7 +169,6 @@ impl Plan {
     /// of the cache (`n_ctx / (2 * slots)`): a larger default would make every request reserve
     /// most of the shared cache and run alone.
     pub fn build(&self, model: &Model, n_ctx: usize, slots: usize) -> Result<(Vec<Sampler>, GenerateParams), ApiError> {
-        let n_ctx = n_ctx as usize;
         let max_tokens = match self.max_tokens {
             Some(m) if m >= n_ctx => {
                 let param = self.max_tokens_param;

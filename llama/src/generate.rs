@@ -301,7 +301,7 @@ impl Context {
         params: &GenerateParams,
     ) -> Result<Generation<'a>, GenerateError> {
         let n_ctx = self.n_ctx();
-        if prompt.is_empty() || prompt.len() >= n_ctx as usize {
+        if prompt.is_empty() || prompt.len() >= n_ctx {
             return Err(GenerateError::PromptTooLong { prompt: prompt.len(), n_ctx });
         }
         for &t in prompt {
@@ -399,7 +399,7 @@ impl Generation<'_> {
 
     fn step(&mut self) -> Result<Option<Piece>, GenerateError> {
         if let Some(t) = self.pending.take() {
-            if self.pos >= self.ctx.n_ctx() as usize && !self.make_room()? {
+            if self.pos >= self.ctx.n_ctx() && !self.make_room()? {
                 return Ok(None);
             }
             self.batch.clear();

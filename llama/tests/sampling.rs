@@ -173,7 +173,7 @@ fn logit_bias_shifts_and_bans() {
 }
 
 fn full_vocab() -> TokenDataArray {
-    TokenDataArray::from_logits(&vec![0.0; smollm2().vocab().n_tokens() as usize])
+    TokenDataArray::from_logits(&vec![0.0; smollm2().vocab().n_tokens()])
 }
 
 #[test]
@@ -217,7 +217,7 @@ fn lazy_grammar_waits_for_its_trigger() {
         s.apply(&mut c).unwrap();
         c.as_slice().iter().filter(|t| t.logit.is_finite()).count()
     };
-    assert_eq!(count(&mut s), v.n_tokens() as usize, "unconstrained before the trigger");
+    assert_eq!(count(&mut s), v.n_tokens(), "unconstrained before the trigger");
     s.accept(trigger[0]).unwrap();
     assert!(count(&mut s) < 10, "constrained after it");
     assert!(Sampler::chain().grammar_lazy(model, "root ::= (", "root", &[], &trigger).is_err());

@@ -395,7 +395,7 @@ impl Drafter for DraftModel {
         if history.is_empty() {
             return Err(SpeculativeError::InvalidParam("a draft needs at least one token of history"));
         }
-        if history.len().saturating_add(n) > self.ctx.n_ctx() as usize {
+        if history.len().saturating_add(n) > self.ctx.n_ctx() {
             return Err(SpeculativeError::ContextTooSmall { prompt: history.len(), extra: n, n_ctx: self.ctx.n_ctx() });
         }
         // Bring the cache to `history`, keeping the common prefix.

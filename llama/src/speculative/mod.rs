@@ -189,7 +189,7 @@ impl SpeculativeDecoder {
         if max_draft == 0 {
             return Err(SpeculativeError::InvalidParam("max_draft must be at least 1"));
         }
-        if max_draft >= target.n_batch() as usize {
+        if max_draft >= target.n_batch() {
             return Err(SpeculativeError::InvalidParam("max_draft + 1 exceeds the target's n_batch"));
         }
         Ok(SpeculativeDecoder {
@@ -279,7 +279,7 @@ impl SpeculativeDecoder {
     fn begin(&mut self, prompt: &[Token], max_tokens: usize) -> Result<Run, SpeculativeError> {
         let n_ctx = self.target.n_ctx();
         let extra = max_tokens.saturating_add(self.controller.max_draft() + 1);
-        if prompt.is_empty() || prompt.len() + extra > n_ctx as usize {
+        if prompt.is_empty() || prompt.len() + extra > n_ctx {
             return Err(SpeculativeError::ContextTooSmall { prompt: prompt.len(), extra, n_ctx });
         }
         for &t in prompt {
