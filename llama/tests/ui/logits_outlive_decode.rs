@@ -1,4 +1,3 @@
-
 // Logits borrow the context: the next decode (which overwrites them) cannot run while they
 // are still in use.
 fn main() {
