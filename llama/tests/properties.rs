@@ -275,20 +275,20 @@ fn kv_op() -> impl Strategy<Value = KvOp> {
     ]
 }
 
-/// `(start, end)` as half-open `u64`s if the range is valid: it starts within llama.cpp's `i32`
-/// positions and is not reversed.
-fn valid_range(r: &(Bound<usize>, Bound<usize>)) -> Option<(u64, Option<u64>)> {
+/// `(start, end)` as half-open `u128`s (no overflow at `usize::MAX`) if the range is valid: it
+/// starts within llama.cpp's `i32` positions and is not reversed.
+fn valid_range(r: &(Bound<usize>, Bound<usize>)) -> Option<(u128, Option<u128>)> {
     let start = match r.0 {
-        Bound::Included(s) => s as u64,
-        Bound::Excluded(s) => s as u64 + 1,
+        Bound::Included(s) => s as u128,
+        Bound::Excluded(s) => s as u128 + 1,
         Bound::Unbounded => 0,
     };
     let end = match r.1 {
-        Bound::Included(e) => Some(e as u64 + 1),
-        Bound::Excluded(e) => Some(e as u64),
+        Bound::Included(e) => Some(e as u128 + 1),
+        Bound::Excluded(e) => Some(e as u128),
         Bound::Unbounded => None,
     };
-    let fits = start <= i32::MAX as u64 && end.is_none_or(|e| e >= start);
+    let fits = start <= i32::MAX as u128 && end.is_none_or(|e| e >= start);
     fits.then_some((start, end))
 }
 
