@@ -361,8 +361,9 @@ mod tests {
             assert!(c.verify_cost(usize::MAX).is_some_and(f64::is_finite));
             assert!(c.trim(usize::MAX, &[0.9, 0.8]) <= c.max_draft().max(1));
             let _ = c.budget(Some(0.001));
-            assert_eq!(c.report().verify_cost.len(), c.max_draft() + 1);
         }
+        let report = Controller::fixed(4).report();
+        assert_eq!((report.max_draft, report.fixed, report.verify_cost.len()), (4, Some(4), 5));
     }
 
     /// Feeds the controller rounds whose verify time follows `cost(k)` (seconds) and whose
