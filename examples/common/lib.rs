@@ -1,5 +1,6 @@
 //! Helpers shared by the examples, benches and the C-equivalence test.
 
+pub mod cli;
 pub mod derived;
 pub mod greedy;
 pub mod models;
