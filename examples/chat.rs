@@ -8,51 +8,53 @@
 //! longer fits in the context, the oldest turns are dropped (the system message stays). Each
 //! turn re-renders the whole conversation; the part already in the KV cache is not decoded again
 //! (stderr shows how many prompt tokens were decoded).
+//!
+//! `--help` lists the flags; `--untrusted` loads the model in a child process first (see
+//! `llama::vet`).
 
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
 use llama::{
     ChatMessage, ChatTemplate, ContextParams, FinishReason, GenerateError, GenerateParams, Model, Sampler, Token,
 };
 
+/// Interactive chat with the model's chat template, streaming replies.
+#[derive(Debug, Parser)]
+// A repeated flag takes its last value, as the hand-written parser did.
+#[command(args_override_self = true)]
 struct Args {
-    model: Option<String>,
+    /// GGUF model file with a chat template (default: SmolLM2-135M-Instruct, fetched on first
+    /// use).
+    #[arg(long, short = 'm', value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// System message, kept when old turns are dropped.
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
     system: Option<String>,
+    /// Sampling temperature; 0 or below samples greedily.
+    #[arg(long, value_name = "T", default_value_t = 0.0, allow_negative_numbers = true)]
     temp: f32,
+    /// Context size in tokens.
+    #[arg(long = "ctx", short = 'c', value_name = "N", default_value_t = 2048)]
     n_ctx: usize,
+    /// Tokens per reply at most.
+    #[arg(short = 'n', value_name = "N", default_value_t = 256)]
     max_tokens: usize,
+    /// Sampling seed.
+    #[arg(long, value_name = "S", default_value_t = 42)]
     seed: u32,
+    /// Load the model in a child process first, so a file that crashes llama.cpp's loader kills
+    /// the child, not this program.
+    #[arg(long)]
     untrusted: bool,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args { model: None, system: None, temp: 0.0, n_ctx: 2048, max_tokens: 256, seed: 42, untrusted: false };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--model" | "-m" => a.model = Some(value()?),
-            "--system" => a.system = Some(value()?),
-            "--temp" => a.temp = value()?.parse().map_err(|_| "--temp: not a number")?,
-            "--ctx" | "-c" => a.n_ctx = value()?.parse().map_err(|_| "--ctx: not a number")?,
-            "-n" => a.max_tokens = value()?.parse().map_err(|_| "-n: not a number")?,
-            "--seed" => a.seed = value()?.parse().map_err(|_| "--seed: not a number")?,
-            "--untrusted" => a.untrusted = true,
-            other => {
-                return Err(format!(
-                    "unknown argument {other}\nusage: chat [--model PATH] [--untrusted] [--system TEXT] [--temp T] [--ctx N] [-n N] [--seed S]"
-                ))
-            }
-        }
-    }
-    Ok(a)
 }
 
 fn main() -> ExitCode {
     // When started by `--untrusted` as the vetting child: vet the model and exit here.
     llama::vet::child_main_if_requested();
-    match run() {
+    match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -61,10 +63,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args()?;
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let path = match &args.model {
-        Some(p) => p.into(),
+        Some(p) => p.clone(),
         None => llama_examples::models::default_model()?,
     };
     if args.untrusted {

@@ -7,10 +7,21 @@
 //! cargo run --features dynamic-backends --example devices   # modules found at run time
 //! cargo run --example devices -- --rpc 127.0.0.1:50052
 //! ```
+//!
+//! `--help` lists the flags.
 
 use std::process::ExitCode;
 
+use clap::Parser;
 use llama::Device;
+
+/// Lists what llama.cpp can compute on: backends, devices and buffer types.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Also list the devices of these RPC servers (repeatable).
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT]", value_delimiter = ',')]
+    rpc: Vec<String>,
+}
 
 fn show(dev: &Device) {
     let (free, total) = dev.memory();
@@ -33,7 +44,7 @@ fn show(dev: &Device) {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = Args::parse();
     println!("llama.cpp {}", llama::version());
     for backend in llama::backends() {
         println!("backend {}", backend.name());
@@ -42,26 +53,15 @@ fn main() -> ExitCode {
         }
     }
     let mut status = ExitCode::SUCCESS;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match (arg.as_str(), it.next()) {
-            ("--rpc", Some(list)) => {
-                for endpoint in list.split(',') {
-                    match llama::rpc::connect(endpoint.trim()) {
-                        Ok(server) => {
-                            println!("RPC server {}", server.endpoint());
-                            server.devices().iter().for_each(show);
-                        }
-                        Err(e) => {
-                            eprintln!("error: {e}");
-                            status = ExitCode::FAILURE;
-                        }
-                    }
-                }
+    for endpoint in &args.rpc {
+        match llama::rpc::connect(endpoint.trim()) {
+            Ok(server) => {
+                println!("RPC server {}", server.endpoint());
+                server.devices().iter().for_each(show);
             }
-            _ => {
-                eprintln!("usage: devices [--rpc HOST:PORT[,HOST:PORT]]");
-                return ExitCode::FAILURE;
+            Err(e) => {
+                eprintln!("error: {e}");
+                status = ExitCode::FAILURE;
             }
         }
     }

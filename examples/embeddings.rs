@@ -4,25 +4,40 @@
 //! cargo run --release --example embeddings [-- --model PATH [--untrusted]] ["sentence" ...]
 //! ```
 //!
-//! `--untrusted` loads the model in a child process first (see `llama::vet`).
+//! `--help` lists the flags; `--untrusted` loads the model in a child process first (see
+//! `llama::vet`).
 
+use std::path::PathBuf;
+
+use clap::Parser;
 use llama::{cosine_similarity, Embedder, Model, Normalize};
+
+/// Embeds a few sentences and prints their cosine similarities.
+#[derive(Debug, Parser)]
+// A repeated flag takes its last value, as the hand-written parser did.
+#[command(args_override_self = true)]
+struct Args {
+    /// GGUF model file (default: SmolLM2-135M-Instruct, fetched on first use).
+    #[arg(long, value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Load the model in a child process first, so a file that crashes llama.cpp's loader kills
+    /// the child, not this program.
+    #[arg(long)]
+    untrusted: bool,
+    /// Texts to compare (default: four built-in sentences).
+    #[arg(value_name = "TEXT")]
+    texts: Vec<String>,
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // When started by `--untrusted` as the vetting child: vet the model and exit here.
     llama::vet::child_main_if_requested();
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let untrusted = args.iter().position(|a| a == "--untrusted").map(|i| args.remove(i)).is_some();
-    let model_path = match args.iter().position(|a| a == "--model") {
-        Some(i) if i + 1 < args.len() => {
-            let p = args.remove(i + 1);
-            args.remove(i);
-            p.into()
-        }
-        Some(_) => return Err("--model needs a path".into()),
+    let args = Args::parse();
+    let model_path = match args.model {
+        Some(p) => p,
         None => llama_examples::models::default_model()?,
     };
-    let texts = if args.is_empty() {
+    let texts = if args.texts.is_empty() {
         vec![
             "The cat sits on the mat.".to_string(),
             "A kitten is resting on a rug.".to_string(),
@@ -30,9 +45,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "Investors sold shares as prices dropped.".to_string(),
         ]
     } else {
-        args
+        args.texts
     };
-    if untrusted {
+    if args.untrusted {
         llama::vet_model(&model_path)?;
     }
     let model = Model::load(model_path)?;

@@ -5,87 +5,72 @@
 //! cargo run --release --example generate -- --chat -n 64 --temp 0.7 "Tell me a joke"
 //! ```
 //!
-//! With no `--model`, the default model (SmolLM2-135M-Instruct) is fetched on first use.
-//! `--rpc HOST:PORT[,HOST:PORT]` places the layers on RPC servers (`examples/rpc_server.rs`;
-//! needs the `rpc` feature).
-//! `--untrusted` loads the model in a child process first, so a file that crashes llama.cpp's
-//! loader kills the child, not this program (see `llama::vet`).
-//! Text goes to stdout as it is generated; timings go to stderr.
+//! `--help` lists the flags. With no `--model`, the default model (SmolLM2-135M-Instruct) is
+//! fetched on first use. `--rpc HOST:PORT[,HOST:PORT]` places the layers on RPC servers
+//! (`examples/rpc_server.rs`; needs the `rpc` feature). `--untrusted` loads the model in a child
+//! process first, so a file that crashes llama.cpp's loader kills the child, not this program
+//! (see `llama::vet`). Text goes to stdout as it is generated; timings go to stderr.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::Parser;
 use llama::Logits;
 use llama::{
     AddSpecial, Batch, ChatMessage, ContextParams, ControlText, Model, Output, Sampler, SpecialSyntax, Utf8Decoder,
 };
+use llama_examples::cli::at_least;
 
-const USAGE: &str = "usage: generate [--model PATH] [-n N] [--temp T] [--top-k K] [--top-p P] \
-[--seed S] [--threads N] [--ctx N] [--chat] [--untrusted] [--rpc HOST:PORT[,HOST:PORT]] [PROMPT]";
-
+/// Stream a continuation of a prompt.
+#[derive(Debug, Parser)]
+// A repeated flag takes its last value, as the hand-written parser did.
+#[command(args_override_self = true)]
 struct Args {
-    model: Option<String>,
-    prompt: String,
+    /// GGUF model file (default: SmolLM2-135M-Instruct, fetched on first use).
+    #[arg(long, short = 'm', value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Tokens to generate at most.
+    #[arg(short = 'n', long = "n-predict", value_name = "N", default_value_t = 128)]
     n_predict: usize,
+    /// Sampling temperature; 0 or below samples greedily.
+    #[arg(long, value_name = "T", default_value_t = 0.0, allow_negative_numbers = true)]
     temp: f32,
+    /// Top-k cutoff (with --temp above 0).
+    #[arg(long, value_name = "K", default_value_t = 40, allow_negative_numbers = true)]
     top_k: i32,
+    /// Top-p cutoff (with --temp above 0).
+    #[arg(long, value_name = "P", default_value_t = 0.95, allow_negative_numbers = true)]
     top_p: f32,
+    /// Sampling seed.
+    #[arg(long, value_name = "S", default_value_t = 42)]
     seed: u32,
+    /// CPU threads (default: llama.cpp's choice).
+    #[arg(long, short = 't', value_name = "N", value_parser = at_least(1))]
     threads: Option<usize>,
+    /// Context size in tokens.
+    #[arg(long = "ctx", short = 'c', value_name = "N", default_value_t = 2048)]
     n_ctx: usize,
+    /// Wrap the prompt in the model's chat template.
+    #[arg(long)]
     chat: bool,
+    /// Load the model in a child process first, so a file that crashes llama.cpp's loader kills
+    /// the child, not this program.
+    #[arg(long)]
     untrusted: bool,
+    /// Place the layers on these RPC servers (needs the `rpc` feature).
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT]", value_delimiter = ',', overrides_with = "rpc")]
     rpc: Vec<String>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        model: None,
-        prompt: String::new(),
-        n_predict: 128,
-        temp: 0.0,
-        top_k: 40,
-        top_p: 0.95,
-        seed: 42,
-        threads: None,
-        n_ctx: 2048,
-        chat: false,
-        untrusted: false,
-        rpc: Vec::new(),
-    };
-    let mut prompt = Vec::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        fn num<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String> {
-            v.parse().map_err(|_| format!("{name}: cannot parse {v:?}"))
-        }
-        match arg.as_str() {
-            "--model" | "-m" => args.model = Some(value("--model")?),
-            "-n" | "--n-predict" => args.n_predict = num("-n", value("-n")?)?,
-            "--temp" => args.temp = num("--temp", value("--temp")?)?,
-            "--top-k" => args.top_k = num("--top-k", value("--top-k")?)?,
-            "--top-p" => args.top_p = num("--top-p", value("--top-p")?)?,
-            "--seed" => args.seed = num("--seed", value("--seed")?)?,
-            "--threads" | "-t" => args.threads = Some(num("--threads", value("--threads")?)?),
-            "--ctx" | "-c" => args.n_ctx = num("--ctx", value("--ctx")?)?,
-            "--chat" => args.chat = true,
-            "--untrusted" => args.untrusted = true,
-            "--rpc" => args.rpc = value("--rpc")?.split(',').map(|s| s.trim().to_string()).collect(),
-            "-h" | "--help" => return Err(USAGE.into()),
-            s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown flag {s}\n{USAGE}")),
-            _ => prompt.push(arg),
-        }
-    }
-    args.prompt = if prompt.is_empty() { "Once upon a time".into() } else { prompt.join(" ") };
-    Ok(args)
+    /// The prompt; several words are joined with spaces.
+    #[arg(value_name = "PROMPT", default_value = "Once upon a time")]
+    words: Vec<String>,
 }
 
 fn main() -> ExitCode {
     // When started by `--untrusted` as the vetting child: vet the model and exit here.
     llama::vet::child_main_if_requested();
-    match run() {
+    match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -94,10 +79,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args()?;
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let prompt_text = args.words.join(" ");
     let path = match &args.model {
-        Some(p) => p.into(),
+        Some(p) => p.clone(),
         None => llama_examples::models::default_model()?,
     };
 
@@ -105,7 +90,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         llama::vet_model(&path)?;
     }
     let t0 = Instant::now();
-    let model = Model::builder(&path).rpc_servers(&args.rpc).load()?;
+    let rpc: Vec<&str> = args.rpc.iter().map(|s| s.trim()).collect();
+    let model = Model::builder(&path).rpc_servers(&rpc).load()?;
     let load_s = t0.elapsed().as_secs_f64();
 
     let mut params = ContextParams::default().n_ctx(args.n_ctx);
@@ -116,11 +102,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let vocab = model.vocab();
 
     let prompt = if args.chat {
-        let text = model.apply_chat_template(&[ChatMessage::new("user", &args.prompt)], true)?;
+        let text = model.apply_chat_template(&[ChatMessage::new("user", &prompt_text)], true)?;
         // The rendered template is trusted text whose control tokens must be parsed.
         vocab.tokenize_with(&text, AddSpecial::Yes, SpecialSyntax::Tokens)?
     } else {
-        vocab.tokenize(&args.prompt, AddSpecial::Yes)?
+        vocab.tokenize(&prompt_text, AddSpecial::Yes)?
     };
     let needed = prompt.len() + args.n_predict;
     if needed > ctx.n_ctx() as usize {
@@ -147,7 +133,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut out = std::io::stdout().lock();
     if !args.chat {
-        write!(out, "{}", args.prompt)?;
+        write!(out, "{prompt_text}")?;
     }
     let mut text = Utf8Decoder::default();
     let mut pos = prompt.len();

@@ -7,18 +7,17 @@
 //! ```
 //!
 //! With no prompts, four built-in ones run. With no `--model`, the default model
-//! (SmolLM2-135M-Instruct) is fetched on first use.
+//! (SmolLM2-135M-Instruct) is fetched on first use. `--help` lists the flags.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Instant;
 
+use clap::Parser;
 use llama::engine::{Engine, EngineParams, Event, Request};
 use llama::{ChatMessage, GenerateParams, Model, Sampler};
-
-const USAGE: &str = "usage: parallel [--model PATH | --model-name NAME] [--slots N] [-n N] [--threads N] \
-[--ctx N] [--temp T] [--raw] [PROMPT ...]";
+use llama_examples::cli::{at_least, ModelArgs};
 
 const BUILT_IN: [&str; 4] = [
     "Explain why the sky is blue in two sentences.",
@@ -27,53 +26,38 @@ const BUILT_IN: [&str; 4] = [
     "Describe how a bicycle works.",
 ];
 
+/// Many prompts at once through the serving engine, then per-request and aggregate speeds.
+#[derive(Debug, Parser)]
+// A repeated flag takes its last value, as the hand-written parser did.
+#[command(args_override_self = true, mut_arg("model", |a| a.short('m')))]
 struct Args {
-    model: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Requests decoded together.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = at_least(1))]
     slots: usize,
+    /// Tokens per request at most.
+    #[arg(short = 'n', value_name = "N", default_value_t = 96)]
     n_predict: usize,
+    /// CPU threads (default: the available cores).
+    #[arg(long, value_name = "N", value_parser = at_least(1))]
     threads: Option<usize>,
+    /// KV cache size in tokens, shared by the slots.
+    #[arg(long = "ctx", value_name = "N", default_value_t = 4096)]
     n_ctx: usize,
+    /// Sampling temperature; 0 or below samples greedily.
+    #[arg(long, value_name = "T", default_value_t = 0.0, allow_negative_numbers = true)]
     temp: f32,
+    /// Send the prompts as plain text instead of chat messages.
+    #[arg(long)]
     raw: bool,
+    /// Prompts, one request each (default: four built-in ones).
+    #[arg(value_name = "PROMPT")]
     prompts: Vec<String>,
 }
 
-fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
-    let mut a = Args {
-        model: None,
-        slots: 4,
-        n_predict: 96,
-        threads: None,
-        n_ctx: 4096,
-        temp: 0.0,
-        raw: false,
-        prompts: Vec::new(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut v = || it.next().ok_or(format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--model" | "-m" => a.model = Some(v()?.into()),
-            "--model-name" => a.model = Some(llama_examples::models::by_name(&v()?)?),
-            "--slots" => a.slots = v()?.parse()?,
-            "-n" => a.n_predict = v()?.parse()?,
-            "--threads" => a.threads = Some(v()?.parse()?),
-            "--ctx" => a.n_ctx = v()?.parse()?,
-            "--temp" => a.temp = v()?.parse()?,
-            "--raw" => a.raw = true,
-            "-h" | "--help" => return Err(USAGE.into()),
-            s if s.starts_with('-') => return Err(format!("unknown argument {s}\n{USAGE}").into()),
-            _ => a.prompts.push(arg),
-        }
-    }
-    if a.prompts.is_empty() {
-        a.prompts = BUILT_IN.iter().map(|s| s.to_string()).collect();
-    }
-    Ok(a)
-}
-
 fn main() -> ExitCode {
-    match run() {
+    match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -82,12 +66,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args()?;
-    let path = match &args.model {
-        Some(p) => p.clone(),
-        None => llama_examples::models::default_model()?,
-    };
+fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.prompts.is_empty() {
+        args.prompts = BUILT_IN.iter().map(|s| s.to_string()).collect();
+    }
+    let path = args.model.path()?;
     let model = Model::load(&path)?;
     let mut params = EngineParams::default().slots(args.slots).n_ctx(args.n_ctx);
     if let Some(t) = args.threads {

@@ -6,57 +6,58 @@
 //! cargo run --release --example generate -- --rpc 127.0.0.1:50052 "Hello"
 //! ```
 //!
-//! It listens on loopback unless `--host` says otherwise. The protocol has no authentication:
-//! whoever reaches the port controls this process. Expose it only inside a private network or
-//! a tunnel (e.g. `ssh -L 50052:127.0.0.1:50052 gpu-box` and keep the server on loopback).
+//! `--help` lists the flags. It listens on loopback unless `--host` says otherwise. The protocol
+//! has no authentication: whoever reaches the port controls this process. Expose it only inside
+//! a private network or a tunnel (e.g. `ssh -L 50052:127.0.0.1:50052 gpu-box` and keep the
+//! server on loopback).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
 use llama::rpc::{Server, DEFAULT_PORT};
+use llama_examples::cli::at_least;
 
-const USAGE: &str = "usage: rpc_server [--host IPV4] [--port N] [--threads N] [--cache DIR]";
+/// Lends this machine's devices to llama.cpp clients over ggml's RPC protocol.
+#[derive(Debug, Parser)]
+// A repeated flag takes its last value, as the hand-written parser did.
+#[command(args_override_self = true)]
+struct Args {
+    /// Address to listen on; anything but loopback exposes this process to the network.
+    #[arg(long, value_name = "IPV4", default_value_t = Ipv4Addr::LOCALHOST, value_parser = ipv4)]
+    host: Ipv4Addr,
+    /// Port to listen on.
+    #[arg(
+        long,
+        short = 'p',
+        value_name = "N",
+        default_value_t = DEFAULT_PORT,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    port: u16,
+    /// CPU threads for the CPU device (default: all cores).
+    #[arg(long, short = 't', value_name = "N", value_parser = at_least(1))]
+    threads: Option<usize>,
+    /// Keep received weights here, so a client that loads the same model again sends only
+    /// hashes for large tensors (default: no cache).
+    #[arg(long, short = 'c', value_name = "DIR")]
+    cache: Option<PathBuf>,
+}
 
-fn parse_args() -> Result<Server, String> {
-    let mut server = Server::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
-        match arg.as_str() {
-            "--host" => {
-                let v = value("--host")?;
-                let ip: Ipv4Addr = v.parse().map_err(|_| {
-                    format!("--host: {v:?} is not an IPv4 address (ggml's RPC server listens on IPv4 only)")
-                })?;
-                server = server.host(ip);
-            }
-            "--port" | "-p" => {
-                let v = value("--port")?;
-                server = server.port(v.parse().map_err(|_| format!("--port: cannot parse {v:?}"))?);
-            }
-            "--threads" | "-t" => {
-                let v = value("--threads")?;
-                server = server.threads(v.parse().map_err(|_| format!("--threads: cannot parse {v:?}"))?);
-            }
-            "--cache" | "-c" => server = server.cache_dir(PathBuf::from(value("--cache")?)),
-            "-h" | "--help" => {
-                return Err(format!("{USAGE}\n(default: 127.0.0.1:{DEFAULT_PORT}, all cores, no cache)"))
-            }
-            other => return Err(format!("unknown argument {other}\n{USAGE}")),
-        }
-    }
-    Ok(server)
+fn ipv4(s: &str) -> Result<Ipv4Addr, String> {
+    s.parse().map_err(|_| "not an IPv4 address (ggml's RPC server listens on IPv4 only)".to_string())
 }
 
 fn main() -> ExitCode {
-    let server = match parse_args() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let args = Args::parse();
+    let mut server = Server::new().host(args.host).port(args.port);
+    if let Some(n) = args.threads {
+        server = server.threads(n);
+    }
+    if let Some(dir) = &args.cache {
+        server = server.cache_dir(dir);
+    }
     if server.is_exposed() {
         eprintln!(
             "\n\

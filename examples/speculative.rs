@@ -6,77 +6,106 @@
 //! cargo run --release --example speculative -- --model-name qwen-coder-1.5b \
 //!     --draft-name qwen-coder-0.5b --fixed -n 256 --threads 2 "Write a CSV parser in Python."
 //! ```
-//! Flags: `--model PATH` / `--model-name NAME` (target; default SmolLM2), `--draft PATH` /
-//! `--draft-name NAME` (draft model) or `--ngram` (prompt lookup, the default), `--draft-max N`
-//! (8), `--adaptive` (default) or `--fixed`, `-n N` (128), `--threads N`, `--chat` (wrap the
-//! prompt in the model's chat template), `--prompt-file PATH`, `--no-repack`, `--skip-plain`,
-//! `--json` (one summary line on stdout instead of the text), `--untrusted` (load both models in a
-//! child process first; see `llama::vet`). Names: smollm2, gemma3,
-//! qwen-coder-0.5b, qwen-coder-1.5b (fetched on first use).
+//!
+//! Flags (`--help` lists them all): `--model PATH` / `--model-name NAME` (target; default
+//! SmolLM2), `--draft PATH` / `--draft-name NAME` (draft model) or `--ngram` (prompt lookup, the
+//! default), `--draft-max N` (8), `--adaptive` (default) or `--fixed`, `-n N` (128),
+//! `--threads N`, `--chat` (wrap the prompt in the model's chat template), `--prompt-file PATH`
+//! (repeatable), `--no-repack`, `--skip-plain`, `--json` (one summary line on stdout instead of
+//! the text), `--untrusted` (load both models in a child process first; see `llama::vet`).
+//! Names: smollm2, gemma3, qwen-coder-0.5b, qwen-coder-1.5b (fetched on first use).
 
+use std::path::PathBuf;
+
+use clap::builder::PossibleValuesParser;
+use clap::Parser;
 use llama::speculative::{CopyDrafter, DraftModel, Drafter, SpeculativeDecoder};
 use llama::{AddSpecial, ChatMessage, ContextParams, GenerateParams, Model, Sampler, SpecialSyntax, Token};
+use llama_examples::cli::{at_least, ModelArgs};
 use llama_examples::models;
 
 const DEFAULT_PROMPT: &str = "Rewrite with `total` renamed to `sum`:\nfn add(xs: &[i32]) -> i32 {\n    let mut total = 0;\n    for x in xs {\n        total += x;\n    }\n    total\n}\n\nfn add(xs: &[i32]) -> i32 {\n";
 
-#[derive(Default)]
+/// Plain vs speculative greedy decoding on the same prompt.
+#[derive(Debug, Parser)]
+// A repeated flag takes its last value, as the hand-written parser did.
+#[command(args_override_self = true, mut_arg("model", |a| a.short('m')))]
 struct Args {
-    model: Option<std::path::PathBuf>,
-    draft: Option<std::path::PathBuf>,
-    max: Option<usize>,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Draft model file.
+    #[arg(long, value_name = "PATH")]
+    draft: Option<PathBuf>,
+    /// A known draft model by name, fetched on first use.
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "draft",
+        value_parser = PossibleValuesParser::new(models::NAMED.map(|(name, _)| name))
+    )]
+    draft_name: Option<String>,
+    /// Draft by prompt lookup instead of a model (the default).
+    #[arg(long, conflicts_with_all = ["draft", "draft_name"])]
+    ngram: bool,
+    /// Longest draft.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    draft_max: usize,
+    /// Always draft --draft-max tokens.
+    #[arg(long, overrides_with = "adaptive")]
     fixed: bool,
-    n: Option<usize>,
+    /// Choose each draft's length from measured costs (the default).
+    #[arg(long, overrides_with = "fixed")]
+    adaptive: bool,
+    /// Tokens to generate.
+    #[arg(short = 'n', value_name = "N", default_value_t = 128)]
+    n: usize,
+    /// CPU threads (default: llama.cpp's choice).
+    #[arg(long, short = 't', value_name = "N", value_parser = at_least(1))]
     threads: Option<usize>,
+    /// Wrap the prompt in the model's chat template.
+    #[arg(long)]
     chat: bool,
+    /// Read prompt text from this file (repeatable; files come before PROMPT words).
+    #[arg(long, value_name = "PATH")]
+    prompt_file: Vec<PathBuf>,
+    /// Load the models without repacking their weights for the CPU.
+    #[arg(long)]
     no_repack: bool,
+    /// Skip the plain run (no comparison, no plain speed).
+    #[arg(long)]
     skip_plain: bool,
+    /// Print one JSON summary line on stdout instead of the text.
+    #[arg(long)]
     json: bool,
+    /// Load both models in a child process first, so a file that crashes llama.cpp's loader
+    /// kills the child, not this program.
+    #[arg(long)]
     untrusted: bool,
+    /// The prompt; several words are joined with spaces (default: a renaming task).
+    #[arg(value_name = "PROMPT")]
     prompt: Vec<String>,
-}
-
-fn parse() -> Result<Args, Box<dyn std::error::Error>> {
-    let mut a = Args::default();
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut v = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--model" | "-m" => a.model = Some(v()?.into()),
-            "--model-name" => a.model = Some(models::by_name(&v()?)?),
-            "--draft" => a.draft = Some(v()?.into()),
-            "--draft-name" => a.draft = Some(models::by_name(&v()?)?),
-            "--ngram" => a.draft = None,
-            "--draft-max" => a.max = Some(v()?.parse()?),
-            "--fixed" => a.fixed = true,
-            "--adaptive" => a.fixed = false,
-            "-n" => a.n = Some(v()?.parse()?),
-            "--threads" | "-t" => a.threads = Some(v()?.parse()?),
-            "--chat" => a.chat = true,
-            "--prompt-file" => a.prompt.push(std::fs::read_to_string(v()?)?),
-            "--no-repack" => a.no_repack = true,
-            "--skip-plain" => a.skip_plain = true,
-            "--json" => a.json = true,
-            "--untrusted" => a.untrusted = true,
-            s if s.starts_with("--") => return Err(format!("unknown flag {s}").into()),
-            _ => a.prompt.push(flag),
-        }
-    }
-    Ok(a)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // When started by `--untrusted` as the vetting child: vet the model and exit here.
     llama::vet::child_main_if_requested();
-    let args = parse()?;
-    let (max, n) = (args.max.unwrap_or(8), args.n.unwrap_or(128));
-    let path = match &args.model {
-        Some(p) => p.clone(),
-        None => models::default_model()?,
+    let args = Args::parse();
+    let (max, n, fixed) = (args.draft_max, args.n, args.fixed && !args.adaptive);
+    let path = args.model.path()?;
+    let draft = match (&args.draft, &args.draft_name) {
+        _ if args.ngram => None,
+        (Some(d), _) => Some(d.clone()),
+        (None, Some(name)) => Some(models::by_name(name)?),
+        (None, None) => None,
     };
+    let mut pieces = Vec::new();
+    for file in &args.prompt_file {
+        pieces.push(std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?);
+    }
+    pieces.extend(args.prompt.iter().cloned());
     if args.untrusted {
         llama::vet_model(&path)?;
-        if let Some(d) = &args.draft {
+        if let Some(d) = &draft {
             llama::vet_model(d)?;
         }
     }
@@ -85,7 +114,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(t) = args.threads {
         params = params.n_threads(t);
     }
-    let text = if args.prompt.is_empty() { DEFAULT_PROMPT.to_string() } else { args.prompt.join(" ") };
+    let text = if pieces.is_empty() { DEFAULT_PROMPT.to_string() } else { pieces.join(" ") };
     let tokens = if args.chat {
         let rendered = target.apply_chat_template(&[ChatMessage::new("user", &text)], true)?;
         target.vocab().tokenize_with(&rendered, AddSpecial::Yes, SpecialSyntax::Tokens)?
@@ -110,14 +139,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Speculative.
     let tctx = target.context(params.clone())?;
-    let drafter: Box<dyn Drafter> = match &args.draft {
+    let drafter: Box<dyn Drafter> = match &draft {
         Some(d) => {
             Box::new(DraftModel::new(Model::builder(d).repack(!args.no_repack).load()?.context(params)?, &tctx)?)
         }
         None => Box::new(CopyDrafter::default()),
     };
     let mut spec = SpeculativeDecoder::new(tctx, drafter, max)?;
-    if args.fixed {
+    if fixed {
         spec = spec.fixed(max);
     }
     let mut out = Vec::new();
@@ -135,11 +164,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let identical = !args.skip_plain && out == plain;
     let lengths: Vec<String> =
         s.draft_lengths.iter().enumerate().filter(|(_, &c)| c > 0).map(|(k, c)| format!("{k}x{c}")).collect();
-    let drafter = args.draft.as_ref().map_or("n-gram".to_string(), |d| d.display().to_string());
+    let drafter = draft.as_ref().map_or("n-gram".to_string(), |d| d.display().to_string());
     if args.json {
         println!(
             "{{\"drafter\":\"{drafter}\",\"fixed\":{},\"plain_tps\":{plain_tps:.3},\"spec_tps\":{:.3},\"identical\":{identical},\"agree\":{same},\"tokens\":{},\"acceptance\":{:.4},\"drafted\":{},\"accepted\":{},\"tokens_per_round\":{:.3},\"lengths\":\"{}\"}}",
-            args.fixed,
+            fixed,
             s.tokens_per_second(),
             out.len(),
             s.acceptance_rate(),
