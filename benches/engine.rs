@@ -16,11 +16,12 @@
 //!     [--only scaling|fairness|rss]
 //! ```
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use llama::engine::{Engine, EngineParams, Event, Request};
 use llama::{AddSpecial, Batch, ContextParams, GenerateParams, Logits, Model, Output, Sampler, Token};
+use llama_examples::cli::{at_least, BenchFlag, ModelArgs};
 
 const PROMPTS: [&str; 8] = [
     "Write a story about a robot who learns to paint.",
@@ -33,52 +34,44 @@ const PROMPTS: [&str; 8] = [
     "Explain how a computer compiles a program.",
 ];
 
+/// The serving engine under load: scaling with streams, fairness under a long prompt, peak RSS.
+#[derive(Debug, Parser)]
+// A repeated flag takes its last value, as the hand-written parser did.
+#[command(args_override_self = true)]
 struct Args {
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Run the model re-quantized to this type (q4_0, q8_0 or f16), cached next to it.
+    #[arg(long, value_name = "TYPE")]
     requantize: Option<String>,
+    /// CPU threads.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = at_least(1))]
     threads: usize,
+    /// Rounds of the scaling measurement (fairness runs at most 2).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = at_least(1))]
     rounds: usize,
+    /// Tokens per stream in the scaling measurement.
+    #[arg(long, value_name = "N", default_value_t = 128)]
     tokens: usize,
+    /// The engine's prefill budget in the fairness measurement.
+    #[arg(long = "prefill-budget", value_name = "N", default_value_t = 256)]
     budget: usize,
+    /// The engine's prefill slowdown in the fairness measurement.
+    #[arg(long, value_name = "FACTOR", default_value_t = 2.0)]
     slowdown: f64,
+    /// Run one measurement only.
+    #[arg(long, value_name = "WHICH", value_parser = ["scaling", "fairness", "rss"])]
     only: Option<String>,
+    /// Internal: the RSS measurement's child, `engine` or `context`.
+    #[arg(long, value_name = "WHICH", hide = true)]
     rss_child: Option<String>,
+    #[command(flatten)]
+    bench: BenchFlag,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut a = Args {
-        model: None,
-        requantize: None,
-        threads: 2,
-        rounds: 3,
-        tokens: 128,
-        budget: 256,
-        slowdown: 2.0,
-        only: None,
-        rss_child: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut v = || it.next().ok_or(format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--model" => a.model = Some(v()?.into()),
-            "--model-name" => a.model = Some(llama_examples::models::by_name(&v()?)?),
-            "--requantize" => a.requantize = Some(v()?),
-            "--threads" => a.threads = v()?.parse()?,
-            "--rounds" => a.rounds = v()?.parse()?,
-            "--tokens" => a.tokens = v()?.parse()?,
-            "--prefill-budget" => a.budget = v()?.parse()?,
-            "--slowdown" => a.slowdown = v()?.parse()?,
-            "--only" => a.only = Some(v()?),
-            "--rss-child" => a.rss_child = Some(v()?),
-            "--bench" => {}
-            other => return Err(format!("unknown argument {other}").into()),
-        }
-    }
-    let mut path = match &a.model {
-        Some(p) => p.clone(),
-        None => llama_examples::models::default_model()?,
-    };
+    let a = Args::parse();
+    let mut path = a.model.path()?;
     if let Some(kind) = &a.requantize {
         path = llama_examples::derived::requantized(&path, kind)?;
     }

@@ -8,9 +8,29 @@
 
 use std::time::Instant;
 
+use clap::Parser;
 use llama::{AddSpecial, Batch, ContextParams, ControlText, GenerateParams, Logits, Model, Output, Sampler};
+use llama_examples::cli::{at_least, BenchFlag};
 
 const PROMPT: &str = "The history of the printing press begins in";
+
+/// Tokens/s of the high-level generator against a hand-written loop over the core API.
+#[derive(Debug, Parser)]
+// A repeated flag takes its last value, as the hand-written parser did.
+#[command(args_override_self = true)]
+struct Args {
+    /// Rounds, each timing both loops.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = at_least(1))]
+    rounds: usize,
+    /// Tokens generated per loop.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    tokens: usize,
+    /// CPU threads.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = at_least(1))]
+    threads: usize,
+    #[command(flatten)]
+    bench: BenchFlag,
+}
 
 fn core_loop(model: &Model, params: &ContextParams, n: usize) -> f64 {
     let mut ctx = model.context(params.clone()).expect("context");
@@ -47,16 +67,7 @@ fn generator(model: &Model, params: &ContextParams, n: usize) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (mut rounds, mut tokens, mut threads) = (10usize, 128usize, 2usize);
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--rounds" => rounds = args.next().ok_or("--rounds N")?.parse()?,
-            "--tokens" => tokens = args.next().ok_or("--tokens N")?.parse()?,
-            "--threads" => threads = args.next().ok_or("--threads N")?.parse()?,
-            _ => {} // `--bench` from cargo
-        }
-    }
+    let Args { rounds, tokens, threads, .. } = Args::parse();
     let model = Model::load(llama_examples::models::default_model()?)?;
     let params = ContextParams::default().n_ctx(1024).n_threads(threads);
     core_loop(&model, &params, 16); // warm up

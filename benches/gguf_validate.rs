@@ -11,7 +11,23 @@
 use std::path::Path;
 use std::time::Instant;
 
+use clap::Parser;
 use llama::Model;
+use llama_examples::cli::{BenchFlag, ModelArgs};
+
+/// Whole model loads with the Rust GGUF validation on and off, alternated.
+#[derive(Debug, Parser)]
+// A repeated flag takes its last value, as the hand-written parser did.
+#[command(args_override_self = true)]
+struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Rounds, each loading the model with and without validation (0 counts as 1).
+    #[arg(long, value_name = "N", default_value_t = 7)]
+    rounds: usize,
+    #[command(flatten)]
+    bench: BenchFlag,
+}
 
 fn load_secs(path: &Path, validate: bool) -> Result<f64, llama::LoadError> {
     let start = Instant::now();
@@ -27,23 +43,8 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (mut path, mut rounds) = (None, 7usize);
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut v = || args.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--model" => path = Some(std::path::PathBuf::from(v()?)),
-            "--model-name" => path = Some(llama_examples::models::by_name(&v()?)?),
-            "--rounds" => rounds = v()?.parse()?,
-            "--bench" => {}
-            other => return Err(format!("unknown argument {other}").into()),
-        }
-    }
-    let path = match path {
-        Some(p) => p,
-        None => llama_examples::models::default_model()?,
-    };
-    let rounds = rounds.max(1);
+    let args = Args::parse();
+    let (path, rounds) = (args.model.path()?, args.rounds.max(1));
     // Warm-up: the file in the page cache, backends initialised.
     load_secs(&path, true)?;
     load_secs(&path, false)?;

@@ -7,30 +7,39 @@
 //!     [--threads 2] [--prompt TEXT] [--n-prompt 512] [--n-gen 128]
 //! ```
 
+use clap::Parser;
+use llama_examples::cli::{at_least, BenchFlag, ModelArgs};
 use llama_examples::greedy::{c_greedy, rust_greedy, PROMPTS};
 
+/// One greedy run through the safe Rust API or the C reference; one JSON line with the speeds.
+#[derive(Debug, Parser)]
+// A repeated flag takes its last value, as the hand-written parser did.
+#[command(args_override_self = true)]
+struct Args {
+    /// Which loop runs.
+    #[arg(long = "impl", value_name = "IMPL", default_value = "rust", value_parser = ["rust", "c"])]
+    imp: String,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// CPU threads.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = at_least(1))]
+    threads: usize,
+    /// Text the prompt is made of (repeated or cut to --n-prompt tokens).
+    #[arg(long, value_name = "TEXT", default_value = PROMPTS[0], allow_hyphen_values = true)]
+    prompt: String,
+    /// Prompt tokens, decoded in one batch.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    n_prompt: usize,
+    /// Tokens generated greedily.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    n_gen: usize,
+    #[command(flatten)]
+    bench: BenchFlag,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let (mut imp, mut model, mut threads, mut prompt) = ("rust".to_string(), None, 2, PROMPTS[0].to_string());
-    let (mut n_prompt, mut n_gen) = (512usize, 128usize);
-    while let Some(a) = args.next() {
-        let mut v = || args.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--impl" => imp = v()?,
-            "--model" => model = Some(std::path::PathBuf::from(v()?)),
-            "--model-name" => model = Some(llama_examples::models::by_name(&v()?)?),
-            "--threads" => threads = v()?.parse()?,
-            "--prompt" => prompt = v()?,
-            "--n-prompt" => n_prompt = v()?.parse()?,
-            "--n-gen" => n_gen = v()?.parse()?,
-            "--bench" => {} // passed by `cargo bench`
-            other => return Err(format!("unknown argument {other}").into()),
-        }
-    }
-    let model = match model {
-        Some(m) => m,
-        None => llama_examples::models::default_model()?,
-    };
+    let Args { imp, model, threads, prompt, n_prompt, n_gen, .. } = Args::parse();
+    let model = model.path()?;
     let run = match imp.as_str() {
         "rust" => rust_greedy(&llama::Model::load(&model)?, &prompt, n_prompt, n_gen, threads)?,
         "c" => c_greedy(&model, &prompt, n_prompt, n_gen, threads)?,

@@ -15,9 +15,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Instant;
 
+use clap::Parser;
 use futures::StreamExt;
 use llama::engine::{Engine, EngineParams, Event, Request};
 use llama::{GenerateParams, Model, Sampler};
+use llama_examples::cli::{at_least, BenchFlag};
 use llama_examples::programs::ServerProcess;
 use serde_json::{json, Value};
 
@@ -25,12 +27,28 @@ const CLIENTS: [usize; 3] = [1, 4, 8];
 const SLOTS: usize = 8;
 const CTX: usize = 4096;
 
+/// Streaming HTTP clients of the server example against the same work on an engine in-process.
+#[derive(Debug, Parser)]
+// A repeated flag takes its last value, as the hand-written parser did.
+#[command(args_override_self = true)]
 struct Args {
+    /// GGUF model file (default: SmolLM2-135M-Instruct, fetched on first use).
+    #[arg(long, value_name = "PATH")]
     model: Option<PathBuf>,
+    /// CPU threads, for the server and the in-process engine alike.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = at_least(1))]
     threads: usize,
+    /// Rounds per client count, direct and HTTP alternated.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = at_least(1))]
     rounds: usize,
+    /// Tokens per client.
+    #[arg(long, value_name = "N", default_value_t = 96)]
     tokens: usize,
+    /// Concurrent client counts to measure.
+    #[arg(long, value_name = "N[,N...]", value_delimiter = ',', default_values_t = CLIENTS, overrides_with = "clients")]
     clients: Vec<usize>,
+    #[command(flatten)]
+    bench: BenchFlag,
 }
 
 /// A prompt every model continues for as long as asked, without an end-of-text: the next numbers.
@@ -199,21 +217,7 @@ fn start_server(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut a = Args { model: None, threads: 2, rounds: 3, tokens: 96, clients: CLIENTS.to_vec() };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut v = || it.next().ok_or(format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--model" => a.model = Some(v()?.into()),
-            "--threads" => a.threads = v()?.parse()?,
-            "--rounds" => a.rounds = v()?.parse()?,
-            "--tokens" => a.tokens = v()?.parse()?,
-            "--clients" => a.clients = v()?.split(',').map(str::parse).collect::<Result<_, _>>()?,
-            // `cargo bench` passes --bench.
-            "--bench" => {}
-            other => return Err(format!("unknown argument {other}").into()),
-        }
-    }
+    let a = Args::parse();
     let path = match a.model {
         Some(p) => p,
         None => llama_examples::models::default_model()?,

@@ -12,12 +12,35 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use llama::Model;
+use llama_examples::cli::{at_least, BenchFlag};
 use llama_examples::greedy::rust_greedy;
 
 const PROMPT: &str = "The history of the printing press begins in";
 /// Set in the child: serve on this port with this many threads.
 const SERVE_ENV: &str = "LLAMA_RPC_BENCH_SERVE";
+
+/// Loopback RPC against local: tokens/s ratios for the prompt and the generation.
+#[derive(Debug, Parser)]
+// A repeated flag takes its last value, as the hand-written parser did.
+#[command(args_override_self = true)]
+struct Args {
+    /// Rounds, each running both.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = at_least(1))]
+    rounds: usize,
+    /// Prompt tokens, decoded in one batch.
+    #[arg(long = "prompt", value_name = "N", default_value_t = 128)]
+    n_prompt: usize,
+    /// Tokens generated greedily.
+    #[arg(long = "tokens", value_name = "N", default_value_t = 64)]
+    n_gen: usize,
+    /// CPU threads, on each side.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = at_least(1))]
+    threads: usize,
+    #[command(flatten)]
+    bench: BenchFlag,
+}
 
 struct Killed(Child);
 
@@ -39,17 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let never = llama::rpc::Server::new().port(port.parse()?).threads(threads.parse()?).serve()?;
         match never {}
     }
-    let (mut rounds, mut n_prompt, mut n_gen, mut threads) = (5usize, 128usize, 64usize, 2usize);
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--rounds" => rounds = args.next().ok_or("--rounds N")?.parse()?,
-            "--prompt" => n_prompt = args.next().ok_or("--prompt N")?.parse()?,
-            "--tokens" => n_gen = args.next().ok_or("--tokens N")?.parse()?,
-            "--threads" => threads = args.next().ok_or("--threads N")?.parse()?,
-            _ => {} // `--bench` from cargo
-        }
-    }
+    let Args { rounds, n_prompt, n_gen, threads, .. } = Args::parse();
     let path = llama_examples::models::default_model()?;
 
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();

@@ -13,47 +13,87 @@
 //! the downloaded models): the same model with another weight type, to show how much of the
 //! result belongs to the batched matrix kernels of that type.
 
+use std::path::PathBuf;
+
+use clap::builder::PossibleValuesParser;
+use clap::Parser;
 use llama::speculative::{CopyDrafter, DraftModel, Drafter, SpeculativeDecoder};
 use llama::{AddSpecial, ContextParams, GenerateParams, Model, Sampler, Token};
+use llama_examples::cli::{at_least, BenchFlag, ModelArgs};
 use llama_examples::{derived, greedy::c_speculative, models};
 
+/// One greedy generation (plain, speculative, or the C reference); one JSON line with the speed.
+#[derive(Debug, Parser)]
+// A repeated flag takes its last value, as the hand-written parser did.
+#[command(args_override_self = true)]
+struct Args {
+    /// Which generation runs.
+    #[arg(long = "impl", value_name = "IMPL", default_value = "rust", value_parser = ["plain", "rust", "c"])]
+    imp: String,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A known draft model by name, fetched on first use.
+    #[arg(long, value_name = "NAME", value_parser = PossibleValuesParser::new(models::NAMED.map(|(name, _)| name)))]
+    draft_name: Option<String>,
+    /// Draft by prompt lookup instead of a model (the default).
+    #[arg(long, conflicts_with = "draft_name")]
+    ngram: bool,
+    /// Always draft K tokens.
+    #[arg(long, value_name = "K", overrides_with = "adaptive")]
+    fixed: Option<usize>,
+    /// Choose each draft's length from measured costs, up to --max (the default).
+    #[arg(long, overrides_with = "fixed")]
+    adaptive: bool,
+    /// Longest draft when adaptive.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    max: usize,
+    /// Read the prompt from this file.
+    #[arg(long, value_name = "PATH", overrides_with = "prompt")]
+    prompt_file: Option<PathBuf>,
+    /// The prompt (default: the header of a Python function).
+    #[arg(
+        long,
+        value_name = "TEXT",
+        overrides_with = "prompt_file",
+        allow_hyphen_values = true,
+        default_value = "def parse_csv(path):\n",
+        hide_default_value = true
+    )]
+    prompt: String,
+    /// Tokens to generate.
+    #[arg(short = 'n', value_name = "N", default_value_t = 256)]
+    n: usize,
+    /// CPU threads.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = at_least(1))]
+    threads: usize,
+    /// Run the target re-quantized to this type (q4_0, q8_0 or f16), cached next to it.
+    #[arg(long, value_name = "TYPE")]
+    requantize: Option<String>,
+    #[command(flatten)]
+    bench: BenchFlag,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (mut imp, mut target, mut draft, mut fixed, mut max) = ("rust".to_string(), None, None, None, 8usize);
-    let (mut prompt, mut n, mut threads) = (String::from("def parse_csv(path):\n"), 256usize, 2usize);
-    let mut requantize = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut v = || args.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--impl" => imp = v()?,
-            "--model-name" => target = Some(models::by_name(&v()?)?),
-            "--model" => target = Some(v()?.into()),
-            "--draft-name" => draft = Some(models::by_name(&v()?)?),
-            "--ngram" => draft = None,
-            "--fixed" => fixed = Some(v()?.parse()?),
-            "--adaptive" => fixed = None,
-            "--max" => max = v()?.parse()?,
-            "--prompt-file" => prompt = std::fs::read_to_string(v()?)?,
-            "--prompt" => prompt = v()?,
-            "-n" => n = v()?.parse()?,
-            "--threads" => threads = v()?.parse()?,
-            "--requantize" => requantize = Some(v()?),
-            "--bench" => {}
-            other => return Err(format!("unknown argument {other}").into()),
-        }
-    }
-    let mut target = match target {
-        Some(t) => t,
-        None => models::default_model()?,
+    let args = Args::parse();
+    let (imp, max, n, threads) = (args.imp.as_str(), args.max, args.n, args.threads);
+    let fixed = if args.adaptive { None } else { args.fixed };
+    let draft = match &args.draft_name {
+        Some(name) if !args.ngram => Some(models::by_name(name)?),
+        _ => None,
     };
-    if let Some(kind) = &requantize {
+    let prompt = match &args.prompt_file {
+        Some(file) => std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?,
+        None => args.prompt.clone(),
+    };
+    let mut target = args.model.path()?;
+    if let Some(kind) = &args.requantize {
         target = derived::requantized(&target, kind)?;
     }
     let model = Model::load(&target)?;
     let params = ContextParams::default().n_ctx(4096).n_threads(threads);
     let tokens = model.vocab().tokenize(&prompt, AddSpecial::Yes)?;
     let gen = GenerateParams::default().max_tokens(n);
-    let (out, tps, drafted, accepted, lengths): (Vec<Token>, f64, usize, usize, String) = match imp.as_str() {
+    let (out, tps, drafted, accepted, lengths): (Vec<Token>, f64, usize, usize, String) = match imp {
         "plain" => {
             let mut ctx = model.context(params)?;
             let mut greedy = Sampler::greedy();

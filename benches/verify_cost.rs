@@ -11,32 +11,42 @@
 
 use std::time::Instant;
 
+use clap::Parser;
 use llama::{AddSpecial, Batch, ContextParams, Logits, Model, Output};
+use llama_examples::cli::{at_least, BenchFlag, ModelArgs};
+
+/// Time of one target decode of k tokens relative to a single-token decode.
+#[derive(Debug, Parser)]
+// A repeated flag takes its last value, as the hand-written parser did.
+#[command(args_override_self = true)]
+struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// CPU threads.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = at_least(1))]
+    threads: usize,
+    /// Timed rounds (after one warm-up round).
+    #[arg(long, value_name = "N", default_value_t = 15, value_parser = at_least(1))]
+    rounds: usize,
+    /// Context position the decodes start at.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    position: usize,
+    /// Load the model without repacking its weights for the CPU.
+    #[arg(long)]
+    no_repack: bool,
+    /// Run the model re-quantized to this type (q4_0, q8_0 or f16), cached next to it.
+    #[arg(long, value_name = "TYPE")]
+    requantize: Option<String>,
+    #[command(flatten)]
+    bench: BenchFlag,
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (mut path, mut threads, mut rounds, mut repack, mut position) = (None, 2, 15usize, true, 256usize);
-    let mut requantize = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut v = || args.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--model" => path = Some(std::path::PathBuf::from(v()?)),
-            "--model-name" => path = Some(llama_examples::models::by_name(&v()?)?),
-            "--threads" => threads = v()?.parse()?,
-            "--rounds" => rounds = v()?.parse()?,
-            "--position" => position = v()?.parse()?,
-            "--no-repack" => repack = false,
-            "--requantize" => requantize = Some(v()?),
-            "--bench" => {}
-            other => return Err(format!("unknown argument {other}").into()),
-        }
-    }
-    let path = match path {
-        Some(p) => p,
-        None => llama_examples::models::default_model()?,
-    };
-    let path = match requantize {
-        Some(kind) => llama_examples::derived::requantized(&path, &kind)?,
+    let args = Args::parse();
+    let (threads, rounds, position, repack) = (args.threads, args.rounds, args.position, !args.no_repack);
+    let path = args.model.path()?;
+    let path = match &args.requantize {
+        Some(kind) => llama_examples::derived::requantized(&path, kind)?,
         None => path,
     };
     let model = Model::builder(&path).repack(repack).load()?;
