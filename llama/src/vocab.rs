@@ -41,7 +41,7 @@ pub enum ControlText {
 /// ```no_run
 /// let model = llama::Model::load("model.gguf")?;
 /// let vocab = model.vocab();
-/// let tokens = vocab.tokenize("Hello, world", AddSpecial::Yes)?;
+/// let tokens = vocab.tokenize("Hello, world", llama::AddSpecial::Yes)?;
 /// assert_eq!(vocab.detokenize(&tokens)?, "Hello, world");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

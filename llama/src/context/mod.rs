@@ -65,10 +65,10 @@ pub struct ContextPerf {
 /// llama.cpp contexts are not safe to use from two threads at once.
 ///
 /// ```no_run
-/// use llama::{Batch, ContextParams, Model, Sampler};
+/// use llama::{AddSpecial, Batch, ContextParams, Logits, Model, Output, Sampler};
 /// let model = Model::load("model.gguf")?;
 /// let mut ctx = model.context(ContextParams::default())?;
-/// let tokens = model.vocab().tokenize("Once upon a time", llama::AddSpecial::Yes)?;
+/// let tokens = model.vocab().tokenize("Once upon a time", AddSpecial::Yes)?;
 /// let mut batch = Batch::new(tokens.len(), 1);
 /// batch.add_sequence(&tokens, 0, 0, Logits::Want)?;
 /// ctx.decode(&batch)?;
@@ -223,7 +223,7 @@ impl Context {
     /// # let mut ctx = model.context(Default::default())?;
     /// let prompt = model.vocab().tokenize("Hello", llama::AddSpecial::Yes)?;
     /// ctx.decode_tokens(&prompt, 0, 0)?;
-    /// let logits = ctx.logits(Output::Last);
+    /// let logits = ctx.logits(llama::Output::Last);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn decode_tokens(&mut self, tokens: &[Token], start: usize, seq: usize) -> Result<(), DecodeError> {
