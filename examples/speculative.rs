@@ -199,6 +199,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter_map(|(k, t)| t.map(|t| format!("{k}:{:.1}ms", t * 1e3)))
         .collect();
     eprintln!("verify cost by draft length (measured or extrapolated): {}", costs.join(" "));
+    eprintln!("controller phase at the end: {:?}", report.phase);
     eprintln!(
         "time: drafting {:.2} s, verifying {:.2} s, whole generation {:.2} s",
         s.draft_time.as_secs_f64(),

@@ -15,10 +15,11 @@
 
 mod controller;
 mod drafters;
+mod tally;
 
-pub use controller::{ControllerReport, MAX_DRAFT};
+pub use controller::{ControllerReport, Phase, MAX_DRAFT};
 
-use controller::Controller;
+use controller::{Controller, Plan};
 pub use drafters::{CopyDrafter, DraftModel};
 
 use std::collections::VecDeque;
@@ -79,7 +80,14 @@ pub struct Draft {
 /// Proposes continuations. Implemented by [`DraftModel`] and [`CopyDrafter`]; implement it
 /// for other strategies.
 pub trait Drafter: Send {
+    /// Told when a generation starts from `prompt`: a drafter that keeps state about the
+    /// history can tell a continuation of the last one from a new text here, once, instead of
+    /// comparing the whole history in every [`draft`](Self::draft) call.
+    fn begin(&mut self, prompt: &[Token]) {
+        let _ = prompt;
+    }
     /// Proposes up to `n` tokens that continue `history` (the prompt and all accepted tokens).
+    /// Within a generation each call's history extends the last one's.
     fn draft(&mut self, history: &[Token], n: usize) -> Result<Draft, SpeculativeError>;
     /// Told after verification: of the last draft, `drafted` tokens were verified and the
     /// first `accepted` of them kept.
@@ -287,6 +295,7 @@ impl SpeculativeDecoder {
         }
         self.stats = SpecStats { draft_lengths: vec![0; self.controller.max_draft() + 1], ..SpecStats::default() };
         self.target.clear_kv();
+        self.drafter.begin(prompt);
         let start = Instant::now();
         self.target.decode_tokens(prompt, 0, 0)?;
         let batch = Batch::new(self.controller.max_draft() + 1, 1);
@@ -315,22 +324,18 @@ impl SpeculativeDecoder {
             return Ok(vec![first]);
         }
         let pos = run.history.len() - 1;
-        let cost = self.drafter.cost_per_token();
-        // A placeholder draft (the last token again) prices a batch of two without running a
-        // costly drafter that might not pay; if it happens to be right, it counts.
-        let probe = remaining > 1 && self.controller.wants_cost_probe(cost);
-        let budget = if probe { 1 } else { self.controller.budget(cost).min(remaining - 1) };
+        let plan = self.controller.plan(self.drafter.cost_per_token(), remaining - 1);
+        let probe = plan == Plan::CostProbe;
         let t0 = Instant::now();
-        let draft = if probe {
-            Draft { tokens: vec![run.history[pos]], ..Draft::default() }
-        } else if budget > 0 {
-            self.drafter.draft(&run.history, budget)?
-        } else {
-            Draft::default()
+        let (draft, asked) = match plan {
+            // The last token again, as a draft: if it happens to be right, it counts.
+            Plan::CostProbe => (Draft { tokens: vec![run.history[pos]], ..Draft::default() }, 1),
+            Plan::Draft(ask) => (self.drafter.draft(&run.history, ask)?, ask),
+            Plan::Plain => (Draft::default(), 0),
         };
         let draft_time = t0.elapsed();
-        let available = draft.tokens.len().min(budget);
-        let k = if probe || available == 0 { available } else { self.controller.trim(available, &draft.acceptance) };
+        let available = draft.tokens.len().min(asked);
+        let k = if probe || available == 0 { available } else { self.controller.choose(available, &draft.acceptance) };
         for &t in &draft.tokens[..k] {
             self.target.vocab().check(t)?;
         }
@@ -363,9 +368,9 @@ impl SpeculativeDecoder {
         // Roll back rejected drafts: keep the verified token and the accepted drafts.
         self.target.kv_seq_rm(0, (pos + 1 + accepted)..)?;
         if probe {
-            self.controller.observe_verify(k, verify_time);
+            self.controller.record_cost_probe(verify_time);
         } else {
-            self.controller.observe(k, accepted, draft_time, verify_time);
+            self.controller.record(k, accepted, draft_time, verify_time);
             self.drafter.feedback(k, accepted);
         }
         self.stats.rounds += 1;
