@@ -44,8 +44,10 @@ fn main() {
     // trybuild's compile-fail checks (`--cfg trybuild`) only type-check and never link: building
     // llama.cpp for them would repeat the real build in trybuild's own target directory. Miri
     // (`cargo miri test`, which sets `CARGO_CFG_MIRI`) interprets Rust and cannot call C at all:
-    // its runs cover the pure-Rust modules only.
-    if env::var_os("CARGO_CFG_TRYBUILD").is_some() || env::var_os("CARGO_CFG_MIRI").is_some() {
+    // its runs cover the pure-Rust modules only. docs.rs (`DOCS_RS`) only documents: a C++ build
+    // there would spend its time limit on nothing it shows.
+    let no_link = ["CARGO_CFG_TRYBUILD", "CARGO_CFG_MIRI", "DOCS_RS"];
+    if no_link.iter().any(|v| env::var_os(v).is_some()) {
         return;
     }
 
