@@ -52,7 +52,8 @@ const PAY_MARGIN: f64 = 1.1;
 /// catches up on every token since its last draft). Hand-picked, not swept.
 const RETRY_FIRST: usize = 16;
 /// Longest wait between retries, and the only one when costs alone rule drafting out.
-/// Pinned by `backs_off_and_retries_at_growing_intervals`.
+/// Pinned by `backs_off_and_retries_at_growing_intervals` (the wait it reaches) and
+/// `retries_rarely_when_costs_alone_rule_drafting_out`.
 const RETRY_MAX: usize = 512;
 /// Tokens drafted by a retry: the shortest draft that shows acceptance beyond a first token.
 const RETRY_DRAFT: usize = 2;
@@ -60,8 +61,7 @@ const RETRY_DRAFT: usize = 2;
 /// single rounds 0.84–1.27× their neighbours) cannot move a median of five.
 const COST_SAMPLES: usize = 5;
 /// With a confident draft, the full length is re-measured when its cost is this many rounds old:
-/// sizes that are never chosen would otherwise never be measured again. Hand-picked: about a
-/// tenth of a 256-token n-gram run (13–15 rounds of 15 tokens each on the rename task).
+/// sizes that are never chosen would otherwise never be measured again. Hand-picked.
 const REMEASURE_AFTER: usize = 24;
 /// A drafter estimate of first-token acceptance at or above this counts as confident: the
 /// sizes 1, 3, 7, 15, … are then measured once each (batch costs are irregular: Qwen-Coder-1.5B
@@ -329,6 +329,12 @@ impl Controller {
                 Some(ask) => ask,
                 None => return Plan::CostProbe,
             },
+            // Probes done, but the drafter has not been measured yet (its first draft came back
+            // empty, or the generation ended first): decide again on the newest costs.
+            Phase::Drafting if self.unpriced(drafter_cost) => {
+                self.phase = Phase::CostProbes;
+                return self.plan(drafter_cost, room);
+            }
             Phase::BackedOff if self.unpriced(drafter_cost) => {
                 if self.rounds < self.reprice_at {
                     0
@@ -395,9 +401,8 @@ impl Controller {
         let Some(cost) = cost.filter(|_| self.costs.slope.is_some()) else {
             return self.max;
         };
-        if cost == 0.0 || self.unpriced(drafter_cost) {
-            // Free drafts: draft everything, `choose` decides with the draft's confidence. (A
-            // costly drafter's first draft, not measured yet, goes in full.)
+        if cost == 0.0 {
+            // Free drafts: draft everything, `choose` decides with the draft's confidence.
             return self.max;
         }
         let alpha = self.tally.rate();
@@ -591,9 +596,51 @@ mod tests {
     #[test]
     fn a_free_drafter_drafts_after_one_plain_round() {
         let mut sim = Sim::new(8, GPU_LIKE, 0.0, |_, k| k);
+        sim.acceptance = vec![0.95; 8];
         assert_eq!(sim.c.phase(), Phase::WarmUp);
-        assert_eq!(sim.run(2), [(Did::Plain, Phase::WarmUp), (Did::Draft(8), Phase::Drafting)]);
-        assert!(sim.run(20).iter().all(|&(_, p)| p == Phase::Drafting));
+        let did: Vec<Did> = sim.run(8).iter().map(|r| r.0).collect();
+        // One plain round prices a decode, a full draft the slope; confident drafts then measure
+        // batches of 2, 4 and 8 once before the best length is chosen.
+        let lengths = [1, 3, 7, 8, 8, 8].map(Did::Draft);
+        assert_eq!(did, [[Did::Plain, Did::Draft(8)].as_slice(), &lengths].concat());
+        assert!(sim.run(20).iter().all(|&r| r == (Did::Draft(8), Phase::Drafting)));
+    }
+
+    #[test]
+    fn retries_rarely_when_costs_alone_rule_drafting_out() {
+        // A batch of k + 1 costs k + 1 decodes: even perfect drafts cannot pay.
+        let mut sim = Sim::new(8, |k| 0.01 * (k + 1) as f64, 0.0, |_, k| k);
+        sim.acceptance = vec![0.5; 8];
+        let rounds = sim.run(600);
+        let drafts: Vec<(usize, Did)> = (rounds.iter().enumerate().skip(2))
+            .filter(|(_, r)| matches!(r.0, Did::Draft(_)))
+            .map(|(i, r)| (i, r.0))
+            .collect();
+        assert_eq!(drafts, [(513, Did::Draft(RETRY_DRAFT))], "one retry, 512 plain rounds after backing off");
+        assert!(rounds[2..].iter().all(|r| r.1 == Phase::BackedOff));
+    }
+
+    #[test]
+    fn a_decision_cut_short_by_the_end_of_a_generation_is_taken_again() {
+        let mut c = Controller::adaptive(8);
+        for _ in 0..3 {
+            assert_eq!(c.plan(Some(0.001), 100), Plan::Plain);
+            c.record(0, 0, Duration::ZERO, secs(GPU_LIKE(0)));
+        }
+        // The generation ends during the probes: no room for a probe, plain.
+        assert_eq!(c.plan(Some(0.001), 0), Plan::Plain);
+        c.record(0, 0, Duration::ZERO, secs(GPU_LIKE(0)));
+        assert_eq!(c.phase(), Phase::CostProbes);
+        for _ in 0..3 {
+            assert_eq!(c.plan(Some(0.001), 100), Plan::CostProbe);
+            c.record_cost_probe(secs(GPU_LIKE(1)));
+        }
+        // Decided (drafting pays) in a round without room: the drafter is still unmeasured, so
+        // the next round decides again and drafts in full.
+        assert_eq!(c.plan(Some(0.001), 0), Plan::Plain);
+        c.record(0, 0, Duration::ZERO, secs(GPU_LIKE(0)));
+        assert_eq!(c.plan(Some(0.001), 100), Plan::Draft(8));
+        assert_eq!(c.phase(), Phase::Drafting);
     }
 
     #[test]

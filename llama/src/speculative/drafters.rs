@@ -23,6 +23,12 @@ use crate::{Batch, Context, Logits, Output, Token};
 /// how often drafts are accepted after runs of each length and reports that per position as
 /// [`Draft::acceptance`](super::Draft::acceptance), so the controller drafts long only inside
 /// long, consistent copies.
+///
+/// It keeps its state between calls and reads only what each call's history appends. Call
+/// [`Drafter::begin`] with each new prompt (the [`SpeculativeDecoder`](super::SpeculativeDecoder)
+/// does) so that a new text is told from a continuation; without it, only a shorter history or a
+/// different token where the last one ended starts it over, and a stale alignment costs speed (its
+/// drafts are refused), never correctness.
 #[derive(Debug, Clone)]
 pub struct CopyDrafter {
     min_match: usize,
