@@ -10,8 +10,8 @@
 //! What it can gain is set by what verifying a batch costs. On a GPU a batch of 16 costs little
 //! more than one token. On a CPU it depends on the weight type's kernels: measured on two x86
 //! cores with SmolLM2-135M, 16 tokens cost 4.9× one token in F16, 6.7× in Q4_0 or Q8_0, but 8.7×
-//! in Q4_1, which has no batched kernel there; prompt lookup on a copy task gains 2.1–2.3×, 1.6–1.7× and
-//! 1.2–1.4× respectively. `cargo bench --bench verify_cost` measures a model's curve.
+//! in Q4_1, which has no batched kernel there; prompt lookup on a copy task gains 2.1–2.3×,
+//! 1.6–1.7× and 1.2–1.4× respectively. `cargo bench --bench verify_cost` measures a model's curve.
 
 mod controller;
 mod drafters;
