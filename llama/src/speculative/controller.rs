@@ -26,6 +26,10 @@ pub const MAX_DRAFT: usize = 1024;
 
 // Tuning. Each says what it trades and what chose it; "pinned" names the unit test below whose
 // synthetic cost curve fails if the value is moved far enough to change the behaviour it guards.
+// "Swept" figures: `benches/speculative.rs` built with the value halved and doubled, the three
+// binaries alternated round by round on this 2-core CPU (5 rounds of the n-gram rename task on
+// SmolLM2 Q4_0 and Q4_1, 3 of the Qwen-Coder pair), medians as speed relative to the chosen value.
+// Single rounds of one binary spread 0.8–1.2× on this machine, so medians within ±8% are noise.
 
 /// Plain rounds before the first cost probe: a single decode's cost settles after the first
 /// few (cache warm-up), and probes priced against an unsettled one flipped the verdict. Chosen
@@ -44,12 +48,17 @@ const COST_PROBES: usize = 3;
 const REPRICE_AFTER: usize = 512;
 /// A draft length must beat plain decoding by this factor with every draft accepted, or a
 /// costly drafter is not run at all: the estimates it rests on are optimistic (a slope from
-/// two-token batches, a draft model timed on a short context). Hand-picked; on this CPU the
-/// Qwen pair's best case is 0.6–0.8× plain, so any margin in 1.0–1.3 gives the same decision.
+/// two-token batches, a draft model timed on a short context). Swept on the Qwen-Coder
+/// 1.5B/0.5B pair (`adaptive`): 1.0 ran the draft model (acceptance 80%) at 1.02×, 1.3 never
+/// did, as 1.1, at 1.04×: on this CPU the pair sits at the edge, and the margin only decides
+/// whether the draft model is tried. Pinned against 0.5 by
+/// `a_drafter_that_cannot_pay_is_priced_again_much_later`.
 const PAY_MARGIN: f64 = 1.1;
 /// Plain rounds before the first retry draft after backing off; doubles after each retry that
 /// confirms plain decoding, up to [`RETRY_MAX`] (a retry is not free: a draft model first
-/// catches up on every token since its last draft). Hand-picked, not swept.
+/// catches up on every token since its last draft). Swept: 8 gave 1.00× (Q4_0) and 0.99× (Q4_1),
+/// 32 gave 0.97× and 1.00× — the rename task rarely backs off. Pinned by
+/// `backs_off_and_retries_at_growing_intervals`.
 const RETRY_FIRST: usize = 16;
 /// Longest wait between retries, and the only one when costs alone rule drafting out.
 /// Pinned by `backs_off_and_retries_at_growing_intervals` (the wait it reaches) and
@@ -61,15 +70,18 @@ const RETRY_DRAFT: usize = 2;
 /// single rounds 0.84–1.27× their neighbours) cannot move a median of five.
 const COST_SAMPLES: usize = 5;
 /// With a confident draft, the full length is re-measured when its cost is this many rounds old:
-/// sizes that are never chosen would otherwise never be measured again. Hand-picked.
+/// sizes that are never chosen would otherwise never be measured again. Swept: 12 gave 1.08×
+/// (Q4_0) and 1.01× (Q4_1), 48 gave 1.06× and 1.02×; both beat 24 by the same noise, so 24 stays.
 const REMEASURE_AFTER: usize = 24;
 /// A drafter estimate of first-token acceptance at or above this counts as confident: the
 /// sizes 1, 3, 7, 15, … are then measured once each (batch costs are irregular: Qwen-Coder-1.5B
 /// verifies 16 tokens for 9.67 decodes and 17 for 11.43, `cargo bench --bench verify_cost`).
+/// Swept: 0.8 gave 0.99× (Q4_0) and 1.02× (Q4_1), 0.95 gave 0.96× and 1.03×.
 const CONFIDENT: f64 = 0.9;
-/// Weight of past rounds in the acceptance counts: about the last ten rounds matter.
+/// Weight of past rounds in the acceptance counts: about the last ten rounds matter. Hand-picked,
+/// not swept.
 const ACCEPTANCE_DECAY: f64 = 0.9;
-/// Weight of a new round in the measured draft cost per token.
+/// Weight of a new round in the measured draft cost per token. Hand-picked, not swept.
 const DRAFT_COST_WEIGHT: f64 = 0.2;
 
 /// Where an adaptive controller stands ([`ControllerReport::phase`]).

@@ -106,7 +106,7 @@ const BUCKETS: usize = 6;
 /// Prior accepted counts per bucket (one rejection each): copies that have held for longer are
 /// more likely to go on holding. Hand-picked; feedback outweighs them within tens of rounds.
 const BUCKET_PRIORS: [f64; BUCKETS] = [1.0, 2.0, 3.0, 6.0, 12.0, 20.0];
-/// Decay of the per-bucket acceptance counts per round of feedback.
+/// Decay of the per-bucket acceptance counts per round of feedback. Hand-picked, not swept.
 const FEEDBACK_DECAY: f64 = 0.95;
 /// Shortest match that starts a copy anywhere. Matching 2-grams upward gave SmolLM2 0.97× plain
 /// on the rename task, 3-grams upward 1.12× (issue 5, with the drafter of that time).
