@@ -26,9 +26,10 @@ pub const MAX_DRAFT: usize = 1024;
 
 // Tuning. Each says what it trades and what chose it; "pinned" names the unit test below whose
 // synthetic cost curve fails if the value is moved far enough to change the behaviour it guards.
-// "Swept" figures: `benches/speculative.rs` built with the value halved and doubled, the three
-// binaries alternated round by round on this 2-core CPU (5 rounds of the n-gram rename task on
-// SmolLM2 Q4_0 and Q4_1, 3 of the Qwen-Coder pair), medians as speed relative to the chosen value.
+// "Swept" figures: `python3 benches/speculative_tuning.py FILE NAME chosen,half,double` (the
+// speculative bench built once per value, the binaries alternated round by round on this 2-core
+// CPU: 5 rounds of the n-gram rename task on SmolLM2 Q4_0 and Q4_1, 3 of the Qwen-Coder pair),
+// medians as speed relative to the chosen value.
 // Single rounds of one binary spread 0.8–1.2× on this machine, so medians within ±8% are noise.
 
 /// Plain rounds before the first cost probe: a single decode's cost settles after the first
