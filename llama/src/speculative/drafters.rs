@@ -318,12 +318,11 @@ impl Drafter for CopyDrafter {
         let from = if self.seen.is_empty() { history.len().saturating_sub(1) } else { self.seen.len() };
         if self.seen.is_empty() {
             self.origin = from;
-            self.seen.extend_from_slice(&history[..from]);
         }
         for i in from..history.len() {
             self.follow(&history[..=i]);
         }
-        self.seen.extend_from_slice(&history[from..]);
+        self.seen.extend_from_slice(&history[self.seen.len()..]);
         let mut draft = Draft::default();
         if self.diverged.is_some() {
             return Ok(draft);
