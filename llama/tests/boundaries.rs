@@ -4,7 +4,7 @@
 mod common;
 
 use llama::speculative::{CopyDrafter, DraftModel, Drafter, SpeculativeDecoder};
-use llama::{AddSpecial, Batch, BatchError, Output, Penalties, Sampler};
+use llama::{AddSpecial, Batch, BatchError, Logits, Output, Penalties, Sampler, Token};
 
 #[test]
 fn absurd_batch_sizes_are_errors() {
@@ -39,6 +39,22 @@ fn a_draft_model_given_no_history_is_an_error() {
     let mut draft = DraftModel::new(model.context(common::small_ctx()).unwrap(), &target).unwrap();
     assert!(draft.draft(&[], 4).is_err());
     assert!(draft.draft(&[llama::Token(1)], usize::MAX).is_err());
+}
+
+#[test]
+fn a_sequence_shifted_to_the_last_position_refuses_the_next_token() {
+    // Found by the KV property test: after a shift, `pos_max + 1` may not fit `llama_pos` (i32).
+    let model = common::smollm2();
+    let mut ctx = model.context(common::small_ctx()).unwrap();
+    let prompt = model.vocab().tokenize("Hello", AddSpecial::Yes).unwrap();
+    common::prefill(&mut ctx, &prompt, 0);
+    let last = ctx.kv_seq_pos_max(0).unwrap().unwrap();
+    ctx.kv_seq_add(0, .., i32::MAX - i32::try_from(last).unwrap()).unwrap();
+    let pos = ctx.kv_seq_pos_max(0).unwrap().unwrap();
+    assert_eq!(pos, i32::MAX as usize);
+    let mut batch = Batch::new(1, 1);
+    let err = batch.add(Token(1), pos + 1, &[0], Logits::Want).unwrap_err();
+    assert!(matches!(err, BatchError::PositionTooLarge(p) if p == pos + 1), "{err}");
 }
 
 #[test]
