@@ -4,7 +4,7 @@
 mod common;
 
 use llama::speculative::{CopyDrafter, DraftModel, Drafter, SpeculativeDecoder};
-use llama::{AddSpecial, Batch, BatchError, Logits, Output, Penalties, Sampler, Token};
+use llama::{AddSpecial, Batch, BatchError, Context, Logits, Output, Penalties, Sampler, Token};
 
 #[test]
 fn absurd_batch_sizes_are_errors() {
@@ -41,13 +41,18 @@ fn a_draft_model_given_no_history_is_an_error() {
     assert!(draft.draft(&[llama::Token(1)], usize::MAX).is_err());
 }
 
+/// A small SmolLM2 context with "Hello" decoded in sequence 0.
+fn hello_context() -> Context {
+    let model = common::smollm2();
+    let mut ctx = model.context(common::small_ctx()).unwrap();
+    common::prefill(&mut ctx, &model.vocab().tokenize("Hello", AddSpecial::Yes).unwrap(), 0);
+    ctx
+}
+
 #[test]
 fn a_sequence_shifted_to_the_last_position_refuses_the_next_token() {
     // Found by the KV property test: after a shift, `pos_max + 1` may not fit `llama_pos` (i32).
-    let model = common::smollm2();
-    let mut ctx = model.context(common::small_ctx()).unwrap();
-    let prompt = model.vocab().tokenize("Hello", AddSpecial::Yes).unwrap();
-    common::prefill(&mut ctx, &prompt, 0);
+    let mut ctx = hello_context();
     let last = ctx.kv_seq_pos_max(0).unwrap().unwrap();
     ctx.kv_seq_add(0, .., i32::MAX - i32::try_from(last).unwrap()).unwrap();
     let pos = ctx.kv_seq_pos_max(0).unwrap().unwrap();
@@ -60,10 +65,7 @@ fn a_sequence_shifted_to_the_last_position_refuses_the_next_token() {
 #[test]
 fn a_huge_penalty_window_does_not_allocate_it() {
     // llama.cpp allocates the whole window up front; i32::MAX tokens would be 8 GiB.
-    let model = common::smollm2();
-    let mut ctx = model.context(common::small_ctx()).unwrap();
-    let prompt = model.vocab().tokenize("Hello", AddSpecial::Yes).unwrap();
-    common::prefill(&mut ctx, &prompt, 0);
+    let ctx = hello_context();
     let mut s = Sampler::chain().penalties(Penalties::default().last_n(usize::MAX).repeat(1.1)).greedy_pick();
     s.sample(&ctx, Output::Last).unwrap();
 }
