@@ -4,9 +4,9 @@
 
 use std::process::Command;
 
-#[path = "../../llama/tests/common/gguf_writer.rs"]
+#[path = "../../llama/tests/common/gguf_file.rs"]
 #[allow(dead_code)]
-mod gguf_writer;
+mod gguf_file;
 
 fn example(name: &str) -> std::path::PathBuf {
     llama_examples::programs::example_path(name).unwrap()
@@ -14,8 +14,8 @@ fn example(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn a_model_that_would_abort_the_loader_is_refused() {
-    let mut g = gguf_writer::Gguf::tiny_llama();
-    g.set("llama.block_count", gguf_writer::Value::U32(513));
+    let mut g = gguf_file::Gguf::tiny_llama();
+    g.set("llama.block_count", gguf_file::Value::U32(513));
     let dir = std::env::temp_dir().join(format!("llama-untrusted-example-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("block-count-513.gguf");

@@ -2,10 +2,13 @@
 //!
 //! [`ModelBuilder::validate`](crate::ModelBuilder::validate) checks a GGUF file in Rust before
 //! llama.cpp's C++ loader sees it, and the exception barrier turns what the loader throws into
-//! errors. Neither can promise that no file crashes the loader: it is a large C++ parser with
-//! assertions that end the process. [`vet_model`] moves that risk into a child: the child loads
-//! the file (and, by default, decodes one token with it) and exits; a crash, an abort or a hang
-//! costs the child, and the parent gets an [`Err`]. Only a file that passed is then loaded
+//! errors. Neither can promise that no file crashes: the loader is a large C++ parser with
+//! assertions that end the process, and a file it accepts still feeds ggml's kernels, which
+//! assert on values read straight from the metadata (a NaN norm epsilon passes the loader and
+//! aborts the first decode). The validator checks the values it knows of; [`vet_model`] is the
+//! containment for the rest. The child loads the file, creates a context and, by default,
+//! decodes one token with it (where kernel assertions fire), then exits; a crash, an abort or a
+//! hang costs the child, and the parent gets an [`Err`]. Only a file that passed is then loaded
 //! in-process.
 //!
 //! ```no_run

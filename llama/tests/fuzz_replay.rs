@@ -54,3 +54,8 @@ fn chat_template() {
 fn state() {
     replay("state", llama_fuzz::targets::state);
 }
+
+#[test]
+fn metadata() {
+    replay("metadata", llama_fuzz::targets::metadata);
+}

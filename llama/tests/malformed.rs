@@ -1,11 +1,11 @@
-//! A corpus of malformed GGUF files, each the tiny valid model of `gguf_writer` with one thing
+//! A corpus of malformed GGUF files, each the tiny valid model of `gguf_file` with one thing
 //! broken: truncations, bit flips, every header field, key/value and tensor-info fields, the
 //! hyper-parameters llama.cpp asserts on, and every vocabulary array. Every one must come back
 //! as an error; none may abort the process.
 
 mod common;
 
-use common::gguf_writer::{
+use common::gguf_file::{
     flipped, patched, truncated, ty, Gguf, Value, GGML_Q4_0, N_KV_AT, N_TENSORS_AT, TOKEN_BYTE, VERSION_AT,
 };
 use llama::{AddSpecial, LoadError, Model};
@@ -264,6 +264,73 @@ fn corpus() -> Vec<Kind> {
         g.set("llama.nextn_predict_layers", Value::U32(3));
     });
 
+    // Values the loader accepts but the graph or ggml's CPU kernels assert on (the process
+    // would abort at context creation or at the first decode); each needle is the assert's
+    // place in the pinned llama.cpp tree, which the error names.
+    for (name, key, v, assert) in [
+        ("rms-eps-nan", "llama.attention.layer_norm_rms_epsilon", f32::NAN, "finite"),
+        ("rms-eps-infinite", "llama.attention.layer_norm_rms_epsilon", f32::INFINITY, "finite"),
+        ("rms-eps-negative", "llama.attention.layer_norm_rms_epsilon", -1e-5, "ops.cpp:4132"),
+        ("norm-eps-negative", "llama.attention.layer_norm_epsilon", -1.0, "ops.cpp:4026"),
+        ("rope-base-zero", "llama.rope.freq_base", 0.0, "RoPE base must be positive"),
+        ("rope-scale-nan", "llama.rope.scaling.factor", f32::NAN, "finite"),
+        ("final-softcap-infinite", "llama.final_logit_softcapping", f32::INFINITY, "finite"),
+    ] {
+        c.hparam(name, assert, |g| {
+            g.set(key, Value::F32(v));
+        });
+    }
+    for (name, key, v, assert) in [
+        ("heads-not-a-multiple-of-kv-heads", "llama.attention.head_count_kv", Value::U32(3), "ggml.c:3346"),
+        ("kv-heads-differ-by-layer", "llama.attention.head_count_kv", Value::i32s(&[2, 1]), "ggml.c:4014"),
+        ("kv-heads-zero-in-a-layer", "llama.attention.head_count_kv", Value::i32s(&[2, 0]), "ggml.c:4014"),
+        ("key-and-value-heads-differ", "llama.attention.value_length", Value::U32(2), "models/llama.cpp:102"),
+        ("rope-dims-0", "llama.rope.dimension_count", Value::U32(0), "ops.cpp:6451"),
+        ("rope-dims-odd", "llama.rope.dimension_count", Value::U32(3), "ops.cpp:6355"),
+        ("rope-dims-over-head", "llama.rope.dimension_count", Value::U32(8), "ops.cpp:6354"),
+        ("rope-sections-negative", "llama.rope.dimension_sections", Value::i32s(&[-1, 2, 0, 0]), "ops.cpp:6231"),
+        ("rope-sections-over-head", "llama.rope.dimension_sections", Value::i32s(&[2, 2, 2, 0]), "ops.cpp:6231"),
+        ("rope-sections-only-fourth", "llama.rope.dimension_sections", Value::i32s(&[0, 0, 0, 2]), "ops.cpp:6381"),
+        ("pooling-type-unknown", "llama.pooling_type", Value::U32(9), "pooling type"),
+    ] {
+        c.hparam(name, assert, |g| {
+            g.set(key, v);
+        });
+    }
+    c.hparam("head-size-odd", "ops.cpp:6355", |g| {
+        g.remove("llama.rope.dimension_count")
+            .set("llama.attention.key_length", Value::U32(5))
+            .set("llama.attention.value_length", Value::U32(5));
+    });
+    for (name, used) in [("experts-used-0-in-a-layer", [2, 0]), ("experts-used-above-layer-0", [1, 2])] {
+        c.hparam(name, "ggml.c:1797", |g| {
+            g.set("llama.expert_count", Value::U32(4)).set("llama.expert_used_count", Value::i32s(&used));
+        });
+    }
+    // Other architectures' graphs: the tiny model's keys renamed, and one value that they
+    // divide by or assert on.
+    for (name, arch, key, v, assert) in [
+        ("gemma3-swa-heads-differ", "gemma3", "attention.key_length_swa", Value::U32(2), "ggml.c:3758"),
+        ("rwkv-head-size-0", "rwkv6", "wkv.head_size", Value::U32(0), "rwkv6.wkv.head_size is 0"),
+        ("rwkv-head-size-not-a-divisor", "rwkv7", "wkv.head_size", Value::U32(3), "rwkv7.wkv.head_size is 3"),
+        ("mamba2-groups-0", "mamba2", "ssm.group_count", Value::U32(0), "mamba-base.cpp:178"),
+        ("ernie-moe-step-0", "ernie4_5-moe", "interleave_moe_layer_step", Value::U32(0), "ernie4-5-moe.cpp:26"),
+        ("wavtokenizer-groups-0", "wavtokenizer-dec", "attention.group_norm_groups", Value::U32(0), "ops.cpp:4413"),
+        (
+            "deepseek2-temperature-length-0",
+            "deepseek2",
+            "attention.temperature_scale",
+            Value::F32(0.1),
+            "llama-graph.cpp:195",
+        ),
+        ("qwen2vl-rope-sections-0", "qwen2vl", "rope.dimension_sections", Value::i32s(&[0, 0, 0, 0]), "ops.cpp:6381"),
+    ] {
+        c.hparam(name, assert, |g| {
+            g.rename_architecture(arch).set(&format!("{arch}.{key}"), v);
+        });
+    }
+    c.file("tensor-name-with-nul", "NUL", |g| g.tensors[0].name = b"token_embd\0.weight".to_vec());
+
     // The vocabulary: every array, the special ids, the byte tokens.
     let n = n_vocab();
     c.file("tokenizer-model-missing", "tokenizer.ggml.model is missing", |g| {
@@ -439,6 +506,12 @@ fn metadata_overrides_are_validated_too() {
             .expect_err("an override that llama.cpp asserts on is refused");
         assert!(matches!(err, llama::LoadError::Malformed { .. }), "block_count {bad}: {err}");
     }
+    // A float override is judged by its value: a NaN epsilon would abort the first decode.
+    let err = llama::Model::builder(&path)
+        .override_meta("llama.attention.layer_norm_rms_epsilon", llama::MetaOverride::Float(f64::NAN))
+        .load()
+        .expect_err("a NaN epsilon is refused");
+    assert!(err.to_string().contains("finite"), "{err}");
     // A harmless override still loads.
     let model = llama::Model::builder(&path)
         .override_meta("tokenizer.ggml.add_bos_token", llama::MetaOverride::Bool(false))

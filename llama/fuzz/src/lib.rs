@@ -10,6 +10,13 @@ mod fetch;
 #[path = "targets.rs"]
 pub mod targets;
 
+// The tests' GGUF reader and writer, and the `metadata` target's edits on what it reads.
+#[path = "../../tests/common/gguf_file.rs"]
+#[allow(dead_code)]
+pub mod gguf_file;
+#[path = "mutate.rs"]
+pub mod mutate;
+
 // The server example's modules at this crate's root, where they expect each other, for the
 // `server` target (`server.rs`). Only request checking is driven. Only in fuzz builds
 // (`--cfg fuzzing`): `llama/tests/fuzz_replay.rs` compiles this file without the server's
@@ -90,6 +97,17 @@ pub fn full_model() -> &'static llama::Model {
     MODEL.get_or_init(|| {
         let path = default_model_path();
         llama::Model::load(&path).unwrap_or_else(|e| panic!("load {path:?}: {e}"))
+    })
+}
+
+/// A real model taken apart, once per process: SmolLM2 (llama), or Gemma-3 when `gemma`.
+pub fn real_model(gemma: bool) -> &'static gguf_file::Gguf {
+    static MODELS: [OnceLock<gguf_file::Gguf>; 2] = [OnceLock::new(), OnceLock::new()];
+    MODELS[usize::from(gemma)].get_or_init(|| {
+        let path = if gemma { fetch::ensure(&fetch::GEMMA3) } else { fetch::default_model() };
+        let path = path.unwrap_or_else(|e| panic!("cannot fetch the model: {e}"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {path:?}: {e}"));
+        gguf_file::Gguf::parse(&bytes).unwrap_or_else(|e| panic!("parse {path:?}: {e}"))
     })
 }
 

@@ -6,8 +6,8 @@ use std::cell::RefCell;
 
 use llama::Logits;
 use llama::{
-    AddSpecial, Batch, ChatMessage, ChatTemplate, Context, ContextParams, ControlText, Model, Sampler, SpecialSyntax,
-    Token, TokenDataArray, Utf8Decoder,
+    AddSpecial, Batch, ChatMessage, ChatTemplate, Context, ContextParams, ControlText, GenerateParams, Model, Sampler,
+    SpecialSyntax, Token, TokenDataArray, Utf8Decoder,
 };
 
 /// Arbitrary bytes as a model file: the Rust GGUF validation, then llama.cpp's loader for what
@@ -152,4 +152,33 @@ pub fn state(data: &[u8]) {
         }
         ctx.clear_kv();
     });
+}
+
+/// A real model with its metadata and tensor infos edited (see `mutate.rs`; the first byte
+/// picks SmolLM2 or Gemma-3), written again with the same tensor data, then loaded, its chat
+/// template rendered, and a few tokens generated. Any step may refuse; none may crash.
+pub fn metadata(data: &[u8]) {
+    let Some((&which, edits)) = data.split_first() else { return };
+    let mut model = super::real_model(which % 2 == 1).clone();
+    super::mutate::apply(&mut model, edits);
+    let path = super::scratch_file("metadata.gguf");
+    let written = std::fs::File::create(&path).and_then(|f| {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
+        model.write_to(&mut out)?;
+        std::io::Write::flush(&mut out)
+    });
+    if written.is_err() {
+        return;
+    }
+    let Ok(model) = Model::load(&path) else { return };
+    let messages = [ChatMessage::system("Be brief."), ChatMessage::user("Hi")];
+    let _ = model.apply_chat_template(&messages, true);
+    let prompt =
+        ChatTemplate::from_model(&model).and_then(|t| t.render(&messages, true)).unwrap_or_else(|_| "Hi".into());
+    let Ok(mut ctx) = model.context(ContextParams::default().n_ctx(64).n_batch(64).n_threads(1)) else { return };
+    let mut sampler = Sampler::greedy();
+    let params = GenerateParams::default().max_tokens(3).special_syntax(SpecialSyntax::Tokens);
+    if let Ok(pieces) = ctx.generate(&prompt, &mut sampler, &params) {
+        pieces.take(3).for_each(drop);
+    }
 }

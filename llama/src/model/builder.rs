@@ -266,7 +266,12 @@ impl<'a> ModelBuilder<'a> {
     }
 
     /// Check the file in Rust before llama.cpp parses it (default on): structure, the
-    /// hyper-parameters and the vocabulary llama.cpp asserts on. A malformed file is then
+    /// hyper-parameters and the vocabulary llama.cpp's loader asserts on, and the
+    /// hyper-parameters the graph and ggml's CPU kernels assert on later (norm epsilons, RoPE
+    /// dimensions and sections, head counts and sizes, expert counts, divisors; see the list in
+    /// the crate's `model/gguf/graph.rs`), which would otherwise abort the first decode rather
+    /// than the load. What no check foresees is contained by
+    /// [`vet_model`](crate::vet_model). A malformed file is then
     /// [`LoadError::Malformed`] instead of a crash inside the C++ loader. Turning it off hands
     /// the file straight to llama.cpp's C++ parser (only the magic is checked): only for files
     /// you trust, or to test the C++ exception barrier.

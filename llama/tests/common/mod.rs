@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-pub mod gguf_writer;
+pub mod gguf_file;
 #[path = "../../../examples/common/models.rs"]
 pub mod models;
 

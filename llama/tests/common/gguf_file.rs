@@ -1,6 +1,9 @@
-//! Writes small GGUF files for tests: a tiny llama model that llama.cpp really loads, and the
-//! handles to break one thing at a time (keys, values, tensor infos, raw bytes) for the
-//! malformed-model corpus.
+//! GGUF files for tests: a tiny llama model that llama.cpp really loads, a reader that takes a
+//! real model apart, and the handles to break one thing at a time (keys, values, tensor infos,
+//! raw bytes) for the malformed-model corpus and the metadata fuzzer.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 /// GGUF value type ids.
 pub mod ty {
@@ -106,6 +109,57 @@ impl Value {
     }
 }
 
+/// Reads what [`Value::write_body`] writes.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let out = self.at.checked_add(n).and_then(|end| self.bytes.get(self.at..end));
+        let out = out.ok_or_else(|| format!("{n} bytes needed at {}", self.at))?;
+        self.at += n;
+        Ok(out)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        Ok(self.take(N)?.try_into().unwrap_or([0; N]))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        self.array().map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        self.array().map(u64::from_le_bytes)
+    }
+    fn string(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u64()?;
+        self.take(usize::try_from(n).map_err(|_| format!("string of {n} bytes"))?)
+    }
+    fn value(&mut self, id: u32) -> Result<Value, String> {
+        Ok(match id {
+            ty::U8 => Value::U8(self.array::<1>()?[0]),
+            ty::I8 => Value::I8(i8::from_le_bytes(self.array()?)),
+            ty::U16 => Value::U16(u16::from_le_bytes(self.array()?)),
+            ty::I16 => Value::I16(i16::from_le_bytes(self.array()?)),
+            ty::U32 => Value::U32(self.u32()?),
+            ty::I32 => Value::I32(i32::from_le_bytes(self.array()?)),
+            ty::F32 => Value::F32(f32::from_le_bytes(self.array()?)),
+            ty::BOOL => Value::Bool(self.array::<1>()?[0] != 0),
+            ty::STR => Value::Str(String::from_utf8(self.string()?.to_vec()).map_err(|e| e.to_string())?),
+            ty::U64 => Value::U64(self.u64()?),
+            ty::I64 => Value::I64(i64::from_le_bytes(self.array()?)),
+            ty::F64 => Value::F64(f64::from_le_bytes(self.array()?)),
+            ty::ARRAY => {
+                let elem = self.u32()?;
+                let n = self.u64()?;
+                let items = (0..n).map(|_| self.value(elem)).collect::<Result<_, _>>()?;
+                Value::Array(elem, items)
+            }
+            other => return Err(format!("value type {other}")),
+        })
+    }
+}
+
 fn string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend((s.len() as u64).to_le_bytes());
     out.extend(s);
@@ -119,7 +173,8 @@ pub struct Tensor {
     pub ggml_type: u32,
     /// The data offset written; `None` = where a correct writer puts it.
     pub offset: Option<u64>,
-    pub data: Vec<u8>,
+    /// Shared, so that copies of a real model for mutation do not copy its weights.
+    pub data: Arc<[u8]>,
 }
 
 /// Where the fields of an encoded file are, for byte-level mutations.
@@ -246,7 +301,7 @@ impl Gguf {
                 .collect()
         };
         let mut tensor = |name: String, dims: Vec<u64>, norm: bool| Tensor {
-            data: weights(dims.iter().product(), norm),
+            data: weights(dims.iter().product(), norm).into(),
             name: name.into_bytes(),
             dims,
             ggml_type: GGML_F32,
@@ -278,6 +333,38 @@ impl Gguf {
         }
     }
 
+    /// Takes a well-formed file apart: every key/value as written, every tensor with its data
+    /// (what lies between its offset and the next tensor's, alignment padding included).
+    pub fn parse(bytes: &[u8]) -> Result<Gguf, String> {
+        let mut r = Cursor { bytes, at: 0 };
+        let magic: [u8; 4] = r.take(4)?.try_into().map_err(|_| "magic")?;
+        let version = r.u32()?;
+        let (n_tensors, n_kv) = (r.u64()?, r.u64()?);
+        let mut kv = Vec::new();
+        for _ in 0..n_kv {
+            let key = r.string()?.to_vec();
+            let id = r.u32()?;
+            kv.push((key, r.value(id)?));
+        }
+        let mut infos = Vec::new();
+        for _ in 0..n_tensors {
+            let name = r.string()?.to_vec();
+            let n_dims = r.u32()?;
+            let dims = (0..n_dims).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+            infos.push((name, dims, r.u32()?, r.u64()?));
+        }
+        let mut g = Gguf { magic, version, n_tensors: None, n_kv: None, kv, tensors: Vec::new() };
+        let start = r.at.next_multiple_of(g.alignment() as usize);
+        let ends: Vec<u64> =
+            infos.iter().skip(1).map(|i| i.3).chain([(bytes.len() - start.min(bytes.len())) as u64]).collect();
+        for ((name, dims, ggml_type, offset), end) in infos.into_iter().zip(ends) {
+            let (from, to) = (start + offset as usize, start + end as usize);
+            let data = bytes.get(from..to).ok_or_else(|| format!("tensor data {from}..{to} outside the file"))?;
+            g.tensors.push(Tensor { name, dims, ggml_type, offset: None, data: data.into() });
+        }
+        Ok(g)
+    }
+
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.kv.iter().find(|(k, _)| k == key.as_bytes()).map(|(_, v)| v)
     }
@@ -295,6 +382,20 @@ impl Gguf {
     pub fn push_raw_key(&mut self, key: &[u8], value: Value) -> &mut Self {
         self.kv.push((key.to_vec(), value));
         self
+    }
+
+    /// Moves every key of the current architecture's namespace to `arch`'s, and names it.
+    pub fn rename_architecture(&mut self, arch: &str) -> &mut Self {
+        let old = match self.get("general.architecture") {
+            Some(Value::Str(s)) => format!("{s}."),
+            _ => return self,
+        };
+        for (key, _) in &mut self.kv {
+            if let Some(rest) = key.strip_prefix(old.as_bytes()) {
+                *key = [format!("{arch}.").as_bytes(), rest].concat();
+            }
+        }
+        self.set("general.architecture", Value::Str(arch.into()))
     }
 
     pub fn remove(&mut self, key: &str) -> &mut Self {
@@ -355,7 +456,32 @@ impl Gguf {
             .collect()
     }
 
+    /// The whole file and where its fields are.
     pub fn encode(&self) -> (Vec<u8>, Layout) {
+        let (mut out, layout) = self.encode_header();
+        for (t, natural) in self.tensors.iter().zip(self.natural_offsets()) {
+            out.resize(layout.data + natural as usize, 0);
+            out.extend(&t.data[..]);
+        }
+        (out, layout)
+    }
+
+    /// Writes the file to `w` without building it in memory (real models are large).
+    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+        let (header, layout) = self.encode_header();
+        w.write_all(&header)?;
+        let mut at = layout.data as u64;
+        for (t, natural) in self.tensors.iter().zip(self.natural_offsets()) {
+            let gap = (layout.data as u64 + natural).saturating_sub(at);
+            io::copy(&mut io::repeat(0).take(gap), w)?;
+            w.write_all(&t.data)?;
+            at += gap + t.data.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Everything before the tensor data, padded to where the data starts.
+    fn encode_header(&self) -> (Vec<u8>, Layout) {
         let mut out = self.magic.to_vec();
         let mut layout = Layout::default();
         out.extend(self.version.to_le_bytes());
@@ -385,10 +511,6 @@ impl Gguf {
         let align = self.alignment() as usize;
         out.resize(out.len().next_multiple_of(align), 0);
         layout.data = out.len();
-        for (t, natural) in self.tensors.iter().zip(self.natural_offsets()) {
-            out.resize(layout.data + natural as usize, 0);
-            out.extend(&t.data);
-        }
         (out, layout)
     }
 

@@ -17,6 +17,8 @@ use std::path::Path;
 use super::MetaOverride;
 use crate::error::LoadError;
 
+mod graph;
+
 const MAGIC: &[u8; 4] = b"GGUF";
 /// ggml's limits: strings and arrays above these are refused by its reader.
 const MAX_STRING: u64 = 1 << 30;
@@ -378,12 +380,22 @@ impl Ty {
             Ty::F32 | Ty::F64 | Ty::Str | Ty::Array => return None,
         })
     }
+
+    /// Decodes a float of this type from its little-endian bytes.
+    fn float(self, b: [u8; 8]) -> Option<f64> {
+        let [b0, b1, b2, b3, ..] = b;
+        match self {
+            Ty::F32 => Some(f64::from(f32::from_le_bytes([b0, b1, b2, b3]))),
+            Ty::F64 => Some(f64::from_le_bytes(b)),
+            _ => None,
+        }
+    }
 }
 
 /// What we keep of a value: enough to check it, never bulk data we do not need.
 enum Value {
-    /// A scalar; `int` for integer and bool types.
-    Scalar { ty: Ty, int: Option<i128> },
+    /// A scalar; `int` for integer and bool types, `float` for float types.
+    Scalar { ty: Ty, int: Option<i128>, float: Option<f64> },
     /// A string value; `text` only for the few keys we read (see `keeps_string`).
     Str { text: Option<String> },
     /// An array; `ints` for integer arrays short enough to be per-layer values.
@@ -561,7 +573,8 @@ impl Gguf {
             _ => {
                 let mut raw = Vec::with_capacity(8);
                 r.append(ty.width().unwrap_or(8), &mut raw)?;
-                Ok(Value::Scalar { ty, int: ty.int(widened(&raw)) })
+                let raw = widened(&raw);
+                Ok(Value::Scalar { ty, int: ty.int(raw), float: ty.float(raw) })
             }
         }
     }
@@ -624,7 +637,7 @@ impl Gguf {
         let key = "general.alignment";
         let value = match self.kv.get(key) {
             None => return Ok(DEFAULT_ALIGNMENT),
-            Some(Value::Scalar { ty: Ty::U32, int: Some(v) }) => *v,
+            Some(Value::Scalar { ty: Ty::U32, int: Some(v), .. }) => *v,
             Some(other) => return bad(format!("{key} must be a u32, not {}", other.type_name())),
         };
         match u64::try_from(value) {
@@ -683,7 +696,7 @@ impl Gguf {
     fn u32_value(&self, key: &str) -> Result<Option<u32>, Fail> {
         match self.kv.get(key) {
             None => Ok(None),
-            Some(Value::Scalar { ty: Ty::U32, int: Some(v) }) => Ok(u32::try_from(*v).ok()),
+            Some(Value::Scalar { ty: Ty::U32, int: Some(v), .. }) => Ok(u32::try_from(*v).ok()),
             Some(other) => bad(format!("{key} must be a u32, not {}", other.type_name())),
         }
     }
@@ -697,7 +710,7 @@ impl Gguf {
     fn per_layer(&self, key: &str, n_layer: u32) -> Result<Option<Vec<u32>>, Fail> {
         match self.kv.get(key) {
             None => Ok(None),
-            Some(Value::Scalar { ty: Ty::U32, int: Some(v) }) => {
+            Some(Value::Scalar { ty: Ty::U32, int: Some(v), .. }) => {
                 Ok(Some(vec![u32::try_from(*v).unwrap_or(0); usize::try_from(n_layer).unwrap_or(0)]))
             }
             Some(Value::Array { elem: Ty::U32 | Ty::I32 | Ty::Bool, len, ints: Some(ints) })
@@ -730,10 +743,11 @@ impl Gguf {
         let value = match value {
             MetaOverride::Int(v) => {
                 let ty = file_ty.filter(|t| !matches!(t, Ty::F32 | Ty::F64 | Ty::Bool)).unwrap_or(Ty::I64);
-                Value::Scalar { ty, int: Some(i128::from(*v)) }
+                Value::Scalar { ty, int: Some(i128::from(*v)), float: None }
             }
-            MetaOverride::Float(_) => Value::Scalar { ty: file_ty.unwrap_or(Ty::F64), int: None },
-            MetaOverride::Bool(b) => Value::Scalar { ty: Ty::Bool, int: Some(i128::from(*b)) },
+            // The loader reads a float override as the `f32` its keys hold.
+            MetaOverride::Float(v) => Value::Scalar { ty: Ty::F32, int: None, float: Some(*v) },
+            MetaOverride::Bool(b) => Value::Scalar { ty: Ty::Bool, int: Some(i128::from(*b)), float: None },
             MetaOverride::Str(s) => Value::Str { text: Some(s.clone()) },
         };
         self.kv.insert(key.to_string(), value);
@@ -797,7 +811,7 @@ impl Gguf {
                 }
             }
         }
-        Ok(())
+        self.check_graph_values(arch, n_layer, n_embd)
     }
 
     /// Every `blk.N.` tensor must be below the layer count, and the last layer must exist: a
@@ -952,8 +966,8 @@ impl Gguf {
                 continue;
             };
             let id = match value {
-                Value::Scalar { ty: Ty::U32, int: Some(id) } => *id,
-                Value::Scalar { ty, int: Some(id) } if !KNOWN_SPECIAL_IDS.contains(&kind) && *ty != Ty::Bool => *id,
+                Value::Scalar { ty: Ty::U32, int: Some(id), .. } => *id,
+                Value::Scalar { ty, int: Some(id), .. } if !KNOWN_SPECIAL_IDS.contains(&kind) && *ty != Ty::Bool => *id,
                 other => return bad(format!("{key} must be a u32, not {}", other.type_name())),
             };
             if usize::try_from(id).map_or(true, |id| id >= n_tokens) {
@@ -1063,6 +1077,10 @@ fn read_tensor_info<R: BufRead + Seek>(r: &mut Reader<R>, i: u64) -> Result<Tens
     let mut raw = Vec::new();
     r.append(name, &mut raw)?;
     let name = String::from_utf8(raw).or_else(|_| bad(format!("the name of tensor #{i} is not valid UTF-8")))?;
+    // llama.cpp copies names as C strings: it would see only the part before the NUL.
+    if name.contains('\0') {
+        return bad(format!("the name of tensor #{i} ({}) contains a NUL byte", name.escape_debug()));
+    }
 
     let info = |r: &mut Reader<R>| -> Result<([u64; 4], u32, u64), Fail> {
         let n_dims = r.u32()?;
