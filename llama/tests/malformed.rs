@@ -311,6 +311,8 @@ fn corpus() -> Vec<Kind> {
     // divide by or assert on.
     for (name, arch, key, v, assert) in [
         ("gemma3-swa-heads-differ", "gemma3", "attention.key_length_swa", Value::U32(2), "ggml.c:3758"),
+        ("qwen2-rope-not-whole-head", "qwen2", "rope.dimension_count", Value::U32(2), "n_embd_head == n_rot"),
+        ("qwen3-value-heads-differ", "qwen3", "attention.value_length", Value::U32(2), "one head size"),
         ("rwkv-head-size-0", "rwkv6", "wkv.head_size", Value::U32(0), "rwkv6.wkv.head_size is 0"),
         ("rwkv-head-size-not-a-divisor", "rwkv7", "wkv.head_size", Value::U32(3), "rwkv7.wkv.head_size is 3"),
         ("mamba2-groups-0", "mamba2", "ssm.group_count", Value::U32(0), "mamba-base.cpp:178"),

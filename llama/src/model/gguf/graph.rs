@@ -17,6 +17,34 @@ use super::{bad, Fail, Gguf, Ty, Value};
 /// values (`LLAMA_LOAD_LOCALS` in `llama-model.h`), while the KV cache is sized per layer.
 const UNIFORM_ATTENTION: &[&str] = &["llama", "gemma3"];
 
+/// Graphs that assert one head size for keys and values (`GGML_ASSERT(n_embd_head ==
+/// hparams.n_embd_head_k())` with `n_embd_head` the value head size, or the reverse; found by
+/// reading every graph in `src/models/` of the pinned tree), besides `llama` and `gemma3`.
+#[rustfmt::skip]
+const ONE_HEAD_SIZE: &[&str] = &[
+    "afmoe", "apertus", "arcee", "arctic", "baichuan", "bailingmoe2", "bert", "bitnet", "bloom", "chameleon",
+    "chatglm", "clef", "codeshell", "cogvlm", "cohere2", "cohere2moe", "command-r", "dbrx", "deci", "deepseek",
+    "dots1", "dream", "ernie4_5", "ernie4_5-moe", "eurobert", "exaone", "exaone-moe", "falcon", "glm4", "glm4moe",
+    "gpt2", "gptneox", "granite", "granite_swa", "granitehybrid", "graniteswitch", "grok", "grovemoe", "hunyuan-moe",
+    "hunyuan_vl", "hy_v3", "internlm2", "jais", "jais2", "laguna", "llada", "llada-moe", "maincoder", "maple",
+    "minimax-01", "minimax-m2", "minimax-m3", "mistral3", "modern-bert", "mpt", "muse-glimmer", "nanbeige",
+    "nemotron", "nemotron_h", "nemotron_h_moe", "neo-bert", "olmo", "olmoe", "openelm", "orion", "paddleocr",
+    "pangu-embedded", "phi2", "plamo", "pockettts", "qwen", "qwen2", "qwen2moe", "qwen2vl", "qwen3", "qwen35",
+    "qwen35moe", "qwen3moe", "qwen3next", "qwen3vl", "qwen3vlmoe", "refact", "rnd1", "seed_oss", "smollm3",
+    "spark2_5", "stablelm", "starcoder", "starcoder2", "talkie", "xverse",
+];
+
+/// Graphs that assert they rotate the whole head (`GGML_ASSERT(n_embd_head == n_rot)`).
+#[rustfmt::skip]
+const ROTATE_WHOLE_HEAD: &[&str] = &[
+    "apertus", "arcee", "arctic", "baichuan", "chameleon", "codeshell", "cogvlm", "cohere2moe", "dbrx", "deci",
+    "deepseek", "dots1", "dream", "ernie4_5", "ernie4_5-moe", "exaone", "exaone-moe", "falcon", "granite",
+    "granite_swa", "graniteswitch", "grok", "grovemoe", "hunyuan-moe", "hunyuan_vl", "hy_v3", "internlm2", "jais2",
+    "llada", "llada-moe", "maincoder", "minimax-01", "minimax-m2", "mistral3", "nemotron", "olmo", "olmoe", "orion",
+    "paddleocr", "pangu-embedded", "plamo", "pockettts", "qwen2", "qwen2moe", "qwen2vl", "qwen3", "qwen3moe",
+    "qwen3vl", "qwen3vlmoe", "rnd1", "seed_oss", "smollm3", "starcoder2", "talkie", "xverse",
+];
+
 /// Graphs that always rotate with multi-section RoPE (`llama_model_rope_type` returns an
 /// M-RoPE type for them whatever the sections are).
 const ALWAYS_MROPE: &[&str] =
@@ -118,11 +146,11 @@ impl Gguf {
         let v = self.u32_value(&key("attention.value_length"))?.unwrap_or(derived);
         let k_swa = self.u32_value(&key("attention.key_length_swa"))?.unwrap_or(k);
         let v_swa = self.u32_value(&key("attention.value_length_swa"))?.unwrap_or(v);
-        if uniform && (k != v || k_swa != k || v_swa != v) {
+        if (uniform && (k_swa != k || v_swa != v)) || ((uniform || ONE_HEAD_SIZE.contains(&arch)) && k != v) {
             return bad(format!(
                 "the key and value heads ({}, {}) are {k} and {v} wide ({k_swa} and {v_swa} in sliding-window \
-                 layers); the {arch} graph takes one head size for both (models/llama.cpp:102 asserts it, gemma3's \
-                 reshape asserts at ggml.c:3758)",
+                 layers); the {arch} graph takes one head size for both (models/llama.cpp:102 and the other graphs \
+                 assert it, gemma3's reshape asserts at ggml.c:3758)",
                 key("attention.key_length"),
                 key("attention.value_length")
             ));
@@ -138,9 +166,17 @@ impl Gguf {
         let n_rot = self.u32_value(&count)?;
         let count_swa = key("rope.dimension_count_swa");
         let n_rot_swa = self.u32_value(&count_swa)?;
+        let whole = ROTATE_WHOLE_HEAD.contains(&arch);
+        if let Some(n) = n_rot.filter(|&n| whole && n != heads.k) {
+            return bad(format!(
+                "{count} is {n} but the heads are {} wide; the {arch} graph asserts it rotates the whole head \
+                 (GGML_ASSERT(n_embd_head == n_rot) in its models/*.cpp)",
+                heads.k
+            ));
+        }
         // Without the key the loader rotates the whole head; only graphs known to rotate are
         // held to that default (an odd head needs no rotation elsewhere).
-        let default = UNIFORM_ATTENTION.contains(&arch).then_some(heads.k);
+        let default = (whole || UNIFORM_ATTENTION.contains(&arch)).then_some(heads.k);
         for (name, n, head) in
             [(&count, n_rot.or(default), heads.k), (&count_swa, n_rot_swa.or(n_rot).or(default), heads.k_swa)]
         {
