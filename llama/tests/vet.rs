@@ -114,7 +114,9 @@ fn kernel_asserts_kill_only_the_child() {
             t.data = vec![0u8; (dims[0] * dims[1] * 4) as usize].into();
         }
     };
-    let cases: [(&str, &str, &dyn Fn(&mut Gguf), &str); 3] = [
+    // (name, the key at fault, the edit, what the child's stderr names)
+    type Case<'a> = (&'a str, &'a str, &'a dyn Fn(&mut Gguf), &'a str);
+    let cases: [Case; 3] = [
         (
             "eps-nan",
             "llama.attention.layer_norm_rms_epsilon",

@@ -321,7 +321,7 @@ fn edit_tensor(g: &mut Gguf, e: &Edit) {
             let other = usize::from(e.c) % g.tensors.len();
             g.tensors[i].name = g.tensors[other].name.clone();
             // Another layer's tensor of the same kind, or the same one twice.
-            if e.payload % 2 == 0 {
+            if e.payload.is_multiple_of(2) {
                 let name = String::from_utf8_lossy(&g.tensors[i].name).into_owned();
                 if let Some(rest) = name.strip_prefix("blk.").and_then(|r| r.split_once('.')) {
                     g.tensors[i].name = format!("blk.{}.{}", e.a, rest.1).into_bytes();
@@ -335,9 +335,9 @@ fn edit_tensor(g: &mut Gguf, e: &Edit) {
             // The same elements in another number of dimensions.
             let t = &mut g.tensors[i];
             match t.dims.as_slice() {
-                [a, b] if b % 2 == 0 => t.dims = vec![*a, b / 2, 2],
+                [a, b] if b.is_multiple_of(2) => t.dims = vec![*a, b / 2, 2],
                 [a, b, c, ..] => t.dims = vec![*a, b * c],
-                [a] if a % 2 == 0 && elements(&t.dims).is_some() => t.dims = vec![a / 2, 2],
+                [a] if a.is_multiple_of(2) && elements(&t.dims).is_some() => t.dims = vec![a / 2, 2],
                 _ => {}
             }
         }
@@ -442,7 +442,7 @@ fn value_of(kind: Kind, e: &Edit, old: Option<&Value>, n_layer: usize) -> Value 
         Kind::Bool => Value::Bool(e.payload % 2 == 1),
         Kind::Str => Value::Str(STRINGS[usize::from(e.b) % STRINGS.len()].into()),
         Kind::Sections => Value::i32s(&[0, 1, 2, 3].map(|k| int(e.payload >> (k * 16), None) as i32)),
-        Kind::PerLayer if e.c % 2 == 0 => Value::U32(int(e.payload, old_int) as u32),
+        Kind::PerLayer if e.c.is_multiple_of(2) => Value::U32(int(e.payload, old_int) as u32),
         Kind::PerLayer => {
             // One entry per layer (or one too many or few), alternating two drawn values.
             let len = match e.c % 8 {

@@ -246,51 +246,36 @@ impl Gguf {
     fn check_divisors(&self, arch: &str, n_embd: u32) -> Result<(), Fail> {
         let key = |name: &str| format!("{arch}.{name}");
         let value = |name: &str| self.u32_value(&key(name));
-        let divides = |name: &str, d: Option<u32>, of: u32, what: &str| match d {
-            Some(d) if d == 0 || of % d != 0 => {
-                bad(format!("{} is {d}; it must be a non-zero divisor of {of} ({what})", key(name)))
-            }
-            _ => Ok(()),
-        };
-        match arch {
+        let inner = value("ssm.inner_size")?.unwrap_or(0);
+        // (key, what it must divide: `None` when it only must not be 0, where it is used)
+        let rules: Vec<(&str, Option<u32>, &str)> = match arch {
             "wavtokenizer-dec" => {
-                if value("attention.group_norm_groups")? == Some(0) {
-                    let name = key("attention.group_norm_groups");
-                    return bad(format!("{name} is 0; ggml's group norm divides by it (ops.cpp:4413)"));
-                }
+                vec![("attention.group_norm_groups", None, "ggml's group norm divides by it, ops.cpp:4413")]
             }
             "rwkv6" | "rwkv6qwen2" | "rwkv7" | "arwkv7" => {
-                divides("wkv.head_size", value("wkv.head_size")?, n_embd, "the embedding is split into wkv heads")?;
+                vec![("wkv.head_size", Some(n_embd), "the embedding is cut into heads of it, rwkv6-base.cpp:43")]
             }
-            "mamba2" => {
-                let inner = value("ssm.inner_size")?.unwrap_or(0);
-                divides("ssm.group_count", value("ssm.group_count")?, inner, "ssm.inner_size, mamba-base.cpp:178")?;
-                divides(
-                    "ssm.time_step_rank",
-                    value("ssm.time_step_rank")?,
-                    inner,
-                    "ssm.inner_size, mamba-base.cpp:177",
-                )?;
+            "mamba2" => vec![
+                ("ssm.group_count", Some(inner), "mamba2.cpp:78 divides by it, mamba-base.cpp:178 asserts it divides"),
+                ("ssm.time_step_rank", Some(inner), "mamba-base.cpp:177 asserts it divides ssm.inner_size"),
+            ],
+            "ernie4_5-moe" => vec![("interleave_moe_layer_step", None, "ernie4-5-moe.cpp:26 asserts it is positive")],
+            _ => Vec::new(),
+        };
+        for (name, of, why) in rules {
+            let Some(d) = value(name)? else { continue };
+            if d == 0 || of.is_some_and(|of| !of.is_multiple_of(d)) {
+                let rule = of.map_or_else(|| "positive".to_string(), |of| format!("a non-zero divisor of {of}"));
+                return bad(format!("{} is {d}; it must be {rule} ({why})", key(name)));
             }
-            "ernie4_5-moe" => {
-                if value("interleave_moe_layer_step")? == Some(0) {
-                    return bad(format!(
-                        "{} is 0; ernie4-5-moe.cpp:26 asserts it is positive",
-                        key("interleave_moe_layer_step")
-                    ));
-                }
-            }
-            "deepseek2" => {
-                let scale = self.f32_value(&key("attention.temperature_scale")).unwrap_or(0.0);
-                if scale != 0.0 && value("attention.temperature_length")?.unwrap_or(0) == 0 {
-                    return bad(format!(
-                        "{} is set but {} is 0; llama-graph.cpp:195 asserts the length is not 0",
-                        key("attention.temperature_scale"),
-                        key("attention.temperature_length")
-                    ));
-                }
-            }
-            _ => {}
+        }
+        let scale = self.f32_value(&key("attention.temperature_scale")).unwrap_or(0.0);
+        if arch == "deepseek2" && scale != 0.0 && value("attention.temperature_length")?.unwrap_or(0) == 0 {
+            return bad(format!(
+                "{} is set but {} is 0; llama-graph.cpp:195 asserts the length is not 0",
+                key("attention.temperature_scale"),
+                key("attention.temperature_length")
+            ));
         }
         // Embedding pooling: llama-graph.cpp:3887 aborts on a type it does not know.
         match value("pooling_type")? {
