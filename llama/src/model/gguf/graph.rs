@@ -50,6 +50,10 @@ const ROTATE_WHOLE_HEAD: &[&str] = &[
 const ALWAYS_MROPE: &[&str] =
     &["qwen2vl", "paddleocr", "qwen3vl", "qwen3vlmoe", "qwen35", "qwen35moe", "clef", "qwen4exp", "qwen3tts"];
 
+/// Float keys whose default in llama.cpp is an infinity, meaning "no bound" (`llama-hparams.h`:
+/// `kda_gate_lower_bound = -INFINITY`, written by `llama_model_save_to_file` for every model).
+const MAY_BE_INFINITE: [&str; 1] = ["kda.gate_lower_bound"];
+
 /// Norm epsilons: ggml's norm kernels assert `eps >= 0.0f` (a NaN fails it too).
 const EPSILONS: &[&str] = &["attention.layer_norm_epsilon", "attention.layer_norm_rms_epsilon"];
 
@@ -85,12 +89,16 @@ impl Gguf {
     }
 
     /// Float hyper-parameters are finite (a NaN or an infinity fails the epsilon asserts, and
-    /// elsewhere turns every logit into NaN); epsilons are non-negative and RoPE bases positive.
+    /// elsewhere turns every logit into NaN), but for the few whose default is an infinity
+    /// (llama.cpp's own model saver writes them); epsilons are non-negative and RoPE bases
+    /// positive.
     fn check_floats(&self, arch: &str) -> Result<(), Fail> {
         let prefix = format!("{arch}.");
         for (key, value) in &self.kv {
             if let (true, Value::Scalar { float: Some(v), .. }) = (key.starts_with(&prefix), value) {
-                if !v.is_finite() {
+                let unbounded =
+                    v.is_infinite() && key.strip_prefix(prefix.as_str()).is_some_and(|k| MAY_BE_INFINITE.contains(&k));
+                if !v.is_finite() && !unbounded {
                     return bad(format!("{key} is {v}; a hyper-parameter must be a finite number"));
                 }
             }
