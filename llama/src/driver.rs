@@ -79,6 +79,10 @@ impl Driver {
             return Ok(None);
         }
         self.generated += 1;
+        // Known now, not one decode later: the caller need not decode a token nobody samples after.
+        if self.generated >= self.max_tokens {
+            self.finish = Some(FinishReason::Length);
+        }
         let (logprob, top_logprobs) = match logits.filter(|_| self.logprobs) {
             Some(row) => log_probs(row, token, self.top_logprobs),
             None => (None, Vec::new()),

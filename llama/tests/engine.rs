@@ -7,126 +7,13 @@ mod common;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::engine::{drain, engine, never_ends, same_as_solo, Outcome, NEAR_TIE, NEAR_TIE_BATCHED};
 use common::smollm2;
 use llama::engine::{Completion, Embeddings, Engine, EngineParams, Event, Request, SubmitError};
 use llama::{
     AddSpecial, ChatMessage, ContextParams, ControlVector, FinishReason, FlashAttention, GenerateParams, Normalize,
-    Sampler, Token,
+    Sampler,
 };
-
-/// One thread everywhere: greedy tokens only match across programs at the same thread count.
-fn engine(slots: usize, n_ctx: usize) -> Engine {
-    Engine::new(smollm2(), EngineParams::default().slots(slots).n_ctx(n_ctx).threads(1)).unwrap()
-}
-
-/// Greedy, with every end-of-generation token banned: runs to its token limit.
-fn never_ends() -> Sampler {
-    let model = smollm2();
-    let vocab = model.vocab();
-    let eog: Vec<(Token, f32)> = vocab.tokens().filter(|&t| vocab.is_eog(t)).map(|t| (t, f32::NEG_INFINITY)).collect();
-    Sampler::chain().logit_bias(model, &eog).unwrap().greedy_pick()
-}
-
-/// What one completion produced: its tokens, how it ended, and the `Started` report.
-#[derive(Debug, Default)]
-struct Outcome {
-    tokens: Vec<Token>,
-    text: String,
-    finish: Option<FinishReason>,
-    cached: Option<usize>,
-    completion_tokens: usize,
-}
-
-fn drain(completion: Completion) -> Vec<Outcome> {
-    let mut out: Vec<Outcome> = Vec::new();
-    let mut cached = None;
-    for event in completion {
-        let at = |out: &mut Vec<Outcome>, i: usize| {
-            if out.len() <= i {
-                out.resize_with(i + 1, Outcome::default);
-            }
-        };
-        match event {
-            Event::Started { cached_tokens, .. } => cached = Some(cached_tokens),
-            Event::Piece { index, piece } => {
-                at(&mut out, index);
-                out[index].tokens.extend(piece.token);
-                out[index].text.push_str(&piece.text);
-            }
-            Event::Done { index, finish, usage, .. } => {
-                at(&mut out, index);
-                out[index].finish = Some(finish);
-                out[index].completion_tokens = usage.completion_tokens;
-            }
-            Event::Error { message, .. } => panic!("request failed: {message}"),
-            _ => {}
-        }
-    }
-    for o in &mut out {
-        o.cached = cached;
-    }
-    out
-}
-
-/// Greedy tokens of `prompt` alone through `Context::generate`, with the top log-probabilities at
-/// each step (to tell a near-tie from a real difference).
-fn solo(prompt: &str, max_tokens: usize, fa: FlashAttention) -> (Vec<Token>, Vec<Vec<(Token, f32)>>) {
-    let model = smollm2();
-    let params = common::small_ctx().n_ctx(1024).flash_attention(fa);
-    let mut ctx = model.context(params).unwrap();
-    let mut sampler = Sampler::greedy();
-    let params = GenerateParams::default().max_tokens(max_tokens).top_logprobs(SOLO_TOP);
-    let mut tokens = Vec::new();
-    let mut tops = Vec::new();
-    for piece in ctx.generate(prompt, &mut sampler, &params).unwrap() {
-        let piece = piece.unwrap();
-        if let Some(t) = piece.token {
-            tokens.push(t);
-            tops.push(piece.top_logprobs);
-        }
-    }
-    (tokens, tops)
-}
-
-/// How many of the solo run's best tokens a parting engine token is looked up in: near-ties can
-/// involve more than two.
-const SOLO_TOP: usize = 5;
-
-/// Near-tie with flash attention, whose CPU kernel computes each query row alike whatever the
-/// batch: the solo run's two best tokens differ by less than this (nats).
-const NEAR_TIE: f32 = 0.1;
-/// Without it, attention is a matrix product whose kernel (and rounding) depends on how many
-/// rows the batch has: a wider band of close calls can flip.
-const NEAR_TIE_BATCHED: f32 = 0.5;
-
-/// `Ok(true)` if identical, `Ok(false)` if they part where the engine's token was within `near_tie`
-/// of the solo run's pick, `Err` if not.
-fn same_as_solo(
-    prompt: &str,
-    max_tokens: usize,
-    got: &[Token],
-    fa: FlashAttention,
-    near_tie: f32,
-) -> Result<bool, String> {
-    let (want, tops) = solo(prompt, max_tokens, fa);
-    match want.iter().zip(got).position(|(a, b)| a != b) {
-        None if want.len() == got.len() => Ok(true),
-        None => Err(format!("{prompt:?}: lengths differ, {} vs {}", want.len(), got.len())),
-        Some(k) => {
-            let top = &tops[k];
-            let taken = top.iter().position(|&(t, _)| t == got[k]);
-            match taken.map(|i| (i, top[0].1 - top[i].1)) {
-                Some((rank, gap)) if gap < near_tie => {
-                    eprintln!("{prompt:?} parts from solo at token {k} of {}: rank {rank}, gap {gap:.4}", want.len());
-                    Ok(false)
-                }
-                found => Err(format!(
-                    "{prompt:?} parts from solo at token {k}: the engine's token (rank, gap) in solo's top {SOLO_TOP}: {found:?}"
-                )),
-            }
-        }
-    }
-}
 
 /// With flash attention (batch-invariant) the engine must match solo runs; with the CPU default
 /// (off) it may part only at close calls.
@@ -163,7 +50,7 @@ fn concurrent_vs_solo(fa: FlashAttention, near_tie: f32) {
     assert!(m.max_step_sequences > 1 && m.max_step_sequences <= 8, "steps decoded several sequences: {m:?}");
     let mut near_ties = 0;
     for ((prompt, max), out) in prompts.iter().zip(&outs) {
-        match same_as_solo(prompt, *max, &out[0].tokens, fa, near_tie) {
+        match same_as_solo(Sampler::greedy(), prompt, *max, &out[0].tokens, fa, near_tie) {
             Ok(true) => {}
             Ok(false) => near_ties += 1,
             Err(e) => panic!("{e}"),
@@ -202,13 +89,14 @@ fn dropping_a_stream_frees_its_slot_within_a_step_and_leaves_the_others_alone() 
     assert!(started_at <= dropped_at + 1, "C started {} steps after A was dropped", started_at - dropped_at);
     let b_out = drain(b);
     assert_eq!(b_out[0].finish, Some(FinishReason::Length));
-    same_as_solo(b_prompt, 64, &b_out[0].tokens, FlashAttention::Disabled, NEAR_TIE_BATCHED).unwrap();
+    same_as_solo(Sampler::greedy(), b_prompt, 64, &b_out[0].tokens, FlashAttention::Disabled, NEAR_TIE_BATCHED)
+        .unwrap();
     assert!(drain(c)[0].finish.is_some());
     assert!(engine.metrics().finished.cancelled >= 1);
 }
 
 #[test]
-fn full_queues_long_prompts_and_an_overcommitted_pool() {
+fn full_queues_and_long_prompts_are_refused_at_once() {
     let engine = Engine::new(smollm2(), EngineParams::default().slots(1).n_ctx(256).max_queue(1).threads(1)).unwrap();
     let running =
         Request::new("Count to fifty:").sampler(never_ends()).params(GenerateParams::default().max_tokens(48));
@@ -223,25 +111,6 @@ fn full_queues_long_prompts_and_an_overcommitted_pool() {
         other => panic!("expected PromptTooLong, got {other:?}"),
     }
     drop((running, queued));
-
-    // Four requests that together want ~4 × (40 + 200) cells of a 512-cell pool.
-    let engine = engine_with(4, 512);
-    let prompts = ["Describe a forest.", "Describe a city.", "Describe the sea.", "Describe a desert."];
-    let streams: Vec<Completion> = prompts
-        .iter()
-        .map(|p| engine.submit(Request::new(*p).params(GenerateParams::default().max_tokens(200))).unwrap())
-        .collect();
-    let outs: Vec<Outcome> = streams.into_iter().map(|s| drain(s).remove(0)).collect();
-    let early = outs.iter().filter(|o| o.finish == Some(FinishReason::ContextFull)).count();
-    assert!(early <= 1, "at most one (the newest) ends early: {outs:?}");
-    for o in &outs {
-        assert!(matches!(o.finish, Some(FinishReason::Length | FinishReason::Eog | FinishReason::ContextFull)));
-    }
-    assert_eq!(engine.metrics().finished.error, 0);
-}
-
-fn engine_with(slots: usize, n_ctx: usize) -> Engine {
-    engine(slots, n_ctx)
 }
 
 #[test]

@@ -79,6 +79,21 @@ impl Finished {
     }
 }
 
+/// What the host-RAM tier of the prefix cache holds and has done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RamTier {
+    /// Saved prefixes held.
+    pub entries: usize,
+    /// Bytes they take.
+    pub bytes: usize,
+    /// Prefixes saved (a slot's cache about to be overwritten or evicted, a preempted job's).
+    pub saves: u64,
+    /// Admissions that restored a saved prefix.
+    pub hits: u64,
+    /// Admissions that took nothing from it.
+    pub misses: u64,
+}
+
 /// What the engine has done since it started, and what it is doing now.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metrics {
@@ -95,7 +110,7 @@ pub struct Metrics {
     /// Requests waiting for a slot.
     pub queue_depth: usize,
     /// Cells of the KV cache in use (tokens held by all sequences, idle ones' prefixes
-    /// included).
+    /// included; a prefix several sequences share counts once).
     pub kv_cells_used: usize,
     /// Cells in the KV cache.
     pub kv_cells: usize,
@@ -111,6 +126,15 @@ pub struct Metrics {
     pub requests: u64,
     /// Requests refused because the queue was full.
     pub rejected_busy: u64,
+    /// Jobs taken out of their slot because the KV pool was full, to resume later.
+    pub preemptions: u64,
+    /// Preempted jobs that started again.
+    pub resumed: u64,
+    /// Requests cancelled because their consumer read nothing for
+    /// [`stall_timeout`](super::EngineParams::stall_timeout) (also counted as cancelled).
+    pub stalled: u64,
+    /// The host-RAM tier of the prefix cache.
+    pub prefix_cache: RamTier,
     /// Completions finished, by reason.
     pub finished: Finished,
     /// Time from submission to the first token.

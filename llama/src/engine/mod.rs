@@ -23,21 +23,30 @@
 //!   used for one request).
 //! - **Backpressure**: the engine never waits for a consumer. One that stops reading pauses
 //!   only its own sequence once its buffer is full.
-//! - **Admission by tokens**: a request reserves `prompt + n × max_tokens` cells of the KV
-//!   pool, so admitted requests do not overcommit it; idle slots' cached prefixes are evicted
-//!   first (least recently used). If the cache fills anyway, only the newest sequence ends
-//!   ([`FinishReason::ContextFull`]). The queue is bounded: a full one answers
-//!   [`SubmitError::Busy`] at once.
-//! - **Prefix reuse**: a request takes the idle slot whose cache shares the longest prefix
-//!   with its prompt (or copies a longer one from a busy slot), and reports the cached tokens.
+//! - **KV on demand, replies never cut**: a request starts when its prompt fits beside what the
+//!   running ones hold; nothing is reserved for replies. When the pool fills, idle slots'
+//!   prefixes give way first, then the newest request is preempted (its cache saved to RAM or
+//!   recomputed later) and resumes when room returns: its consumer sees a pause. A reply ends
+//!   early only when one sequence alone outgrows the context ([`FinishReason::ContextFull`]).
+//!   The queue is bounded: a full one answers [`SubmitError::Busy`] at once.
+//! - **Prefix cache**: a request takes the idle slot whose cache it mostly shares, else an
+//!   empty slot, else the least recently used; its prefix comes from that slot, a busy one, or
+//!   the host-RAM tier ([`EngineParams::cache_ram`]), where a slot's cache goes before it is
+//!   overwritten or evicted. Conversations that take turns thus find their history cached even
+//!   when there are more of them than slots. It reports the cached tokens.
+//! - **Stalled consumers**: with [`EngineParams::stall_timeout`], a request whose consumer reads
+//!   nothing for that long is cancelled and its slot serves the next.
 //! - **Isolation**: a request's own failure (a grammar dead end, a panicking Rust sampler)
 //!   ends that request only.
 
+mod admission;
 mod embeddings;
+mod kv;
 mod metrics;
 mod request;
 mod scheduler;
 mod slots;
+mod worker;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -48,14 +57,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 pub use embeddings::{Embeddings, PendingEmbeddings};
-pub use metrics::{Finished, Histogram, Metrics, LATENCY_BUCKETS};
+pub use metrics::{Finished, Histogram, Metrics, RamTier, LATENCY_BUCKETS};
 pub use request::{Completion, Event, Events, Prompt, Request, RequestTimings, SubmitError, Usage};
 
-use crate::driver::Driver;
-use crate::error::{ContextError, DecodeError};
-use crate::generate::FinishReason;
-use crate::{Batch, Context, ContextParams, Model, Output, Sampler, Token};
-use slots::{Job, Slot};
+use crate::error::ContextError;
+use crate::{Batch, ContextParams, Model, Token};
+use slots::{Job, JobSpec, Slot};
+use worker::Worker;
 
 /// How an [`Engine`] is set up: read the options as fields, set them with the chaining setters
 /// of the same names (or assign the fields). Out-of-range values are brought into range when the
@@ -89,6 +97,15 @@ pub struct EngineParams {
     /// Events buffered per request before its sequence pauses for the consumer (default 64; at
     /// least 1).
     pub stream_buffer: usize,
+    /// Host RAM, in bytes, for the prefix cache's second tier (default 2 GiB; 0: none). A slot's
+    /// cache is saved there before it is overwritten or evicted, and restored when a later prompt
+    /// starts with it. llama-server keeps 8 GiB by default; ours is a quarter of that because it
+    /// is memory a user did not ask for, and it already holds ~90 conversations of 1,000 tokens
+    /// of a 135M-parameter model, or 4 of 4,000 tokens of an 8B one (128 KiB of f16 KV per token).
+    pub cache_ram: usize,
+    /// A request whose consumer has read nothing for this long (its stream buffer full) is
+    /// cancelled and its slot freed (default `None`: it waits as long as it takes).
+    pub stall_timeout: Option<Duration>,
     /// The context parameters to start from (flash attention, KV cache types, ...; default: the
     /// engine's choice); the engine still sets the size, sequences, batch and a unified cache.
     pub context_params: Option<ContextParams>,
@@ -104,6 +121,8 @@ impl Default for EngineParams {
             prefill_slowdown: 2.0,
             max_queue: 64,
             stream_buffer: 64,
+            cache_ram: 2 << 30,
+            stall_timeout: None,
             context_params: None,
         }
     }
@@ -149,6 +168,18 @@ impl EngineParams {
     /// Sets [`stream_buffer`](Self::stream_buffer).
     pub fn stream_buffer(mut self, n: usize) -> Self {
         self.stream_buffer = n;
+        self
+    }
+
+    /// Sets [`cache_ram`](Self::cache_ram), in bytes.
+    pub fn cache_ram(mut self, bytes: usize) -> Self {
+        self.cache_ram = bytes;
+        self
+    }
+
+    /// Sets [`stall_timeout`](Self::stall_timeout).
+    pub fn stall_timeout(mut self, after: Duration) -> Self {
+        self.stall_timeout = Some(after);
         self
     }
 
@@ -198,18 +229,8 @@ struct Shared {
 }
 
 enum Command {
-    Submit(Submission),
+    Submit(Box<Job>),
     Shutdown,
-}
-
-struct Submission {
-    prompt: Arc<[Token]>,
-    samplers: Vec<Sampler>,
-    params: crate::GenerateParams,
-    deadline: Option<Instant>,
-    tx: mpsc::Sender<Event>,
-    cancel: Arc<AtomicBool>,
-    submitted: Instant,
 }
 
 impl Engine {
@@ -258,9 +279,10 @@ impl Engine {
             max_queue: params.max_queue,
             stream_buffer: params.stream_buffer,
         };
-        let slots = (0..params.slots).map(|i| Slot { seq: i, job: None, reserved: false, last_used: 0 }).collect();
+        let slots = (0..params.slots).map(|i| Slot { seq: i, job: None, held_for_fork: false, last_used: 0 }).collect();
         let mut worker = Worker {
             ctx,
+            pool: kv::Pool::new(params.slots, params.cache_ram),
             slots,
             queue: VecDeque::new(),
             rx,
@@ -271,6 +293,7 @@ impl Engine {
             step: 0,
             next_id: 0,
             stopping: false,
+            stall_timeout: params.stall_timeout,
             draining: Vec::new(),
         };
         let thread = std::thread::Builder::new()
@@ -327,6 +350,8 @@ impl EngineHandle {
             samplers.push(clone);
         }
         samplers.truncate(n);
+        let mut samplers = samplers.into_iter();
+        let first = samplers.next().ok_or_else(|| SubmitError::Invalid("no sampler".into()))?;
         // Reserve a queue place first so concurrent submitters cannot overshoot the bound.
         let queued = self.shared.queued.fetch_add(1, Ordering::AcqRel);
         if queued >= self.max_queue {
@@ -336,16 +361,17 @@ impl EngineHandle {
         }
         let (tx, rx) = mpsc::channel(self.stream_buffer);
         let cancel = Arc::new(AtomicBool::new(false));
-        let submission = Submission {
+        let spec = JobSpec {
             prompt: prompt.into(),
-            samplers,
             params: request.params,
-            deadline: request.deadline,
             tx,
             cancel: cancel.clone(),
+            deadline: request.deadline,
             submitted: Instant::now(),
         };
-        if self.tx.send(Command::Submit(submission)).is_err() {
+        let mut job = Job::new(spec, 0, 0, first);
+        job.forks = samplers.enumerate().map(|(i, s)| (i + 1, s)).collect();
+        if self.tx.send(Command::Submit(Box::new(job))).is_err() {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(SubmitError::Stopped);
         }
@@ -408,455 +434,5 @@ impl EngineHandle {
     /// Sequences the engine decodes together.
     pub fn slots(&self) -> usize {
         self.slots
-    }
-}
-
-/// The engine thread's state. Only this thread touches the context.
-struct Worker {
-    ctx: Context,
-    slots: Vec<Slot>,
-    /// Accepted, waiting for a slot (and for room in the KV pool).
-    queue: VecDeque<Submission>,
-    rx: std_mpsc::Receiver<Command>,
-    shared: Arc<Shared>,
-    batch: Batch,
-    pacer: scheduler::Pacer,
-    /// Round-robin position of the prefill budget.
-    cursor: usize,
-    step: u64,
-    next_id: u64,
-    stopping: bool,
-    /// Ended jobs whose last events wait for their consumer.
-    draining: Vec<Job>,
-}
-
-impl Worker {
-    fn run(&mut self) {
-        while !self.stopping {
-            // A panic here (a bug, never a caller's input) must not kill the server: fail the
-            // requests in flight and start clean.
-            if let Err(message) = crate::barrier::catch_panic(|| self.tick()) {
-                self.fail_all(&format!("internal error in the engine: {message}"));
-                self.ctx.clear_kv();
-            }
-        }
-        self.shared.stopped.store(true, Ordering::Relaxed);
-        for s in &mut self.queue {
-            let _ = s.tx.try_send(Event::Done {
-                index: 0,
-                finish: FinishReason::Cancelled,
-                usage: Usage::default(),
-                timings: RequestTimings::default(),
-            });
-        }
-        let ids: Vec<usize> = (0..self.slots.len()).filter(|&i| self.slots[i].job.is_some()).collect();
-        for i in ids {
-            self.end(i, Some(FinishReason::Cancelled), None);
-        }
-    }
-
-    fn busy(&self) -> bool {
-        self.slots.iter().any(|s| s.job.is_some()) || !self.draining.is_empty()
-    }
-
-    fn tick(&mut self) {
-        self.receive();
-        self.reap();
-        self.admit();
-        if !self.run_step() {
-            // Nothing to decode: wait for a submission rather than spin (a paused consumer's
-            // backlog is retried every few milliseconds).
-            let wait = if self.busy() { Duration::from_millis(2) } else { Duration::from_millis(50) };
-            match self.rx.recv_timeout(wait) {
-                Ok(cmd) => self.command(cmd),
-                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std_mpsc::RecvTimeoutError::Disconnected) => self.stopping = self.queue.is_empty() && !self.busy(),
-            }
-        }
-        self.publish();
-    }
-
-    fn receive(&mut self) {
-        while let Ok(cmd) = self.rx.try_recv() {
-            self.command(cmd);
-        }
-    }
-
-    fn command(&mut self, cmd: Command) {
-        match cmd {
-            Command::Submit(s) => self.queue.push_back(s),
-            Command::Shutdown => self.stopping = true,
-        }
-    }
-
-    /// Ends what nobody waits for any more, or what ran out of time; retries backlogs.
-    fn reap(&mut self) {
-        self.draining.retain_mut(|job| {
-            job.flush();
-            !job.backlog.is_empty() && !job.tx.is_closed()
-        });
-        let now = Instant::now();
-        for i in 0..self.slots.len() {
-            let Some(job) = self.slots[i].job.as_mut() else { continue };
-            job.flush();
-            let reason = if job.abandoned() {
-                Some(FinishReason::Cancelled)
-            } else if job.deadline.is_some_and(|d| now >= d) {
-                Some(FinishReason::Deadline)
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                self.end(i, Some(reason), None);
-            }
-        }
-        // Cancelled while queued: drop without taking a slot.
-        let before = self.queue.len();
-        self.queue.retain(|s| !(s.tx.is_closed() || s.cancel.load(Ordering::Relaxed)));
-        let dropped = before - self.queue.len();
-        if dropped > 0 {
-            self.shared.queued.fetch_sub(dropped, Ordering::AcqRel);
-            self.metrics(|m| m.finished.cancelled += dropped as u64);
-        }
-    }
-
-    /// KV cells the running jobs may still grow to.
-    fn reserved(&self) -> usize {
-        self.slots.iter().filter_map(|s| s.job.as_ref()).map(|j| j.reserve).sum()
-    }
-
-    /// Starts queued requests while slots and KV room allow, in arrival order.
-    fn admit(&mut self) {
-        let n_ctx = self.ctx.n_ctx();
-        while let Some(next) = self.queue.front() {
-            let n = next.samplers.len();
-            let free = self.slots.iter().filter(|s| s.idle()).count();
-            if free < n {
-                return;
-            }
-            let max_tokens = next.params.max_tokens.min(n_ctx);
-            let reserve = next.prompt.len().saturating_add(max_tokens.saturating_mul(n)).min(n_ctx);
-            // With nothing running, a request always starts: the cache is all its own.
-            if self.busy() && self.reserved() + reserve > n_ctx {
-                return;
-            }
-            let Some(s) = self.queue.pop_front() else { return };
-            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
-            self.start(s, reserve);
-        }
-    }
-
-    fn start(&mut self, s: Submission, reserve: usize) {
-        let Some((slot, mut common, donor)) = slots::choose(&self.slots, &self.ctx, &s.prompt) else { return };
-        let seq = self.slots[slot].seq;
-        if let Some(d) = donor {
-            let src = self.slots[d].seq;
-            let copied = self.ctx.kv_seq_rm(seq, ..).and_then(|()| self.ctx.kv_seq_cp(src, seq, 0..common));
-            if copied.is_err() {
-                common = 0;
-            }
-        }
-        if self.ctx.kv_seq_rm(seq, common..).is_err() {
-            common = 0;
-            let _ = self.ctx.kv_seq_rm(seq, ..);
-        }
-        self.make_room(slot);
-        let mut samplers = s.samplers.into_iter();
-        let Some(mut sampler) = samplers.next() else { return };
-        sampler.reset();
-        let mut forks = Vec::new();
-        for (index, mut sampler) in samplers.enumerate() {
-            sampler.reset();
-            if let Some(f) = (0..self.slots.len()).find(|&i| i != slot && self.slots[i].idle()) {
-                self.slots[f].reserved = true;
-                forks.push((f, index + 1, sampler));
-            }
-        }
-        self.next_id += 1;
-        let now = Instant::now();
-        let mut job = Job {
-            id: self.next_id,
-            index: 0,
-            prompt: s.prompt.clone(),
-            n_past: common,
-            sampler,
-            driver: Driver::new(&s.params),
-            params: s.params.clone(),
-            pending: None,
-            tx: s.tx,
-            backlog: VecDeque::new(),
-            cancel: s.cancel,
-            deadline: s.deadline,
-            submitted: s.submitted,
-            admitted: now,
-            first_token: None,
-            last_token: None,
-            cached: common,
-            reserve,
-            forks,
-        };
-        job.send(Event::Started { prompt_tokens: s.prompt.len(), cached_tokens: common });
-        self.metrics(|m| {
-            m.requests += 1;
-            m.prompt_tokens += s.prompt.len() as u64;
-            m.cached_tokens += common as u64;
-        });
-        self.slots[slot].job = Some(job);
-        self.slots[slot].last_used = self.step;
-    }
-
-    /// Frees idle slots' cached prefixes, least recently used first, until the running jobs'
-    /// reservations and the cache contents fit the pool.
-    fn make_room(&mut self, keep: usize) {
-        let n_ctx = self.ctx.n_ctx();
-        let cached = |w: &Worker, i: usize| w.ctx.cached_tokens(w.slots[i].seq).map_or(0, <[Token]>::len);
-        let mut idle: Vec<usize> = (0..self.slots.len()).filter(|&i| i != keep && self.slots[i].idle()).collect();
-        idle.sort_by_key(|&i| self.slots[i].last_used);
-        for i in idle {
-            let held: usize = (0..self.slots.len()).filter(|&j| self.slots[j].idle()).map(|j| cached(self, j)).sum();
-            if self.reserved() + held <= n_ctx {
-                break;
-            }
-            let seq = self.slots[i].seq;
-            let _ = self.ctx.kv_seq_rm(seq, ..);
-        }
-    }
-
-    /// One decode: returns false when there was nothing to do.
-    fn run_step(&mut self) -> bool {
-        let (outputs, added) = match scheduler::plan(&self.slots, &mut self.batch, &self.pacer, &mut self.cursor) {
-            Ok(plan) => plan,
-            Err(e) => {
-                self.fail_all(&format!("could not build a batch: {e}"));
-                return false;
-            }
-        };
-        if self.batch.is_empty() {
-            return false;
-        }
-        self.step += 1;
-        let (mut generated, mut prompt) = (0, 0);
-        for (slot, &n) in self.slots.iter().zip(&added) {
-            match &slot.job {
-                Some(job) if n > 0 && job.prefilling() => prompt += n,
-                Some(_) if n > 0 => generated += n,
-                _ => {}
-            }
-        }
-        let started = Instant::now();
-        match self.ctx.decode(&self.batch) {
-            Ok(()) => {}
-            Err(DecodeError::NoKvSlot) => {
-                // The pool is full after all: end the newest sequence, never all of them.
-                let newest = (0..self.slots.len())
-                    .filter(|&i| added[i] > 0)
-                    .max_by_key(|&i| self.slots[i].job.as_ref().map_or(0, |j| j.id));
-                if let Some(i) = newest {
-                    self.end(i, Some(FinishReason::ContextFull), None);
-                }
-                return true;
-            }
-            Err(e) => {
-                let msg = format!("decode failed: {e}");
-                for i in (0..self.slots.len()).filter(|&i| added[i] > 0) {
-                    self.end(i, None, Some(msg.clone()));
-                }
-                return true;
-            }
-        }
-        let sequences = added.iter().filter(|&&n| n > 0).count();
-        self.metrics(|m| {
-            m.decode_steps += 1;
-            m.max_step_sequences = m.max_step_sequences.max(sequences);
-        });
-        for (i, &n) in added.iter().enumerate() {
-            if let Some(job) = self.slots[i].job.as_mut() {
-                job.n_past += n;
-                if n > 0 && !job.prefilling() {
-                    job.pending = None;
-                }
-            }
-            if n > 0 {
-                self.slots[i].last_used = self.step;
-            }
-        }
-        for out in outputs {
-            // Forks take their first token from the same logits as the completion they copy.
-            let forks = self.fork(out.slot);
-            self.sample(out.slot, out.batch_index);
-            for f in forks {
-                self.sample(f, out.batch_index);
-            }
-        }
-        // Sampling read the logits, so the computation is over: this is the step's whole cost.
-        self.pacer.observe(started.elapsed().as_secs_f64(), generated, prompt);
-        true
-    }
-
-    /// Once `slot`'s prompt is decoded, starts its request's other completions on copies of
-    /// it; returns their slots.
-    fn fork(&mut self, slot: usize) -> Vec<usize> {
-        let src = self.slots[slot].seq;
-        let Some(job) = self.slots[slot].job.as_mut() else { return Vec::new() };
-        let forks = std::mem::take(&mut job.forks);
-        if forks.is_empty() {
-            return Vec::new();
-        }
-        let (id, prompt, params) = (job.id, job.prompt.clone(), job.params.clone());
-        let (tx, cancel, deadline, submitted, admitted) =
-            (job.tx.clone(), job.cancel.clone(), job.deadline, job.submitted, job.admitted);
-        let mut started = Vec::new();
-        for (f, index, sampler) in forks {
-            let seq = self.slots[f].seq;
-            self.slots[f].reserved = false;
-            let copied = self.ctx.kv_seq_rm(seq, ..).and_then(|()| self.ctx.kv_seq_cp(src, seq, ..));
-            if let Err(e) = copied {
-                let _ = tx.try_send(Event::Error { index, message: format!("could not share the prompt: {e}") });
-                continue;
-            }
-            self.slots[f].job = Some(Job {
-                id,
-                index,
-                prompt: prompt.clone(),
-                n_past: prompt.len(),
-                sampler,
-                driver: Driver::new(&params),
-                params: params.clone(),
-                pending: None,
-                tx: tx.clone(),
-                backlog: VecDeque::new(),
-                cancel: cancel.clone(),
-                deadline,
-                submitted,
-                admitted,
-                first_token: None,
-                last_token: None,
-                cached: 0,
-                reserve: 0,
-                forks: Vec::new(),
-            });
-            self.slots[f].last_used = self.step;
-            started.push(f);
-        }
-        started
-    }
-
-    /// Samples the next token of `slot` from output `idx` of this step and emits it.
-    fn sample(&mut self, slot: usize, idx: usize) {
-        let n_ctx = self.ctx.n_ctx();
-        let Some(job) = self.slots[slot].job.as_mut() else { return };
-        if !job.driver.may_continue() {
-            let reason = job.driver.finish_reason();
-            self.end(slot, reason, None);
-            return;
-        }
-        if job.n_past >= n_ctx {
-            self.end(slot, Some(FinishReason::ContextFull), None);
-            return;
-        }
-        let token = match job.sampler.sample(&self.ctx, Output::At(idx)) {
-            Ok(t) => t,
-            Err(e) => {
-                self.end(slot, None, Some(format!("sampling failed: {e}")));
-                return;
-            }
-        };
-        let logits = if job.driver.wants_logprobs() { self.ctx.logits(Output::At(idx)) } else { None };
-        let piece = match job.driver.push(&self.ctx.vocab(), token, logits) {
-            Ok(p) => p,
-            Err(e) => {
-                self.end(slot, None, Some(e.to_string()));
-                return;
-            }
-        };
-        let now = Instant::now();
-        let (submitted, last) = (job.submitted, job.last_token.replace(now));
-        if job.first_token.is_none() {
-            job.first_token = Some(now);
-        }
-        match piece {
-            Some(piece) => {
-                job.pending = Some(token);
-                let index = job.index;
-                job.send(Event::Piece { index, piece });
-                self.metrics(|m| {
-                    m.generated_tokens += 1;
-                    match last {
-                        Some(t) => m.inter_token_latency.observe(now - t),
-                        None => m.time_to_first_token.observe(now - submitted),
-                    }
-                });
-                let Some(job) = self.slots[slot].job.as_ref() else { return };
-                if job.driver.finish_reason().is_some() {
-                    let reason = job.driver.finish_reason();
-                    self.end(slot, reason, None);
-                }
-            }
-            None => {
-                let reason = job.driver.finish_reason();
-                self.end(slot, reason, None);
-            }
-        }
-    }
-
-    /// Ends the job in `slot`: the held-back text and `Done` (or `Error`), then the slot is
-    /// free. Its cache stays for prefix reuse, up to what was decoded.
-    fn end(&mut self, slot: usize, reason: Option<FinishReason>, error: Option<String>) {
-        let Some(mut job) = self.slots[slot].job.take() else { return };
-        for (f, _, _) in job.forks.drain(..) {
-            self.slots[f].reserved = false;
-        }
-        let seq = self.slots[slot].seq;
-        let keep = if reason == Some(FinishReason::ContextFull) || error.is_some() { 0 } else { job.n_past };
-        let _ = self.ctx.kv_seq_rm(seq, keep..);
-        let index = job.index;
-        let failed = error.is_some();
-        match error {
-            Some(message) => job.send(Event::Error { index, message }),
-            None => {
-                if let Some(piece) = job.driver.flush() {
-                    job.send(Event::Piece { index, piece });
-                }
-                let usage = Usage {
-                    prompt_tokens: job.prompt.len(),
-                    cached_tokens: job.cached,
-                    completion_tokens: job.driver.generated(),
-                };
-                let timings = RequestTimings {
-                    queued: job.admitted - job.submitted,
-                    time_to_first_token: job.first_token.map_or(Duration::ZERO, |t| t - job.submitted),
-                    total: job.submitted.elapsed(),
-                };
-                let finish = reason.unwrap_or(FinishReason::Cancelled);
-                job.send(Event::Done { index, finish, usage, timings });
-            }
-        }
-        self.metrics(|m| m.finished.count(if failed { None } else { reason }));
-        // A consumer that is behind still gets its last events, as it reads.
-        if !job.backlog.is_empty() && !job.tx.is_closed() {
-            self.draining.push(job);
-        }
-    }
-
-    fn fail_all(&mut self, message: &str) {
-        for i in 0..self.slots.len() {
-            self.end(i, None, Some(message.to_string()));
-            self.slots[i].reserved = false;
-        }
-    }
-
-    fn metrics(&self, f: impl FnOnce(&mut Metrics)) {
-        f(&mut self.shared.metrics.lock().unwrap_or_else(|e| e.into_inner()));
-    }
-
-    /// Gauges, refreshed once per tick.
-    fn publish(&self) {
-        let busy = self.slots.iter().filter(|s| s.job.is_some()).count();
-        let cells = self.slots.iter().map(|s| self.ctx.cached_tokens(s.seq).map_or(0, <[Token]>::len)).sum();
-        self.metrics(|m| {
-            m.slots_busy = busy;
-            m.max_slots_busy = m.max_slots_busy.max(busy);
-            m.kv_cells_used = cells;
-        });
     }
 }

@@ -108,7 +108,8 @@ impl Request {
         self
     }
 
-    /// Ends the request with [`FinishReason::Deadline`] if it is not done within `after`.
+    /// Ends the request with [`FinishReason::Deadline`] if it is not done within `after`, time
+    /// spent waiting in the queue included.
     pub fn timeout(mut self, after: Duration) -> Request {
         self.deadline = Instant::now().checked_add(after);
         self

@@ -101,16 +101,16 @@ pub(super) fn plan(
         let share = budget.div_ceil(readers.len()).max(1);
         for &i in &readers {
             let Some(job) = &slots[i].job else { continue };
-            let take = share.min(budget).min(job.prompt.len() - job.n_past);
+            let take = share.min(budget).min(job.input.len() - job.n_past);
             if take == 0 {
                 continue;
             }
             let end = job.n_past + take;
-            let finishes = if end == job.prompt.len() { Logits::Want } else { Logits::Skip };
+            let finishes = if end == job.input.len() { Logits::Want } else { Logits::Skip };
             if finishes == Logits::Want {
                 outputs.push(SlotOutput { slot: i, batch_index: batch.len() + take - 1 });
             }
-            batch.add_sequence(&job.prompt[job.n_past..end], job.n_past, slots[i].seq, finishes)?;
+            batch.add_sequence(&job.input[job.n_past..end], job.n_past, slots[i].seq, finishes)?;
             added[i] = take;
             budget -= take;
         }

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod engine;
 pub mod gguf_file;
 #[path = "../../../examples/common/models.rs"]
 pub mod models;
