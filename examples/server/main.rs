@@ -75,6 +75,14 @@ struct Cli {
     /// request passes through the queue, so it holds at least one.
     #[arg(long, env = "LLAMA_SERVER_MAX_QUEUE", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     max_queue: u32,
+    /// Host RAM per model, in MiB, for the prefix cache's second tier: a conversation's KV is
+    /// saved there when its slot is needed by another and restored when it comes back (0: off).
+    #[arg(long, env = "LLAMA_SERVER_CACHE_RAM", default_value_t = 2048)]
+    cache_ram: usize,
+    /// Seconds a client may read nothing from a stream before its request is cancelled and its
+    /// slot freed (0: wait forever).
+    #[arg(long, env = "LLAMA_SERVER_STALL_TIMEOUT", default_value_t = 60)]
+    stall_timeout: u64,
     /// Require `Authorization: Bearer KEY` on every route but /health.
     #[arg(long, env = "LLAMA_SERVER_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -186,6 +194,8 @@ async fn serve(cli: Cli, specs: Vec<ModelSpec>) -> ExitCode {
         ctx: cli.ctx as usize,
         threads: cli.threads.map(|t| t as usize),
         max_queue: cli.max_queue as usize,
+        cache_ram: cli.cache_ram.saturating_mul(1 << 20),
+        stall_timeout: (cli.stall_timeout > 0).then(|| Duration::from_secs(cli.stall_timeout)),
     };
     let registry = Registry::new(specs, config, usize::from(cli.max_loaded_models), cli.keep_alive);
     let state = AppState {

@@ -47,6 +47,13 @@ pub fn absorb(total: &mut Metrics, m: &Metrics) {
     total.decode_steps += m.decode_steps;
     total.requests += m.requests;
     total.rejected_busy += m.rejected_busy;
+    total.preemptions += m.preemptions;
+    total.resumed += m.resumed;
+    total.stalled += m.stalled;
+    let (c, d) = (&mut total.prefix_cache, &m.prefix_cache);
+    c.saves += d.saves;
+    c.hits += d.hits;
+    c.misses += d.misses;
     total.max_slots_busy = total.max_slots_busy.max(m.max_slots_busy);
     total.max_step_sequences = total.max_step_sequences.max(m.max_step_sequences);
     let (f, g) = (&mut total.finished, &m.finished);
@@ -107,7 +114,7 @@ pub fn render(http: &HttpMetrics, models: &[ModelStats]) -> String {
     let _ = writeln!(out, "llama_http_client_disconnects_total {}", http.disconnects());
 
     let named: Vec<(String, &ModelStats)> = models.iter().map(|m| (escape(&m.name), m)).collect();
-    let gauges: [Series; 9] = [
+    let gauges: [Series; 11] = [
         ("llama_model_loaded", "1 when the model is loaded.", |m| u64::from(m.loaded)),
         ("llama_model_loading", "1 while the model is being loaded.", |m| u64::from(m.loading)),
         ("llama_slots", "Sequences the model's engine decodes together.", |m| m.metrics.slots as u64),
@@ -119,6 +126,12 @@ pub fn render(http: &HttpMetrics, models: &[ModelStats]) -> String {
         ("llama_step_sequences_max", "Most sequences decoded together in one step.", |m| {
             m.metrics.max_step_sequences as u64
         }),
+        ("llama_prefix_cache_ram_bytes", "Bytes of saved prefixes in the prompt cache's RAM tier.", |m| {
+            m.metrics.prefix_cache.bytes as u64
+        }),
+        ("llama_prefix_cache_ram_entries", "Saved prefixes in the prompt cache's RAM tier.", |m| {
+            m.metrics.prefix_cache.entries as u64
+        }),
     ];
     for (name, help, get) in gauges {
         header(&mut out, name, "gauge", help);
@@ -126,7 +139,7 @@ pub fn render(http: &HttpMetrics, models: &[ModelStats]) -> String {
             let _ = writeln!(out, "{name}{{model=\"{model}\"}} {}", get(m));
         }
     }
-    let counters: [Series; 8] = [
+    let counters: [Series; 14] = [
         ("llama_model_loads_total", "Times the model was loaded.", |m| m.loads),
         ("llama_model_unloads_total", "Times the model was unloaded.", |m| m.unloads),
         ("llama_requests_total", "Requests that got a slot.", |m| m.metrics.requests),
@@ -137,6 +150,16 @@ pub fn render(http: &HttpMetrics, models: &[ModelStats]) -> String {
         ("llama_cached_prompt_tokens_total", "Prompt tokens found in the KV cache.", |m| m.metrics.cached_tokens),
         ("llama_generated_tokens_total", "Tokens generated.", |m| m.metrics.generated_tokens),
         ("llama_decode_steps_total", "Engine steps that ran the model.", |m| m.metrics.decode_steps),
+        ("llama_preemptions_total", "Requests paused to free KV cells, to resume later.", |m| m.metrics.preemptions),
+        ("llama_resumed_total", "Paused requests that resumed.", |m| m.metrics.resumed),
+        ("llama_stalled_total", "Requests cancelled because their client stopped reading.", |m| m.metrics.stalled),
+        ("llama_prefix_cache_ram_saves_total", "Prefixes saved to the RAM tier.", |m| m.metrics.prefix_cache.saves),
+        ("llama_prefix_cache_ram_hits_total", "Requests whose prefix was restored from RAM.", |m| {
+            m.metrics.prefix_cache.hits
+        }),
+        ("llama_prefix_cache_ram_misses_total", "Requests that took nothing from RAM.", |m| {
+            m.metrics.prefix_cache.misses
+        }),
     ];
     for (name, help, get) in counters {
         header(&mut out, name, "counter", help);

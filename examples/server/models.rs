@@ -25,6 +25,9 @@ pub struct EngineConfig {
     pub ctx: usize,
     pub threads: Option<usize>,
     pub max_queue: usize,
+    /// Bytes of host RAM for the prefix cache's second tier.
+    pub cache_ram: usize,
+    pub stall_timeout: Option<Duration>,
 }
 
 /// A model a client can ask for.
@@ -448,9 +451,16 @@ fn load(spec: &ModelSpec, config: &EngineConfig) -> Result<Loaded, String> {
     let model = Model::load(&spec.path).map_err(|e| e.to_string())?;
     let train = model.n_ctx_train();
     let n_ctx = if train > 0 { config.ctx.min(train) } else { config.ctx };
-    let mut params = EngineParams::default().slots(config.parallel).n_ctx(n_ctx).max_queue(config.max_queue);
+    let mut params = EngineParams::default()
+        .slots(config.parallel)
+        .n_ctx(n_ctx)
+        .max_queue(config.max_queue)
+        .cache_ram(config.cache_ram);
     if let Some(t) = config.threads {
         params = params.threads(t);
+    }
+    if let Some(t) = config.stall_timeout {
+        params = params.stall_timeout(t);
     }
     let engine = Engine::new(&model, params).map_err(|e| e.to_string())?;
     Ok(Loaded { name: spec.name.clone(), model, engine, embeddings: OnceCell::new(), n_ctx })

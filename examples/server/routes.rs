@@ -174,7 +174,7 @@ async fn answer(s: AppState, record: Arc<RequestRecord>, checked: Checked) -> Re
     let Checked { plan, mut shape, input, user } = checked;
     note_user(&record, user.as_ref());
     let lease = s.registry.acquire(plan.model.as_deref(), plan.keep_alive).await?;
-    let (samplers, params) = plan.build(&lease.model, lease.n_ctx(), lease.engine().slots())?;
+    let (samplers, params) = plan.build(&lease.model, lease.n_ctx())?;
     let request = match input {
         Input::Prompt(prompt) => Request::new(prompt).samplers(samplers).params(params),
         Input::Tools(tools) => {

@@ -165,10 +165,9 @@ impl Plan {
     }
 
     /// Checks against the model and builds one sampler per choice (seeds `seed + i`, so the
-    /// choices differ) and the generation parameters. An unset `max_tokens` gets a fair share
-    /// of the cache (`n_ctx / (2 * slots)`): a larger default would make every request reserve
-    /// most of the shared cache and run alone.
-    pub fn build(&self, model: &Model, n_ctx: usize, slots: usize) -> Result<(Vec<Sampler>, GenerateParams), ApiError> {
+    /// choices differ) and the generation parameters. An unset `max_tokens` means "until the
+    /// context ends", as in llama-server and Ollama: the engine takes KV cells as a reply grows.
+    pub fn build(&self, model: &Model, n_ctx: usize) -> Result<(Vec<Sampler>, GenerateParams), ApiError> {
         let max_tokens = match self.max_tokens {
             Some(m) if m >= n_ctx => {
                 let param = self.max_tokens_param;
@@ -178,7 +177,7 @@ impl Plan {
                 ));
             }
             Some(m) => m,
-            None => (n_ctx / (2 * slots.max(1))).max(16),
+            None => n_ctx,
         };
         let vocab = model.vocab();
         let bias: Vec<(Token, f32)> = self

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::engine::{drain, never_ends, same_as_solo, NEAR_TIE_BATCHED};
 use common::smollm2;
 use llama::engine::{Engine, EngineParams, Event, Request};
-use llama::{AddSpecial, ChatMessage, FinishReason, FlashAttention, GenerateParams, Sampler};
+use llama::{AddSpecial, ChatMessage, FinishReason, FlashAttention, GenerateParams};
 
 fn engine(params: EngineParams) -> Engine {
     Engine::new(smollm2(), params.threads(1)).unwrap()

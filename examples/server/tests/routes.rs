@@ -60,7 +60,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 fn config(parallel: usize, max_queue: usize) -> EngineConfig {
-    EngineConfig { parallel, ctx: 1024, threads: Some(1), max_queue }
+    EngineConfig { parallel, ctx: 1024, threads: Some(1), max_queue, cache_ram: 64 << 20, stall_timeout: None }
 }
 
 fn spec(name: &str) -> ModelSpec {

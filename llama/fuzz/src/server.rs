@@ -26,7 +26,7 @@ pub fn request(model: &Model, data: &[u8]) -> Reached {
         _ => return if routes::check_embeddings(body).is_ok() { Reached::Checked } else { Reached::Refused },
     };
     let Ok(checked) = checked else { return Reached::Refused };
-    let Ok((samplers, _)) = checked.plan.build(model, 2048, 4) else { return Reached::Checked };
+    let Ok((samplers, _)) = checked.plan.build(model, 2048) else { return Reached::Checked };
     match &checked.input {
         Input::Tools(chat) if routes::render_tools(model, chat, samplers).is_ok() => Reached::Rendered,
         _ => Reached::Sampled,

@@ -1308,7 +1308,8 @@ mod tests {
             }),
             Ok(())
         );
-        let refused: [(&dyn Fn(&mut Bytes), &str); 9] = [
+        type Layout<'a> = &'a dyn Fn(&mut Bytes);
+        let refused: [(Layout, &str); 9] = [
             (&|b| _ = b.u64(1 << 50).u64(0), "key #0"),
             (&|b| _ = b.u64(1000).u64(0), "key #0 needs 1000 bytes"),
             (&|b| _ = b.kv_u32("", 1), "empty"),
