@@ -10,6 +10,7 @@
 
 use std::time::Instant;
 
+use super::kv::RAM_MIN_GAIN;
 use super::request::Event;
 use super::slots::{self, Job, Source};
 use super::worker::Worker;
@@ -49,12 +50,12 @@ impl Worker {
             return;
         };
         let seq = self.slots[slot].seq;
-        // What the slot holds beyond the part this job keeps goes to RAM before it is cut.
+        // A slot's cache goes to RAM before it is cut, when what is cut is worth a restore.
         let keep = match source {
             Source::Own(c) => c,
             _ => 0,
         };
-        if self.pool.len(seq) > keep {
+        if self.pool.len(seq) >= keep + RAM_MIN_GAIN {
             self.pool.save(&self.ctx, seq);
         }
         let common = match source {

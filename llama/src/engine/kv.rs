@@ -206,12 +206,9 @@ impl Pool {
 
     /// Removes everything `seq` holds.
     pub fn clear(&mut self, ctx: &mut Context, seq: usize) {
-        if ctx.kv_seq_rm(seq, ..).is_err() {
-            // A whole-sequence removal cannot fail for a valid id; start the context afresh if
-            // it does rather than trust a cache nobody can describe.
-            ctx.clear_kv();
-            self.cells.seqs.iter_mut().for_each(Vec::clear);
-        }
+        // Removing a whole sequence cannot fail for the engine's own ids (llama.cpp refuses only
+        // partial removals, of recurrent state).
+        let _ = ctx.kv_seq_rm(seq, ..);
         self.cells.truncate(seq, 0);
     }
 

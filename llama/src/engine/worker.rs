@@ -104,18 +104,19 @@ impl Worker {
     /// Ends what nobody waits for any more, what ran out of time (queued or running) and what
     /// a consumer stopped reading; retries backlogs.
     fn reap(&mut self) {
-        self.draining.retain_mut(|job| {
-            job.flush();
-            !job.backlog.is_empty() && !job.tx.is_closed()
-        });
         let now = Instant::now();
         let stall = self.stall_timeout;
+        let stalled = |job: &Job| stall.zip(job.stalled_since).is_some_and(|(t, since)| now - since >= t);
+        self.draining.retain_mut(|job| {
+            job.flush();
+            !job.backlog.is_empty() && !job.tx.is_closed() && !stalled(job)
+        });
         let verdict = |job: &Job| {
             if job.abandoned() {
                 Some(FinishReason::Cancelled)
             } else if job.deadline.is_some_and(|d| now >= d) {
                 Some(FinishReason::Deadline)
-            } else if stall.zip(job.stalled_since).is_some_and(|(t, since)| now - since >= t) {
+            } else if stalled(job) {
                 Some(FinishReason::Cancelled)
             } else {
                 None
