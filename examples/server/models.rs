@@ -421,6 +421,8 @@ impl Registry {
                     metrics.queue_depth = live.queue_depth;
                     metrics.kv_cells = live.kv_cells;
                     metrics.kv_cells_used = live.kv_cells_used;
+                    metrics.prefix_cache.entries = live.prefix_cache.entries;
+                    metrics.prefix_cache.bytes = live.prefix_cache.bytes;
                 }
                 ModelStats {
                     name: e.spec.name.clone(),

@@ -24,8 +24,8 @@ fn notes(user: usize) -> String {
         .collect()
 }
 
-/// One turn of a chat that re-sends the whole conversation, as chat UIs do; returns the reply and
-/// (prompt tokens, cached tokens).
+/// One turn of a chat that re-sends the whole conversation, as chat UIs do; returns (prompt
+/// tokens, cached tokens). The reply joins the history.
 fn turn(engine: &Engine, history: &mut Vec<ChatMessage>, user_says: String) -> (usize, usize) {
     history.push(ChatMessage::new("user", user_says));
     let req = Request::new(history.clone()).params(GenerateParams::default().max_tokens(12));
@@ -44,11 +44,17 @@ fn turn(engine: &Engine, history: &mut Vec<ChatMessage>, user_says: String) -> (
 }
 
 /// `users` conversations of two turns each, taking turns; returns, per user, the second turn's
-/// cached tokens and the first turn's prompt length.
-fn two_turns(engine: &Engine, users: usize) -> Vec<(usize, usize)> {
+/// cached tokens, the first turn's prompt length and the second turn's reply.
+fn two_turns(engine: &Engine, users: usize) -> Vec<(usize, usize, String)> {
     let mut histories = vec![Vec::new(); users];
     let first: Vec<usize> = (0..users).map(|u| turn(engine, &mut histories[u], notes(u)).0).collect();
-    (0..users).map(|u| (turn(engine, &mut histories[u], "And what else?".into()).1, first[u])).collect()
+    (0..users)
+        .map(|u| {
+            let cached = turn(engine, &mut histories[u], "And what else?".into()).1;
+            let reply = histories[u].last().map(|m| m.content.clone()).unwrap_or_default();
+            (cached, first[u], reply)
+        })
+        .collect()
 }
 
 #[test]
@@ -56,7 +62,7 @@ fn conversations_taking_turns_keep_their_history_in_the_slots() {
     // No RAM tier: the slots alone must keep the three conversations. A new one takes an empty
     // slot rather than the one whose cache shares only the chat template's opening.
     let engine = engine(EngineParams::default().slots(4).n_ctx(4096).cache_ram(0));
-    for (u, (cached, first_prompt)) in two_turns(&engine, 3).into_iter().enumerate() {
+    for (u, (cached, first_prompt, _)) in two_turns(&engine, 3).into_iter().enumerate() {
         assert!(
             cached >= first_prompt,
             "user {u}: turn 2 found {cached} tokens cached of a {first_prompt}-token turn 1"
@@ -68,7 +74,8 @@ fn conversations_taking_turns_keep_their_history_in_the_slots() {
 fn more_conversations_than_slots_come_back_from_ram() {
     let users = 5;
     let with_ram = engine(EngineParams::default().slots(2).n_ctx(2048));
-    for (u, (cached, first_prompt)) in two_turns(&with_ram, users).into_iter().enumerate() {
+    let restored = two_turns(&with_ram, users);
+    for (u, (cached, first_prompt, _)) in restored.iter().enumerate() {
         assert!(
             cached >= first_prompt,
             "user {u}: turn 2 found {cached} tokens cached of a {first_prompt}-token turn 1"
@@ -79,9 +86,14 @@ fn more_conversations_than_slots_come_back_from_ram() {
 
     // The same without it: at most the two conversations still in the slots find their history.
     let without = engine(EngineParams::default().slots(2).n_ctx(2048).cache_ram(0));
-    let found = two_turns(&without, users).into_iter().filter(|&(cached, first)| cached >= first).count();
+    let recomputed = two_turns(&without, users);
+    let found = recomputed.iter().filter(|&&(cached, first, _)| cached >= first).count();
     assert!(found <= 2, "{found} of {users} without a RAM tier");
     assert_eq!(without.metrics().prefix_cache.hits, 0);
+    // A restored conversation is that user's own: greedy replies match the ones computed from
+    // scratch (one may part at a near-tie, the KV having been computed in other chunks).
+    let same = restored.iter().zip(&recomputed).filter(|(a, b)| a.2 == b.2).count();
+    assert!(same + 1 >= users, "{same} of {users} replies equal: {restored:?} vs {recomputed:?}");
 }
 
 #[test]

@@ -100,6 +100,8 @@ struct RamCache {
 
 #[derive(Debug)]
 struct Saved {
+    /// Stable while the entry lives: indices move as entries come and go.
+    id: u64,
     tokens: Vec<Token>,
     state: Vec<u8>,
     used: u64,
@@ -130,16 +132,16 @@ impl RamCache {
         }
         self.clock += 1;
         self.bytes += state.len();
-        self.entries.push(Saved { tokens, state, used: self.clock });
+        self.entries.push(Saved { id: self.clock, tokens, state, used: self.clock });
         true
     }
 
-    /// The entry sharing the longest prefix with `prompt` (at most `limit` tokens of it).
-    fn best(&self, prompt: &[Token], limit: usize) -> Option<(usize, usize)> {
+    /// The entry sharing the longest prefix with `prompt` (at most `limit` tokens of it): its id
+    /// and that length.
+    fn best(&self, prompt: &[Token], limit: usize) -> Option<(u64, usize)> {
         self.entries
             .iter()
-            .enumerate()
-            .map(|(i, e)| (i, common_prefix(&e.tokens, prompt).min(limit)))
+            .map(|e| (e.id, common_prefix(&e.tokens, prompt).min(limit)))
             .filter(|&(_, c)| c > 0)
             .max_by_key(|&(_, c)| c)
     }
@@ -239,21 +241,22 @@ impl Pool {
         }
     }
 
-    /// The saved prefix sharing the most with `prompt` (up to `limit` tokens): (entry, common).
-    pub fn lookup(&self, prompt: &[Token], limit: usize) -> Option<(usize, usize)> {
+    /// The saved prefix sharing the most with `prompt` (up to `limit` tokens): (entry id, common).
+    pub fn lookup(&self, prompt: &[Token], limit: usize) -> Option<(u64, usize)> {
         self.ram.best(prompt, limit)
     }
 
-    /// Cells saved entry `entry` needs to be restored.
-    pub fn entry_len(&self, entry: usize) -> usize {
-        self.ram.entries.get(entry).map_or(0, |e| e.tokens.len())
+    /// Cells saved entry `id` needs to be restored (0 if it is gone).
+    pub fn entry_len(&self, id: u64) -> usize {
+        self.ram.entries.iter().find(|e| e.id == id).map_or(0, |e| e.tokens.len())
     }
 
-    /// Loads saved entry `entry` into `seq` (emptied first) and keeps its first `keep` positions.
-    /// Returns how many it holds: 0 if the pool had no room for the entry.
-    pub fn restore(&mut self, ctx: &mut Context, seq: usize, entry: usize, keep: usize) -> usize {
+    /// Loads saved entry `id` into `seq` (emptied first) and keeps its first `keep` positions.
+    /// Returns how many it holds: 0 if the entry is gone or the pool had no room for it.
+    pub fn restore(&mut self, ctx: &mut Context, seq: usize, id: u64, keep: usize) -> usize {
         self.clear(ctx, seq);
-        let (Some(saved), Ok(c_seq)) = (self.ram.entries.get_mut(entry), i32::try_from(seq)) else { return 0 };
+        let saved = self.ram.entries.iter_mut().find(|e| e.id == id);
+        let (Some(saved), Ok(c_seq)) = (saved, i32::try_from(seq)) else { return 0 };
         self.ram.clock += 1;
         saved.used = self.ram.clock;
         if ctx.load_seq_state(seq, &saved.state).is_err() {
@@ -323,8 +326,9 @@ mod tests {
         assert!(!r.insert(t(5), vec![0; 101]), "bigger than the budget");
         let mut prompt = other.clone();
         prompt.push(Token(7));
-        assert_eq!(r.best(&prompt, 100), Some((0, 30)));
-        assert_eq!(r.best(&prompt, 12), Some((0, 12)));
+        let id = r.entries[0].id;
+        assert_eq!(r.best(&prompt, 100), Some((id, 30)));
+        assert_eq!(r.best(&prompt, 12), Some((id, 12)));
         assert_eq!(r.best(&t(3), 100), None);
     }
 }

@@ -171,8 +171,8 @@ pub(super) enum Source {
     Own(usize),
     /// A busy slot's cache, shared into the chosen one.
     Busy { slot: usize, common: usize },
-    /// A prefix saved to RAM, restored into the chosen slot.
-    Ram { entry: usize, common: usize },
+    /// A prefix saved to RAM (by entry id), restored into the chosen slot.
+    Ram { entry: u64, common: usize },
 }
 
 /// An idle slot's cache is reused for a prompt only when the prompt shares at least this share
