@@ -107,9 +107,11 @@ impl Worker {
         let now = Instant::now();
         let stall = self.stall_timeout;
         let stalled = |job: &Job| stall.zip(job.stalled_since).is_some_and(|(t, since)| now - since >= t);
+        // An ended job's last events (at most a buffer's worth and `Done`) wait for its consumer
+        // as long as the stream is open, a stalled one's too: the slot is already free.
         self.draining.retain_mut(|job| {
             job.flush();
-            !job.backlog.is_empty() && !job.tx.is_closed() && !stalled(job)
+            !job.backlog.is_empty() && !job.tx.is_closed()
         });
         let verdict = |job: &Job| {
             if job.abandoned() {

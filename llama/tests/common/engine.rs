@@ -91,8 +91,10 @@ pub const SOLO_TOP: usize = 5;
 /// Near-tie with flash attention, whose CPU kernel computes each query row alike whatever the
 /// batch: the solo run's two best tokens differ by less than this (nats).
 pub const NEAR_TIE: f32 = 0.1;
-/// Without it, attention is a matrix product whose kernel (and rounding) depends on how many
-/// rows the batch has: a wider band of close calls can flip.
+/// Without it attention is a matrix product whose kernel (and rounding) depends on how many rows
+/// the batch has; and with it, a cache computed in other chunks than the solo run's (a preempted
+/// request read again, a prompt beside others) rounds differently: a wider band of close calls
+/// can flip.
 pub const NEAR_TIE_BATCHED: f32 = 0.5;
 
 /// `Ok(true)` if identical, `Ok(false)` if they part where the engine's token was within `near_tie`
