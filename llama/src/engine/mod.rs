@@ -245,7 +245,9 @@ impl Engine {
         // holds. benches/engine.rs, 2 threads, SmolLM2 Q4_1, same run: one stream 90 vs 76 t/s
         // (0.93× vs 0.69× Context::generate), 8 streams 125 vs 105 t/s; with a 1,500-token prompt
         // read beside 3 streams their p99 inter-token gap was 1.97× vs 2.32× its p50 without it.
-        // (An older build measured the opposite, a mixed step ~20× slower with it.)
+        // (An older build measured the opposite, a mixed step ~20× slower with it.) Its cost
+        // here: that prompt's first token came ~18% later (median of 6 alternated runs), the
+        // pacer sizing prompt chunks from the now cheaper decode-only steps.
         let default_context = ContextParams::default();
         let ctx_params = params
             .context_params
