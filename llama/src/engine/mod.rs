@@ -1,6 +1,6 @@
 //! Serving many requests over one model: continuous batching inside the library.
 //!
-//! An [`Engine`] owns one [`Context`] with `slots` sequences (a unified KV cache) on its own
+//! An [`Engine`] owns one [`Context`](crate::Context) with `slots` sequences (a unified KV cache) on its own
 //! thread. Any thread or task submits [`Request`]s through a cloneable [`EngineHandle`]; each
 //! gets its own [`Completion`] stream of [`Event`]s. Every step decodes one token for each
 //! generating sequence, then spends a bounded prefill budget on prompts still being read, so a
@@ -27,7 +27,7 @@
 //!   running ones hold; nothing is reserved for replies. When the pool fills, idle slots'
 //!   prefixes give way first, then the newest request is preempted (its cache saved to RAM or
 //!   recomputed later) and resumes when room returns: its consumer sees a pause. A reply ends
-//!   early only when one sequence alone outgrows the context ([`FinishReason::ContextFull`]).
+//!   early only when one sequence alone outgrows the context ([`FinishReason::ContextFull`](crate::FinishReason::ContextFull)).
 //!   The queue is bounded: a full one answers [`SubmitError::Busy`] at once.
 //! - **Prefix cache**: a request takes the idle slot whose cache it mostly shares, else an
 //!   empty slot, else the least recently used; its prefix comes from that slot, a busy one, or
@@ -202,7 +202,7 @@ impl EngineParams {
 }
 
 /// A running engine. Dropping it stops the engine thread: requests still running end with
-/// [`FinishReason::Cancelled`].
+/// [`FinishReason::Cancelled`](crate::FinishReason::Cancelled).
 #[derive(Debug)]
 pub struct Engine {
     handle: EngineHandle,

@@ -1245,6 +1245,10 @@ mod tests {
 
     /// A model header with one layer and `extra` key/values written by `more`.
     fn model(extra: u64, more: impl FnOnce(&mut Bytes)) -> Bytes {
+        model_with_vocab(VOCAB, TYPES, extra, more)
+    }
+
+    fn model_with_vocab(tokens: &[&str], types: &[i32], extra: u64, more: impl FnOnce(&mut Bytes)) -> Bytes {
         let mut b = Bytes::header(2, 8 + extra);
         b.kv_str("general.architecture", "llama")
             .kv_u32("llama.block_count", 1)
@@ -1252,8 +1256,8 @@ mod tests {
             .kv_u32("llama.context_length", 16)
             .kv_u32("llama.attention.head_count", 2)
             .kv_str("tokenizer.ggml.model", "llama")
-            .kv_strs("tokenizer.ggml.tokens", VOCAB)
-            .kv_i32s("tokenizer.ggml.token_type", TYPES);
+            .kv_strs("tokenizer.ggml.tokens", tokens)
+            .kv_i32s("tokenizer.ggml.token_type", types);
         more(&mut b);
         b.tensor("token_embd.weight", &[4, 6], 0).tensor("blk.0.attn_q.weight", &[4, 4], 96).data(96 + 64);
         b
@@ -1431,17 +1435,7 @@ mod tests {
         assert!(with(1, &scores).unwrap_err().contains("2 entries for 6"));
 
         let replaced = |types: &[i32], tokens: &[&str]| {
-            let mut b = Bytes::header(2, 8);
-            b.kv_str("general.architecture", "llama")
-                .kv_u32("llama.block_count", 1)
-                .kv_u32("llama.embedding_length", 4)
-                .kv_u32("llama.context_length", 16)
-                .kv_u32("llama.attention.head_count", 2)
-                .kv_str("tokenizer.ggml.model", "llama")
-                .kv_strs("tokenizer.ggml.tokens", tokens)
-                .kv_i32s("tokenizer.ggml.token_type", types);
-            b.tensor("token_embd.weight", &[4, 6], 0).tensor("blk.0.attn_q.weight", &[4, 4], 96).data(160);
-            run(&b, Scope::Model { vocab_only: true })
+            run(&model_with_vocab(tokens, types, 0, |_| {}), Scope::Model { vocab_only: true })
         };
         assert_eq!(replaced(TYPES, VOCAB), Ok(()));
         assert!(replaced(&[2, 3, 3, 6, 99, 1], VOCAB).unwrap_err().contains("invalid type 99"));
