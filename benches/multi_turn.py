@@ -66,7 +66,7 @@ def cached_tokens(resp):
 def conversation_run(users, turns, reply):
     histories = [[] for _ in range(users)]
     prompt = cached = 0
-    later = []
+    later, times = [], []
     for t in range(turns):
         for u in range(users):
             text = notes(u) if t == 0 else QUESTIONS[(t - 1) % len(QUESTIONS)]
@@ -81,7 +81,8 @@ def conversation_run(users, turns, reply):
             cached += cached_tokens(resp)
             if t >= 1:
                 later.append(took)
-    return {"prompt_tokens": prompt, "cached_tokens": cached, "cached_share": cached / max(prompt, 1),
+            times.append(round(took, 4))
+    return {"times": times, "prompt_tokens": prompt, "cached_tokens": cached, "cached_share": cached / max(prompt, 1),
             "reply_s_turn2plus_p50": statistics.median(later) if later else None}
 
 

@@ -32,7 +32,12 @@ impl ServerProcess {
     /// Starts `server --port 0 ARGS`, its stderr going to `stderr`, and waits for the URL it
     /// prints first.
     pub fn start(args: &[&str], stderr: Stdio) -> Result<ServerProcess, Box<dyn Error>> {
-        let mut child = Command::new(example_path("server")?)
+        ServerProcess::start_example("server", args, stderr)
+    }
+
+    /// As [`start`](Self::start), for another example that serves the API (`custom_server`).
+    pub fn start_example(name: &str, args: &[&str], stderr: Stdio) -> Result<ServerProcess, Box<dyn Error>> {
+        let mut child = Command::new(example_path(name)?)
             .args(["--port", "0"])
             .args(args)
             .stdout(Stdio::piped())

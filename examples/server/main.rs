@@ -1,5 +1,5 @@
-//! An OpenAI-compatible HTTP server on the serving engine: point the official OpenAI clients at
-//! it by changing only their base URL.
+//! An OpenAI-compatible HTTP server: [`llama::server`] behind command-line flags. Point the
+//! official OpenAI clients at it by changing only their base URL.
 //!
 //! ```text
 //! cargo run --release --example server
@@ -11,36 +11,15 @@
 //! on first use. Every flag can also be set through the environment variable shown by `--help`.
 //! The README's "Server" section maps them to Ollama's.
 
-mod access_log;
-mod auth;
-mod body;
-mod error;
-mod generation;
-mod keep_alive;
-mod metrics;
-mod models;
-mod openai;
-mod prompt;
-mod routes;
-mod sampling;
-mod tools;
-
 use std::future::IntoFuture;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{header, HeaderValue, Method};
 use axum::serve::ListenerExt;
 use clap::Parser;
-use tower_http::cors::{AllowOrigin, CorsLayer};
-
-use body::BodyLimit;
-use keep_alive::KeepAlive;
-use metrics::HttpMetrics;
-use models::{EngineConfig, ModelSpec, Registry};
-use routes::AppState;
+use llama::server::{KeepAlive, Server, ServerBuilder};
+use llama::{FlashAttention, KvCacheType};
 
 #[derive(Debug, Parser)]
 #[command(about = "An OpenAI-compatible server for GGUF models", version)]
@@ -62,8 +41,14 @@ struct Cli {
     #[arg(long, env = "LLAMA_SERVER_CTX", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(64..))]
     ctx: u32,
     /// Threads per model (default: the available cores).
-    #[arg(long, env = "LLAMA_SERVER_THREADS", value_parser = clap::value_parser!(i32).range(1..=1024))]
-    threads: Option<i32>,
+    #[arg(long, env = "LLAMA_SERVER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
+    /// KV cache element type of K and V: f16, q8_0, q4_0, ... (quantized V needs flash attention).
+    #[arg(long, env = "LLAMA_SERVER_CACHE_TYPE", default_value = "f16")]
+    cache_type: KvCacheType,
+    /// Flash attention: on, off or auto (llama.cpp's choice per backend).
+    #[arg(long, env = "LLAMA_SERVER_FLASH_ATTN", default_value = "auto")]
+    flash_attn: FlashAttention,
     /// How long an idle model stays loaded: 5m, 30s, 1h30m, seconds; 0 unloads after each reply,
     /// a negative value keeps it forever. A request's `keep_alive` overrides it.
     #[arg(long, env = "LLAMA_SERVER_KEEP_ALIVE", default_value = "5m", allow_hyphen_values = true)]
@@ -71,6 +56,9 @@ struct Cli {
     /// Models loaded at once; loading another evicts the least recently used idle one.
     #[arg(long, env = "LLAMA_SERVER_MAX_LOADED_MODELS", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
     max_loaded_models: u16,
+    /// Seconds a request waits for its model to load, or for room to load it (then 503).
+    #[arg(long, env = "LLAMA_SERVER_LOAD_WAIT", default_value_t = 120)]
+    load_wait: u64,
     /// Requests that may wait for a slot, per model; beyond, 503 with Retry-After. Every
     /// request passes through the queue, so it holds at least one.
     #[arg(long, env = "LLAMA_SERVER_MAX_QUEUE", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
@@ -92,15 +80,19 @@ struct Cli {
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
     #[arg(long, env = "LLAMA_SERVER_GRACE", default_value_t = 10)]
     grace: u64,
-    /// Origins browsers may call from (CORS), or `*`; none by default.
+    /// Origins web pages may call from (CORS), or `*`; none by default.
     #[arg(long = "allow-origin", env = "LLAMA_SERVER_ORIGINS", value_delimiter = ',')]
     origins: Vec<String>,
+    /// Host names requests may address besides loopback ones (DNS-rebinding guard), or `*`.
+    /// Listening on every interface allows any unless this is given.
+    #[arg(long = "allow-host", env = "LLAMA_SERVER_HOSTS", value_delimiter = ',')]
+    hosts: Vec<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let specs = match model_specs(&cli.models) {
-        Ok(specs) => specs,
+    let server = match configure(&cli).map_err(|e| e.to_string()).and_then(|b| b.build().map_err(|e| e.to_string())) {
+        Ok(server) => server,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
@@ -113,74 +105,60 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(serve(cli, specs));
+    let code = runtime.block_on(serve(&cli, server));
     // A model still loading on a blocking thread must not hold the exit up.
     runtime.shutdown_timeout(Duration::from_secs(2));
     code
 }
 
-/// `--model` values to names and paths; the default model when there are none.
-fn model_specs(args: &[String]) -> Result<Vec<ModelSpec>, String> {
+fn configure(cli: &Cli) -> Result<ServerBuilder, String> {
+    let mut b = Server::builder()
+        .parallel(cli.parallel.into())
+        .ctx(cli.ctx as usize)
+        .cache_type(cli.cache_type, cli.cache_type)
+        .flash_attention(cli.flash_attn)
+        .keep_alive(cli.keep_alive)
+        .max_loaded_models(cli.max_loaded_models.into())
+        .load_wait(Duration::from_secs(cli.load_wait))
+        .max_queue(cli.max_queue as usize)
+        .cache_ram(cli.cache_ram.saturating_mul(1 << 20))
+        .stall_timeout((cli.stall_timeout > 0).then(|| Duration::from_secs(cli.stall_timeout)))
+        .max_body(cli.max_body)
+        .allow_origins(&cli.origins)
+        .allow_hosts(&cli.hosts);
+    let unspecified = cli.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+    b = match (unspecified, cli.hosts.is_empty()) {
+        (true, true) => b.allow_hosts(["*"]),
+        _ => b.allow_hosts([cli.host.trim_start_matches('[').trim_end_matches(']')]),
+    };
+    if let Some(t) = cli.threads {
+        b = b.threads(t.into());
+    }
+    if let Some(key) = &cli.api_key {
+        b = b.api_key(key);
+    }
     use llama_examples::models::{by_name, default_model, NAMED};
     let known = |s: &str| NAMED.iter().any(|(n, _)| *n == s);
     let fetch = |name: &str| by_name(name).map_err(|e| e.to_string());
-    if args.is_empty() {
-        let path = default_model().map_err(|e| e.to_string())?;
-        return Ok(vec![ModelSpec { name: "smollm2".into(), path }]);
+    if cli.models.is_empty() {
+        return Ok(b.model("smollm2", default_model().map_err(|e| e.to_string())?));
     }
-    let mut specs: Vec<ModelSpec> = Vec::new();
-    for arg in args {
-        let (name, path) = match arg.split_once('=') {
-            Some((name, target)) if Path::new(target).exists() => (name.to_string(), PathBuf::from(target)),
-            Some((name, target)) if known(target) => (name.to_string(), fetch(target)?),
+    for arg in &cli.models {
+        b = match arg.split_once('=') {
+            Some((name, target)) if Path::new(target).exists() => b.model(name, target),
+            Some((name, target)) if known(target) => b.model(name, fetch(target)?),
             Some((_, target)) => return Err(format!("--model {arg}: no such file {target}")),
             None if Path::new(arg).exists() => {
-                let stem = Path::new(arg).file_stem().and_then(|s| s.to_str()).unwrap_or(arg);
-                (stem.to_string(), PathBuf::from(arg))
+                b.model(Path::new(arg).file_stem().and_then(|s| s.to_str()).unwrap_or(arg), arg)
             }
-            None if known(arg) => (arg.clone(), fetch(arg)?),
+            None if known(arg) => b.model(arg, fetch(arg)?),
             None => return Err(format!("--model {arg}: neither a file nor a known model name")),
         };
-        if name.is_empty() {
-            return Err(format!("--model {arg}: the name is empty"));
-        }
-        if specs.iter().any(|s| s.name == name) {
-            return Err(format!("--model {arg}: the name {name} is used twice"));
-        }
-        specs.push(ModelSpec { name, path });
     }
-    Ok(specs)
+    Ok(b)
 }
 
-fn cors(origins: &[String]) -> Result<Option<CorsLayer>, String> {
-    if origins.is_empty() {
-        return Ok(None);
-    }
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        let values = origins
-            .iter()
-            .map(|o| HeaderValue::from_str(o).map_err(|_| format!("--allow-origin {o}: not a valid origin")))
-            .collect::<Result<Vec<_>, _>>()?;
-        AllowOrigin::list(values)
-    };
-    Ok(Some(
-        CorsLayer::new()
-            .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
-    ))
-}
-
-async fn serve(cli: Cli, specs: Vec<ModelSpec>) -> ExitCode {
-    let cors = match cors(&cli.origins) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+async fn serve(cli: &Cli, server: Server) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind((cli.host.as_str(), cli.port)).await {
         Ok(l) => l,
         Err(e) => {
@@ -188,63 +166,35 @@ async fn serve(cli: Cli, specs: Vec<ModelSpec>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    let config = EngineConfig {
-        parallel: usize::from(cli.parallel),
-        ctx: cli.ctx as usize,
-        threads: cli.threads.map(|t| t as usize),
-        max_queue: cli.max_queue as usize,
-        cache_ram: cli.cache_ram.saturating_mul(1 << 20),
-        stall_timeout: (cli.stall_timeout > 0).then(|| Duration::from_secs(cli.stall_timeout)),
-    };
-    let registry = Registry::new(specs, config, usize::from(cli.max_loaded_models), cli.keep_alive);
-    let state = AppState {
-        registry: registry.clone(),
-        http: Arc::new(HttpMetrics::default()),
-        body_limit: BodyLimit(cli.max_body),
-        api_key: cli.api_key.map(Arc::from),
-    };
-    match listener.local_addr() {
-        Ok(addr) => println!("serving {} at http://{addr}/v1", names.join(", ")),
-        Err(_) => println!("serving {} at http://{}:{}/v1", names.join(", "), cli.host, cli.port),
-    }
-    registry.preload();
-    tokio::spawn(registry.clone().run_expiry());
-
+    let addr = listener.local_addr().map_or_else(|_| format!("{}:{}", cli.host, cli.port), |a| a.to_string());
+    println!("serving {} at http://{addr}/v1", server.models().join(", "));
+    tokio::spawn(server.background());
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     // Each SSE chunk is a small write: without NODELAY, Nagle's algorithm holds it until the
     // client acknowledges the previous one, and tokens reach clients late and in clumps.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, routes::router(state, cors))
+    let listener = listener.tap_io(|tcp| drop(tcp.set_nodelay(true)));
+    let grace = cli.grace;
+    let serving = axum::serve(listener, server.router())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
-            eprintln!("shutting down: no new connections; in-flight requests get {}s", cli.grace);
+            eprintln!("shutting down: no new connections; in-flight requests get {grace}s");
             let _ = stopping_tx.send(());
         })
         .into_future();
-    let grace = Duration::from_secs(cli.grace);
+    let grace_over = async move {
+        match stopping.await {
+            Ok(()) => tokio::time::sleep(Duration::from_secs(grace)).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
     let code = tokio::select! {
-        result = server => match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        () = async {
-            match stopping.await {
-                Ok(()) => tokio::time::sleep(grace).await,
-                Err(_) => std::future::pending().await,
-            }
-        } => {
+        result = serving => result.map_or_else(|e| { eprintln!("error: {e}"); ExitCode::FAILURE }, |()| ExitCode::SUCCESS),
+        () = grace_over => {
             eprintln!("grace period over: cancelling what is still running");
             ExitCode::SUCCESS
         }
     };
-    let engines = registry.unload_all();
-    let _ = tokio::task::spawn_blocking(move || drop(engines)).await;
+    let _ = tokio::task::spawn_blocking(move || server.shutdown()).await;
     eprintln!("stopped");
     code
 }
@@ -253,9 +203,7 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
+            Ok(mut s) => drop(s.recv().await),
             Err(_) => std::future::pending().await,
         }
     };

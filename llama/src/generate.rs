@@ -26,6 +26,11 @@ pub enum FinishReason {
     ContextFull,
     /// The request's deadline passed ([`engine::Request::timeout`](crate::engine::Request::timeout)).
     Deadline,
+    /// In the [engine](crate::engine): its consumer read nothing for the stall timeout
+    /// ([`EngineParams::stall_timeout`](crate::engine::EngineParams::stall_timeout)).
+    Stalled,
+    /// In the [engine](crate::engine): the engine stopped before the request ended.
+    Shutdown,
 }
 
 /// What to do when generation reaches the end of the context window.

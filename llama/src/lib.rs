@@ -100,6 +100,8 @@ mod model;
 mod quantize;
 pub mod rpc;
 mod sampling;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod speculative;
 mod stop;
 #[cfg(feature = "async")]
@@ -121,6 +123,7 @@ pub use chat::ChatTemplate;
 pub use chat::{apply_builtin_template, builtin_templates, ChatMessage, ToolCall};
 pub use context::{
     AttentionType, Context, ContextParams, ContextPerf, FlashAttention, KvCacheType, Output, PoolingType, RopeScaling,
+    UnknownName,
 };
 pub use embed::{cosine_similarity, EmbedError, Embedder, Normalize};
 pub use error::{

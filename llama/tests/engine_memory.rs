@@ -192,7 +192,7 @@ fn a_stalled_reader_is_cancelled_and_its_slot_serves_the_next() {
     assert!(out[0].finish.is_some());
     assert!(started.elapsed() < Duration::from_secs(10), "served once the stalled one was cancelled");
     assert_eq!(engine.metrics().stalled, 1);
-    assert_eq!(drain(stalled)[0].finish, Some(FinishReason::Cancelled));
+    assert_eq!(drain(stalled)[0].finish, Some(FinishReason::Stalled));
 }
 
 #[test]

@@ -59,3 +59,34 @@ fn state() {
 fn metadata() {
     replay("metadata", llama_fuzz::targets::metadata);
 }
+
+/// Request checking, samplers and tool rendering over the `server` target's seeds: none may
+/// panic, and every seed gets as far as it was written to (a seed refused at the door would
+/// fuzz only the refusal).
+#[test]
+#[cfg(feature = "server")]
+fn server() {
+    use llama_fuzz::server::{request, Reached};
+    let model = llama_fuzz::vocab_model();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut inputs = 0;
+    for dir in ["seeds", "corpus"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join("server")) else { continue };
+        for entry in entries.flatten() {
+            let reached = request(model, &std::fs::read(entry.path()).unwrap());
+            inputs += 1;
+            if dir == "seeds" {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let expected = if name.starts_with("chat_tools") || name == "chat_tool_roundtrip" {
+                    Reached::Rendered
+                } else if name.starts_with("embeddings") {
+                    Reached::Checked
+                } else {
+                    Reached::Sampled
+                };
+                assert_eq!(reached, expected, "seed {name}");
+            }
+        }
+    }
+    assert!(inputs >= 12, "the server seeds are missing ({inputs} inputs)");
+}

@@ -17,65 +17,10 @@ pub mod gguf_file;
 #[path = "mutate.rs"]
 pub mod mutate;
 
-// The server example's modules at this crate's root, where they expect each other, for the
-// `server` target (`server.rs`). Only request checking is driven. Only in fuzz builds
-// (`--cfg fuzzing`): `llama/tests/fuzz_replay.rs` compiles this file without the server's
-// dependencies (the server target's seeds replay in `examples/server/tests/routes.rs`).
-#[path = "../../../examples/server/access_log.rs"]
-#[cfg(fuzzing)]
-#[allow(dead_code)]
-mod access_log;
-#[path = "../../../examples/server/auth.rs"]
-#[cfg(fuzzing)]
-#[allow(dead_code)]
-mod auth;
-#[path = "../../../examples/server/body.rs"]
-#[cfg(fuzzing)]
-#[allow(dead_code)]
-mod body;
-#[path = "../../../examples/server/error.rs"]
-#[cfg(fuzzing)]
-#[allow(dead_code)]
-mod error;
-#[path = "../../../examples/server/generation.rs"]
-#[cfg(fuzzing)]
-#[allow(dead_code)]
-mod generation;
-#[path = "../../../examples/server/keep_alive.rs"]
-#[cfg(fuzzing)]
-#[allow(dead_code)]
-mod keep_alive;
-#[path = "../../../examples/server/metrics.rs"]
-#[cfg(fuzzing)]
-#[allow(dead_code)]
-mod metrics;
-#[path = "../../../examples/server/models.rs"]
-#[cfg(fuzzing)]
-#[allow(dead_code)]
-mod models;
-#[path = "../../../examples/server/openai.rs"]
-#[cfg(fuzzing)]
-#[allow(dead_code)]
-mod openai;
-#[path = "../../../examples/server/prompt.rs"]
-#[cfg(fuzzing)]
-#[allow(dead_code)]
-mod prompt;
-#[path = "../../../examples/server/routes.rs"]
-#[cfg(fuzzing)]
-#[allow(dead_code)]
-mod routes;
-#[path = "../../../examples/server/sampling.rs"]
-#[cfg(fuzzing)]
-#[allow(dead_code)]
-mod sampling;
-#[cfg(fuzzing)]
+// The `server` target's body: request checking through `llama::server`'s public API.
 #[path = "server.rs"]
+#[cfg(feature = "server")]
 pub mod server;
-#[path = "../../../examples/server/tools.rs"]
-#[cfg(fuzzing)]
-#[allow(dead_code)]
-mod tools;
 
 fn default_model_path() -> PathBuf {
     // A fuzz run cannot start without the model; failing loudly here is the clearest report.

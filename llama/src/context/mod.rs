@@ -6,7 +6,7 @@ mod params;
 mod state;
 
 pub(crate) use params::default_threads;
-pub use params::{AttentionType, ContextParams, FlashAttention, KvCacheType, PoolingType, RopeScaling};
+pub use params::{AttentionType, ContextParams, FlashAttention, KvCacheType, PoolingType, RopeScaling, UnknownName};
 
 use std::ffi::c_void;
 use std::ptr::NonNull;

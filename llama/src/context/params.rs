@@ -103,6 +103,59 @@ impl KvCacheType {
     }
 }
 
+/// Names as llama.cpp's tools take them (`f16`, `q8_0`, ...), in any case.
+///
+/// ```
+/// assert_eq!("q8_0".parse(), Ok(llama::KvCacheType::Q8_0));
+/// ```
+impl std::str::FromStr for KvCacheType {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        const ALL: [(&str, KvCacheType); 9] = [
+            ("f32", KvCacheType::F32),
+            ("f16", KvCacheType::F16),
+            ("bf16", KvCacheType::BF16),
+            ("q8_0", KvCacheType::Q8_0),
+            ("q4_0", KvCacheType::Q4_0),
+            ("q4_1", KvCacheType::Q4_1),
+            ("iq4_nl", KvCacheType::IQ4_NL),
+            ("q5_0", KvCacheType::Q5_0),
+            ("q5_1", KvCacheType::Q5_1),
+        ];
+        ALL.iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s))
+            .map(|&(_, t)| t)
+            .ok_or_else(|| UnknownName { name: s.to_string(), expected: "f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1" })
+    }
+}
+
+/// `on`, `off` or `auto`, as llama.cpp's `--flash-attn` takes them.
+///
+/// ```
+/// assert_eq!("off".parse(), Ok(llama::FlashAttention::Disabled));
+/// ```
+impl std::str::FromStr for FlashAttention {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        match s.to_ascii_lowercase().as_str() {
+            "on" | "enabled" => Ok(FlashAttention::Enabled),
+            "off" | "disabled" => Ok(FlashAttention::Disabled),
+            "auto" => Ok(FlashAttention::Auto),
+            _ => Err(UnknownName { name: s.to_string(), expected: "on, off, auto" }),
+        }
+    }
+}
+
+/// A name that is none of a parameter's values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown value {name:?}: expected one of {expected}")]
+pub struct UnknownName {
+    name: String,
+    expected: &'static str,
+}
+
 /// Options for [`Model::context`](crate::Model::context): read and set them as fields, or chain
 /// the setters of the same names.
 ///

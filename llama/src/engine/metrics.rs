@@ -70,7 +70,7 @@ impl Finished {
             Some(FinishReason::Length) => &mut self.length,
             Some(FinishReason::Stop) => &mut self.stop,
             Some(FinishReason::Eog) => &mut self.eog,
-            Some(FinishReason::Cancelled) => &mut self.cancelled,
+            Some(FinishReason::Cancelled | FinishReason::Stalled | FinishReason::Shutdown) => &mut self.cancelled,
             Some(FinishReason::ContextFull) => &mut self.context_full,
             Some(FinishReason::Deadline) => &mut self.deadline,
             None => &mut self.error,

@@ -58,7 +58,7 @@ use tokio::sync::mpsc;
 
 pub use embeddings::{Embeddings, PendingEmbeddings};
 pub use metrics::{Finished, Histogram, Metrics, RamTier, LATENCY_BUCKETS};
-pub use request::{Completion, Event, Events, Prompt, Request, RequestTimings, SubmitError, Usage};
+pub use request::{Completion, Event, Events, FailureKind, Prompt, Request, RequestTimings, SubmitError, Usage};
 
 use crate::error::ContextError;
 use crate::{Batch, ContextParams, Model, Token};
@@ -202,7 +202,7 @@ impl EngineParams {
 }
 
 /// A running engine. Dropping it stops the engine thread: requests still running end with
-/// [`FinishReason::Cancelled`](crate::FinishReason::Cancelled).
+/// [`FinishReason::Shutdown`](crate::FinishReason::Shutdown).
 #[derive(Debug)]
 pub struct Engine {
     handle: EngineHandle,

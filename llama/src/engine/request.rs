@@ -173,9 +173,22 @@ pub enum Event {
     Error {
         /// Which completion.
         index: usize,
+        /// What kind of failure: whose fault it is.
+        kind: FailureKind,
         /// What went wrong.
         message: String,
     },
+}
+
+/// Why a completion failed ([`Event::Error`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// Its sampler had nothing to pick: a grammar or schema with no valid continuation, or
+    /// biases that rule out every token. The request's constraints are at fault.
+    Sampling,
+    /// llama.cpp failed to decode its batch, or the engine could not set the sequence up.
+    Engine,
 }
 
 /// The events of one submitted request: iterate it (blocking, `for event in completion`) or,

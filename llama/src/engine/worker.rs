@@ -7,7 +7,7 @@ use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use super::kv::Pool;
-use super::request::{Event, RequestTimings, Usage};
+use super::request::{Event, FailureKind, RequestTimings, Usage};
 use super::scheduler::{self, Pacer};
 use super::slots::{Job, Slot};
 use super::{Command, Metrics, Shared};
@@ -19,7 +19,7 @@ use crate::{Batch, Context, Output};
 #[derive(Debug)]
 pub(super) enum Outcome {
     Finished(FinishReason),
-    Failed(String),
+    Failed(FailureKind, String),
 }
 
 /// The engine thread's state. Only this thread touches the context.
@@ -58,10 +58,10 @@ impl Worker {
         }
         self.shared.stopped.store(true, Ordering::Relaxed);
         while let Some(job) = self.queue.pop_front() {
-            self.finish(job, Outcome::Finished(FinishReason::Cancelled));
+            self.finish(job, Outcome::Finished(FinishReason::Shutdown));
         }
         for i in 0..self.slots.len() {
-            self.end(i, Outcome::Finished(FinishReason::Cancelled));
+            self.end(i, Outcome::Finished(FinishReason::Shutdown));
         }
     }
 
@@ -119,7 +119,7 @@ impl Worker {
             } else if job.deadline.is_some_and(|d| now >= d) {
                 Some(FinishReason::Deadline)
             } else if stalled(job) {
-                Some(FinishReason::Cancelled)
+                Some(FinishReason::Stalled)
             } else {
                 None
             }
@@ -128,7 +128,7 @@ impl Worker {
             let Some(job) = self.slots[i].job.as_mut() else { continue };
             job.flush();
             if let Some(reason) = verdict(job) {
-                if job.stalled_since.is_some() && !job.abandoned() && reason == FinishReason::Cancelled {
+                if reason == FinishReason::Stalled {
                     self.metrics(|m| m.stalled += 1);
                 }
                 self.end(i, Outcome::Finished(reason));
@@ -193,7 +193,7 @@ impl Worker {
             Err(e) => {
                 let msg = format!("decode failed: {e}");
                 for i in (0..self.slots.len()).filter(|&i| added[i] > 0) {
-                    self.end(i, Outcome::Failed(msg.clone()));
+                    self.end(i, Outcome::Failed(FailureKind::Engine, msg.clone()));
                 }
                 return true;
             }
@@ -245,7 +245,8 @@ impl Worker {
             let mut fork = parent.fork(index, sampler);
             let seq = self.slots[f].seq;
             if self.pool.share(&mut self.ctx, src, seq, n) < n {
-                fork.send(Event::Error { index, message: "could not share the prompt".into() });
+                let (kind, message) = (FailureKind::Engine, "could not share the prompt".into());
+                fork.send(Event::Error { index, kind, message });
                 continue;
             }
             self.slots[f].job = Some(fork);
@@ -271,7 +272,7 @@ impl Worker {
         let token = match job.sampler.sample(&self.ctx, Output::At(idx)) {
             Ok(t) => t,
             Err(e) => {
-                self.end(slot, Outcome::Failed(format!("sampling failed: {e}")));
+                self.end(slot, Outcome::Failed(FailureKind::Sampling, format!("sampling failed: {e}")));
                 return;
             }
         };
@@ -279,7 +280,7 @@ impl Worker {
         let piece = match job.driver.push(&self.ctx.vocab(), token, logits) {
             Ok(p) => p,
             Err(e) => {
-                self.end(slot, Outcome::Failed(e.to_string()));
+                self.end(slot, Outcome::Failed(FailureKind::Engine, e.to_string()));
                 return;
             }
         };
@@ -320,7 +321,7 @@ impl Worker {
         }
         let seq = self.slots[slot].seq;
         match outcome {
-            Outcome::Finished(FinishReason::ContextFull) | Outcome::Failed(_) => self.pool.clear(&mut self.ctx, seq),
+            Outcome::Finished(FinishReason::ContextFull) | Outcome::Failed(..) => self.pool.clear(&mut self.ctx, seq),
             Outcome::Finished(_) => {
                 self.pool.truncate(&mut self.ctx, seq, job.n_past);
             }
@@ -339,8 +340,8 @@ impl Worker {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
         }
         let reason = match outcome {
-            Outcome::Failed(message) => {
-                job.send(Event::Error { index, message });
+            Outcome::Failed(kind, message) => {
+                job.send(Event::Error { index, kind, message });
                 None
             }
             Outcome::Finished(finish) => {
@@ -371,7 +372,7 @@ impl Worker {
 
     pub fn fail_all(&mut self, message: &str) {
         for i in 0..self.slots.len() {
-            self.end(i, Outcome::Failed(message.to_string()));
+            self.end(i, Outcome::Failed(FailureKind::Engine, message.to_string()));
             self.slots[i].held_for_fork = false;
         }
     }

@@ -6,18 +6,30 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// How long an idle model stays loaded. Parses from text as Ollama's `keep_alive` does.
+///
+/// ```
+/// use llama::server::KeepAlive;
+/// use std::time::Duration;
+/// assert_eq!("1h30m".parse::<KeepAlive>()?, KeepAlive::For(Duration::from_secs(5400)));
+/// assert_eq!("-1".parse::<KeepAlive>()?, KeepAlive::Forever);
+/// # Ok::<(), llama::server::KeepAliveError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeepAlive {
+    /// Never unloaded for idleness.
     Forever,
     /// `Duration::ZERO` unloads as soon as the model is idle.
     For(Duration),
 }
 
+/// A keep-alive that is not a duration, a number of seconds or a negative number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid keep-alive {0:?}: expected a duration such as 5m, 30s, 1h30m, a number of seconds, or -1")]
 pub struct KeepAliveError(String);
 
 impl KeepAlive {
+    /// From a number of seconds: negative is forever, NaN an error.
     pub fn from_seconds(s: f64) -> Result<KeepAlive, KeepAliveError> {
         if s.is_nan() {
             return Err(KeepAliveError(s.to_string()));

@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
 
-use crate::metrics::HttpMetrics;
+use crate::server::metrics::HttpMetrics;
 
 /// What a handler reports for the log line.
 #[derive(Debug, Default)]

@@ -5,12 +5,12 @@
 
 use std::hash::{BuildHasher, RandomState};
 
-use llama::{GenerateParams, Model, Penalties, Sampler, Token};
+use crate::{GenerateParams, Model, Penalties, Sampler, Token};
 use serde_json::Value;
 
-use crate::error::ApiError;
-use crate::keep_alive::KeepAlive;
-use crate::openai::{KeepAliveValue, Options, ResponseFormat};
+use crate::server::error::ApiError;
+use crate::server::keep_alive::KeepAlive;
+use crate::server::openai::{KeepAliveValue, Options, ResponseFormat};
 
 // Unset sampling options fall back to what local servers commonly use: OpenAI's own defaults
 // (temperature 1, no truncation) make small models ramble.
@@ -19,6 +19,9 @@ const TOP_K: i64 = 40;
 const TOP_P: f64 = 0.95;
 const MIN_P: f64 = 0.05;
 const MAX_STOP: usize = 16;
+/// Longest stop sequence, in bytes: every one is searched for after each token, on the engine
+/// thread all requests share.
+const MAX_STOP_LEN: usize = 256;
 const MAX_TOP_LOGPROBS: i64 = 20;
 /// Longest GBNF grammar accepted. llama.cpp prints a grammar that fails to parse to stderr in
 /// full: without a bound, one request could write megabytes into the server's log.
@@ -27,25 +30,35 @@ const MAX_GRAMMAR: usize = 64 << 10;
 /// What a completion must follow, if anything.
 #[derive(Debug, Clone)]
 pub enum Constraint {
+    /// Free text.
     None,
     /// Any JSON value.
     Json,
+    /// JSON following this JSON Schema.
     Schema(Value),
+    /// Text following this GBNF grammar.
     Grammar(String),
 }
 
 /// A request's generation options, checked.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The model asked for (`None`: the default one).
     pub model: Option<String>,
+    /// Answer as server-sent events.
     pub stream: bool,
+    /// A streamed answer ends with a usage chunk.
     pub include_usage: bool,
+    /// Choices to generate.
     pub n: usize,
+    /// Tokens per choice at most (`None`: until the context ends).
     pub max_tokens: Option<usize>,
     max_tokens_param: &'static str,
+    /// Texts that end a choice.
     pub stop: Vec<String>,
     /// `Some(k)`: report log-probabilities, with the `k` most likely alternatives.
     pub logprobs: Option<usize>,
+    /// How long the model stays loaded after this request.
     pub keep_alive: Option<KeepAlive>,
     temperature: f32,
     top_k: i32,
@@ -68,6 +81,7 @@ fn within<T: PartialOrd + std::fmt::Display + Copy>(param: &str, v: T, lo: T, hi
     }
 }
 
+/// A request's `keep_alive`, checked.
 pub fn keep_alive(value: Option<&KeepAliveValue>) -> Result<Option<KeepAlive>, ApiError> {
     let parsed = match value {
         None => return Ok(None),
@@ -104,6 +118,12 @@ impl Plan {
         let stop = o.stop.as_ref().map(|s| s.0.clone()).unwrap_or_default();
         if stop.len() > MAX_STOP {
             return Err(ApiError::invalid("stop", format!("at most {MAX_STOP} stop sequences, got {}", stop.len())));
+        }
+        if let Some(long) = stop.iter().find(|s| s.len() > MAX_STOP_LEN) {
+            return Err(ApiError::invalid(
+                "stop",
+                format!("a stop sequence may be at most {MAX_STOP_LEN} bytes, got one of {}", long.len()),
+            ));
         }
         let temperature = within("temperature", o.temperature.unwrap_or(TEMPERATURE), 0.0, 2.0)? as f32;
         let top_p = within("top_p", o.top_p.unwrap_or(TOP_P), 0.0, 1.0)? as f32;

@@ -12,38 +12,30 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use llama::engine::{Prompt, Request};
-use llama::tools::{ChatTemplates, RenderedChat};
-use llama::{AddSpecial, ControlText, EmbedError, Model, Normalize, Sampler};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::CorsLayer;
 
-use crate::access_log::{self, RequestRecord};
-use crate::auth;
-use crate::body::{self, BodyLimit, JsonBody, Limited};
-use crate::error::ApiError;
-use crate::generation::{Api, Generation, Shape};
-use crate::keep_alive::KeepAlive;
-use crate::metrics::{self, HttpMetrics};
-use crate::models::Registry;
-use crate::openai::{
-    ChatRequest, CompletionRequest, DetokenizeRequest, EmbeddingData, EmbeddingList, EmbeddingRequest, EmbeddingUsage,
-    EmbeddingVector, ModelList, Options, PromptInput, TokenizeRequest,
-};
-use crate::prompt;
-use crate::sampling::{self, Plan};
-use crate::tools;
-
-/// Most texts one embedding request may carry (OpenAI's limit).
-const MAX_EMBEDDING_INPUTS: usize = 2048;
+use crate::engine::{Prompt, Request};
+use crate::server::access_log::{self, RequestRecord};
+use crate::server::body::{BodyLimit, JsonBody, Limited};
+use crate::server::check::{self, Checked, CheckedEmbeddings, Input};
+use crate::server::error::ApiError;
+use crate::server::generation::Generation;
+use crate::server::metrics::{self, HttpMetrics};
+use crate::server::openai::{DetokenizeRequest, EmbeddingData, EmbeddingList, EmbeddingUsage, EmbeddingVector, ModelList, TokenizeRequest};
+use crate::server::registry::Registry;
+use crate::server::security::{self, Guard};
+use crate::server::{auth, prompt};
+use crate::{AddSpecial, ControlText, EmbedError, Normalize};
 
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub registry: Arc<Registry>,
     pub http: Arc<HttpMetrics>,
     pub body_limit: BodyLimit,
     pub api_key: Option<Arc<str>>,
+    pub guard: Arc<Guard>,
 }
 
 impl FromRef<AppState> for BodyLimit {
@@ -52,7 +44,7 @@ impl FromRef<AppState> for BodyLimit {
     }
 }
 
-pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
+pub(crate) fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
     let router = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
@@ -66,9 +58,12 @@ pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
         .fallback(|uri: Uri| async move { ApiError::route_not_found(uri.path()) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(from_fn_with_state(state.api_key.clone(), auth::middleware))
-        .layer(from_fn_with_state(state.http.clone(), access_log::middleware))
-        // A bug in a handler must cost one request a 500, not the connection or the process.
+        // Outside the key check: a page must not learn whether its guess was right.
+        .layer(from_fn_with_state(state.guard.clone(), security::middleware))
+        // A bug in a handler must cost one request a 500, not the connection or the process;
+        // inside the access log, which then records the 500.
         .layer(CatchPanicLayer::custom(panicked))
+        .layer(from_fn_with_state(state.http.clone(), access_log::middleware))
         .with_state(state);
     match cors {
         Some(cors) => router.layer(cors),
@@ -85,7 +80,7 @@ async fn chat(
     Extension(record): Extension<Arc<RequestRecord>>,
     Limited(body): Limited,
 ) -> Result<Response, ApiError> {
-    answer(s, record, check_chat(&body)?).await
+    answer(s, record, check::chat(&body)?).await
 }
 
 async fn completions(
@@ -93,80 +88,7 @@ async fn completions(
     Extension(record): Extension<Arc<RequestRecord>>,
     Limited(body): Limited,
 ) -> Result<Response, ApiError> {
-    answer(s, record, check_completion(&body)?).await
-}
-
-/// A generation request read and checked before any model is touched: what the handlers do
-/// first, and what the `server` fuzz target (`llama/fuzz`) drives with arbitrary bodies.
-pub struct Checked {
-    pub plan: Plan,
-    pub shape: Shape,
-    pub input: Input,
-    /// The client's `user` field, for the access log.
-    pub user: Option<String>,
-}
-
-/// What the model is asked: a prompt, or a chat with tools that the model's template renders.
-pub enum Input {
-    Prompt(Prompt),
-    Tools(llama::tools::ChatRequest),
-}
-
-/// `POST /v1/chat/completions`'s body, checked.
-pub fn check_chat(body: &[u8]) -> Result<Checked, ApiError> {
-    let req: ChatRequest = body::parse(body)?;
-    let options: Options = body::parse(body)?;
-    let logprobs = sampling::chat_logprobs(req.logprobs, req.top_logprobs)?;
-    let max_tokens = req
-        .max_completion_tokens
-        .map(|v| ("max_completion_tokens", v))
-        .or(options.max_tokens.map(|v| ("max_tokens", v)));
-    let plan = Plan::new(&options, max_tokens, logprobs, req.response_format.as_ref())?;
-    let messages = prompt::chat(&req.messages)?;
-    let tools = tools::request(&req, messages.clone())?;
-    if tools.is_some() && plan.constrained() {
-        return Err(ApiError::invalid("tools", "give either `tools` or a `grammar`/JSON `response_format`, not both"));
-    }
-    let shape = Shape {
-        api: Api::Chat,
-        n: plan.n,
-        logprobs: logprobs.is_some(),
-        include_usage: plan.include_usage,
-        constrained: plan.constrained() || tools.is_some(),
-        prompt_param: "messages",
-        tools: None,
-    };
-    let input = match tools {
-        Some(tools) => Input::Tools(tools),
-        None => Input::Prompt(Prompt::Chat(messages)),
-    };
-    Ok(Checked { plan, shape, input, user: options.user })
-}
-
-/// `POST /v1/completions`'s body, checked.
-pub fn check_completion(body: &[u8]) -> Result<Checked, ApiError> {
-    let req: CompletionRequest = body::parse(body)?;
-    let options: Options = body::parse(body)?;
-    if req.echo == Some(true) {
-        return Err(ApiError::invalid("echo", "`echo` is not supported"));
-    }
-    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::invalid("suffix", "`suffix` is not supported"));
-    }
-    let logprobs = sampling::completion_logprobs(req.logprobs)?;
-    let max_tokens = options.max_tokens.map(|v| ("max_tokens", v));
-    let plan = Plan::new(&options, max_tokens, logprobs, None)?;
-    let prompt = prompt::completion(&req.prompt)?;
-    let shape = Shape {
-        api: Api::Text,
-        n: plan.n,
-        logprobs: logprobs.is_some(),
-        include_usage: plan.include_usage,
-        constrained: plan.constrained(),
-        prompt_param: "prompt",
-        tools: None,
-    };
-    Ok(Checked { plan, shape, input: Input::Prompt(prompt), user: options.user })
+    answer(s, record, check::completion(&body)?).await
 }
 
 /// Takes the model, builds the engine request and answers, streaming or not.
@@ -180,7 +102,7 @@ async fn answer(s: AppState, record: Arc<RequestRecord>, checked: Checked) -> Re
         Input::Tools(tools) => {
             let model = lease.model.clone();
             // Parsing the template and rendering take milliseconds, longer on long conversations.
-            let (rendered, samplers) = tokio::task::spawn_blocking(move || render_tools(&model, &tools, samplers))
+            let (rendered, samplers) = tokio::task::spawn_blocking(move || check::render_tools(&model, &tools, samplers))
                 .await
                 .map_err(|e| ApiError::internal(format!("the tools could not be prepared: {e}")))??;
             let request = Request::new(Prompt::Tokens(rendered.tokens.clone()))
@@ -198,29 +120,12 @@ async fn answer(s: AppState, record: Arc<RequestRecord>, checked: Checked) -> Re
     }
 }
 
-/// A chat with tools: the model's own template renders messages and tools (llama.cpp's
-/// `common/` pipeline) and each choice's sampler gets the tool-call grammar; the replies are
-/// parsed into tool calls ([`Shape::tools`]). Blocking.
-pub fn render_tools(
-    model: &Model,
-    chat: &llama::tools::ChatRequest,
-    samplers: Vec<Sampler>,
-) -> Result<(RenderedChat, Vec<Sampler>), ApiError> {
-    let templates = ChatTemplates::new(model).map_err(|e| ApiError::invalid("tools", e.to_string()))?;
-    let rendered = chat.render(&templates).map_err(tools::render_error)?;
-    let samplers = samplers
-        .into_iter()
-        .map(|s| rendered.sampler(model, s).map_err(tools::render_error))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((rendered, samplers))
-}
-
 async fn embeddings(
     State(s): State<AppState>,
     Extension(record): Extension<Arc<RequestRecord>>,
     Limited(body): Limited,
 ) -> Result<Json<EmbeddingList>, ApiError> {
-    let CheckedEmbeddings { req, texts, base64, keep_alive } = check_embeddings(&body)?;
+    let CheckedEmbeddings { req, texts, base64, keep_alive } = check::embeddings(&body)?;
     note_user(&record, req.user.as_ref());
     let lease = s.registry.acquire(req.model.as_deref(), keep_alive).await?;
     let width = lease.model.n_embd_out();
@@ -256,37 +161,6 @@ async fn embeddings(
         model: lease.name.clone(),
         usage: EmbeddingUsage { prompt_tokens, total_tokens: prompt_tokens },
     }))
-}
-
-/// `POST /v1/embeddings`'s body, checked.
-pub struct CheckedEmbeddings {
-    pub req: EmbeddingRequest,
-    pub texts: Vec<String>,
-    pub base64: bool,
-    pub keep_alive: Option<KeepAlive>,
-}
-
-pub fn check_embeddings(body: &[u8]) -> Result<CheckedEmbeddings, ApiError> {
-    let mut req: EmbeddingRequest = body::parse(body)?;
-    let base64 = match req.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "encoding_format",
-                format!("expected \"float\" or \"base64\", got {other:?}"),
-            ))
-        }
-    };
-    let keep_alive = sampling::keep_alive(req.keep_alive.as_ref())?;
-    let texts = match std::mem::replace(&mut req.input, PromptInput::Texts(Vec::new())) {
-        PromptInput::Texts(texts) => texts,
-        PromptInput::Tokens(_) => return Err(ApiError::invalid("input", "token ids are not accepted here: send text")),
-    };
-    if texts.is_empty() || texts.len() > MAX_EMBEDDING_INPUTS {
-        return Err(ApiError::invalid("input", format!("send 1 to {MAX_EMBEDDING_INPUTS} texts, got {}", texts.len())));
-    }
-    Ok(CheckedEmbeddings { req, texts, base64, keep_alive })
 }
 
 fn note_user(record: &RequestRecord, user: Option<&String>) {

@@ -8,7 +8,7 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
+use crate::server::error::ApiError;
 
 /// Compares in time independent of where the strings differ, so response timing does not
 /// reveal how much of a guessed key was right.
@@ -16,7 +16,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub async fn middleware(State(key): State<Option<Arc<str>>>, req: Request, next: Next) -> Response {
+pub(crate) async fn middleware(State(key): State<Option<Arc<str>>>, req: Request, next: Next) -> Response {
     let Some(key) = key else { return next.run(req).await };
     if req.uri().path() == "/health" {
         return next.run(req).await;
@@ -25,8 +25,10 @@ pub async fn middleware(State(key): State<Option<Arc<str>>>, req: Request, next:
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|v| v.trim().split_once(' '))
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim());
     match given {
         Some(g) if same(g.as_bytes(), key.as_bytes()) => next.run(req).await,
         _ => ApiError::unauthorized().into_response(),

@@ -2,6 +2,10 @@
 //! are lenient the way real clients need (a `stop` string or list, content given as a string
 //! or as text parts, `null` meaning "unset", unknown fields ignored), responses follow
 //! OpenAI's shapes field for field.
+//!
+//! Fields are named and mean what OpenAI's API reference says; they are not documented again
+//! here.
+#![allow(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::fmt;

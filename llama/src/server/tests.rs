@@ -1,39 +1,8 @@
-//! The server example's router in-process: every endpoint and every error status, without
-//! sockets. The example's modules are compiled into this test through `#[path]`, so what is
-//! tested is the example's own code.
+//! The router in-process: every endpoint and every error status, without sockets.
 
-// Some items are used only by the example's `main`.
-#![allow(dead_code)]
-
-#[path = "../access_log.rs"]
-mod access_log;
-#[path = "../auth.rs"]
-mod auth;
-#[path = "../body.rs"]
-mod body;
-#[path = "../error.rs"]
-mod error;
-#[path = "../generation.rs"]
-mod generation;
-#[path = "../keep_alive.rs"]
-mod keep_alive;
-#[path = "../metrics.rs"]
-mod metrics;
-#[path = "../models.rs"]
+#[path = "../../../examples/common/models.rs"]
+#[allow(dead_code)]
 mod models;
-#[path = "../openai.rs"]
-mod openai;
-#[path = "../prompt.rs"]
-mod prompt;
-#[path = "../routes.rs"]
-mod routes;
-#[path = "../sampling.rs"]
-mod sampling;
-#[path = "../tools.rs"]
-mod tools;
-// The `server` fuzz target's body (llama/fuzz), replayed below over its seeds and local corpus.
-#[path = "../../../llama/fuzz/src/server.rs"]
-mod fuzz_server;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -46,11 +15,13 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use body::BodyLimit;
-use keep_alive::KeepAlive;
-use metrics::HttpMetrics;
-use models::{EngineConfig, ModelSpec, Registry};
-use routes::AppState;
+use super::body::{self, BodyLimit};
+use super::keep_alive::KeepAlive;
+use super::metrics::HttpMetrics;
+use super::registry::{EngineConfig, Registry};
+use super::routes::{self, AppState};
+use super::security::Guard;
+use super::{generation, openai, ModelSpec};
 
 /// One runtime for every test: the registries spawn their loading and expiry tasks on it, and
 /// must outlive any one test.
@@ -60,11 +31,19 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 fn config(parallel: usize, max_queue: usize) -> EngineConfig {
-    EngineConfig { parallel, ctx: 1024, threads: Some(1), max_queue, cache_ram: 64 << 20, stall_timeout: None }
+    EngineConfig {
+        parallel,
+        ctx: 1024,
+        threads: Some(1),
+        max_queue,
+        cache_ram: 64 << 20,
+        stall_timeout: None,
+        ..EngineConfig::default()
+    }
 }
 
 fn spec(name: &str) -> ModelSpec {
-    ModelSpec { name: name.into(), path: llama_examples::models::default_model().unwrap() }
+    ModelSpec { name: name.into(), path: models::default_model().unwrap() }
 }
 
 fn state(registry: Arc<Registry>, api_key: Option<&str>) -> AppState {
@@ -73,6 +52,7 @@ fn state(registry: Arc<Registry>, api_key: Option<&str>) -> AppState {
         http: Arc::new(HttpMetrics::default()),
         body_limit: BodyLimit(1 << 20),
         api_key: api_key.map(Arc::from),
+        guard: Arc::new(Guard::new(&[], &[])),
     }
 }
 
@@ -81,7 +61,7 @@ fn shared() -> Router {
     static STATE: OnceLock<AppState> = OnceLock::new();
     let s = STATE.get_or_init(|| {
         let _guard = runtime().enter();
-        let registry = Registry::new(vec![spec("smollm2")], config(4, 16), 3, KeepAlive::Forever);
+        let registry = Registry::new(vec![spec("smollm2")], config(4, 16), 3, KeepAlive::Forever, Duration::from_secs(60));
         state(registry, None)
     });
     routes::router(s.clone(), None)
@@ -684,7 +664,7 @@ fn api_key_guards_every_route_but_health() {
     runtime().block_on(async {
         let registry = {
             let _guard = runtime().enter();
-            Registry::new(vec![spec("smollm2")], config(1, 4), 1, KeepAlive::Forever)
+            Registry::new(vec![spec("smollm2")], config(1, 4), 1, KeepAlive::Forever, Duration::from_secs(60))
         };
         let app = routes::router(state(registry, Some("sesame")), None);
         let (status, body) = get(&app, "/v1/models").await;
@@ -710,7 +690,7 @@ fn full_queue_is_503_and_a_dropped_stream_frees_its_slot() {
     runtime().block_on(async {
         let s = {
             let _guard = runtime().enter();
-            state(Registry::new(vec![spec("smollm2")], config(1, 1), 1, KeepAlive::Forever), None)
+            state(Registry::new(vec![spec("smollm2")], config(1, 1), 1, KeepAlive::Forever, Duration::from_secs(60)), None)
         };
         let app = routes::router(s.clone(), None);
         let long = json!({"messages": user("Tell a long story."), "max_tokens": 400, "stream": true});
@@ -758,7 +738,7 @@ fn keep_alive_and_eviction() {
     runtime().block_on(async {
         let s = {
             let _guard = runtime().enter();
-            let registry = Registry::new(vec![spec("a"), spec("b")], config(1, 4), 1, KeepAlive::Forever);
+            let registry = Registry::new(vec![spec("a"), spec("b")], config(1, 4), 1, KeepAlive::Forever, Duration::from_secs(60));
             tokio::spawn(registry.clone().run_expiry());
             state(registry, None)
         };
@@ -826,7 +806,7 @@ fn a_model_that_fails_to_load_is_a_server_error() {
         std::fs::write(&bad, b"GGUF but not really").unwrap();
         let s = {
             let spec = ModelSpec { name: "broken".into(), path: bad.clone() };
-            state(Registry::new(vec![spec], config(1, 4), 1, KeepAlive::Forever), None)
+            state(Registry::new(vec![spec], config(1, 4), 1, KeepAlive::Forever, Duration::from_secs(60)), None)
         };
         let app = routes::router(s.clone(), None);
         for _ in 0..2 {
@@ -842,32 +822,191 @@ fn a_model_that_fails_to_load_is_a_server_error() {
     });
 }
 
-/// The `server` fuzz target's committed seeds (and any local corpus) through the same code as
-/// the fuzzer: request checking, samplers, tool rendering. None may panic, and every seed gets
-/// as far as it was written to (a seed refused at the door would fuzz only the refusal).
-#[test]
-fn fuzz_seeds_replay() {
-    let path = llama_examples::models::default_model().unwrap();
-    let model = llama::Model::builder(&path).vocab_only(true).load().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("llama/fuzz");
-    let mut inputs = 0;
-    for dir in ["seeds", "corpus"] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir).join("server")) else { continue };
-        for entry in entries.flatten() {
-            let reached = fuzz_server::request(&model, &std::fs::read(entry.path()).unwrap());
-            inputs += 1;
-            if dir == "seeds" {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let expected = if name.starts_with("chat_tools") || name == "chat_tool_roundtrip" {
-                    fuzz_server::Reached::Rendered
-                } else if name.starts_with("embeddings") {
-                    fuzz_server::Reached::Checked
-                } else {
-                    fuzz_server::Reached::Sampled
-                };
-                assert_eq!(reached, expected, "seed {name}");
-            }
-        }
+/// A request with the given headers (and no others).
+async fn raw(app: &Router, method: Method, path: &str, headers: &[(&str, &str)], body: String) -> Response {
+    let mut req = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
-    assert!(inputs >= 12, "the server seeds are missing ({inputs} inputs)");
+    app.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap()
+}
+
+/// What a web page can send to a server on the user's machine is refused before any model is
+/// touched: a "simple" cross-site request (no CORS preflight), a DNS-rebound host name, a
+/// foreign origin. curl and the SDKs outside a browser (no `Origin`, a loopback `Host`, JSON)
+/// pass, and so does the server's own origin.
+#[test]
+fn web_pages_cannot_drive_a_loopback_server() {
+    runtime().block_on(async {
+        let s = {
+            let _guard = runtime().enter();
+            let registry =
+                Registry::new(vec![spec("smollm2")], config(1, 4), 1, KeepAlive::Forever, Duration::from_secs(60));
+            state(registry, None)
+        };
+        let app = routes::router(s.clone(), None);
+        let chat = json!({"messages": user("Hi"), "max_tokens": 2}).to_string();
+        let refused: [(&[(&str, &str)], StatusCode); 6] = [
+            (&[("content-type", "text/plain"), ("origin", "http://evil.example"), ("host", "127.0.0.1:8080")], StatusCode::FORBIDDEN),
+            (&[("content-type", "text/plain"), ("host", "127.0.0.1:8080")], StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            (&[("content-type", "application/x-www-form-urlencoded")], StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            (&[("content-type", "multipart/form-data; boundary=x")], StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            (&[("content-type", "application/json"), ("host", "attacker.example:8080")], StatusCode::MISDIRECTED_REQUEST),
+            (
+                &[("content-type", "application/json"), ("host", "attacker.example"), ("origin", "http://attacker.example")],
+                StatusCode::MISDIRECTED_REQUEST,
+            ),
+        ];
+        for (headers, expected) in refused {
+            let r = raw(&app, Method::POST, "/v1/chat/completions", headers, chat.clone()).await;
+            assert_eq!(r.status(), expected, "{headers:?}");
+            assert_error(&json_of(r).await, None);
+        }
+        // Rebinding also cannot read: GETs need an allowed host too.
+        let r = raw(&app, Method::GET, "/v1/models", &[("host", "attacker.example")], String::new()).await;
+        assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+        let stats = &s.registry.stats()[0];
+        assert_eq!((stats.loads, stats.metrics.requests), (0, 0), "nothing ran");
+
+        let allowed: [&[(&str, &str)]; 4] = [
+            &[("content-type", "application/json"), ("host", "localhost:8080")],
+            &[("host", "127.0.0.1:8080")],
+            &[("content-type", "application/json; charset=utf-8"), ("host", "[::1]:8080")],
+            &[("content-type", "application/json"), ("host", "localhost:8080"), ("origin", "http://localhost:8080")],
+        ];
+        for headers in allowed {
+            let r = raw(&app, Method::POST, "/v1/chat/completions", headers, chat.clone()).await;
+            assert_eq!(r.status(), StatusCode::OK, "{headers:?}");
+        }
+    });
+}
+
+/// With `--allow-origin`, that origin's page may call: the preflight allows the headers the
+/// official SDKs send and the page can read `Retry-After`. Other origins are still refused.
+#[test]
+fn allowed_origins_get_cors_and_others_do_not() {
+    runtime().block_on(async {
+        let page = "http://localhost:5173";
+        let s = {
+            let _guard = runtime().enter();
+            let mut s = state(
+                Registry::new(vec![spec("smollm2")], config(1, 4), 1, KeepAlive::Forever, Duration::from_secs(60)),
+                None,
+            );
+            s.guard = Arc::new(Guard::new(&[], &[page.to_string()]));
+            s
+        };
+        let cors = super::security::cors(&[page.to_string()]).unwrap();
+        let app = routes::router(s, cors);
+        let preflight = [
+            ("origin", page),
+            ("host", "127.0.0.1:8080"),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "authorization,content-type,x-stainless-os,x-stainless-retry-count"),
+        ];
+        let r = raw(&app, Method::OPTIONS, "/v1/chat/completions", &preflight, String::new()).await;
+        assert!(r.status().is_success(), "{}", r.status());
+        let h = r.headers();
+        assert_eq!(h["access-control-allow-origin"], page);
+        let allowed = h["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+        assert!(allowed.contains("x-stainless-os") && allowed.contains("authorization"), "{allowed}");
+
+        let chat = json!({"messages": user("Hi"), "max_tokens": 2}).to_string();
+        let headers = [("origin", page), ("host", "127.0.0.1:8080"), ("content-type", "application/json")];
+        let r = raw(&app, Method::POST, "/v1/chat/completions", &headers, chat.clone()).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["access-control-allow-origin"], page);
+        let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap().to_ascii_lowercase();
+        assert!(exposed.contains("retry-after"), "{exposed}");
+
+        let other = [("origin", "http://evil.example"), ("host", "127.0.0.1:8080"), ("content-type", "application/json")];
+        let r = raw(&app, Method::POST, "/v1/chat/completions", &other, chat).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(r.headers().get("access-control-allow-origin").is_none());
+    });
+}
+
+/// The scheme of `Authorization` is case-insensitive; a stop sequence longer than the bound is
+/// a 400 naming `stop`.
+#[test]
+fn bearer_in_any_case_and_bounded_stop_sequences() {
+    runtime().block_on(async {
+        let registry = {
+            let _guard = runtime().enter();
+            Registry::new(vec![spec("smollm2")], config(1, 4), 1, KeepAlive::Forever, Duration::from_secs(60))
+        };
+        let app = routes::router(state(registry, Some("sesame")), None);
+        for auth in ["bearer sesame", "BEARER sesame", "Bearer  sesame "] {
+            let req = Request::get("/v1/models").header(header::AUTHORIZATION, auth).body(Body::empty()).unwrap();
+            assert_eq!(app.clone().oneshot(req).await.unwrap().status(), StatusCode::OK, "{auth}");
+        }
+        let (status, r) = post(&shared(), "/v1/completions", json!({"prompt": "a", "stop": ["x".repeat(257)]})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+        assert_error(&r, Some("stop"));
+    });
+}
+
+/// One model loaded at a time, steady traffic on `a`: a request for `b` is not starved — new
+/// requests for `a` wait while `a` drains, `b` loads and answers first. Waiting is bounded:
+/// past the load wait, a 503 with `Retry-After`.
+#[test]
+fn a_model_waiting_for_room_is_not_starved_and_waits_are_bounded() {
+    runtime().block_on(async {
+        let s = {
+            let _guard = runtime().enter();
+            let registry =
+                Registry::new(vec![spec("a"), spec("b")], config(2, 4), 1, KeepAlive::Forever, Duration::from_secs(60));
+            state(registry, None)
+        };
+        let app = routes::router(s.clone(), None);
+        let long = json!({"model": "a", "messages": user("Tell a long story."), "max_tokens": 300, "stream": true});
+        let running = send(&app, Method::POST, "/v1/chat/completions", long.to_string()).await;
+        assert_eq!(running.status(), StatusCode::OK);
+        let mut running = running.into_body().into_data_stream();
+        assert!(running.next().await.is_some());
+        let short = |m: &str| json!({"model": m, "messages": user("Hi"), "max_tokens": 2});
+        let b = tokio::spawn({
+            let app = app.clone();
+            let body = short("b");
+            async move {
+                let r = post(&app, "/v1/chat/completions", body).await;
+                (r, std::time::Instant::now())
+            }
+        });
+        // `b` now waits for room; a new request for `a` must wait behind it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!b.is_finished());
+        let a = tokio::spawn({
+            let app = app.clone();
+            let body = short("a");
+            async move {
+                let r = post(&app, "/v1/chat/completions", body).await;
+                (r, std::time::Instant::now())
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!a.is_finished(), "a new request for `a` waits while `b` waits for room");
+        // Drain the long stream: `a` goes idle, `b` loads and answers, then `a` again.
+        while running.next().await.is_some() {}
+        let ((status_b, rb), at_b) = b.await.unwrap();
+        let ((status_a, ra), at_a) = a.await.unwrap();
+        assert_eq!((status_b, status_a), (StatusCode::OK, StatusCode::OK), "{rb} {ra}");
+        assert!(at_b <= at_a, "`b` was served first");
+
+        // `a` holds the only place again for a while: `b` gives up after the load wait.
+        let s = {
+            let _guard = runtime().enter();
+            let registry =
+                Registry::new(vec![spec("a"), spec("b")], config(1, 4), 1, KeepAlive::Forever, Duration::from_secs(1));
+            state(registry, None)
+        };
+        let app = routes::router(s, None);
+        let running = send(&app, Method::POST, "/v1/chat/completions", long.to_string()).await;
+        let mut running = running.into_body().into_data_stream();
+        assert!(running.next().await.is_some());
+        let r = send(&app, Method::POST, "/v1/chat/completions", short("b").to_string()).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(r.headers().contains_key(header::RETRY_AFTER));
+        assert_error(&json_of(r).await, None);
+    });
 }

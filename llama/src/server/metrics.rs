@@ -6,9 +6,9 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use llama::engine::{Histogram, Metrics, LATENCY_BUCKETS};
+use crate::engine::{Histogram, Metrics, LATENCY_BUCKETS};
 
-use crate::models::ModelStats;
+use crate::server::registry::ModelStats;
 
 /// What the HTTP layer counts.
 #[derive(Debug, Default)]
@@ -21,19 +21,23 @@ pub struct HttpMetrics {
 }
 
 impl HttpMetrics {
+    /// A request came in.
     pub fn started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A request was answered on `route` with `status`.
     pub fn finished(&self, route: &'static str, status: u16) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         *self.requests.lock().unwrap_or_else(|e| e.into_inner()).entry((route, status)).or_default() += 1;
     }
 
+    /// A client went away before its generation ended.
     pub fn disconnected(&self) {
         self.disconnects.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Clients gone before the end, so far.
     pub fn disconnects(&self) -> u64 {
         self.disconnects.load(Ordering::Relaxed)
     }
@@ -97,6 +101,7 @@ fn histogram(out: &mut String, name: &str, help: &str, models: &[(String, &Histo
 /// A per-model series: name, help text, and how to read its value.
 type Series = (&'static str, &'static str, fn(&ModelStats) -> u64);
 
+/// Prometheus text (format 0.0.4) for the HTTP counters and each model's engine.
 pub fn render(http: &HttpMetrics, models: &[ModelStats]) -> String {
     let mut out = String::new();
     header(&mut out, "llama_http_requests_total", "counter", "HTTP requests answered, by route and status.");

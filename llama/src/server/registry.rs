@@ -5,36 +5,53 @@
 //! A request holds a [`Lease`] for as long as it runs (for a stream, until its last chunk):
 //! a leased model is never unloaded, and releasing the lease starts its keep-alive clock.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use llama::engine::{Embeddings, Engine, EngineHandle, EngineParams, Metrics};
-use llama::Model;
+use crate::engine::{Embeddings, Engine, EngineHandle, EngineParams, Metrics};
+use crate::{ContextParams, FlashAttention, KvCacheType, Model};
 use tokio::sync::{Notify, OnceCell};
 
-use crate::error::ApiError;
-use crate::keep_alive::KeepAlive;
-use crate::metrics::absorb;
-use crate::openai::ModelCard;
+use crate::server::error::ApiError;
+use crate::server::keep_alive::KeepAlive;
+use crate::server::metrics::absorb;
+use crate::server::openai::ModelCard;
+use crate::server::ModelSpec;
 
-/// How every model's engine is set up.
+/// How every model's engine is set up (see [`ServerBuilder`](super::ServerBuilder)).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
+    /// Slots: requests decoded together.
     pub parallel: usize,
+    /// KV cache tokens, shared by the slots.
     pub ctx: usize,
+    /// Threads (`None`: the available cores).
     pub threads: Option<usize>,
+    /// Requests that may wait for a slot.
     pub max_queue: usize,
     /// Bytes of host RAM for the prefix cache's second tier.
     pub cache_ram: usize,
+    /// A stream's consumer that reads nothing this long is cancelled.
     pub stall_timeout: Option<Duration>,
+    /// KV cache element types, K and V (`None`: F16).
+    pub cache_type: Option<(KvCacheType, KvCacheType)>,
+    /// Flash attention (`None`: llama.cpp's choice).
+    pub flash_attention: Option<FlashAttention>,
 }
 
-/// A model a client can ask for.
-#[derive(Debug, Clone)]
-pub struct ModelSpec {
-    pub name: String,
-    pub path: PathBuf,
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            parallel: 4,
+            ctx: 4096,
+            threads: None,
+            max_queue: 64,
+            cache_ram: 2 << 30,
+            stall_timeout: Some(Duration::from_secs(60)),
+            cache_type: None,
+            flash_attention: None,
+        }
+    }
 }
 
 /// A loaded model with its engine (and, once asked for, its embedding thread).
@@ -88,6 +105,8 @@ struct Entry {
     in_flight: usize,
     /// Requests waiting for this model to finish loading: it must not expire under them.
     waiters: usize,
+    /// Busy, and another model waits for its room: new requests wait until it has unloaded.
+    yielding: bool,
     last_used: Instant,
     /// When an idle loaded model is unloaded; `None` = never.
     expires: Option<Instant>,
@@ -112,6 +131,7 @@ impl Entry {
         absorb(&mut self.retired, &loaded.engine().metrics());
         self.unloads += 1;
         self.expires = None;
+        self.yielding = false;
         eprintln!("unloaded model {}", self.spec.name);
         Some(loaded)
     }
@@ -136,6 +156,8 @@ pub struct Registry {
     config: EngineConfig,
     max_loaded: usize,
     keep_alive: KeepAlive,
+    /// Longest a request waits for its model to load or for room to load it.
+    load_wait: Duration,
 }
 
 /// A model in use by one request.
@@ -169,6 +191,13 @@ struct Waiting<'a> {
     index: usize,
 }
 
+impl<'a> Waiting<'a> {
+    fn new(registry: &'a Registry, entries: &mut [Entry], index: usize) -> Waiting<'a> {
+        entries[index].waiters += 1;
+        Waiting { registry, index }
+    }
+}
+
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.registry.lock()[self.index].waiters -= 1;
@@ -177,7 +206,13 @@ impl Drop for Waiting<'_> {
 }
 
 impl Registry {
-    pub fn new(specs: Vec<ModelSpec>, config: EngineConfig, max_loaded: usize, keep_alive: KeepAlive) -> Arc<Self> {
+    pub(crate) fn new(
+        specs: Vec<ModelSpec>,
+        config: EngineConfig,
+        max_loaded: usize,
+        keep_alive: KeepAlive,
+        load_wait: Duration,
+    ) -> Arc<Self> {
         let now = Instant::now();
         let entries = specs
             .into_iter()
@@ -191,6 +226,7 @@ impl Registry {
                 state: State::Unloaded,
                 in_flight: 0,
                 waiters: 0,
+                yielding: false,
                 last_used: now,
                 expires: None,
                 attempt: 0,
@@ -200,7 +236,7 @@ impl Registry {
                 retired: Metrics::default(),
             })
             .collect();
-        Arc::new(Registry { entries: Mutex::new(entries), changed: Notify::new(), config, max_loaded, keep_alive })
+        Arc::new(Registry { entries: Mutex::new(entries), changed: Notify::new(), config, max_loaded, keep_alive, load_wait })
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Entry>> {
@@ -225,7 +261,8 @@ impl Registry {
     }
 
     /// The model `name`, loading it (and evicting an idle one) if needed. Waits while it loads,
-    /// or while every loaded model is busy and there is no room for another.
+    /// or while every loaded model is busy and there is no room for another, at most the
+    /// configured load wait (then 503).
     pub async fn acquire(
         self: &Arc<Self>,
         name: Option<&str>,
@@ -233,6 +270,21 @@ impl Registry {
     ) -> Result<Lease, ApiError> {
         let index = self.index(name)?;
         let keep_alive = keep_alive.unwrap_or(self.keep_alive);
+        match tokio::time::timeout(self.load_wait, self.wait_for(index, keep_alive)).await {
+            Ok(lease) => lease,
+            Err(_) => {
+                let name = self.lock()[index].spec.name.clone();
+                Err(ApiError::unavailable(format!(
+                    "model `{name}` did not become available within {}s (loading, or waiting for another model \
+                     to go idle)",
+                    self.load_wait.as_secs()
+                ))
+                .retry_after(5))
+            }
+        }
+    }
+
+    async fn wait_for(self: &Arc<Self>, index: usize, keep_alive: KeepAlive) -> Result<Lease, ApiError> {
         let mut waited_on: Option<u64> = None;
         loop {
             let notified = self.changed.notified();
@@ -243,16 +295,24 @@ impl Registry {
                 let mut entries = self.lock();
                 let max_loaded = self.max_loaded;
                 let resident = entries.iter().filter(|e| !matches!(e.state, State::Unloaded)).count();
+                // Requests waiting for room for an unloaded model: a busy model gives way to them
+                // once its running requests end, or steady traffic on it would starve them.
+                let starved = entries.iter().any(|e| matches!(e.state, State::Unloaded) && e.waiters > 0);
                 let e = &mut entries[index];
                 match &e.state {
+                    State::Loaded(_) if e.yielding && starved => None,
                     State::Loaded(loaded) => {
                         let loaded = loaded.clone();
+                        e.yielding = false;
                         e.in_flight += 1;
                         e.last_used = Instant::now();
                         e.expires = None;
                         return Ok(Lease { registry: self.clone(), index, loaded: Some(loaded), keep_alive });
                     }
-                    State::Loading => waited_on = Some(e.attempt),
+                    State::Loading => {
+                        waited_on = Some(e.attempt);
+                        Some(Waiting::new(self, &mut entries, index))
+                    }
                     State::Unloaded => {
                         if let Some((attempt, message)) = &e.failure {
                             if waited_on == Some(*attempt) {
@@ -260,13 +320,7 @@ impl Registry {
                             }
                         }
                         let room = resident < max_loaded || {
-                            let victim = entries
-                                .iter()
-                                .enumerate()
-                                .filter(|(_, e)| matches!(e.state, State::Loaded(_)) && e.idle())
-                                .min_by_key(|(_, e)| e.last_used)
-                                .map(|(i, _)| i);
-                            evicted = victim.and_then(|v| entries[v].unload());
+                            evicted = least_recent(&entries, true).and_then(|v| entries[v].unload());
                             evicted.is_some()
                         };
                         if room {
@@ -275,11 +329,12 @@ impl Registry {
                             e.attempt += 1;
                             waited_on = Some(e.attempt);
                             self.spawn_load(index, e.spec.clone(), e.attempt);
+                        } else if let Some(busy) = least_recent(&entries, false) {
+                            entries[busy].yielding = true;
                         }
+                        Some(Waiting::new(self, &mut entries, index))
                     }
                 }
-                entries[index].waiters += 1;
-                Waiting { registry: self, index }
             };
             drop_off_thread(evicted);
             notified.await;
@@ -442,6 +497,16 @@ impl Registry {
     }
 }
 
+/// The loaded model used longest ago, among the idle ones only or all.
+fn least_recent(entries: &[Entry], idle_only: bool) -> Option<usize> {
+    entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e.state, State::Loaded(_)) && (!idle_only || e.idle()))
+        .min_by_key(|(_, e)| e.last_used)
+        .map(|(i, _)| i)
+}
+
 fn expiry(keep_alive: KeepAlive) -> Option<Instant> {
     match keep_alive {
         KeepAlive::Forever => None,
@@ -463,6 +528,16 @@ fn load(spec: &ModelSpec, config: &EngineConfig) -> Result<Loaded, String> {
     }
     if let Some(t) = config.stall_timeout {
         params = params.stall_timeout(t);
+    }
+    if config.cache_type.is_some() || config.flash_attention.is_some() {
+        let mut context = ContextParams::default();
+        if let Some((k, v)) = config.cache_type {
+            context = context.kv_cache_type(k, v);
+        }
+        if let Some(fa) = config.flash_attention {
+            context = context.flash_attention(fa);
+        }
+        params = params.context_params(context);
     }
     let engine = Engine::new(&model, params).map_err(|e| e.to_string())?;
     Ok(Loaded { name: spec.name.clone(), model, engine, embeddings: OnceCell::new(), n_ctx })

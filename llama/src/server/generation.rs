@@ -16,16 +16,16 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{Stream, StreamExt};
-use llama::engine::{Completion, Event, Request, SubmitError};
-use llama::tools::{RenderedChat, ToolCallStream};
-use llama::{ControlText, FinishReason, Model, Piece, Token};
+use crate::engine::{Completion, Event, FailureKind, Request, SubmitError};
+use crate::tools::{RenderedChat, ToolCallStream};
+use crate::{ControlText, FinishReason, Model, Piece, Token};
 use serde::Serialize;
 
-use crate::access_log::RequestRecord;
-use crate::error::ApiError;
-use crate::metrics::HttpMetrics;
-use crate::models::Lease;
-use crate::openai::{
+use crate::server::access_log::RequestRecord;
+use crate::server::error::ApiError;
+use crate::server::metrics::HttpMetrics;
+use crate::server::registry::Lease;
+use crate::server::openai::{
     AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatLogprobs, ChunkChoice, Delta, TextChoice,
     TextCompletion, TextLogprobs, TokenLogprob, Usage,
 };
@@ -124,7 +124,23 @@ fn finish_reason(f: FinishReason) -> Result<&'static str, ApiError> {
     match f {
         FinishReason::Stop | FinishReason::Eog => Ok("stop"),
         FinishReason::Length | FinishReason::ContextFull | FinishReason::Deadline => Ok("length"),
-        _ => Err(ApiError::unavailable("the generation was cancelled: the server is shutting down")),
+        FinishReason::Shutdown => Err(ApiError::unavailable("the generation was cancelled: the server is shutting down")),
+        FinishReason::Stalled => Err(ApiError::unavailable(
+            "the generation was cancelled: the client read nothing for longer than the stall timeout",
+        )),
+        FinishReason::Cancelled => Err(ApiError::unavailable("the generation was cancelled")),
+    }
+}
+
+/// A failed choice as the client sees it: a sampler with nothing to pick under the request's
+/// own constraints is the request's fault (400), anything else the server's (500).
+fn error(shape: &Shape, kind: FailureKind, message: String) -> ApiError {
+    match kind {
+        FailureKind::Sampling if shape.constrained => {
+            ApiError::bad_request(format!("the output constraint has no valid continuation: {message}"))
+        }
+        FailureKind::Sampling => ApiError::bad_request(format!("no token could be sampled: {message}")),
+        _ => ApiError::internal(format!("generation failed: {message}")),
     }
 }
 
@@ -171,7 +187,7 @@ impl Generation {
         waiting.disarm();
         let (prompt_tokens, cached_tokens) = match first {
             Some(Event::Started { prompt_tokens, cached_tokens }) => (prompt_tokens, cached_tokens),
-            Some(Event::Error { message, .. }) => return Err(ApiError::internal(message)),
+            Some(Event::Error { kind, message, .. }) => return Err(error(&shape, kind, message)),
             _ => return Err(ApiError::unavailable("the model stopped before the request started")),
         };
         record.prompt_tokens.store(prompt_tokens, Ordering::Relaxed);
@@ -192,14 +208,6 @@ impl Generation {
             done: 0,
             finished: false,
         })
-    }
-
-    fn error(&self, message: String) -> ApiError {
-        if self.shape.constrained && message.contains("sampl") {
-            ApiError::bad_request(format!("the output constraint has no valid continuation: {message}"))
-        } else {
-            ApiError::internal(format!("generation failed: {message}"))
-        }
     }
 
     fn usage(&self) -> Usage {
@@ -245,9 +253,9 @@ impl Generation {
                         break;
                     }
                 }
-                Some(Event::Error { message, .. }) => {
+                Some(Event::Error { kind, message, .. }) => {
                     self.finished = true;
-                    return Err(self.error(message));
+                    return Err(error(&self.shape, kind, message));
                 }
                 Some(_) => {}
                 None => {
@@ -323,7 +331,7 @@ impl Generation {
             },
             Some(parsed) => {
                 let m = parsed.message;
-                let tool_calls = crate::tools::calls_out(&m);
+                let tool_calls = crate::server::tools::calls_out(&m);
                 AssistantMessage {
                     role: "assistant",
                     content: (!m.content.is_empty() || tool_calls.is_none()).then_some(m.content),
@@ -482,7 +490,7 @@ impl StreamState {
                             // With tools the text goes through the parser: what it can say
                             // for sure becomes deltas (possibly none yet).
                             let deltas: Vec<Delta> =
-                                parser.push(&piece.text).into_iter().map(crate::tools::delta).collect();
+                                parser.push(&piece.text).into_iter().map(crate::server::tools::delta).collect();
                             let mut lp = lp;
                             if deltas.is_empty() && lp.is_some() {
                                 self.out.push_back(g.chat_chunk(index, Delta::default(), lp.take(), None));
@@ -516,7 +524,7 @@ impl StreamState {
                     let (parsed, rest) = parser.finish();
                     has_calls = !parsed.message.tool_calls.is_empty();
                     for d in rest {
-                        self.out.push_back(g.chat_chunk(index, crate::tools::delta(d), None, None));
+                        self.out.push_back(g.chat_chunk(index, crate::server::tools::delta(d), None, None));
                     }
                 }
                 let reason = match chat_finish(finish, has_calls) {
@@ -537,8 +545,8 @@ impl StreamState {
                     self.ended = true;
                 }
             }
-            Some(Event::Error { message, .. }) => {
-                let error = g.error(message);
+            Some(Event::Error { kind, message, .. }) => {
+                let error = error(&g.shape, kind, message);
                 self.fail(error);
             }
             Some(_) => {}

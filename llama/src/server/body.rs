@@ -1,5 +1,6 @@
-//! Reading a JSON request body: size-limited (413), and every parse failure a 400 in OpenAI's
-//! error shape naming the offending field. axum's own `Json` extractor answers 422 and plain
+//! Reading a JSON request body: declared as JSON or not at all (415: the types a web page may
+//! send cross-site without a CORS preflight are refused), size-limited (413), and every parse
+//! failure a 400 in OpenAI's error shape naming the offending field. axum's own `Json` extractor answers 422 and plain
 //! text, which OpenAI clients do not expect.
 
 use axum::body::Body;
@@ -8,7 +9,7 @@ use axum::http::header;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::server::error::ApiError;
 
 /// Largest request body accepted, in bytes.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +33,12 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let BodyLimit(limit) = BodyLimit::from_ref(state);
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("\u{fffd}");
+            if !is_json(ct) {
+                return Err(ApiError::not_json(ct));
+            }
+        }
         let declared =
             req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         read_limited(req.into_body(), limit, declared).await.map(Limited)
@@ -50,6 +57,13 @@ where
         let Limited(bytes) = Limited::from_request(req, state).await?;
         parse(&bytes).map(JsonBody)
     }
+}
+
+/// `application/json` or a `+json` type, with any parameters. A body without a declared type is
+/// read as JSON too: browsers declare one on every cross-site request they send unasked.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Reads at most `limit` bytes. An oversized body is still read (and thrown away) up to a
@@ -100,4 +114,17 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })?;
     de.end().map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_types_pass_and_simple_request_types_do_not() {
+        for ok in ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json"] {
+            assert!(super::is_json(ok), "{ok}");
+        }
+        for bad in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "", "json"] {
+            assert!(!super::is_json(bad), "{bad}");
+        }
+    }
 }

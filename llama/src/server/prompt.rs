@@ -1,12 +1,12 @@
 //! From the request's messages or prompt to the engine's [`Prompt`], refusing what this server
 //! cannot honour (images) instead of silently dropping it.
 
-use llama::engine::Prompt;
-use llama::{ChatMessage, Token, ToolCall};
+use crate::engine::Prompt;
+use crate::{ChatMessage, Token, ToolCall};
 use serde_json::Value;
 
-use crate::error::ApiError;
-use crate::openai::{Content, Message, PromptInput};
+use crate::server::error::ApiError;
+use crate::server::openai::{Content, Message, PromptInput};
 
 /// The conversation: roles checked, text parts joined, tool calls and results kept.
 pub fn chat(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {

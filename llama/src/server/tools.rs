@@ -1,13 +1,13 @@
 //! Tool calling on `/v1/chat/completions`: OpenAI's `tools`, `tool_choice` and
-//! `parallel_tool_calls` into a [`llama::tools::ChatRequest`], and parsed replies back into
+//! `parallel_tool_calls` into a [`crate::tools::ChatRequest`], and parsed replies back into
 //! OpenAI's `tool_calls` (whole, or as stream deltas keyed by `index`).
 
-use llama::tools::{ChatDelta, ChatRequest, Tool, ToolChoice, ToolsError};
-use llama::ChatMessage;
+use crate::tools::{ChatDelta, ChatRequest, Tool, ToolChoice, ToolsError};
+use crate::ChatMessage;
 use serde_json::{json, Value};
 
-use crate::error::ApiError;
-use crate::openai::{self, Delta, FunctionCallOut, ToolCallOut};
+use crate::server::error::ApiError;
+use crate::server::openai::{self, Delta, FunctionCallOut, ToolCallOut};
 
 /// The library request when the body carries tools (`None`: a plain chat). A `tool_choice`
 /// without tools is refused rather than ignored.
@@ -117,7 +117,5 @@ pub fn delta(d: ChatDelta) -> Delta {
             }]),
             ..Delta::default()
         },
-        // A variant added later: sent as nothing rather than guessed at.
-        _ => Delta::default(),
     }
 }

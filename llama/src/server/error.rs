@@ -4,17 +4,25 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use llama::engine::SubmitError;
-use llama::SamplerBuildError;
+use crate::engine::SubmitError;
+use crate::SamplerBuildError;
 use serde::Serialize;
 
+/// A refusal or failure as a client sees it: an HTTP status and OpenAI's error body. Framework-
+/// free: [`body`](Self::body) is the JSON, `status` and `retry_after` the rest; with axum it is
+/// a response as it is.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{status}: {message}")]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// OpenAI's `type`: `invalid_request_error` or `server_error`.
     pub kind: &'static str,
+    /// What went wrong, for people.
     pub message: String,
+    /// The request field at fault.
     pub param: Option<String>,
+    /// A stable machine-readable reason (`model_not_found`, `server_busy`, ...).
     pub code: Option<&'static str>,
     /// Seconds, sent as `Retry-After`.
     pub retry_after: Option<u64>,
@@ -39,6 +47,7 @@ impl ApiError {
         ApiError { status, kind, message: message.into(), param: None, code: None, retry_after: None }
     }
 
+    /// A 400.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
     }
@@ -48,6 +57,7 @@ impl ApiError {
         ApiError::bad_request(message).param(param)
     }
 
+    /// A 401: the API key is missing or wrong.
     pub fn unauthorized() -> ApiError {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -57,6 +67,7 @@ impl ApiError {
         .code("invalid_api_key")
     }
 
+    /// A 404 naming the models there are.
     pub fn model_not_found(name: &str, known: &[String]) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -67,14 +78,17 @@ impl ApiError {
         .code("model_not_found")
     }
 
+    /// A 404 for a path with no route.
     pub fn route_not_found(path: &str) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("no route for {path}"))
     }
 
+    /// A 405.
     pub fn method_not_allowed() -> ApiError {
         ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method not allowed on this path")
     }
 
+    /// A 413: the body is over `limit` bytes.
     pub fn too_large(limit: usize) -> ApiError {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -84,12 +98,14 @@ impl ApiError {
         .code("request_too_large")
     }
 
+    /// A 503 worth retrying in a second: the queue is full.
     pub fn busy(message: impl Into<String>) -> ApiError {
         let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message).code("server_busy");
         e.retry_after = Some(1);
         e
     }
 
+    /// A 503: the model is not available now.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
     }
@@ -100,14 +116,52 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }
 
+    /// Names the request field at fault.
     pub fn param(mut self, param: impl Into<String>) -> ApiError {
         self.param = Some(param.into());
         self
     }
 
+    /// Sets the machine-readable reason.
     pub fn code(mut self, code: &'static str) -> ApiError {
         self.code = Some(code);
         self
+    }
+
+    /// Sent as `Retry-After`.
+    pub fn retry_after(mut self, secs: u64) -> ApiError {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// A 415: the body is declared as something other than JSON.
+    pub fn not_json(declared: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            format!("the body is declared as {declared:?}: send it as `Content-Type: application/json`"),
+        )
+        .code("unsupported_media_type")
+    }
+
+    /// A 421 (DNS rebinding guard): the request names a host this server does not answer for.
+    pub fn wrong_host(host: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "invalid_request_error",
+            format!("this server does not answer for host {host:?} (allow it with --allow-host)"),
+        )
+        .code("host_not_allowed")
+    }
+
+    /// A 403: a web page from another origin tried to use the API.
+    pub fn wrong_origin(origin: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            format!("requests from web pages at {origin:?} are not allowed (allow the origin with --allow-origin)"),
+        )
+        .code("origin_not_allowed")
     }
 
     /// The JSON body, also used as an SSE `data:` payload once a stream has begun.
@@ -129,6 +183,7 @@ impl ApiError {
         }
     }
 
+    /// A sampler option the model cannot take (a token id outside its vocabulary, say).
     pub fn from_sampler(param: &str, e: SamplerBuildError) -> ApiError {
         ApiError::invalid(param, e.to_string())
     }

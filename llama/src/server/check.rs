@@ -1,0 +1,149 @@
+//! A request body read and checked before any model is touched: what the handlers do first,
+//! framework-free (bytes in, a checked request or an [`ApiError`] out), and what the `server`
+//! fuzz target (`llama/fuzz`) drives with arbitrary bodies.
+
+use crate::engine::Prompt;
+use crate::server::body;
+use crate::server::error::ApiError;
+use crate::server::generation::{Api, Shape};
+use crate::server::keep_alive::KeepAlive;
+use crate::server::openai::{ChatRequest, CompletionRequest, EmbeddingRequest, Options, PromptInput};
+use crate::server::plan::{self, Plan};
+use crate::server::{prompt, tools};
+use crate::tools::{ChatTemplates, RenderedChat};
+use crate::{Model, Sampler};
+
+/// Most texts one embedding request may carry (OpenAI's limit).
+const MAX_EMBEDDING_INPUTS: usize = 2048;
+
+/// A generation request read and checked before any model is touched: what the handlers do
+/// first, and what the `server` fuzz target (`llama/fuzz`) drives with arbitrary bodies.
+pub struct Checked {
+    /// The samplers and limits asked for.
+    pub plan: Plan,
+    pub(crate) shape: Shape,
+    /// What the model is asked.
+    pub input: Input,
+    /// The client's `user` field, for the access log.
+    pub user: Option<String>,
+}
+
+/// What the model is asked: a prompt, or a chat with tools that the model's template renders.
+pub enum Input {
+    /// Text, tokens or a chat the engine renders with the model's template.
+    Prompt(Prompt),
+    /// A chat with tools, for [`render_tools`].
+    Tools(crate::tools::ChatRequest),
+}
+
+/// `POST /v1/chat/completions`'s body, checked.
+pub fn chat(body: &[u8]) -> Result<Checked, ApiError> {
+    let req: ChatRequest = body::parse(body)?;
+    let options: Options = body::parse(body)?;
+    let logprobs = plan::chat_logprobs(req.logprobs, req.top_logprobs)?;
+    let max_tokens = req
+        .max_completion_tokens
+        .map(|v| ("max_completion_tokens", v))
+        .or(options.max_tokens.map(|v| ("max_tokens", v)));
+    let plan = Plan::new(&options, max_tokens, logprobs, req.response_format.as_ref())?;
+    let messages = prompt::chat(&req.messages)?;
+    let tools = tools::request(&req, messages.clone())?;
+    if tools.is_some() && plan.constrained() {
+        return Err(ApiError::invalid("tools", "give either `tools` or a `grammar`/JSON `response_format`, not both"));
+    }
+    let shape = Shape {
+        api: Api::Chat,
+        n: plan.n,
+        logprobs: logprobs.is_some(),
+        include_usage: plan.include_usage,
+        constrained: plan.constrained() || tools.is_some(),
+        prompt_param: "messages",
+        tools: None,
+    };
+    let input = match tools {
+        Some(tools) => Input::Tools(tools),
+        None => Input::Prompt(Prompt::Chat(messages)),
+    };
+    Ok(Checked { plan, shape, input, user: options.user })
+}
+
+/// `POST /v1/completions`'s body, checked.
+pub fn completion(body: &[u8]) -> Result<Checked, ApiError> {
+    let req: CompletionRequest = body::parse(body)?;
+    let options: Options = body::parse(body)?;
+    if req.echo == Some(true) {
+        return Err(ApiError::invalid("echo", "`echo` is not supported"));
+    }
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::invalid("suffix", "`suffix` is not supported"));
+    }
+    let logprobs = plan::completion_logprobs(req.logprobs)?;
+    let max_tokens = options.max_tokens.map(|v| ("max_tokens", v));
+    let plan = Plan::new(&options, max_tokens, logprobs, None)?;
+    let prompt = prompt::completion(&req.prompt)?;
+    let shape = Shape {
+        api: Api::Text,
+        n: plan.n,
+        logprobs: logprobs.is_some(),
+        include_usage: plan.include_usage,
+        constrained: plan.constrained(),
+        prompt_param: "prompt",
+        tools: None,
+    };
+    Ok(Checked { plan, shape, input: Input::Prompt(prompt), user: options.user })
+}
+
+/// A chat with tools: the model's own template renders messages and tools (llama.cpp's
+/// `common/` pipeline) and each choice's sampler gets the tool-call grammar; the replies are
+/// parsed into tool calls ([`Shape::tools`]). Blocking.
+pub fn render_tools(
+    model: &Model,
+    chat: &crate::tools::ChatRequest,
+    samplers: Vec<Sampler>,
+) -> Result<(RenderedChat, Vec<Sampler>), ApiError> {
+    let templates = ChatTemplates::new(model).map_err(|e| ApiError::invalid("tools", e.to_string()))?;
+    let rendered = chat.render(&templates).map_err(tools::render_error)?;
+    let samplers = samplers
+        .into_iter()
+        .map(|s| rendered.sampler(model, s).map_err(tools::render_error))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((rendered, samplers))
+}
+
+/// `POST /v1/embeddings`'s body, checked.
+#[derive(Debug)]
+pub struct CheckedEmbeddings {
+    /// The request as sent (its `input` taken out into `texts`).
+    pub req: EmbeddingRequest,
+    /// The texts to embed.
+    pub texts: Vec<String>,
+    /// `encoding_format: "base64"`.
+    pub base64: bool,
+    /// The request's `keep_alive`.
+    pub keep_alive: Option<KeepAlive>,
+}
+
+/// `POST /v1/embeddings`'s body, checked.
+pub fn embeddings(body: &[u8]) -> Result<CheckedEmbeddings, ApiError> {
+    let mut req: EmbeddingRequest = body::parse(body)?;
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "encoding_format",
+                format!("expected \"float\" or \"base64\", got {other:?}"),
+            ))
+        }
+    };
+    let keep_alive = plan::keep_alive(req.keep_alive.as_ref())?;
+    let texts = match std::mem::replace(&mut req.input, PromptInput::Texts(Vec::new())) {
+        PromptInput::Texts(texts) => texts,
+        PromptInput::Tokens(_) => return Err(ApiError::invalid("input", "token ids are not accepted here: send text")),
+    };
+    if texts.is_empty() || texts.len() > MAX_EMBEDDING_INPUTS {
+        return Err(ApiError::invalid("input", format!("send 1 to {MAX_EMBEDDING_INPUTS} texts, got {}", texts.len())));
+    }
+    Ok(CheckedEmbeddings { req, texts, base64, keep_alive })
+}
+
