@@ -193,6 +193,10 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--max-loaded-models", "LLAMA_SERVER_MAX_LOADED_MODELS"),
         ("--max-queue", "LLAMA_SERVER_MAX_QUEUE"),
         ("--api-key", "LLAMA_SERVER_API_KEY"),
+        ("--cache-type", "LLAMA_SERVER_CACHE_TYPE"),
+        ("--flash-attn", "LLAMA_SERVER_FLASH_ATTN"),
+        ("--load-wait", "LLAMA_SERVER_LOAD_WAIT"),
+        ("--allow-host", "LLAMA_SERVER_HOSTS"),
     ] {
         assert!(help.contains(flag) && help.contains(env), "{flag} / {env} missing from --help:\n{help}");
     }

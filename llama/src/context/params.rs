@@ -123,10 +123,10 @@ impl std::str::FromStr for KvCacheType {
             ("q5_0", KvCacheType::Q5_0),
             ("q5_1", KvCacheType::Q5_1),
         ];
-        ALL.iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(s))
-            .map(|&(_, t)| t)
-            .ok_or_else(|| UnknownName { name: s.to_string(), expected: "f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1" })
+        ALL.iter().find(|(name, _)| name.eq_ignore_ascii_case(s)).map(|&(_, t)| t).ok_or_else(|| UnknownName {
+            name: s.to_string(),
+            expected: "f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1",
+        })
     }
 }
 

@@ -95,7 +95,7 @@ pub fn completion(body: &[u8]) -> Result<Checked, ApiError> {
 
 /// A chat with tools: the model's own template renders messages and tools (llama.cpp's
 /// `common/` pipeline) and each choice's sampler gets the tool-call grammar; the replies are
-/// parsed into tool calls ([`Shape::tools`]). Blocking.
+/// parsed into tool calls. Blocking.
 pub fn render_tools(
     model: &Model,
     chat: &crate::tools::ChatRequest,
@@ -146,4 +146,3 @@ pub fn embeddings(body: &[u8]) -> Result<CheckedEmbeddings, ApiError> {
     }
     Ok(CheckedEmbeddings { req, texts, base64, keep_alive })
 }
-

@@ -1,11 +1,11 @@
 //! Every failure a client can see, as OpenAI's error body:
 //! `{"error": {"message", "type", "param", "code"}}` with a real status code.
 
+use crate::engine::SubmitError;
+use crate::SamplerBuildError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use crate::engine::SubmitError;
-use crate::SamplerBuildError;
 use serde::Serialize;
 
 /// A refusal or failure as a client sees it: an HTTP status and OpenAI's error body. Framework-

@@ -12,23 +12,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::engine::{Completion, Event, FailureKind, Request, SubmitError};
+use crate::tools::{RenderedChat, ToolCallStream};
+use crate::{ControlText, FinishReason, Model, Piece, Token};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{Stream, StreamExt};
-use crate::engine::{Completion, Event, FailureKind, Request, SubmitError};
-use crate::tools::{RenderedChat, ToolCallStream};
-use crate::{ControlText, FinishReason, Model, Piece, Token};
 use serde::Serialize;
 
 use crate::server::access_log::RequestRecord;
 use crate::server::error::ApiError;
 use crate::server::metrics::HttpMetrics;
-use crate::server::registry::Lease;
 use crate::server::openai::{
     AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatLogprobs, ChunkChoice, Delta, TextChoice,
     TextCompletion, TextLogprobs, TokenLogprob, Usage,
 };
+use crate::server::registry::Lease;
 
 /// How often an idle stream sends an SSE comment: keeps proxies from timing out while a long
 /// prompt is read, and lets a vanished client be noticed (the write fails).
@@ -124,7 +124,9 @@ fn finish_reason(f: FinishReason) -> Result<&'static str, ApiError> {
     match f {
         FinishReason::Stop | FinishReason::Eog => Ok("stop"),
         FinishReason::Length | FinishReason::ContextFull | FinishReason::Deadline => Ok("length"),
-        FinishReason::Shutdown => Err(ApiError::unavailable("the generation was cancelled: the server is shutting down")),
+        FinishReason::Shutdown => {
+            Err(ApiError::unavailable("the generation was cancelled: the server is shutting down"))
+        }
         FinishReason::Stalled => Err(ApiError::unavailable(
             "the generation was cancelled: the client read nothing for longer than the stall timeout",
         )),

@@ -236,7 +236,14 @@ impl Registry {
                 retired: Metrics::default(),
             })
             .collect();
-        Arc::new(Registry { entries: Mutex::new(entries), changed: Notify::new(), config, max_loaded, keep_alive, load_wait })
+        Arc::new(Registry {
+            entries: Mutex::new(entries),
+            changed: Notify::new(),
+            config,
+            max_loaded,
+            keep_alive,
+            load_wait,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Entry>> {

@@ -23,7 +23,9 @@ use crate::server::check::{self, Checked, CheckedEmbeddings, Input};
 use crate::server::error::ApiError;
 use crate::server::generation::Generation;
 use crate::server::metrics::{self, HttpMetrics};
-use crate::server::openai::{DetokenizeRequest, EmbeddingData, EmbeddingList, EmbeddingUsage, EmbeddingVector, ModelList, TokenizeRequest};
+use crate::server::openai::{
+    DetokenizeRequest, EmbeddingData, EmbeddingList, EmbeddingUsage, EmbeddingVector, ModelList, TokenizeRequest,
+};
 use crate::server::registry::Registry;
 use crate::server::security::{self, Guard};
 use crate::server::{auth, prompt};
@@ -102,9 +104,10 @@ async fn answer(s: AppState, record: Arc<RequestRecord>, checked: Checked) -> Re
         Input::Tools(tools) => {
             let model = lease.model.clone();
             // Parsing the template and rendering take milliseconds, longer on long conversations.
-            let (rendered, samplers) = tokio::task::spawn_blocking(move || check::render_tools(&model, &tools, samplers))
-                .await
-                .map_err(|e| ApiError::internal(format!("the tools could not be prepared: {e}")))??;
+            let (rendered, samplers) =
+                tokio::task::spawn_blocking(move || check::render_tools(&model, &tools, samplers))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("the tools could not be prepared: {e}")))??;
             let request = Request::new(Prompt::Tokens(rendered.tokens.clone()))
                 .samplers(samplers)
                 .params(rendered.generate_params(params));

@@ -46,7 +46,7 @@ impl Guard {
     fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
         let origin = origin.trim_end_matches('/').to_ascii_lowercase();
         let Some(allowed) = &self.origins else { return true };
-        if allowed.iter().any(|a| *a == origin) {
+        if allowed.contains(&origin) {
             return true;
         }
         let authority = origin.split_once("://").map(|(_, a)| a);

@@ -61,7 +61,8 @@ fn shared() -> Router {
     static STATE: OnceLock<AppState> = OnceLock::new();
     let s = STATE.get_or_init(|| {
         let _guard = runtime().enter();
-        let registry = Registry::new(vec![spec("smollm2")], config(4, 16), 3, KeepAlive::Forever, Duration::from_secs(60));
+        let registry =
+            Registry::new(vec![spec("smollm2")], config(4, 16), 3, KeepAlive::Forever, Duration::from_secs(60));
         state(registry, None)
     });
     routes::router(s.clone(), None)
@@ -690,7 +691,10 @@ fn full_queue_is_503_and_a_dropped_stream_frees_its_slot() {
     runtime().block_on(async {
         let s = {
             let _guard = runtime().enter();
-            state(Registry::new(vec![spec("smollm2")], config(1, 1), 1, KeepAlive::Forever, Duration::from_secs(60)), None)
+            state(
+                Registry::new(vec![spec("smollm2")], config(1, 1), 1, KeepAlive::Forever, Duration::from_secs(60)),
+                None,
+            )
         };
         let app = routes::router(s.clone(), None);
         let long = json!({"messages": user("Tell a long story."), "max_tokens": 400, "stream": true});
@@ -847,13 +851,23 @@ fn web_pages_cannot_drive_a_loopback_server() {
         let app = routes::router(s.clone(), None);
         let chat = json!({"messages": user("Hi"), "max_tokens": 2}).to_string();
         let refused: [(&[(&str, &str)], StatusCode); 6] = [
-            (&[("content-type", "text/plain"), ("origin", "http://evil.example"), ("host", "127.0.0.1:8080")], StatusCode::FORBIDDEN),
+            (
+                &[("content-type", "text/plain"), ("origin", "http://evil.example"), ("host", "127.0.0.1:8080")],
+                StatusCode::FORBIDDEN,
+            ),
             (&[("content-type", "text/plain"), ("host", "127.0.0.1:8080")], StatusCode::UNSUPPORTED_MEDIA_TYPE),
             (&[("content-type", "application/x-www-form-urlencoded")], StatusCode::UNSUPPORTED_MEDIA_TYPE),
             (&[("content-type", "multipart/form-data; boundary=x")], StatusCode::UNSUPPORTED_MEDIA_TYPE),
-            (&[("content-type", "application/json"), ("host", "attacker.example:8080")], StatusCode::MISDIRECTED_REQUEST),
             (
-                &[("content-type", "application/json"), ("host", "attacker.example"), ("origin", "http://attacker.example")],
+                &[("content-type", "application/json"), ("host", "attacker.example:8080")],
+                StatusCode::MISDIRECTED_REQUEST,
+            ),
+            (
+                &[
+                    ("content-type", "application/json"),
+                    ("host", "attacker.example"),
+                    ("origin", "http://attacker.example"),
+                ],
                 StatusCode::MISDIRECTED_REQUEST,
             ),
         ];
@@ -919,7 +933,8 @@ fn allowed_origins_get_cors_and_others_do_not() {
         let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap().to_ascii_lowercase();
         assert!(exposed.contains("retry-after"), "{exposed}");
 
-        let other = [("origin", "http://evil.example"), ("host", "127.0.0.1:8080"), ("content-type", "application/json")];
+        let other =
+            [("origin", "http://evil.example"), ("host", "127.0.0.1:8080"), ("content-type", "application/json")];
         let r = raw(&app, Method::POST, "/v1/chat/completions", &other, chat).await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert!(r.headers().get("access-control-allow-origin").is_none());
