@@ -147,6 +147,26 @@ pub fn by_name(name: &str) -> Result<PathBuf, FetchError> {
     }
 }
 
+/// A `--model` argument as the server examples take it: `NAME=PATH`, `NAME=SHORT` (a name of
+/// [`NAMED`], fetched), a bare path (named after its file) or a bare short name. Returns the
+/// name to serve it as and its file.
+pub fn serve_arg(arg: &str) -> Result<(String, PathBuf), String> {
+    let known = |s: &str| NAMED.iter().any(|(n, _)| *n == s);
+    let fetch = |name: &str| by_name(name).map_err(|e| e.to_string());
+    let (name, path) = match arg.split_once('=') {
+        Some((name, target)) if Path::new(target).exists() => (name.to_string(), PathBuf::from(target)),
+        Some((name, target)) if known(target) => (name.to_string(), fetch(target)?),
+        Some((_, target)) => return Err(format!("--model {arg}: no such file {target}")),
+        None if Path::new(arg).exists() => {
+            let stem = Path::new(arg).file_stem().and_then(|s| s.to_str()).unwrap_or(arg);
+            (stem.to_string(), PathBuf::from(arg))
+        }
+        None if known(arg) => (arg.to_string(), fetch(arg)?),
+        None => return Err(format!("--model {arg}: neither a file nor a known model name")),
+    };
+    Ok((name, path))
+}
+
 /// The default model's path, fetching it first if needed.
 pub fn default_model() -> Result<PathBuf, FetchError> {
     ensure(&SMOLLM2)

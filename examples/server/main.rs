@@ -12,7 +12,6 @@
 //! The README's "Server" section maps them to Ollama's.
 
 use std::future::IntoFuture;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -137,23 +136,13 @@ fn configure(cli: &Cli) -> Result<ServerBuilder, String> {
     if let Some(key) = &cli.api_key {
         b = b.api_key(key);
     }
-    use llama_examples::models::{by_name, default_model, NAMED};
-    let known = |s: &str| NAMED.iter().any(|(n, _)| *n == s);
-    let fetch = |name: &str| by_name(name).map_err(|e| e.to_string());
     if cli.models.is_empty() {
-        return Ok(b.model("smollm2", default_model().map_err(|e| e.to_string())?));
+        let path = llama_examples::models::default_model().map_err(|e| e.to_string())?;
+        return Ok(b.model("smollm2", path));
     }
     for arg in &cli.models {
-        b = match arg.split_once('=') {
-            Some((name, target)) if Path::new(target).exists() => b.model(name, target),
-            Some((name, target)) if known(target) => b.model(name, fetch(target)?),
-            Some((_, target)) => return Err(format!("--model {arg}: no such file {target}")),
-            None if Path::new(arg).exists() => {
-                b.model(Path::new(arg).file_stem().and_then(|s| s.to_str()).unwrap_or(arg), arg)
-            }
-            None if known(arg) => b.model(arg, fetch(arg)?),
-            None => return Err(format!("--model {arg}: neither a file nor a known model name")),
-        };
+        let (name, path) = llama_examples::models::serve_arg(arg)?;
+        b = b.model(name, path);
     }
     Ok(b)
 }

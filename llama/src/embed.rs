@@ -1,7 +1,7 @@
 //! Sentence embeddings: [`Embedder`] turns texts into vectors with the model's pooling.
 
 use crate::error::{ContextError, DecodeError, TokenizeError};
-use crate::{AddSpecial, Batch, Context, ContextParams, Logits, Model, PoolingType};
+use crate::{AddSpecial, Batch, Context, ContextParams, Logits, Model, PoolingType, Token};
 
 /// Why texts could not be embedded.
 #[derive(Debug, thiserror::Error)]
@@ -84,20 +84,29 @@ impl Embedder {
 
     /// One vector per text, in order; [`Normalize::Unit`] scales each to unit length.
     pub fn embed<S: AsRef<str>>(&mut self, texts: &[S], normalize: Normalize) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let tokenized = self.tokenize(texts)?;
+        self.embed_tokens(&tokenized, normalize)
+    }
+
+    /// Texts as [`embed`](Self::embed) tokenizes them.
+    pub(crate) fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<Token>>, EmbedError> {
         let vocab = self.ctx.vocab();
+        Ok(texts.iter().map(|t| vocab.tokenize(t.as_ref(), AddSpecial::Yes)).collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// One vector per token sequence, in order: texts tokenized already (with the special
+    /// tokens [`embed`](Self::embed) adds), as a caller that also counts them has them.
+    pub fn embed_tokens<T: AsRef<[Token]>>(
+        &mut self,
+        tokenized: &[T],
+        normalize: Normalize,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let n_ctx = self.ctx.n_batch();
-        let tokenized = texts
-            .iter()
-            .enumerate()
-            .map(|(index, t)| {
-                let tokens = vocab.tokenize(t.as_ref(), AddSpecial::Yes)?;
-                if tokens.is_empty() || tokens.len() > n_ctx {
-                    return Err(EmbedError::TooLong { index, tokens: tokens.len(), n_ctx });
-                }
-                Ok(tokens)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut out = Vec::with_capacity(texts.len());
+        let tokenized: Vec<&[Token]> = tokenized.iter().map(AsRef::as_ref).collect();
+        if let Some((index, tokens)) = tokenized.iter().enumerate().find(|(_, t)| t.is_empty() || t.len() > n_ctx) {
+            return Err(EmbedError::TooLong { index, tokens: tokens.len(), n_ctx });
+        }
+        let mut out = Vec::with_capacity(tokenized.len());
         let mut i = 0;
         while i < tokenized.len() {
             // Pack as many texts as fit into one batch, one sequence each.

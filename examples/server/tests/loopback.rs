@@ -203,3 +203,74 @@ fn help_lists_every_flag_with_its_environment_variable() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     assert!(readme.contains("LLAMA_SERVER_KEEP_ALIVE"), "the README's server section lists the variables");
 }
+
+const BROWSER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/server/tests/browser");
+
+/// Whether Chromium and the page's npm packages are there (`.ci/setup` installs both); under CI
+/// their absence is a failure.
+fn browser_ready() -> bool {
+    let ok = Path::new("/usr/bin/chromium").exists()
+        && Path::new(BROWSER).join("node_modules/playwright-core").exists()
+        && Command::new("node").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Chromium, node and the browser test's npm packages are required: run .ci/setup"
+        );
+        eprintln!("skipped: Chromium, node or examples/server/tests/browser/node_modules is missing (run .ci/setup)");
+    }
+    ok
+}
+
+/// A plain HTTP GET on loopback; the body.
+fn http_get(base: &str, path: &str) -> String {
+    use std::io::Write;
+    let authority = base.trim_start_matches("http://").split('/').next().unwrap();
+    let mut tcp = std::net::TcpStream::connect(authority).unwrap();
+    write!(tcp, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+}
+
+/// A real browser: a page served from another origin calls the server with the official
+/// `openai` JavaScript SDK (bundled from npm). With `--allow-origin` naming that origin the chat
+/// streams; without it the browser's preflight is refused, the call fails and no generation
+/// runs.
+#[test]
+fn a_page_from_another_origin_streams_only_when_allowed() {
+    use std::io::{BufRead, BufReader, Write};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !browser_ready() {
+        return;
+    }
+    default_model();
+    let mut driver = Command::new("node")
+        .arg(Path::new(BROWSER).join("driver.mjs"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = driver.stdin.take().unwrap();
+    let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+    let origin = lines.next().unwrap().unwrap();
+    let mut page = |server: &Server| -> serde_json::Value {
+        writeln!(stdin, "{}", server.process.url).unwrap();
+        let line = lines.next().expect("the driver answers").unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+
+    let allowed = Server::start("browser-allowed", &["--allow-origin", &origin]);
+    let r = page(&allowed);
+    assert!(r["error"].is_null() && r["chunks"].as_u64() > Some(1), "{r}\n{}", allowed.log());
+    assert!(!r["text"].as_str().unwrap_or("").is_empty(), "{r}");
+
+    let refused = Server::start("browser-refused", &[]);
+    let r = page(&refused);
+    assert!(r["error"].as_str().is_some_and(|e| e.contains("Connection")), "{r}");
+    let metrics = http_get(&refused.process.url, "/metrics");
+    assert!(metrics.contains("llama_requests_total{model=\"smollm2\"} 0"), "{metrics}");
+    assert!(refused.log().contains("OPTIONS /v1/chat/completions 405"), "{}", refused.log());
+    drop(stdin);
+    let _ = driver.wait();
+}

@@ -12,7 +12,7 @@ use std::sync::{mpsc as std_mpsc, Arc};
 
 use tokio::sync::oneshot;
 
-use crate::{EmbedError, Embedder, Model, Normalize};
+use crate::{EmbedError, Embedder, Model, Normalize, Token};
 
 /// Embeddings served from a background thread, shared by cloning: the thread ends when the last
 /// clone is dropped (after answering what was queued).
@@ -38,7 +38,7 @@ struct Stats {
 }
 
 struct Job {
-    texts: Vec<String>,
+    input: Input,
     normalize: Normalize,
     reply: oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
 }
@@ -87,8 +87,18 @@ impl Embeddings {
 
     /// Queues `texts`; the reply holds one vector per text, in order.
     pub fn embed(&self, texts: Vec<String>, normalize: Normalize) -> PendingEmbeddings {
+        self.send(Input::Texts(texts), normalize)
+    }
+
+    /// Queues texts tokenized already (with the special tokens [`embed`](Self::embed) adds):
+    /// for a caller that counts them, so they are not tokenized twice.
+    pub fn embed_tokens(&self, tokenized: Vec<Vec<Token>>, normalize: Normalize) -> PendingEmbeddings {
+        self.send(Input::Tokens(tokenized), normalize)
+    }
+
+    fn send(&self, input: Input, normalize: Normalize) -> PendingEmbeddings {
         let (reply, rx) = oneshot::channel();
-        if let Err(std_mpsc::SendError(job)) = self.tx.send(Job { texts, normalize, reply }) {
+        if let Err(std_mpsc::SendError(job)) = self.tx.send(Job { input, normalize, reply }) {
             let _ = job.reply.send(Err(EmbedError::Stopped));
         }
         PendingEmbeddings(rx)
@@ -101,27 +111,55 @@ impl Embeddings {
     }
 }
 
+/// What a job embeds.
+enum Input {
+    Texts(Vec<String>),
+    Tokens(Vec<Vec<Token>>),
+}
+
+/// A job whose texts are tokens now.
+struct Ready {
+    tokens: Vec<Vec<Token>>,
+    normalize: Normalize,
+    reply: oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
+}
+
 /// Embeds every job's texts in one call; if that fails (one text too long, say), each job on
 /// its own, so one bad request cannot fail the others.
 fn serve(embedder: &mut Embedder, jobs: Vec<Job>) {
-    let all: Vec<&str> = jobs.iter().flat_map(|j| j.texts.iter().map(String::as_str)).collect();
-    match embedder.embed(&all, Normalize::Off) {
+    // A text that does not tokenize fails its own job only.
+    let mut ready = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let tokens = match job.input {
+            Input::Tokens(tokens) => tokens,
+            Input::Texts(texts) => match embedder.tokenize(&texts) {
+                Ok(tokens) => tokens,
+                Err(e) => {
+                    let _ = job.reply.send(Err(e));
+                    continue;
+                }
+            },
+        };
+        ready.push(Ready { tokens, normalize: job.normalize, reply: job.reply });
+    }
+    let all: Vec<&[Token]> = ready.iter().flat_map(|r| r.tokens.iter().map(Vec::as_slice)).collect();
+    match embedder.embed_tokens(&all, Normalize::Off) {
         Ok(mut vectors) => {
-            for job in jobs {
-                let rest = vectors.split_off(job.texts.len().min(vectors.len()));
+            for job in ready {
+                let rest = vectors.split_off(job.tokens.len().min(vectors.len()));
                 let mut mine = std::mem::replace(&mut vectors, rest);
                 mine.iter_mut().for_each(|v| job.normalize.apply(v));
                 let _ = job.reply.send(Ok(mine));
             }
         }
-        Err(e) if jobs.len() == 1 => {
-            if let Some(job) = jobs.into_iter().next() {
+        Err(e) if ready.len() == 1 => {
+            if let Some(job) = ready.into_iter().next() {
                 let _ = job.reply.send(Err(e));
             }
         }
         Err(_) => {
-            for job in jobs {
-                let result = embedder.embed(&job.texts, job.normalize);
+            for job in ready {
+                let result = embedder.embed_tokens(&job.tokens, job.normalize);
                 let _ = job.reply.send(result);
             }
         }

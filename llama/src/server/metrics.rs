@@ -8,7 +8,23 @@ use std::sync::Mutex;
 
 use crate::engine::{Histogram, Metrics, LATENCY_BUCKETS};
 
-use crate::server::registry::ModelStats;
+/// What `/metrics` reports per model: build one per model from its engine's
+/// [`metrics`](crate::engine::EngineHandle::metrics) to [`render`] them without the registry.
+#[derive(Debug, Clone)]
+pub struct ModelStats {
+    /// The model's name, the `model` label.
+    pub name: String,
+    /// Loaded now.
+    pub loaded: bool,
+    /// Being loaded now.
+    pub loading: bool,
+    /// Times it was loaded.
+    pub loads: u64,
+    /// Times it was unloaded.
+    pub unloads: u64,
+    /// Live engine metrics plus those of unloaded engines.
+    pub metrics: Metrics,
+}
 
 /// What the HTTP layer counts.
 #[derive(Debug, Default)]

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, OnceCell};
 
 use crate::server::error::ApiError;
 use crate::server::keep_alive::KeepAlive;
-use crate::server::metrics::absorb;
+use crate::server::metrics::{absorb, ModelStats};
 use crate::server::openai::ModelCard;
 use crate::server::ModelSpec;
 
@@ -137,18 +137,6 @@ impl Entry {
     }
 }
 
-/// What `/metrics` reports per model.
-#[derive(Debug)]
-pub struct ModelStats {
-    pub name: String,
-    pub loaded: bool,
-    pub loading: bool,
-    pub loads: u64,
-    pub unloads: u64,
-    /// Live engine metrics plus those of unloaded engines.
-    pub metrics: Metrics,
-}
-
 /// The registry; share it as `Arc<Registry>`.
 pub struct Registry {
     entries: Mutex<Vec<Entry>>,
@@ -185,23 +173,34 @@ impl Drop for Lease {
 }
 
 /// Counts a request waiting for a load, and uncounts it however the wait ends (a client that
-/// disconnects drops the waiting future).
+/// disconnects drops the waiting future). Between two looks at the registry the count stays:
+/// uncounted for a moment, the model it waits for would look idle and could be evicted by
+/// another waiter before it is used.
 struct Waiting<'a> {
     registry: &'a Registry,
     index: usize,
+    counted: bool,
 }
 
 impl<'a> Waiting<'a> {
     fn new(registry: &'a Registry, entries: &mut [Entry], index: usize) -> Waiting<'a> {
         entries[index].waiters += 1;
-        Waiting { registry, index }
+        Waiting { registry, index, counted: true }
+    }
+
+    /// Uncounts it under the caller's lock.
+    fn end(mut self, entries: &mut [Entry]) {
+        entries[self.index].waiters -= 1;
+        self.counted = false;
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.registry.lock()[self.index].waiters -= 1;
-        self.registry.changed.notify_waiters();
+        if self.counted {
+            self.registry.lock()[self.index].waiters -= 1;
+            self.registry.changed.notify_waiters();
+        }
     }
 }
 
@@ -293,13 +292,17 @@ impl Registry {
 
     async fn wait_for(self: &Arc<Self>, index: usize, keep_alive: KeepAlive) -> Result<Lease, ApiError> {
         let mut waited_on: Option<u64> = None;
+        let mut waiting: Option<Waiting> = None;
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let mut evicted = None;
-            let waiting = {
+            waiting = {
                 let mut entries = self.lock();
+                if let Some(w) = waiting.take() {
+                    w.end(&mut entries);
+                }
                 let max_loaded = self.max_loaded;
                 let resident = entries.iter().filter(|e| !matches!(e.state, State::Unloaded)).count();
                 // Requests waiting for room for an unloaded model: a busy model gives way to them
@@ -327,7 +330,7 @@ impl Registry {
                             }
                         }
                         let room = resident < max_loaded || {
-                            evicted = least_recent(&entries, true).and_then(|v| entries[v].unload());
+                            evicted = least_recent(&entries, Entry::idle).and_then(|v| entries[v].unload());
                             evicted.is_some()
                         };
                         if room {
@@ -336,7 +339,9 @@ impl Registry {
                             e.attempt += 1;
                             waited_on = Some(e.attempt);
                             self.spawn_load(index, e.spec.clone(), e.attempt);
-                        } else if let Some(busy) = least_recent(&entries, false) {
+                        } else if let Some(busy) = least_recent(&entries, |e| e.in_flight > 0) {
+                            // Only a model with requests running: one that is merely loaded for
+                            // its waiters serves them first.
                             entries[busy].yielding = true;
                         }
                         Some(Waiting::new(self, &mut entries, index))
@@ -345,7 +350,6 @@ impl Registry {
             };
             drop_off_thread(evicted);
             notified.await;
-            drop(waiting);
         }
     }
 
@@ -504,12 +508,12 @@ impl Registry {
     }
 }
 
-/// The loaded model used longest ago, among the idle ones only or all.
-fn least_recent(entries: &[Entry], idle_only: bool) -> Option<usize> {
+/// The loaded model used longest ago among those `pick` accepts.
+fn least_recent(entries: &[Entry], pick: impl Fn(&Entry) -> bool) -> Option<usize> {
     entries
         .iter()
         .enumerate()
-        .filter(|(_, e)| matches!(e.state, State::Loaded(_)) && (!idle_only || e.idle()))
+        .filter(|(_, e)| matches!(e.state, State::Loaded(_)) && pick(e))
         .min_by_key(|(_, e)| e.last_used)
         .map(|(i, _)| i)
 }

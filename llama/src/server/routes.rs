@@ -140,15 +140,17 @@ async fn embeddings(
     }
     let embedder = lease.embeddings().await?;
     let model = lease.model.clone();
-    let counted = texts.clone();
-    let prompt_tokens = tokio::task::spawn_blocking(move || {
+    // Tokenized here, once: the counts are the usage, the tokens what the embedder reads.
+    let tokenized = tokio::task::spawn_blocking(move || {
         let vocab = model.vocab();
-        counted.iter().map(|t| vocab.tokenize(t, AddSpecial::Yes).map_or(0, |v| v.len())).sum::<usize>()
+        texts.iter().map(|t| vocab.tokenize(t, AddSpecial::Yes)).collect::<Result<Vec<_>, _>>()
     })
     .await
-    .unwrap_or(0);
+    .map_err(|e| ApiError::internal(format!("tokenizing failed: {e}")))?
+    .map_err(|e| ApiError::invalid("input", e.to_string()))?;
+    let prompt_tokens = tokenized.iter().map(Vec::len).sum();
     record.prompt_tokens.store(prompt_tokens, Ordering::Relaxed);
-    let vectors = embedder.embed(texts, Normalize::Unit).await.map_err(embed_error)?;
+    let vectors = embedder.embed_tokens(tokenized, Normalize::Unit).await.map_err(embed_error)?;
     let data = vectors
         .into_iter()
         .enumerate()
