@@ -980,25 +980,16 @@ fn a_model_waiting_for_room_is_not_starved_and_waits_are_bounded() {
         let mut running = running.into_body().into_data_stream();
         assert!(running.next().await.is_some());
         let short = |m: &str| json!({"model": m, "messages": user("Hi"), "max_tokens": 2});
-        let b = tokio::spawn({
-            let app = app.clone();
-            let body = short("b");
-            async move {
-                let r = post(&app, "/v1/chat/completions", body).await;
-                (r, std::time::Instant::now())
-            }
-        });
+        // A short chat in the background; its answer and when it came.
+        let spawn_short = |m: &str| {
+            let (app, body) = (app.clone(), short(m));
+            tokio::spawn(async move { (post(&app, "/v1/chat/completions", body).await, std::time::Instant::now()) })
+        };
+        let b = spawn_short("b");
         // `b` now waits for room; a new request for `a` must wait behind it.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!b.is_finished());
-        let a = tokio::spawn({
-            let app = app.clone();
-            let body = short("a");
-            async move {
-                let r = post(&app, "/v1/chat/completions", body).await;
-                (r, std::time::Instant::now())
-            }
-        });
+        let a = spawn_short("a");
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!a.is_finished(), "a new request for `a` waits while `b` waits for room");
         // Drain the long stream: `a` goes idle, `b` loads and answers, then `a` again.
