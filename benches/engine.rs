@@ -209,7 +209,7 @@ fn solo(model: &Model, a: &Args) -> Result<f64, Box<dyn std::error::Error>> {
 }
 
 fn scaling(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let engine = Engine::new(model, EngineParams::default().slots(8).n_ctx(4096).threads(a.threads))?;
+    let engine = Engine::new(model, flash_from_env(EngineParams::default().slots(8).n_ctx(4096).threads(a.threads)))?;
     let sizes = [1usize, 2, 4, 8];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
     let mut bounds: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
@@ -251,6 +251,17 @@ fn scaling(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// `ENGINE_BENCH_FA=on|off` forces flash attention (to compare builds whose defaults differ);
+/// unset, the engine's own choice.
+fn flash_from_env(params: EngineParams) -> EngineParams {
+    let fa = match std::env::var("ENGINE_BENCH_FA").as_deref() {
+        Ok("on") => llama::FlashAttention::Enabled,
+        Ok("off") => llama::FlashAttention::Disabled,
+        _ => return params,
+    };
+    params.context_params(ContextParams::default().flash_attention(fa))
+}
+
 /// Token arrival times of 3 generating streams; with `long`, a 1,500-token prompt arrives after
 /// 2.5 s. Returns each stream's token times, the arrival moment and the long prompt's first
 /// token (`None` without it).
@@ -266,10 +277,7 @@ fn fairness_run(
         .threads(a.threads)
         .prefill_budget(a.budget)
         .prefill_slowdown(a.slowdown);
-    let params = match std::env::var("ENGINE_BENCH_FA").as_deref() {
-        Ok("on") => params.context_params(ContextParams::default().flash_attention(llama::FlashAttention::Enabled)),
-        _ => params,
-    };
+    let params = flash_from_env(params);
     let engine = Engine::new(model, params)?;
     let (tx, rx) = std::sync::mpsc::channel::<(usize, Instant)>();
     let mut readers = Vec::new();
