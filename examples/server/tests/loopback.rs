@@ -22,18 +22,24 @@ fn example(name: &str) -> PathBuf {
     llama_examples::programs::example_path(name).unwrap()
 }
 
-/// Whether the Python side can run; under CI its absence is a failure.
+/// `ok` when what a test needs (`what`) is there; otherwise the test says it skipped, except
+/// under CI, where the absence is a failure.
+fn present(ok: bool, what: &str) -> bool {
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "{what} is required: run .ci/setup");
+        eprintln!("skipped: {what} is missing (run .ci/setup)");
+    }
+    ok
+}
+
+/// Whether the Python side can run.
 fn python_ready() -> bool {
     let ok = Command::new("python3")
         .args(["-c", "import openai, jsonschema"])
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(std::env::var_os("CI").is_none(), "python3 with openai and jsonschema is required: run .ci/setup");
-        eprintln!("skipped: python3 with the openai and jsonschema packages is missing (run .ci/setup)");
-    }
-    ok
+    present(ok, "python3 with the openai and jsonschema packages")
 }
 
 struct Server {
@@ -206,20 +212,12 @@ fn help_lists_every_flag_with_its_environment_variable() {
 
 const BROWSER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/server/tests/browser");
 
-/// Whether Chromium and the page's npm packages are there (`.ci/setup` installs both); under CI
-/// their absence is a failure.
+/// Whether Chromium and the page's npm packages are there (`.ci/setup` installs both).
 fn browser_ready() -> bool {
     let ok = Path::new("/usr/bin/chromium").exists()
         && Path::new(BROWSER).join("node_modules/playwright-core").exists()
         && Command::new("node").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "Chromium, node and the browser test's npm packages are required: run .ci/setup"
-        );
-        eprintln!("skipped: Chromium, node or examples/server/tests/browser/node_modules is missing (run .ci/setup)");
-    }
-    ok
+    present(ok, "Chromium, node and examples/server/tests/browser/node_modules")
 }
 
 /// A plain HTTP GET on loopback; the body.
