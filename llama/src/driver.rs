@@ -123,6 +123,11 @@ impl Driver {
         self.generated
     }
 
+    /// The stop string that ended generation, if one did.
+    pub(crate) fn stop_sequence(&self) -> Option<&str> {
+        self.out.matched()
+    }
+
     /// The text emitted so far.
     pub(crate) fn text(&self) -> &str {
         self.out.text()

@@ -24,6 +24,8 @@ pub struct StopStrings {
     text: String,
     emitted: usize,
     stopped: bool,
+    /// Which stop string appeared.
+    matched: Option<usize>,
 }
 
 impl StopStrings {
@@ -48,6 +50,19 @@ impl StopStrings {
     /// Whether a stop string appeared: generation should end.
     pub fn stopped(&self) -> bool {
         self.stopped
+    }
+
+    /// The stop string that appeared, once one did (the earliest in the text; of two at the
+    /// same place, the first given).
+    ///
+    /// ```
+    /// use llama::StopStrings;
+    /// let mut out = StopStrings::new(["\n\n", "END"]);
+    /// let _ = out.push(b"done. END");
+    /// assert_eq!(out.matched(), Some("END"));
+    /// ```
+    pub fn matched(&self) -> Option<&str> {
+        self.matched.map(|i| self.stop[i].as_str())
     }
 
     /// The text released so far.
@@ -78,11 +93,16 @@ impl StopStrings {
         while !self.text.is_char_boundary(from) {
             from -= 1;
         }
-        let hit = stops.iter().filter_map(|s| self.text[from..].find(s.as_str()).map(|i| from + i)).min();
+        let hit = stops
+            .iter()
+            .enumerate()
+            .filter_map(|(which, s)| self.text[from..].find(s.as_str()).map(|i| (from + i, which)))
+            .min();
         let end = match hit {
-            Some(at) => {
+            Some((at, which)) => {
                 self.text.truncate(at);
                 self.stopped = true;
+                self.matched = Some(which);
                 at.max(self.emitted)
             }
             None => {

@@ -163,6 +163,8 @@ pub enum Event {
         index: usize,
         /// Why.
         finish: FinishReason,
+        /// The stop string that ended it ([`FinishReason::Stop`]).
+        stop: Option<String>,
         /// Token counts.
         usage: Usage,
         /// Times.

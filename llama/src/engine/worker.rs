@@ -359,7 +359,8 @@ impl Worker {
                     time_to_first_token: job.first_token.map_or(Duration::ZERO, |t| t - job.submitted),
                     total: job.submitted.elapsed(),
                 };
-                job.send(Event::Done { index, finish, usage, timings });
+                let stop = job.driver.stop_sequence().map(str::to_string);
+                job.send(Event::Done { index, finish, stop, usage, timings });
                 Some(finish)
             }
         };

@@ -1,5 +1,5 @@
 //! `--api-key`: every route but `/health` (which load balancers probe without credentials)
-//! needs `Authorization: Bearer <key>`.
+//! needs `Authorization: Bearer <key>`, or `x-api-key: <key>` as Anthropic's clients send it.
 
 use std::sync::Arc;
 
@@ -28,7 +28,8 @@ pub(crate) async fn middleware(State(key): State<Option<Arc<str>>>, req: Request
         .and_then(|v| v.trim().split_once(' '))
         // The scheme is case-insensitive (RFC 9110 §11.1).
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, key)| key.trim());
+        .map(|(_, key)| key.trim())
+        .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim));
     match given {
         Some(g) if same(g.as_bytes(), key.as_bytes()) => next.run(req).await,
         _ => ApiError::unauthorized().into_response(),

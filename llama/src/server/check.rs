@@ -5,7 +5,7 @@
 use crate::engine::Prompt;
 use crate::server::body;
 use crate::server::error::ApiError;
-use crate::server::generation::{Api, Shape};
+use crate::server::generation::Shape;
 use crate::server::keep_alive::KeepAlive;
 use crate::server::openai::{ChatRequest, CompletionRequest, EmbeddingRequest, Options, PromptInput};
 use crate::server::plan::{self, Plan};
@@ -52,10 +52,8 @@ pub fn chat(body: &[u8]) -> Result<Checked, ApiError> {
         return Err(ApiError::invalid("tools", "give either `tools` or a `grammar`/JSON `response_format`, not both"));
     }
     let shape = Shape {
-        api: Api::Chat,
         n: plan.n,
         logprobs: logprobs.is_some(),
-        include_usage: plan.include_usage,
         constrained: plan.constrained() || tools.is_some(),
         prompt_param: "messages",
         tools: None,
@@ -82,10 +80,8 @@ pub fn completion(body: &[u8]) -> Result<Checked, ApiError> {
     let plan = Plan::new(&options, max_tokens, logprobs, None)?;
     let prompt = prompt::completion(&req.prompt)?;
     let shape = Shape {
-        api: Api::Text,
         n: plan.n,
         logprobs: logprobs.is_some(),
-        include_usage: plan.include_usage,
         constrained: plan.constrained(),
         prompt_param: "prompt",
         tools: None,

@@ -1,5 +1,7 @@
-//! Every failure a client can see, as OpenAI's error body:
-//! `{"error": {"message", "type", "param", "code"}}` with a real status code.
+//! Every failure a client can see, with a real status code and the body of the protocol the
+//! client speaks: OpenAI's `{"error": {"message", "type", "param", "code"}}` by default,
+//! Anthropic's `{"type": "error", "error": {"type", "message"}}` on its routes, Ollama's
+//! `{"error": "..."}` on `/api/`.
 
 use crate::engine::SubmitError;
 use crate::SamplerBuildError;
@@ -62,7 +64,7 @@ impl ApiError {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
-            "missing or wrong API key: send it as `Authorization: Bearer <key>`",
+            "missing or wrong API key: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`",
         )
         .code("invalid_api_key")
     }
@@ -164,6 +166,26 @@ impl ApiError {
         .code("origin_not_allowed")
     }
 
+    /// Anthropic's error body: its `type` follows from the status.
+    pub fn anthropic_body(&self) -> serde_json::Value {
+        let kind = match self.status.as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 if self.code == Some("server_busy") => "overloaded_error",
+            500.. => "api_error",
+            _ => "invalid_request_error",
+        };
+        serde_json::json!({"type": "error", "error": {"type": kind, "message": self.message}})
+    }
+
+    /// Ollama's error body.
+    pub fn ollama_body(&self) -> serde_json::Value {
+        serde_json::json!({ "error": self.message })
+    }
+
     /// The JSON body, also used as an SSE `data:` payload once a stream has begun.
     pub fn body(&self) -> serde_json::Value {
         let detail = Detail { message: &self.message, kind: self.kind, param: self.param.as_deref(), code: self.code };
@@ -189,12 +211,57 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body())).into_response();
+/// Whose error body a route answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    OpenAi,
+    Anthropic,
+    Ollama,
+}
+
+impl Protocol {
+    fn of(path: &str) -> Protocol {
+        if path.starts_with("/api/") {
+            Protocol::Ollama
+        } else if path.starts_with("/v1/messages") {
+            Protocol::Anthropic
+        } else {
+            Protocol::OpenAi
+        }
+    }
+}
+
+impl ApiError {
+    fn respond(&self, protocol: Protocol) -> Response {
+        let body = match protocol {
+            Protocol::OpenAi => self.body(),
+            Protocol::Anthropic => self.anthropic_body(),
+            Protocol::Ollama => self.ollama_body(),
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.respond(Protocol::OpenAi);
+        // For `reshape`, which answers in the route's protocol.
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// Rewrites every error response (from a handler, an extractor, the key check, the host and
+/// origin guard) into the body of the protocol its path belongs to.
+pub(crate) async fn reshape(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let protocol = Protocol::of(req.uri().path());
+    let mut response = next.run(req).await;
+    match response.extensions_mut().remove::<ApiError>() {
+        Some(error) if protocol != Protocol::OpenAi => error.respond(protocol),
+        _ => response,
     }
 }

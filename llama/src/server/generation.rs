@@ -1,54 +1,36 @@
-//! One generation request from admission to the last byte: submitted to the model's engine,
-//! answered as one JSON body or as an SSE stream of OpenAI chunks.
+//! One generation request from admission to its last event, in no protocol's terms: submitted
+//! to the model's engine, its events turned into [`Reply`]s (each choice's text, reasoning and
+//! tool-call deltas, then its [`Finish`]), which every protocol encodes: as one body through
+//! [`Generation::collect`], or as a stream through [`frames`] and an [`Encode`].
 //!
 //! The HTTP status is decided only once the engine has admitted the request (its `Started`
 //! event), so a full queue or a prompt over the context is a real 503/400, never a stream
-//! that breaks. What fails after that travels inside the stream as an error event.
+//! that breaks. What fails after that reaches the encoder, which says it in its protocol.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::engine::{Completion, Event, FailureKind, Request, SubmitError};
-use crate::tools::{RenderedChat, ToolCallStream};
-use crate::{ControlText, FinishReason, Model, Piece, Token};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use crate::engine::{Completion, Event, FailureKind, Request, RequestTimings, SubmitError};
+use crate::tools::{ChatDelta, RenderedChat, ToolCallStream};
+use crate::{ControlText, FinishReason, Model, Piece, Token, ToolCall};
 use futures::{Stream, StreamExt};
-use serde::Serialize;
 
 use crate::server::access_log::RequestRecord;
 use crate::server::error::ApiError;
 use crate::server::metrics::HttpMetrics;
-use crate::server::openai::{
-    AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatLogprobs, ChunkChoice, Delta, TextChoice,
-    TextCompletion, TextLogprobs, TokenLogprob, Usage,
-};
+use crate::server::openai::TokenLogprob;
 use crate::server::registry::Lease;
-
-/// How often an idle stream sends an SSE comment: keeps proxies from timing out while a long
-/// prompt is read, and lets a vanished client be noticed (the write fails).
-const SSE_KEEP_ALIVE: Duration = Duration::from_secs(3);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    Chat,
-    Text,
-}
 
 /// What the request asked for beyond the engine request itself.
 #[derive(Debug, Clone)]
 pub struct Shape {
-    pub api: Api,
     pub n: usize,
     pub logprobs: bool,
-    pub include_usage: bool,
-    /// A grammar or schema constrains the output: a sampling dead end is then the request's
-    /// own doing (400), not the server's.
+    /// A grammar, schema or tool format constrains the output: a sampling dead end is then
+    /// the request's own doing (400), not the server's.
     pub constrained: bool,
     /// The field that held the prompt, for error messages.
     pub prompt_param: &'static str,
@@ -57,11 +39,91 @@ pub struct Shape {
     pub tools: Option<Arc<RenderedChat>>,
 }
 
+/// A step of the reply, in the order generated.
+#[derive(Debug)]
+pub enum Reply {
+    /// Choice `index` produced a token: what it adds (none while a tool call's parser waits
+    /// to be sure) and, when asked for, the token's log-probabilities.
+    Piece { index: usize, deltas: Vec<ChatDelta>, logprob: Option<TokenLogprob> },
+    /// Choice `index` ended; `stop` is the stop sequence that ended it.
+    Done { index: usize, finish: Finish, stop: Option<String> },
+}
+
+/// Why a choice ended, in terms every protocol can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// The model ended its turn.
+    EndOfTurn,
+    /// A stop sequence appeared (it is not in the text).
+    StopSequence,
+    /// The token limit (or the request's deadline).
+    Length,
+    /// The context is full.
+    ContextFull,
+    /// The model ended its turn with tool calls.
+    ToolCalls,
+}
+
+impl Finish {
+    fn of(f: FinishReason, calls: bool) -> Result<Finish, ApiError> {
+        Ok(match f {
+            FinishReason::Stop | FinishReason::Eog if calls => Finish::ToolCalls,
+            FinishReason::Eog => Finish::EndOfTurn,
+            FinishReason::Stop => Finish::StopSequence,
+            FinishReason::Length | FinishReason::Deadline => Finish::Length,
+            FinishReason::ContextFull => Finish::ContextFull,
+            FinishReason::Shutdown => {
+                return Err(ApiError::unavailable("the generation was cancelled: the server is shutting down"))
+            }
+            FinishReason::Stalled => {
+                return Err(ApiError::unavailable(
+                    "the generation was cancelled: the client read nothing for longer than the stall timeout",
+                ))
+            }
+            _ => return Err(ApiError::unavailable("the generation was cancelled")),
+        })
+    }
+
+    /// Cut short by a limit rather than ended by the model.
+    pub fn truncated(self) -> bool {
+        matches!(self, Finish::Length | Finish::ContextFull)
+    }
+}
+
+/// Token counts and times of the request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub prompt_tokens: usize,
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
+    /// Of the last choice to end.
+    pub timings: Option<RequestTimings>,
+}
+
+/// One choice, whole ([`Generation::collect`]).
+#[derive(Debug, Default)]
+pub struct Choice {
+    pub content: String,
+    pub reasoning: Option<String>,
+    pub calls: Vec<ToolCall>,
+    pub finish: Option<Finish>,
+    /// The stop sequence that ended it.
+    pub stop: Option<String>,
+    /// Each token's log-probabilities with the byte offset in `content` where its text starts.
+    pub logprobs: Vec<(usize, TokenLogprob)>,
+}
+
+/// A finished request: its choices and counts.
+#[derive(Debug)]
+pub struct Collected {
+    pub choices: Vec<Choice>,
+    pub counts: Counts,
+    pub model: String,
+}
+
 /// An admitted request.
 pub struct Generation {
     shape: Shape,
-    id: String,
-    created: u64,
     model_name: String,
     model: Model,
     completion: Completion,
@@ -70,9 +132,10 @@ pub struct Generation {
     lease: Option<Lease>,
     record: Arc<RequestRecord>,
     http: Arc<HttpMetrics>,
-    prompt_tokens: usize,
-    cached_tokens: usize,
-    completion_tokens: usize,
+    counts: Counts,
+    /// Per choice, with tools: the incremental parser that turns text into deltas.
+    parsers: Vec<Option<ToolCallStream>>,
+    pending: VecDeque<Reply>,
     done: usize,
     finished: bool,
 }
@@ -107,31 +170,11 @@ impl Drop for Abandoned<'_> {
 pub fn new_id(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{:016x}{:08x}", RandomState::new().hash_one(n), n as u32)
+    format!("{prefix}{:016x}{:08x}", RandomState::new().hash_one(n), n as u32)
 }
 
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// `finish_reason` of a chat choice: a reply that ended by itself with tool calls says so.
-fn chat_finish(f: FinishReason, has_calls: bool) -> Result<&'static str, ApiError> {
-    let reason = finish_reason(f)?;
-    Ok(if has_calls && reason == "stop" { "tool_calls" } else { reason })
-}
-
-fn finish_reason(f: FinishReason) -> Result<&'static str, ApiError> {
-    match f {
-        FinishReason::Stop | FinishReason::Eog => Ok("stop"),
-        FinishReason::Length | FinishReason::ContextFull | FinishReason::Deadline => Ok("length"),
-        FinishReason::Shutdown => {
-            Err(ApiError::unavailable("the generation was cancelled: the server is shutting down"))
-        }
-        FinishReason::Stalled => Err(ApiError::unavailable(
-            "the generation was cancelled: the client read nothing for longer than the stall timeout",
-        )),
-        FinishReason::Cancelled => Err(ApiError::unavailable("the generation was cancelled")),
-    }
 }
 
 /// A failed choice as the client sees it: a sampler with nothing to pick under the request's
@@ -146,26 +189,17 @@ fn error(shape: &Shape, kind: FailureKind, message: String) -> ApiError {
     }
 }
 
-/// Log-probability entries of one piece (none for the final flush, which has no token).
 fn token_logprob(model: &Model, token: Token, logprob: f32) -> TokenLogprob {
     let bytes = model.vocab().token_to_bytes(token, ControlText::Show).unwrap_or_default();
     TokenLogprob { token: String::from_utf8_lossy(&bytes).into_owned(), logprob, bytes, top_logprobs: None }
 }
 
-fn chat_logprobs(model: &Model, piece: &Piece) -> Option<TokenLogprob> {
+/// A piece's log-probabilities (none for the final flush, which has no token).
+fn logprob(model: &Model, piece: &Piece) -> Option<TokenLogprob> {
     let (token, logprob) = (piece.token?, piece.logprob?);
     let mut entry = token_logprob(model, token, logprob);
     entry.top_logprobs = Some(piece.top_logprobs.iter().map(|&(t, lp)| token_logprob(model, t, lp)).collect());
     Some(entry)
-}
-
-/// Appends `piece` to legacy-format log-probabilities, `offset` being where its text starts.
-fn text_logprobs(model: &Model, piece: &Piece, offset: usize, into: &mut TextLogprobs) {
-    let Some(entry) = chat_logprobs(model, piece) else { return };
-    into.tokens.push(entry.token);
-    into.token_logprobs.push(entry.logprob);
-    into.top_logprobs.push(entry.top_logprobs.into_iter().flatten().map(|t| (t.token, t.logprob)).collect());
-    into.text_offset.push(offset);
 }
 
 impl Generation {
@@ -193,10 +227,10 @@ impl Generation {
             _ => return Err(ApiError::unavailable("the model stopped before the request started")),
         };
         record.prompt_tokens.store(prompt_tokens, Ordering::Relaxed);
-        let prefix = if shape.api == Api::Chat { "chatcmpl" } else { "cmpl" };
+        let parsers = (0..shape.n)
+            .map(|_| shape.tools.as_ref().and_then(|r| r.parser().ok()).map(ToolCallStream::new))
+            .collect();
         Ok(Generation {
-            id: new_id(prefix),
-            created: unix_now(),
             model_name: lease.name.clone(),
             model: lease.model.clone(),
             shape,
@@ -204,355 +238,177 @@ impl Generation {
             lease: Some(lease),
             record,
             http,
-            prompt_tokens,
-            cached_tokens,
-            completion_tokens: 0,
+            counts: Counts { prompt_tokens, cached_tokens, ..Counts::default() },
+            parsers,
+            pending: VecDeque::new(),
             done: 0,
             finished: false,
         })
     }
 
-    fn usage(&self) -> Usage {
-        Usage::new(self.prompt_tokens, self.cached_tokens, self.completion_tokens)
+    /// The served model's name.
+    pub fn model_name(&self) -> &str {
+        &self.model_name
     }
 
-    /// Bookkeeping of a `Done`; true once every choice is done.
-    fn count_done(&mut self, tokens: usize) -> bool {
-        self.completion_tokens += tokens;
-        self.record.completion_tokens.store(self.completion_tokens, Ordering::Relaxed);
-        self.done += 1;
-        if self.done >= self.shape.n {
-            self.finished = true;
-            self.lease = None;
-            return true;
-        }
-        false
+    /// Choices asked for.
+    pub fn n(&self) -> usize {
+        self.shape.n
     }
 
-    /// Runs to the end and answers with one JSON body.
-    pub async fn respond(mut self) -> Result<Response, ApiError> {
-        let n = self.shape.n;
-        let mut texts = vec![String::new(); n];
-        let mut finish: Vec<Option<FinishReason>> = vec![None; n];
-        let mut chat_lp: Vec<ChatLogprobs> = (0..n).map(|_| ChatLogprobs::default()).collect();
-        let mut text_lp: Vec<TextLogprobs> = (0..n).map(|_| TextLogprobs::default()).collect();
+    /// Counts so far (complete once every choice is done).
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// The next step of the reply; `None` once every choice is done. An error ends it.
+    pub async fn next(&mut self) -> Result<Option<Reply>, ApiError> {
         loop {
+            if let Some(reply) = self.pending.pop_front() {
+                return Ok(Some(reply));
+            }
+            if self.finished {
+                return Ok(None);
+            }
             let event = self.completion.next().await;
-            match event {
-                Some(Event::Piece { index, piece }) if index < n => {
-                    if self.shape.logprobs {
-                        match self.shape.api {
-                            Api::Chat => chat_lp[index].content.extend(chat_logprobs(&self.model, &piece)),
-                            Api::Text => text_logprobs(&self.model, &piece, texts[index].len(), &mut text_lp[index]),
-                        }
-                    }
-                    texts[index].push_str(&piece.text);
-                }
-                Some(Event::Done { index, finish: f, usage, .. }) if index < n => {
-                    finish_reason(f).inspect_err(|_| self.finished = true)?;
-                    finish[index] = Some(f);
-                    if self.count_done(usage.completion_tokens) {
-                        break;
-                    }
-                }
-                Some(Event::Error { kind, message, .. }) => {
-                    self.finished = true;
-                    return Err(error(&self.shape, kind, message));
-                }
-                Some(_) => {}
-                None => {
-                    self.finished = true;
-                    return Err(ApiError::unavailable("the model stopped during the request"));
-                }
-            }
-        }
-        let body = match self.shape.api {
-            Api::Chat => Json(ChatCompletion {
-                id: self.id.clone(),
-                object: "chat.completion",
-                created: self.created,
-                model: self.model_name.clone(),
-                choices: texts
-                    .into_iter()
-                    .zip(finish)
-                    .zip(chat_lp)
-                    .enumerate()
-                    .map(|(index, ((content, f), lp))| {
-                        let message = self.chat_message(content);
-                        let has_calls = message.tool_calls.is_some();
-                        Ok(ChatChoice {
-                            index,
-                            message,
-                            logprobs: self.shape.logprobs.then_some(lp),
-                            finish_reason: f.map(|f| chat_finish(f, has_calls)).transpose()?,
-                        })
-                    })
-                    .collect::<Result<_, ApiError>>()?,
-                usage: self.usage(),
-                system_fingerprint: None,
-            })
-            .into_response(),
-            Api::Text => Json(TextCompletion {
-                id: self.id.clone(),
-                object: "text_completion",
-                created: self.created,
-                model: self.model_name.clone(),
-                choices: texts
-                    .into_iter()
-                    .zip(finish)
-                    .zip(text_lp)
-                    .enumerate()
-                    .map(|(index, ((text, f), lp))| {
-                        Ok(TextChoice {
-                            index,
-                            text,
-                            logprobs: self.shape.logprobs.then_some(lp),
-                            finish_reason: f.map(finish_reason).transpose()?,
-                        })
-                    })
-                    .collect::<Result<_, ApiError>>()?,
-                usage: Some(Some(self.usage())),
-                system_fingerprint: None,
-            })
-            .into_response(),
-        };
-        Ok(body)
-    }
-
-    /// The reply message of one choice: with tools, the output parsed into content, reasoning
-    /// and tool calls (output that does not follow the format stays content).
-    fn chat_message(&self, text: String) -> AssistantMessage {
-        let parsed = self.shape.tools.as_ref().and_then(|r| r.parser().ok()).map(|p| p.parse(&text));
-        match parsed {
-            None => AssistantMessage {
-                role: "assistant",
-                content: Some(text),
-                refusal: None,
-                reasoning_content: None,
-                tool_calls: None,
-            },
-            Some(parsed) => {
-                let m = parsed.message;
-                let tool_calls = crate::server::tools::calls_out(&m);
-                AssistantMessage {
-                    role: "assistant",
-                    content: (!m.content.is_empty() || tool_calls.is_none()).then_some(m.content),
-                    refusal: None,
-                    reasoning_content: m.reasoning_content,
-                    tool_calls,
-                }
+            if let Err(e) = self.on(event) {
+                self.end();
+                return Err(e);
             }
         }
     }
 
-    /// Answers as a stream of SSE chunks ending in `data: [DONE]`.
-    pub fn stream(self) -> Response {
-        let mut out = VecDeque::new();
-        if self.shape.api == Api::Chat {
-            // The role comes first, in a chunk of its own per choice.
-            for index in 0..self.shape.n {
-                let delta = Delta { role: Some("assistant"), content: Some(String::new()), ..Delta::default() };
-                out.push_back(self.chat_chunk(index, delta, None, None));
-            }
-        }
-        let parsers = (0..self.shape.n)
-            .map(|_| self.shape.tools.as_ref().and_then(|r| r.parser().ok()).map(ToolCallStream::new))
-            .collect();
-        let state = StreamState { generation: self, out, offsets: Vec::new(), parsers, ended: false };
-        let events = futures::stream::unfold(state, |mut s| async move {
-            let event = s.next().await?;
-            Some((Ok::<_, Infallible>(event), s))
-        });
-        sse(events)
+    fn end(&mut self) {
+        self.finished = true;
+        self.lease = None;
     }
 
-    fn chat_chunk(
-        &self,
-        index: usize,
-        delta: Delta,
-        logprobs: Option<ChatLogprobs>,
-        finish_reason: Option<&'static str>,
-    ) -> SseEvent {
-        json_event(&ChatChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: self.model_name.clone(),
-            choices: vec![ChunkChoice { index, delta, logprobs, finish_reason }],
-            system_fingerprint: None,
-            usage: self.shape.include_usage.then_some(None),
-        })
-    }
-
-    fn text_chunk(
-        &self,
-        index: usize,
-        text: String,
-        logprobs: Option<TextLogprobs>,
-        finish_reason: Option<&'static str>,
-    ) -> SseEvent {
-        json_event(&TextCompletion {
-            id: self.id.clone(),
-            object: "text_completion",
-            created: self.created,
-            model: self.model_name.clone(),
-            choices: vec![TextChoice { index, text, logprobs, finish_reason }],
-            usage: self.shape.include_usage.then_some(None),
-            system_fingerprint: None,
-        })
-    }
-
-    /// The chunk with `choices: []` and the usage, sent last when `include_usage` is set.
-    fn usage_chunk(&self) -> SseEvent {
-        match self.shape.api {
-            Api::Chat => json_event(&ChatChunk {
-                id: self.id.clone(),
-                object: "chat.completion.chunk",
-                created: self.created,
-                model: self.model_name.clone(),
-                choices: Vec::new(),
-                system_fingerprint: None,
-                usage: Some(Some(self.usage())),
-            }),
-            Api::Text => json_event(&TextCompletion {
-                id: self.id.clone(),
-                object: "text_completion",
-                created: self.created,
-                model: self.model_name.clone(),
-                choices: Vec::new(),
-                usage: Some(Some(self.usage())),
-                system_fingerprint: None,
-            }),
-        }
-    }
-}
-
-fn json_event<T: Serialize>(value: &T) -> SseEvent {
-    SseEvent::default().data(serde_json::to_string(value).unwrap_or_default())
-}
-
-pub fn sse<S>(events: S) -> Response
-where
-    S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
-{
-    Sse::new(events).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE)).into_response()
-}
-
-struct StreamState {
-    generation: Generation,
-    /// SSE events ready to go.
-    out: VecDeque<SseEvent>,
-    /// Per choice, bytes of text sent so far (the legacy API's `text_offset`).
-    offsets: Vec<usize>,
-    /// Per choice, with tools: the incremental parser that turns text into deltas.
-    parsers: Vec<Option<ToolCallStream>>,
-    ended: bool,
-}
-
-impl StreamState {
-    async fn next(&mut self) -> Option<SseEvent> {
-        loop {
-            if let Some(e) = self.out.pop_front() {
-                return Some(e);
-            }
-            if self.ended {
-                return None;
-            }
-            let event = self.generation.completion.next().await;
-            self.on(event);
-        }
-    }
-
-    fn fail(&mut self, error: ApiError) {
-        self.generation.finished = true;
-        self.generation.lease = None;
-        self.out.push_back(SseEvent::default().data(error.body().to_string()));
-        self.ended = true;
-    }
-
-    fn on(&mut self, event: Option<Event>) {
-        let g = &mut self.generation;
-        let n = g.shape.n;
+    fn on(&mut self, event: Option<Event>) -> Result<(), ApiError> {
+        let n = self.shape.n;
         match event {
             Some(Event::Piece { index, piece }) if index < n => {
                 if piece.token.is_some() {
                     // Counted as they come, so a stream cut short still logs what it cost.
-                    g.record.completion_tokens.fetch_add(1, Ordering::Relaxed);
+                    self.record.completion_tokens.fetch_add(1, Ordering::Relaxed);
                 }
-                if piece.text.is_empty() && !(g.shape.logprobs && piece.token.is_some()) {
-                    return;
-                }
-                let chunk = match g.shape.api {
-                    Api::Chat => {
-                        let lp = g.shape.logprobs.then(|| ChatLogprobs {
-                            content: chat_logprobs(&g.model, &piece).into_iter().collect(),
-                            refusal: None,
-                        });
-                        if let Some(Some(parser)) = self.parsers.get_mut(index) {
-                            // With tools the text goes through the parser: what it can say
-                            // for sure becomes deltas (possibly none yet).
-                            let deltas: Vec<Delta> =
-                                parser.push(&piece.text).into_iter().map(crate::server::tools::delta).collect();
-                            let mut lp = lp;
-                            if deltas.is_empty() && lp.is_some() {
-                                self.out.push_back(g.chat_chunk(index, Delta::default(), lp.take(), None));
-                            }
-                            for d in deltas {
-                                self.out.push_back(g.chat_chunk(index, d, lp.take(), None));
-                            }
-                            return;
-                        }
-                        g.chat_chunk(index, Delta { content: Some(piece.text), ..Delta::default() }, lp, None)
-                    }
-                    Api::Text => {
-                        if self.offsets.len() < n {
-                            self.offsets.resize(n, 0);
-                        }
-                        let lp = g.shape.logprobs.then(|| {
-                            let mut lp = TextLogprobs::default();
-                            text_logprobs(&g.model, &piece, self.offsets[index], &mut lp);
-                            lp
-                        });
-                        self.offsets[index] += piece.text.len();
-                        g.text_chunk(index, piece.text, lp, None)
-                    }
+                let logprob = if self.shape.logprobs { logprob(&self.model, &piece) } else { None };
+                let deltas = match self.parsers.get_mut(index) {
+                    // With tools the text goes through the parser: what it can say for sure
+                    // becomes deltas (possibly none yet).
+                    Some(Some(parser)) => parser.push(&piece.text),
+                    _ if piece.text.is_empty() => Vec::new(),
+                    _ => vec![ChatDelta::Content(piece.text)],
                 };
-                self.out.push_back(chunk);
+                if !deltas.is_empty() || logprob.is_some() {
+                    self.pending.push_back(Reply::Piece { index, deltas, logprob });
+                }
             }
-            Some(Event::Done { index, finish, usage, .. }) if index < n => {
+            Some(Event::Done { index, finish, stop, usage, timings }) if index < n => {
                 // With tools: what the parser held back, and whether the reply called tools.
-                let mut has_calls = false;
+                let mut calls = false;
                 if let Some(parser) = self.parsers.get_mut(index).and_then(Option::take) {
                     let (parsed, rest) = parser.finish();
-                    has_calls = !parsed.message.tool_calls.is_empty();
-                    for d in rest {
-                        self.out.push_back(g.chat_chunk(index, crate::server::tools::delta(d), None, None));
+                    calls = !parsed.message.tool_calls.is_empty();
+                    if !rest.is_empty() {
+                        self.pending.push_back(Reply::Piece { index, deltas: rest, logprob: None });
                     }
                 }
-                let reason = match chat_finish(finish, has_calls) {
-                    Ok(r) => r,
-                    Err(e) => return self.fail(e),
-                };
-                let chunk = match g.shape.api {
-                    Api::Chat => g.chat_chunk(index, Delta::default(), None, Some(reason)),
-                    Api::Text => g.text_chunk(index, String::new(), None, Some(reason)),
-                };
-                self.out.push_back(chunk);
-                if g.count_done(usage.completion_tokens) {
-                    if g.shape.include_usage {
-                        let usage = g.usage_chunk();
-                        self.out.push_back(usage);
-                    }
-                    self.out.push_back(SseEvent::default().data("[DONE]"));
-                    self.ended = true;
+                let finish = Finish::of(finish, calls)?;
+                self.pending.push_back(Reply::Done { index, finish, stop });
+                self.counts.completion_tokens += usage.completion_tokens;
+                self.counts.timings = Some(timings);
+                self.record.completion_tokens.store(self.counts.completion_tokens, Ordering::Relaxed);
+                self.done += 1;
+                if self.done >= n {
+                    self.end();
                 }
             }
-            Some(Event::Error { kind, message, .. }) => {
-                let error = error(&g.shape, kind, message);
-                self.fail(error);
-            }
+            Some(Event::Error { kind, message, .. }) => return Err(error(&self.shape, kind, message)),
             Some(_) => {}
-            None => self.fail(ApiError::unavailable("the model stopped during the request")),
+            None => return Err(ApiError::unavailable("the model stopped during the request")),
         }
+        Ok(())
     }
+
+    /// Runs to the end: every choice whole.
+    pub async fn collect(mut self) -> Result<Collected, ApiError> {
+        let mut choices: Vec<Choice> = (0..self.shape.n).map(|_| Choice::default()).collect();
+        while let Some(reply) = self.next().await? {
+            match reply {
+                Reply::Piece { index, deltas, logprob } => {
+                    let c = &mut choices[index];
+                    if let Some(lp) = logprob {
+                        c.logprobs.push((c.content.len(), lp));
+                    }
+                    for d in deltas {
+                        match d {
+                            ChatDelta::Content(t) => c.content.push_str(&t),
+                            ChatDelta::Reasoning(t) => c.reasoning.get_or_insert_with(String::new).push_str(&t),
+                            ChatDelta::ToolCallStart { id, name, .. } => {
+                                c.calls.push(ToolCall { id, name, arguments: String::new() })
+                            }
+                            ChatDelta::ToolCallArguments { index, fragment } => {
+                                if let Some(call) = c.calls.get_mut(index) {
+                                    call.arguments.push_str(&fragment);
+                                }
+                            }
+                        }
+                    }
+                }
+                Reply::Done { index, finish, stop } => {
+                    choices[index].finish = Some(finish);
+                    choices[index].stop = stop;
+                }
+            }
+        }
+        Ok(Collected { choices, counts: self.counts, model: self.model_name.clone() })
+    }
+}
+
+/// A protocol's stream encoding: frames for each reply step, for the end, for a failure.
+pub trait Encode: Send + 'static {
+    type Frame: Send + 'static;
+
+    /// Frames for one step.
+    fn reply(&mut self, g: &Generation, reply: Reply, out: &mut Vec<Self::Frame>);
+
+    /// Frames after every choice is done.
+    fn end(&mut self, g: &Generation, out: &mut Vec<Self::Frame>);
+
+    /// Frames saying the request failed after its stream began (the last ones sent).
+    fn fail(&mut self, g: &Generation, error: ApiError, out: &mut Vec<Self::Frame>);
+}
+
+/// `g` run to its end through `encoder`: `first`, then the frames of every step.
+pub fn frames<E: Encode>(g: Generation, first: Vec<E::Frame>, encoder: E) -> impl Stream<Item = E::Frame> + Send {
+    struct State<E: Encode> {
+        g: Generation,
+        encoder: E,
+        out: VecDeque<E::Frame>,
+        over: bool,
+    }
+    let state = State { g, encoder, out: first.into(), over: false };
+    futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(frame) = s.out.pop_front() {
+                return Some((frame, s));
+            }
+            if s.over {
+                return None;
+            }
+            let mut out = Vec::new();
+            match s.g.next().await {
+                Ok(Some(reply)) => s.encoder.reply(&s.g, reply, &mut out),
+                Ok(None) => {
+                    s.encoder.end(&s.g, &mut out);
+                    s.over = true;
+                }
+                Err(e) => {
+                    s.encoder.fail(&s.g, e, &mut out);
+                    s.over = true;
+                }
+            }
+            s.out.extend(out);
+        }
+    })
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRef, Path, State};
 use axum::http::{header, StatusCode, Uri};
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -20,7 +20,8 @@ use crate::engine::{Prompt, Request};
 use crate::server::access_log::{self, RequestRecord};
 use crate::server::body::{BodyLimit, JsonBody, Limited};
 use crate::server::check::{self, Checked, CheckedEmbeddings, Input};
-use crate::server::error::ApiError;
+use crate::server::error::{self, ApiError};
+use crate::server::completions::{self, Api};
 use crate::server::generation::Generation;
 use crate::server::metrics::{self, HttpMetrics};
 use crate::server::openai::{
@@ -65,6 +66,7 @@ pub(crate) fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
         // A bug in a handler must cost one request a 500, not the connection or the process;
         // inside the access log, which then records the 500.
         .layer(CatchPanicLayer::custom(panicked))
+        .layer(from_fn(error::reshape))
         .layer(from_fn_with_state(state.http.clone(), access_log::middleware))
         .with_state(state);
     match cors {
@@ -82,7 +84,7 @@ async fn chat(
     Extension(record): Extension<Arc<RequestRecord>>,
     Limited(body): Limited,
 ) -> Result<Response, ApiError> {
-    answer(s, record, check::chat(&body)?).await
+    openai_answer(s, record, check::chat(&body)?, Api::Chat).await
 }
 
 async fn completions(
@@ -90,11 +92,22 @@ async fn completions(
     Extension(record): Extension<Arc<RequestRecord>>,
     Limited(body): Limited,
 ) -> Result<Response, ApiError> {
-    answer(s, record, check::completion(&body)?).await
+    openai_answer(s, record, check::completion(&body)?, Api::Text).await
 }
 
-/// Takes the model, builds the engine request and answers, streaming or not.
-async fn answer(s: AppState, record: Arc<RequestRecord>, checked: Checked) -> Result<Response, ApiError> {
+async fn openai_answer(s: AppState, record: Arc<RequestRecord>, checked: Checked, api: Api) -> Result<Response, ApiError> {
+    let (stream, include_usage, logprobs) = (checked.plan.stream, checked.plan.include_usage, checked.shape.logprobs);
+    let generation = admit(&s, record, checked).await?;
+    if stream {
+        Ok(completions::stream(generation, api, include_usage))
+    } else {
+        completions::respond(generation, api, logprobs).await
+    }
+}
+
+/// Takes the model, builds the engine request and submits it: what every protocol's
+/// generation handler does once its body is checked.
+pub(crate) async fn admit(s: &AppState, record: Arc<RequestRecord>, checked: Checked) -> Result<Generation, ApiError> {
     let Checked { plan, mut shape, input, user } = checked;
     note_user(&record, user.as_ref());
     let lease = s.registry.acquire(plan.model.as_deref(), plan.keep_alive).await?;
@@ -115,12 +128,7 @@ async fn answer(s: AppState, record: Arc<RequestRecord>, checked: Checked) -> Re
             request
         }
     };
-    let generation = Generation::start(lease, request, shape, record, s.http.clone()).await?;
-    if plan.stream {
-        Ok(generation.stream())
-    } else {
-        generation.respond().await
-    }
+    Generation::start(lease, request, shape, record, s.http.clone()).await
 }
 
 async fn embeddings(
@@ -168,7 +176,7 @@ async fn embeddings(
     }))
 }
 
-fn note_user(record: &RequestRecord, user: Option<&String>) {
+pub(crate) fn note_user(record: &RequestRecord, user: Option<&String>) {
     if let Some(u) = user {
         // Bounded: it is only for the log line.
         let _ = record.user.set(u.chars().take(64).collect());

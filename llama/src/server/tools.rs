@@ -3,7 +3,7 @@
 //! OpenAI's `tool_calls` (whole, or as stream deltas keyed by `index`).
 
 use crate::tools::{ChatDelta, ChatRequest, Tool, ToolChoice, ToolsError};
-use crate::ChatMessage;
+use crate::{ChatMessage, ToolCall};
 use serde_json::{json, Value};
 
 use crate::server::error::ApiError;
@@ -28,15 +28,8 @@ pub fn request(req: &openai::ChatRequest, messages: Vec<ChatMessage>) -> Result<
                 format!("only \"function\" tools exist, got {:?}", d.kind),
             ));
         }
-        // A function without parameters takes none.
-        let parameters = d.function.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        if !parameters.is_object() {
-            return Err(ApiError::invalid(
-                format!("tools[{i}].function.parameters"),
-                "the parameters must be a JSON Schema object",
-            ));
-        }
-        tools.push(Tool::new(d.function.name.clone(), d.function.description.clone().unwrap_or_default(), parameters));
+        let f = &d.function;
+        tools.push(tool(&format!("tools[{i}].function.parameters"), &f.name, f.description.as_deref(), f.parameters.as_ref())?);
     }
     let choice = match &req.tool_choice {
         None | Some(Value::Null) => ToolChoice::Auto,
@@ -71,6 +64,16 @@ pub fn request(req: &openai::ChatRequest, messages: Vec<ChatMessage>) -> Result<
     ))
 }
 
+/// A function the model may call, from any protocol's definition; `at` names the parameters'
+/// field for errors. A function without parameters takes none.
+pub fn tool(at: &str, name: &str, description: Option<&str>, parameters: Option<&Value>) -> Result<Tool, ApiError> {
+    let parameters = parameters.cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    if !parameters.is_object() {
+        return Err(ApiError::invalid(at, "the parameters must be a JSON Schema object"));
+    }
+    Ok(Tool::new(name, description.unwrap_or_default(), parameters))
+}
+
 /// A 400 naming `tools` (a schema no grammar can express, an unknown function, ...).
 pub fn render_error(e: ToolsError) -> ApiError {
     let param = if matches!(e, ToolsError::UnknownFunction(_)) { "tool_choice" } else { "tools" };
@@ -78,10 +81,9 @@ pub fn render_error(e: ToolsError) -> ApiError {
 }
 
 /// A parsed reply's tool calls as a response message lists them.
-pub fn calls_out(message: &ChatMessage) -> Option<Vec<ToolCallOut>> {
-    (!message.tool_calls.is_empty()).then(|| {
-        message
-            .tool_calls
+pub fn calls_out(calls: &[ToolCall]) -> Option<Vec<ToolCallOut>> {
+    (!calls.is_empty()).then(|| {
+        calls
             .iter()
             .map(|c| ToolCallOut {
                 index: None,
