@@ -47,7 +47,9 @@ pub fn chat(body: &[u8]) -> Result<Checked, ApiError> {
         .or(options.max_tokens.map(|v| ("max_tokens", v)));
     let plan = Plan::new(&options, max_tokens, logprobs, req.response_format.as_ref())?;
     let messages = prompt::chat(&req.messages)?;
-    let tools = tools::request(&req, messages.clone())?;
+    let defs = req.tools.as_deref().unwrap_or_default();
+    let parallel = req.parallel_tool_calls.unwrap_or(false);
+    let tools = tools::request(defs, req.tool_choice.as_ref(), parallel, messages.clone())?;
     if tools.is_some() && plan.constrained() {
         return Err(ApiError::invalid("tools", "give either `tools` or a `grammar`/JSON `response_format`, not both"));
     }

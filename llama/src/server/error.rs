@@ -107,6 +107,11 @@ impl ApiError {
         e
     }
 
+    /// A 501: a route this server has on purpose, to say what it does not do.
+    pub fn not_implemented(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_IMPLEMENTED, "invalid_request_error", message)
+    }
+
     /// A 503: the model is not available now.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)

@@ -41,6 +41,7 @@
 //! status) take bytes and values, not axum types, for servers built on another framework.
 
 mod access_log;
+mod anthropic;
 mod auth;
 mod body;
 pub mod check;
@@ -50,6 +51,7 @@ mod framing;
 mod generation;
 mod keep_alive;
 pub mod metrics;
+mod ollama;
 pub mod openai;
 pub mod plan;
 mod prompt;

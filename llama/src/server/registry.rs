@@ -137,6 +137,18 @@ impl Entry {
     }
 }
 
+/// A served model as a listing shows it.
+pub struct Listed {
+    pub name: String,
+    pub path: std::path::PathBuf,
+    /// The file's modification time, Unix seconds.
+    pub modified: u64,
+    pub loaded: Option<Arc<Loaded>>,
+    /// Unix time at which it unloads if still idle; `None` when not loaded, busy, or kept
+    /// forever.
+    pub expires_at: Option<u64>,
+}
+
 /// The registry; share it as `Arc<Registry>`.
 pub struct Registry {
     entries: Mutex<Vec<Entry>>,
@@ -450,26 +462,37 @@ impl Registry {
     }
 
     /// Every model, as `/v1/models` lists them.
-    pub fn cards(&self) -> Vec<ModelCard> {
+    /// Every served model, loaded or not.
+    pub fn listing(&self) -> Vec<Listed> {
         let (now, now_unix) = (Instant::now(), SystemTime::now());
         self.lock()
             .iter()
             .map(|e| {
-                let loaded = matches!(e.state, State::Loaded(_));
+                let loaded = match &e.state {
+                    State::Loaded(l) => Some(l.clone()),
+                    _ => None,
+                };
                 let expires_at = e
                     .expires
-                    .filter(|_| loaded && e.idle())
+                    .filter(|_| loaded.is_some() && e.idle())
                     .and_then(|t| now_unix.checked_add(t.saturating_duration_since(now)))
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map(|d| d.as_secs());
-                ModelCard {
-                    id: e.spec.name.clone(),
-                    object: "model",
-                    created: e.created,
-                    owned_by: "llama-rs",
-                    loaded,
-                    expires_at,
-                }
+                Listed { name: e.spec.name.clone(), path: e.spec.path.clone(), modified: e.created, loaded, expires_at }
+            })
+            .collect()
+    }
+
+    pub fn cards(&self) -> Vec<ModelCard> {
+        self.listing()
+            .into_iter()
+            .map(|l| ModelCard {
+                id: l.name,
+                object: "model",
+                created: l.modified,
+                owned_by: "llama-rs",
+                loaded: l.loaded.is_some(),
+                expires_at: l.expires_at,
             })
             .collect()
     }

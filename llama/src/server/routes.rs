@@ -10,7 +10,7 @@ use axum::extract::{FromRef, Path, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -27,9 +27,9 @@ use crate::server::metrics::{self, HttpMetrics};
 use crate::server::openai::{
     DetokenizeRequest, EmbeddingData, EmbeddingList, EmbeddingUsage, EmbeddingVector, ModelList, TokenizeRequest,
 };
-use crate::server::registry::Registry;
+use crate::server::registry::{Lease, Registry};
 use crate::server::security::{self, Guard};
-use crate::server::{auth, prompt};
+use crate::server::{anthropic, auth, ollama, prompt};
 use crate::{AddSpecial, ControlText, EmbedError, Normalize};
 
 #[derive(Clone)]
@@ -52,8 +52,22 @@ pub(crate) fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/messages", post(anthropic::messages))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{model}", get(get_model))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embeddings))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/show", post(ollama::show))
+        .route("/api/pull", post(ollama::pull))
+        .route("/api/version", get(ollama::version))
+        .route("/api/push", post(ollama::manage))
+        .route("/api/create", post(ollama::manage))
+        .route("/api/copy", post(ollama::manage))
+        .route("/api/delete", delete(ollama::manage))
         .route("/health", get(health))
         .route("/metrics", get(prometheus))
         .route("/tokenize", post(tokenize))
@@ -146,19 +160,8 @@ async fn embeddings(
             format!("this model's embeddings have {width} dimensions, not {d}"),
         ));
     }
-    let embedder = lease.embeddings().await?;
-    let model = lease.model.clone();
-    // Tokenized here, once: the counts are the usage, the tokens what the embedder reads.
-    let tokenized = tokio::task::spawn_blocking(move || {
-        let vocab = model.vocab();
-        texts.iter().map(|t| vocab.tokenize(t, AddSpecial::Yes)).collect::<Result<Vec<_>, _>>()
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("tokenizing failed: {e}")))?
-    .map_err(|e| ApiError::invalid("input", e.to_string()))?;
-    let prompt_tokens = tokenized.iter().map(Vec::len).sum();
+    let (vectors, prompt_tokens) = embed(&lease, texts, false).await?;
     record.prompt_tokens.store(prompt_tokens, Ordering::Relaxed);
-    let vectors = embedder.embed_tokens(tokenized, Normalize::Unit).await.map_err(embed_error)?;
     let data = vectors
         .into_iter()
         .enumerate()
@@ -174,6 +177,30 @@ async fn embeddings(
         model: lease.name.clone(),
         usage: EmbeddingUsage { prompt_tokens, total_tokens: prompt_tokens },
     }))
+}
+
+/// Unit vectors of `texts` and the tokens they took: what every protocol's embedding route
+/// does. With `truncate`, a text over the embedder's window is cut to it instead of refused.
+pub(crate) async fn embed(lease: &Lease, texts: Vec<String>, truncate: bool) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
+    let embedder = lease.embeddings().await?;
+    let model = lease.model.clone();
+    // Tokenized here, once: the counts are the usage, the tokens what the embedder reads.
+    let mut tokenized = tokio::task::spawn_blocking(move || {
+        let vocab = model.vocab();
+        texts.iter().map(|t| vocab.tokenize(t, AddSpecial::Yes)).collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("tokenizing failed: {e}")))?
+    .map_err(|e| ApiError::invalid("input", e.to_string()))?;
+    let vectors = match embedder.embed_tokens(tokenized.clone(), Normalize::Unit).await {
+        Err(EmbedError::TooLong { n_ctx, .. }) if truncate && tokenized.iter().all(|t| !t.is_empty()) => {
+            tokenized.iter_mut().for_each(|t| t.truncate(n_ctx));
+            embedder.embed_tokens(tokenized.clone(), Normalize::Unit).await
+        }
+        other => other,
+    }
+    .map_err(embed_error)?;
+    Ok((vectors, tokenized.iter().map(Vec::len).sum()))
 }
 
 pub(crate) fn note_user(record: &RequestRecord, user: Option<&String>) {

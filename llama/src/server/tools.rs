@@ -9,12 +9,17 @@ use serde_json::{json, Value};
 use crate::server::error::ApiError;
 use crate::server::openai::{self, Delta, FunctionCallOut, ToolCallOut};
 
-/// The library request when the body carries tools (`None`: a plain chat). A `tool_choice`
-/// without tools is refused rather than ignored.
-pub fn request(req: &openai::ChatRequest, messages: Vec<ChatMessage>) -> Result<Option<ChatRequest>, ApiError> {
-    let defs = req.tools.as_deref().unwrap_or_default();
+/// The library request when the body carries tools in OpenAI's chat form (`None`: a plain
+/// chat); Ollama's chat sends the same form. A `tool_choice` without tools is refused rather
+/// than ignored.
+pub fn request(
+    defs: &[openai::ToolDef],
+    tool_choice: Option<&Value>,
+    parallel: bool,
+    messages: Vec<ChatMessage>,
+) -> Result<Option<ChatRequest>, ApiError> {
     if defs.is_empty() {
-        return match &req.tool_choice {
+        return match tool_choice {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s == "none" || s == "auto" => Ok(None),
             Some(_) => Err(ApiError::invalid("tool_choice", "`tool_choice` needs `tools`")),
@@ -31,7 +36,7 @@ pub fn request(req: &openai::ChatRequest, messages: Vec<ChatMessage>) -> Result<
         let f = &d.function;
         tools.push(tool(&format!("tools[{i}].function.parameters"), &f.name, f.description.as_deref(), f.parameters.as_ref())?);
     }
-    let choice = match &req.tool_choice {
+    let choice = match tool_choice {
         None | Some(Value::Null) => ToolChoice::Auto,
         Some(Value::String(s)) => match s.as_str() {
             "auto" => ToolChoice::Auto,
@@ -60,7 +65,7 @@ pub fn request(req: &openai::ChatRequest, messages: Vec<ChatMessage>) -> Result<
         ChatRequest::new(messages)
             .tools(tools)
             .tool_choice(choice)
-            .parallel_tool_calls(req.parallel_tool_calls.unwrap_or(false)),
+            .parallel_tool_calls(parallel),
     ))
 }
 
