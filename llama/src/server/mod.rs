@@ -56,6 +56,7 @@ pub mod openai;
 pub mod plan;
 mod prompt;
 mod registry;
+mod responses;
 mod routes;
 mod security;
 #[cfg(test)]

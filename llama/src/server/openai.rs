@@ -379,7 +379,7 @@ pub struct ChatLogprobs {
     pub refusal: Option<Vec<TokenLogprob>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct TokenLogprob {
     pub token: String,
     pub logprob: f32,

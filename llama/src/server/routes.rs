@@ -29,7 +29,7 @@ use crate::server::openai::{
 };
 use crate::server::registry::{Lease, Registry};
 use crate::server::security::{self, Guard};
-use crate::server::{anthropic, auth, ollama, prompt};
+use crate::server::{anthropic, auth, ollama, prompt, responses};
 use crate::{AddSpecial, ControlText, EmbedError, Normalize};
 
 #[derive(Clone)]
@@ -52,6 +52,7 @@ pub(crate) fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/responses", post(responses::create))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{model}", get(get_model))
