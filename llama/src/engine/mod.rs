@@ -376,7 +376,9 @@ impl EngineHandle {
         Ok(Completion { rx, cancel })
     }
 
-    fn tokenize(&self, request: &Request) -> Result<Vec<Token>, SubmitError> {
+    /// The tokens `request`'s prompt becomes, as [`submit`](Self::submit) computes them (a
+    /// chat rendered with the model's template): to count them without generating.
+    pub fn tokenize(&self, request: &Request) -> Result<Vec<Token>, SubmitError> {
         let invalid = |e: &dyn std::fmt::Display| SubmitError::Invalid(e.to_string());
         let vocab = self.model.vocab();
         let tokens = match &request.prompt {

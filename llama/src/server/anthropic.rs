@@ -14,13 +14,13 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::engine::Prompt;
+use crate::engine::{Prompt, Request};
 use crate::tools::{ChatDelta, ChatRequest, ToolChoice};
 use crate::{ChatMessage, ToolCall};
 
 use crate::server::access_log::RequestRecord;
 use crate::server::body::{self, Limited};
-use crate::server::check::{Checked, Input};
+use crate::server::check::{self, Checked, Input};
 use crate::server::error::ApiError;
 use crate::server::framing;
 use crate::server::generation::{frames, new_id, Counts, Encode, Finish, Generation, Reply, Shape};
@@ -141,7 +141,10 @@ fn tool_use_block(call: &ToolCall, input: Value) -> Value {
 
 /// `text` of a block, or a 400 naming it.
 fn text_of<'a>(block: &'a Value, at: &str) -> Result<&'a str, ApiError> {
-    block.get("text").and_then(Value::as_str).ok_or_else(|| ApiError::invalid(format!("{at}.text"), "a text block needs `text`"))
+    block
+        .get("text")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid(format!("{at}.text"), "a text block needs `text`"))
 }
 
 /// A string, or text blocks joined: `system` and a tool result's `content`.
@@ -166,10 +169,9 @@ fn plain_text(value: &Value, at: &str) -> Result<String, ApiError> {
 
 fn unsupported_block(kind: Option<&str>, at: &str) -> ApiError {
     match kind {
-        Some(k @ ("image" | "document" | "search_result")) => ApiError::invalid(
-            format!("{at}.type"),
-            format!("{k} blocks are not supported by this server: send text"),
-        ),
+        Some(k @ ("image" | "document" | "search_result")) => {
+            ApiError::invalid(format!("{at}.type"), format!("{k} blocks are not supported by this server: send text"))
+        }
         Some(k) => ApiError::invalid(format!("{at}.type"), format!("unknown content block type {k:?}")),
         None => ApiError::invalid(format!("{at}.type"), "a content block needs a `type`"),
     }
@@ -205,7 +207,12 @@ fn chat(req: &MessagesRequest) -> Result<Vec<ChatMessage>, ApiError> {
                 continue;
             }
             Value::Array(blocks) => blocks,
-            _ => return Err(ApiError::invalid(format!("{at}.content"), "expected a string or an array of content blocks")),
+            _ => {
+                return Err(ApiError::invalid(
+                    format!("{at}.content"),
+                    "expected a string or an array of content blocks",
+                ))
+            }
         };
         let (mut text, mut calls, mut results) = (String::new(), Vec::new(), Vec::new());
         for (j, b) in blocks.iter().enumerate() {
@@ -231,7 +238,10 @@ fn chat(req: &MessagesRequest) -> Result<Vec<ChatMessage>, ApiError> {
                 }
                 Some(k @ ("tool_use" | "tool_result")) => {
                     let turn = if k == "tool_use" { "assistant" } else { "user" };
-                    return Err(ApiError::invalid(format!("{at}.type"), format!("{k} blocks belong in {turn} messages")));
+                    return Err(ApiError::invalid(
+                        format!("{at}.type"),
+                        format!("{k} blocks belong in {turn} messages"),
+                    ));
                 }
                 // Thinking echoed back from an earlier reply: the template does not take it.
                 Some("thinking" | "redacted_thinking") => {}
@@ -289,8 +299,18 @@ fn tool_request(req: &MessagesRequest, messages: Vec<ChatMessage>) -> Result<Opt
 
 /// `POST /v1/messages`'s body, checked.
 pub fn check(body: &[u8]) -> Result<Checked, ApiError> {
+    checked(body, true)
+}
+
+/// A body checked for generating, or (`/count_tokens`, where `max_tokens` is not sent) only
+/// for reading.
+fn checked(body: &[u8], generating: bool) -> Result<Checked, ApiError> {
     let req: MessagesRequest = body::parse(body)?;
-    let max_tokens = req.max_tokens.ok_or_else(|| ApiError::invalid("max_tokens", "`max_tokens` is required"))?;
+    let max_tokens = match req.max_tokens {
+        Some(v) => Some(("max_tokens", v)),
+        None if generating => return Err(ApiError::invalid("max_tokens", "`max_tokens` is required")),
+        None => None,
+    };
     let format = match req.output_config.as_ref().and_then(|o| o.format.as_ref()) {
         None => None,
         Some(f) if f.kind == "json_schema" => {
@@ -313,7 +333,7 @@ pub fn check(body: &[u8]) -> Result<Checked, ApiError> {
         user: req.metadata.as_ref().and_then(|m| m.user_id.clone()),
         ..Options::default()
     };
-    let plan = Plan::new(&options, Some(("max_tokens", max_tokens)), None, format.as_ref())?;
+    let plan = Plan::new(&options, max_tokens, None, format.as_ref())?.cap_to_context();
     let messages = chat(&req)?;
     let tools = tool_request(&req, messages.clone())?;
     if tools.is_some() && plan.constrained() {
@@ -371,6 +391,23 @@ pub(crate) async fn messages(
     .into_response())
 }
 
+/// `POST /v1/messages/count_tokens`: the prompt's tokens as the model's template renders it.
+pub(crate) async fn count_tokens(State(s): State<AppState>, Limited(body): Limited) -> Result<Response, ApiError> {
+    let checked = checked(&body, false)?;
+    let lease = s.registry.acquire(checked.plan.model.as_deref(), checked.plan.keep_alive).await?;
+    let model = lease.model.clone();
+    let engine = lease.engine();
+    let count = tokio::task::spawn_blocking(move || match checked.input {
+        Input::Tools(tools) => check::render_tools(&model, &tools, Vec::new()).map(|(r, _)| r.tokens.len()),
+        Input::Prompt(prompt) => {
+            engine.tokenize(&Request::new(prompt)).map(|t| t.len()).map_err(|e| ApiError::from_submit(e, "messages"))
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("counting failed: {e}")))??;
+    Ok(Json(json!({ "input_tokens": count })).into_response())
+}
+
 /// The stream: `message_start`, each content block's start, deltas and stop, `message_delta`
 /// with the stop reason and usage, `message_stop`; `ping` while idle.
 fn events(g: Generation) -> Response {
@@ -420,7 +457,10 @@ impl Blocks {
     fn close(&mut self, out: &mut Vec<SseEvent>) {
         if self.open.take().is_some() {
             let index = self.next;
-            out.push(framing::event(Some("content_block_stop"), &json!({"type": "content_block_stop", "index": index})));
+            out.push(framing::event(
+                Some("content_block_stop"),
+                &json!({"type": "content_block_stop", "index": index}),
+            ));
             self.next += 1;
         }
     }

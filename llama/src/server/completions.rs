@@ -212,8 +212,12 @@ impl Encode for Chunks {
                 out.push(self.chat(index, Delta::default(), None, Some(finish_reason(finish))))
             }
             (Api::Text, Reply::Done { index, finish, .. }) => {
-                let choice =
-                    TextChoice { index, text: String::new(), logprobs: None, finish_reason: Some(finish_reason(finish)) };
+                let choice = TextChoice {
+                    index,
+                    text: String::new(),
+                    logprobs: None,
+                    finish_reason: Some(finish_reason(finish)),
+                };
                 out.push(self.text(vec![choice], None));
             }
         }

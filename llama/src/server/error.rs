@@ -247,6 +247,11 @@ impl ApiError {
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            // The OpenAI and Anthropic clients retry every 5xx twice unless told not to: a
+            // failure of the server's own (a model that does not load) will not pass by itself.
+            response.headers_mut().insert("x-should-retry", HeaderValue::from_static("false"));
+        }
         response
     }
 }

@@ -227,9 +227,8 @@ impl Generation {
             _ => return Err(ApiError::unavailable("the model stopped before the request started")),
         };
         record.prompt_tokens.store(prompt_tokens, Ordering::Relaxed);
-        let parsers = (0..shape.n)
-            .map(|_| shape.tools.as_ref().and_then(|r| r.parser().ok()).map(ToolCallStream::new))
-            .collect();
+        let parsers =
+            (0..shape.n).map(|_| shape.tools.as_ref().and_then(|r| r.parser().ok()).map(ToolCallStream::new)).collect();
         Ok(Generation {
             model_name: lease.name.clone(),
             model: lease.model.clone(),

@@ -55,6 +55,8 @@ mod ollama;
 pub mod openai;
 pub mod plan;
 mod prompt;
+#[cfg(test)]
+mod protocol_tests;
 mod registry;
 mod responses;
 mod routes;

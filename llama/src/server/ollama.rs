@@ -228,7 +228,7 @@ fn plan(common: &Common) -> Result<(Plan, Option<usize>), ApiError> {
     };
     let max_tokens = o.and_then(|o| o.num_predict).filter(|&n| n > 0).map(|n| ("options.num_predict", n));
     let logprobs = plan::chat_logprobs(common.logprobs, common.top_logprobs)?;
-    Ok((Plan::new(&options, max_tokens, logprobs, format.as_ref())?, logprobs))
+    Ok((Plan::new(&options, max_tokens, logprobs, format.as_ref())?.cap_to_context(), logprobs))
 }
 
 /// The conversation as chat messages.
@@ -307,7 +307,10 @@ pub(crate) async fn generate(
         return Err(ApiError::invalid("suffix", "`suffix` (fill-in-the-middle) is not supported"));
     }
     if req.template.as_deref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::invalid("template", "a per-request `template` is not supported: the model's own is used"));
+        return Err(ApiError::invalid(
+            "template",
+            "a per-request `template` is not supported: the model's own is used",
+        ));
     }
     if req.context.as_ref().is_some_and(|c| !c.is_empty()) {
         return Err(ApiError::invalid("context", "`context` is not supported: send the conversation to /api/chat"));
@@ -328,8 +331,13 @@ pub(crate) async fn generate(
         messages.push(ChatMessage::user(prompt));
         Prompt::Chat(messages)
     };
-    let shape =
-        Shape { n: 1, logprobs: logprobs.is_some(), constrained: plan.constrained(), prompt_param: "prompt", tools: None };
+    let shape = Shape {
+        n: 1,
+        logprobs: logprobs.is_some(),
+        constrained: plan.constrained(),
+        prompt_param: "prompt",
+        tools: None,
+    };
     answer(&s, record, Checked { plan, shape, input: Input::Prompt(input), user: None }, Route::Generate).await
 }
 
@@ -340,7 +348,8 @@ async fn load_only(s: &AppState, common: &Common, route: Route) -> Result<Respon
     let name = lease.name.clone();
     drop(lease);
     let reason = if keep_alive == Some(KeepAlive::For(Duration::ZERO)) { "unload" } else { "load" };
-    let mut body = json!({"model": name, "created_at": timestamp(SystemTime::now()), "done": true, "done_reason": reason});
+    let mut body =
+        json!({"model": name, "created_at": timestamp(SystemTime::now()), "done": true, "done_reason": reason});
     match route {
         Route::Chat => body["message"] = json!({"role": "assistant", "content": ""}),
         Route::Generate => body["response"] = json!(""),
@@ -348,7 +357,12 @@ async fn load_only(s: &AppState, common: &Common, route: Route) -> Result<Respon
     Ok(Json(body).into_response())
 }
 
-async fn answer(s: &AppState, record: Arc<RequestRecord>, checked: Checked, route: Route) -> Result<Response, ApiError> {
+async fn answer(
+    s: &AppState,
+    record: Arc<RequestRecord>,
+    checked: Checked,
+    route: Route,
+) -> Result<Response, ApiError> {
     let stream = checked.plan.stream;
     let g = routes::admit(s, record, checked).await?;
     if stream {
@@ -374,7 +388,12 @@ struct Lines {
 }
 
 impl Lines {
-    fn line(&self, text: &str, thinking: Option<&str>, logprobs: Option<Vec<crate::server::openai::TokenLogprob>>) -> Map<String, Value> {
+    fn line(
+        &self,
+        text: &str,
+        thinking: Option<&str>,
+        logprobs: Option<Vec<crate::server::openai::TokenLogprob>>,
+    ) -> Map<String, Value> {
         let mut line = Map::new();
         line.insert("model".into(), json!(self.model));
         line.insert("created_at".into(), json!(timestamp(SystemTime::now())));
@@ -457,7 +476,10 @@ impl Encode for Lines {
     }
 }
 
-pub(crate) async fn embed(State(s): State<AppState>, JsonBody(req): JsonBody<EmbedRequest>) -> Result<Response, ApiError> {
+pub(crate) async fn embed(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<EmbedRequest>,
+) -> Result<Response, ApiError> {
     let texts = match &req.input {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(t)) if t.is_empty() => Vec::new(),
@@ -466,7 +488,9 @@ pub(crate) async fn embed(State(s): State<AppState>, JsonBody(req): JsonBody<Emb
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                v.as_str().map(str::to_string).ok_or_else(|| ApiError::invalid(format!("input[{i}]"), "expected a string"))
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ApiError::invalid(format!("input[{i}]"), "expected a string"))
             })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(ApiError::invalid("input", "expected a string or an array of strings")),
@@ -573,9 +597,9 @@ pub(crate) async fn ps(State(s): State<AppState>) -> Json<Value> {
         .filter_map(|l| {
             let loaded = l.loaded.as_deref()?;
             // Busy or kept forever: Ollama reports a time far ahead.
-            let expires = l.expires_at.map_or(UNIX_EPOCH + Duration::from_secs(253_402_214_400), |t| {
-                UNIX_EPOCH + Duration::from_secs(t)
-            });
+            let expires = l
+                .expires_at
+                .map_or(UNIX_EPOCH + Duration::from_secs(253_402_214_400), |t| UNIX_EPOCH + Duration::from_secs(t));
             Some(json!({
                 "name": l.name,
                 "model": l.name,
@@ -609,7 +633,10 @@ fn model_name(req: &ModelRequest) -> Result<&str, ApiError> {
     req.model.as_deref().or(req.name.as_deref()).ok_or_else(|| ApiError::invalid("model", "`model` is required"))
 }
 
-pub(crate) async fn show(State(s): State<AppState>, JsonBody(req): JsonBody<ModelRequest>) -> Result<Response, ApiError> {
+pub(crate) async fn show(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<ModelRequest>,
+) -> Result<Response, ApiError> {
     let lease = s.registry.acquire(Some(model_name(&req)?), None).await?;
     let listed = s.registry.listing().into_iter().find(|l| l.name == lease.name);
     let template = lease.model.chat_template().unwrap_or_default();
@@ -631,7 +658,10 @@ pub(crate) async fn show(State(s): State<AppState>, JsonBody(req): JsonBody<Mode
 
 /// `/api/pull`: models are the ones the server was started with. One of those "pulls" at
 /// once; any other name is refused, saying how models are added.
-pub(crate) async fn pull(State(s): State<AppState>, JsonBody(req): JsonBody<ModelRequest>) -> Result<Response, ApiError> {
+pub(crate) async fn pull(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<ModelRequest>,
+) -> Result<Response, ApiError> {
     let name = model_name(&req)?;
     if s.registry.names().iter().any(|n| n == name) {
         return Ok(Json(json!({"status": "success"})).into_response());

@@ -54,6 +54,8 @@ pub struct Plan {
     /// Tokens per choice at most (`None`: until the context ends).
     pub max_tokens: Option<usize>,
     max_tokens_param: &'static str,
+    /// `max_tokens` over the context is a cap, not an error.
+    cap_max_tokens: bool,
     /// Texts that end a choice.
     pub stop: Vec<String>,
     /// `Some(k)`: report log-probabilities, with the `k` most likely alternatives.
@@ -168,6 +170,7 @@ impl Plan {
             n,
             max_tokens,
             max_tokens_param,
+            cap_max_tokens: false,
             stop,
             logprobs,
             keep_alive: keep_alive(o.keep_alive.as_ref())?,
@@ -189,6 +192,7 @@ impl Plan {
     /// context ends", as in llama-server and Ollama: the engine takes KV cells as a reply grows.
     pub fn build(&self, model: &Model, n_ctx: usize) -> Result<(Vec<Sampler>, GenerateParams), ApiError> {
         let max_tokens = match self.max_tokens {
+            Some(m) if m >= n_ctx && self.cap_max_tokens => n_ctx,
             Some(m) if m >= n_ctx => {
                 let param = self.max_tokens_param;
                 return Err(ApiError::invalid(
@@ -219,6 +223,14 @@ impl Plan {
             params = params.logprobs(true).top_logprobs(k);
         }
         Ok((samplers, params))
+    }
+
+    /// A token limit past the context becomes "until the context ends" instead of a 400: for
+    /// protocols whose clients send a large limit by habit (Anthropic's `max_tokens` is
+    /// required, and agents send tens of thousands).
+    pub fn cap_to_context(mut self) -> Plan {
+        self.cap_max_tokens = true;
+        self
     }
 
     /// A grammar or schema constrains the output.

@@ -93,7 +93,10 @@ fn content_text(content: &Value, at: &str) -> Result<String, ApiError> {
                         ))
                     }
                     other => {
-                        return Err(ApiError::invalid(format!("{at}.type"), format!("unknown content part type {other:?}")))
+                        return Err(ApiError::invalid(
+                            format!("{at}.type"),
+                            format!("unknown content part type {other:?}"),
+                        ))
                     }
                 }
             }
@@ -164,7 +167,10 @@ fn chat(req: &ResponsesRequest) -> Result<Vec<ChatMessage>, ApiError> {
                 ))
             }
             Some(other) => {
-                return Err(ApiError::invalid(format!("{at}.type"), format!("input items of type {other:?} are not supported")))
+                return Err(ApiError::invalid(
+                    format!("{at}.type"),
+                    format!("input items of type {other:?} are not supported"),
+                ))
             }
         }
     }
@@ -185,9 +191,10 @@ fn tool_defs(req: &ResponsesRequest) -> Result<(Vec<ToolDef>, Option<Value>), Ap
                 format!("only function tools are available here, got {kind:?}"),
             ));
         }
-        let name = t.get("name").and_then(Value::as_str).ok_or_else(|| {
-            ApiError::invalid(format!("tools[{i}].name"), "a function tool needs `name`")
-        })?;
+        let name = t
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::invalid(format!("tools[{i}].name"), "a function tool needs `name`"))?;
         defs.push(ToolDef {
             kind: "function".into(),
             function: FunctionDef {
@@ -258,7 +265,7 @@ fn check(body: &[u8]) -> Result<(Checked, Echo), ApiError> {
     let logprobs = plan::chat_logprobs(Some(wants_logprobs), req.top_logprobs.filter(|_| wants_logprobs))?;
     let format = text_format(&req)?;
     let max_tokens = req.max_output_tokens.map(|v| ("max_output_tokens", v));
-    let plan = Plan::new(&options, max_tokens, logprobs, format.as_ref())?;
+    let plan = Plan::new(&options, max_tokens, logprobs, format.as_ref())?.cap_to_context();
     let messages = chat(&req)?;
     let (defs, choice) = tool_defs(&req)?;
     let parallel = req.parallel_tool_calls.unwrap_or(true);
@@ -534,7 +541,8 @@ impl Encode for Events {
                             self.open(ItemKind::Reasoning, None, out);
                             let Some(o) = self.open.as_mut() else { continue };
                             o.text.push_str(&text);
-                            let body = json!({"item_id": o.id, "output_index": o.index, "content_index": 0, "delta": text});
+                            let body =
+                                json!({"item_id": o.id, "output_index": o.index, "content_index": 0, "delta": text});
                             out.push(self.event("response.reasoning_text.delta", body));
                         }
                         ChatDelta::ToolCallStart { id, name, .. } => {

@@ -20,8 +20,8 @@ use crate::engine::{Prompt, Request};
 use crate::server::access_log::{self, RequestRecord};
 use crate::server::body::{BodyLimit, JsonBody, Limited};
 use crate::server::check::{self, Checked, CheckedEmbeddings, Input};
-use crate::server::error::{self, ApiError};
 use crate::server::completions::{self, Api};
+use crate::server::error::{self, ApiError};
 use crate::server::generation::Generation;
 use crate::server::metrics::{self, HttpMetrics};
 use crate::server::openai::{
@@ -54,6 +54,7 @@ pub(crate) fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/responses", post(responses::create))
         .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{model}", get(get_model))
         .route("/api/chat", post(ollama::chat))
@@ -110,7 +111,12 @@ async fn completions(
     openai_answer(s, record, check::completion(&body)?, Api::Text).await
 }
 
-async fn openai_answer(s: AppState, record: Arc<RequestRecord>, checked: Checked, api: Api) -> Result<Response, ApiError> {
+async fn openai_answer(
+    s: AppState,
+    record: Arc<RequestRecord>,
+    checked: Checked,
+    api: Api,
+) -> Result<Response, ApiError> {
     let (stream, include_usage, logprobs) = (checked.plan.stream, checked.plan.include_usage, checked.shape.logprobs);
     let generation = admit(&s, record, checked).await?;
     if stream {
@@ -182,7 +188,11 @@ async fn embeddings(
 
 /// Unit vectors of `texts` and the tokens they took: what every protocol's embedding route
 /// does. With `truncate`, a text over the embedder's window is cut to it instead of refused.
-pub(crate) async fn embed(lease: &Lease, texts: Vec<String>, truncate: bool) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
+pub(crate) async fn embed(
+    lease: &Lease,
+    texts: Vec<String>,
+    truncate: bool,
+) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
     let embedder = lease.embeddings().await?;
     let model = lease.model.clone();
     // Tokenized here, once: the counts are the usage, the tokens what the embedder reads.

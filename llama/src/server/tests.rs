@@ -25,12 +25,12 @@ use super::{generation, openai, ModelSpec};
 
 /// One runtime for every test: the registries spawn their loading and expiry tasks on it, and
 /// must outlive any one test.
-fn runtime() -> &'static tokio::runtime::Runtime {
+pub(super) fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap())
 }
 
-fn config(parallel: usize, max_queue: usize) -> EngineConfig {
+pub(super) fn config(parallel: usize, max_queue: usize) -> EngineConfig {
     EngineConfig {
         parallel,
         ctx: 1024,
@@ -42,11 +42,11 @@ fn config(parallel: usize, max_queue: usize) -> EngineConfig {
     }
 }
 
-fn spec(name: &str) -> ModelSpec {
+pub(super) fn spec(name: &str) -> ModelSpec {
     ModelSpec { name: name.into(), path: models::default_model().unwrap() }
 }
 
-fn state(registry: Arc<Registry>, api_key: Option<&str>) -> AppState {
+pub(super) fn state(registry: Arc<Registry>, api_key: Option<&str>) -> AppState {
     AppState {
         registry,
         http: Arc::new(HttpMetrics::default()),
@@ -57,7 +57,7 @@ fn state(registry: Arc<Registry>, api_key: Option<&str>) -> AppState {
 }
 
 /// The router most tests share: SmolLM2 as `smollm2`, 4 slots.
-fn shared() -> Router {
+pub(super) fn shared() -> Router {
     static STATE: OnceLock<AppState> = OnceLock::new();
     let s = STATE.get_or_init(|| {
         let _guard = runtime().enter();
@@ -68,7 +68,7 @@ fn shared() -> Router {
     routes::router(s.clone(), None)
 }
 
-async fn send(app: &Router, method: Method, path: &str, body: impl Into<Body>) -> Response {
+pub(super) async fn send(app: &Router, method: Method, path: &str, body: impl Into<Body>) -> Response {
     let req = Request::builder()
         .method(method)
         .uri(path)
@@ -78,26 +78,26 @@ async fn send(app: &Router, method: Method, path: &str, body: impl Into<Body>) -
     app.clone().oneshot(req).await.unwrap()
 }
 
-async fn post(app: &Router, path: &str, body: Value) -> (StatusCode, Value) {
+pub(super) async fn post(app: &Router, path: &str, body: Value) -> (StatusCode, Value) {
     let r = send(app, Method::POST, path, body.to_string()).await;
     let status = r.status();
     (status, json_of(r).await)
 }
 
-async fn get(app: &Router, path: &str) -> (StatusCode, String) {
+pub(super) async fn get(app: &Router, path: &str) -> (StatusCode, String) {
     let r = send(app, Method::GET, path, Body::empty()).await;
     let status = r.status();
     let bytes = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
     (status, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
-async fn json_of(r: Response) -> Value {
+pub(super) async fn json_of(r: Response) -> Value {
     let bytes = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
 }
 
 /// The `data:` payloads of an SSE body.
-async fn sse(r: Response) -> Vec<String> {
+pub(super) async fn sse(r: Response) -> Vec<String> {
     let bytes = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
     String::from_utf8(bytes.to_vec())
         .unwrap()
@@ -106,12 +106,12 @@ async fn sse(r: Response) -> Vec<String> {
         .collect()
 }
 
-fn user(text: &str) -> Value {
+pub(super) fn user(text: &str) -> Value {
     json!([{"role": "user", "content": text}])
 }
 
 /// An OpenAI error body with exactly the four fields.
-fn assert_error(body: &Value, param: Option<&str>) {
+pub(super) fn assert_error(body: &Value, param: Option<&str>) {
     let e = &body["error"];
     let keys: Vec<&str> = e.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
     assert_eq!(keys.len(), 4, "{body}");
@@ -827,7 +827,7 @@ fn a_model_that_fails_to_load_is_a_server_error() {
 }
 
 /// A request with the given headers (and no others).
-async fn raw(app: &Router, method: Method, path: &str, headers: &[(&str, &str)], body: String) -> Response {
+pub(super) async fn raw(app: &Router, method: Method, path: &str, headers: &[(&str, &str)], body: String) -> Response {
     let mut req = Request::builder().method(method).uri(path);
     for (k, v) in headers {
         req = req.header(*k, *v);

@@ -34,7 +34,12 @@ pub fn request(
             ));
         }
         let f = &d.function;
-        tools.push(tool(&format!("tools[{i}].function.parameters"), &f.name, f.description.as_deref(), f.parameters.as_ref())?);
+        tools.push(tool(
+            &format!("tools[{i}].function.parameters"),
+            &f.name,
+            f.description.as_deref(),
+            f.parameters.as_ref(),
+        )?);
     }
     let choice = match tool_choice {
         None | Some(Value::Null) => ToolChoice::Auto,
@@ -61,12 +66,7 @@ pub fn request(
             }
         },
     };
-    Ok(Some(
-        ChatRequest::new(messages)
-            .tools(tools)
-            .tool_choice(choice)
-            .parallel_tool_calls(parallel),
-    ))
+    Ok(Some(ChatRequest::new(messages).tools(tools).tool_choice(choice).parallel_tool_calls(parallel)))
 }
 
 /// A function the model may call, from any protocol's definition; `at` names the parameters'
