@@ -1,9 +1,11 @@
-//! The server example over loopback TCP, driven by the official `openai` Python package
-//! (examples/server/tests/openai_client.py): each test starts the real binary with the flags
-//! of one scenario on a free port, runs the script's scenario against it, and stops it.
+//! The server example over loopback TCP, driven by the official SDKs of its protocols: the
+//! `openai` Python package on chat completions (examples/server/tests/openai_client.py), and
+//! `openai`, `anthropic` and `ollama` on the Responses, Messages and Ollama APIs
+//! (examples/server/tests/sdk_clients.py). Each test starts the real binary with the flags of
+//! one scenario on a free port, runs the script's scenario against it, and stops it.
 //!
-//! Needs `python3` with `openai` and `jsonschema` (`.ci/setup` installs them): without them
-//! the tests are skipped, except under CI, where they fail.
+//! Needs `python3` with those packages and `jsonschema` (`.ci/setup` installs them): without
+//! them the tests are skipped, except under CI, where they fail.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use llama_examples::programs::ServerProcess;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/server/tests/openai_client.py");
+const SDK_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/server/tests/sdk_clients.py");
 
 fn example(name: &str) -> PathBuf {
     llama_examples::programs::example_path(name).unwrap()
@@ -34,12 +37,14 @@ fn present(ok: bool, what: &str) -> bool {
 
 /// Whether the Python side can run.
 fn python_ready() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import openai, jsonschema"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    present(ok, "python3 with the openai and jsonschema packages")
+    python_has(&["openai", "jsonschema"])
+}
+
+/// Whether `python3` imports these packages.
+fn python_has(packages: &[&str]) -> bool {
+    let import = format!("import {}", packages.join(", "));
+    let ok = Command::new("python3").args(["-c", &import]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    present(ok, &format!("python3 with the packages {}", packages.join(", ")))
 }
 
 struct Server {
@@ -64,11 +69,16 @@ impl Server {
         s
     }
 
-    /// Runs a scenario of the Python script; panics with both sides' output on failure.
+    /// Runs a scenario of the chat-completions script.
     fn run(&self, scenario: &str, extra: &[&str]) {
+        self.run_script(SCRIPT, scenario, extra);
+    }
+
+    /// Runs a scenario of a Python script; panics with both sides' output on failure.
+    fn run_script(&self, script: &str, scenario: &str, extra: &[&str]) {
         let started = Instant::now();
         let out =
-            Command::new("python3").arg(SCRIPT).arg(scenario).arg(&self.process.url).args(extra).output().unwrap();
+            Command::new("python3").arg(script).arg(scenario).arg(&self.process.url).args(extra).output().unwrap();
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(
             out.status.success(),
@@ -164,6 +174,32 @@ fn tool_calls_through_the_openai_client() {
     llama_examples::models::ensure(&llama_examples::models::QWEN_CODER_DRAFT).unwrap();
     let server = Server::start("tools", &["--parallel", "2", "-m", "qwen-coder-0.5b"]);
     server.run("tools", &["qwen-coder-0.5b"]);
+}
+
+/// The Responses, Messages and Ollama APIs through `openai`, `anthropic` and `ollama`: replies,
+/// the streams their helpers check event by event, structured output parsed into pydantic
+/// models, stop sequences, listings, embeddings, and errors raised as each SDK's own exception.
+#[test]
+fn every_protocol_through_its_official_sdk() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !python_has(&["openai", "anthropic", "ollama"]) {
+        return;
+    }
+    default_model();
+    Server::start("protocols", &["--parallel", "2"]).run_script(SDK_SCRIPT, "protocols", &["smollm2"]);
+}
+
+/// Tool calls through the three SDKs (Qwen2.5-Coder-0.5B): a required call, its result sent
+/// back and answered, and a streamed call whose argument deltas spell the final arguments.
+#[test]
+fn tool_calls_through_every_protocol() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !python_has(&["openai", "anthropic", "ollama"]) {
+        return;
+    }
+    llama_examples::models::ensure(&llama_examples::models::QWEN_CODER_DRAFT).unwrap();
+    let server = Server::start("sdk-tools", &["--parallel", "2", "-m", "qwen-coder-0.5b"]);
+    server.run_script(SDK_SCRIPT, "tools", &["qwen-coder-0.5b"]);
 }
 
 /// SIGTERM while a stream runs: the stream still ends with `[DONE]`, then the process exits 0.
