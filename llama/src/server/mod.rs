@@ -41,7 +41,7 @@
 //! status) take bytes and values, not axum types, for servers built on another framework.
 
 mod access_log;
-mod anthropic;
+pub mod anthropic;
 mod auth;
 mod body;
 pub mod check;
@@ -51,14 +51,14 @@ mod framing;
 mod generation;
 mod keep_alive;
 pub mod metrics;
-mod ollama;
+pub mod ollama;
 pub mod openai;
 pub mod plan;
 mod prompt;
 #[cfg(test)]
 mod protocol_tests;
 mod registry;
-mod responses;
+pub mod responses;
 mod routes;
 mod security;
 #[cfg(test)]

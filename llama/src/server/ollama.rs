@@ -6,7 +6,8 @@
 //! Models are the server's configured ones: `/api/pull` and the other model-management routes
 //! say so instead of downloading.
 //!
-//! Fields are named and mean what Ollama's API reference says.
+//! Fields are named and mean what Ollama's API reference says; [`check`] reads a body without any framework.
+#![allow(missing_docs)]
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -265,15 +266,13 @@ enum Route {
     Generate,
 }
 
-pub(crate) async fn chat(
-    State(s): State<AppState>,
-    Extension(record): Extension<Arc<RequestRecord>>,
-    Limited(body): Limited,
-) -> Result<Response, ApiError> {
-    let common: Common = body::parse(&body)?;
-    let req: ChatRequest = body::parse(&body)?;
+/// `POST /api/chat`'s body, checked; `None` when there is nothing to generate (no messages:
+/// the request only loads the model).
+pub fn check(body: &[u8]) -> Result<Option<Checked>, ApiError> {
+    let common: Common = body::parse(body)?;
+    let req: ChatRequest = body::parse(body)?;
     if req.messages.is_empty() {
-        return load_only(&s, &common, Route::Chat).await;
+        return Ok(None);
     }
     let (plan, logprobs) = plan(&common)?;
     let messages = chat_messages(&req.messages)?;
@@ -293,16 +292,13 @@ pub(crate) async fn chat(
         Some(t) => Input::Tools(t),
         None => Input::Prompt(Prompt::Chat(messages)),
     };
-    answer(&s, record, Checked { plan, shape, input, user: None }, Route::Chat).await
+    Ok(Some(Checked { plan, shape, input, user: None }))
 }
 
-pub(crate) async fn generate(
-    State(s): State<AppState>,
-    Extension(record): Extension<Arc<RequestRecord>>,
-    Limited(body): Limited,
-) -> Result<Response, ApiError> {
-    let common: Common = body::parse(&body)?;
-    let req: GenerateRequest = body::parse(&body)?;
+/// `POST /api/generate`'s body, checked; `None` when there is no prompt (a load).
+pub fn check_generate(body: &[u8]) -> Result<Option<Checked>, ApiError> {
+    let common: Common = body::parse(body)?;
+    let req: GenerateRequest = body::parse(body)?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::invalid("suffix", "`suffix` (fill-in-the-middle) is not supported"));
     }
@@ -317,7 +313,7 @@ pub(crate) async fn generate(
     }
     refuse_images(req.images.as_ref(), "images")?;
     let prompt = match req.prompt.as_deref() {
-        None | Some("") => return load_only(&s, &common, Route::Generate).await,
+        None | Some("") => return Ok(None),
         Some(p) => p,
     };
     let (plan, logprobs) = plan(&common)?;
@@ -338,7 +334,29 @@ pub(crate) async fn generate(
         prompt_param: "prompt",
         tools: None,
     };
-    answer(&s, record, Checked { plan, shape, input: Input::Prompt(input), user: None }, Route::Generate).await
+    Ok(Some(Checked { plan, shape, input: Input::Prompt(input), user: None }))
+}
+
+pub(crate) async fn chat(
+    State(s): State<AppState>,
+    Extension(record): Extension<Arc<RequestRecord>>,
+    Limited(body): Limited,
+) -> Result<Response, ApiError> {
+    match check(&body)? {
+        Some(checked) => answer(&s, record, checked, Route::Chat).await,
+        None => load_only(&s, &body::parse(&body)?, Route::Chat).await,
+    }
+}
+
+pub(crate) async fn generate(
+    State(s): State<AppState>,
+    Extension(record): Extension<Arc<RequestRecord>>,
+    Limited(body): Limited,
+) -> Result<Response, ApiError> {
+    match check_generate(&body)? {
+        Some(checked) => answer(&s, record, checked, Route::Generate).await,
+        None => load_only(&s, &body::parse(&body)?, Route::Generate).await,
+    }
 }
 
 /// A request with nothing to generate loads the model (or, with `keep_alive: 0`, unloads it).

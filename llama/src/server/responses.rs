@@ -4,7 +4,8 @@
 //! (`response.created` … `response.output_text.delta` … `response.completed`). Nothing is
 //! stored, so `previous_response_id` and item references are refused.
 //!
-//! Fields are named and mean what OpenAI's API reference says.
+//! Fields are named and mean what OpenAI's API reference says; [`check`] reads a body without any framework.
+#![allow(missing_docs)]
 
 use std::sync::Arc;
 
@@ -240,8 +241,13 @@ fn text_format(req: &ResponsesRequest) -> Result<Option<ResponseFormat>, ApiErro
     })
 }
 
-/// `POST /v1/responses`'s body, checked; also what the response repeats.
-fn check(body: &[u8]) -> Result<(Checked, Echo), ApiError> {
+/// `POST /v1/responses`'s body, checked.
+pub fn check(body: &[u8]) -> Result<Checked, ApiError> {
+    checked(body).map(|(c, _)| c)
+}
+
+/// The body checked, and what the response repeats from it.
+fn checked(body: &[u8]) -> Result<(Checked, Echo), ApiError> {
     let req: ResponsesRequest = body::parse(body)?;
     let mut options: Options = body::parse(body)?;
     if req.previous_response_id.is_some() {
@@ -375,7 +381,7 @@ pub(crate) async fn create(
     Extension(record): Extension<Arc<RequestRecord>>,
     Limited(body): Limited,
 ) -> Result<Response, ApiError> {
-    let (checked, echo) = check(&body)?;
+    let (checked, echo) = checked(&body)?;
     let stream = checked.plan.stream;
     let g = routes::admit(&s, record, checked).await?;
     let (id, created) = (new_id("resp_"), unix_now());
