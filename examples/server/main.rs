@@ -1,5 +1,5 @@
-//! An OpenAI-compatible HTTP server: [`llama::server`] behind command-line flags. Point the
-//! official OpenAI clients at it by changing only their base URL.
+//! An HTTP server speaking OpenAI's, Anthropic's and Ollama's APIs: [`llama::server`] behind
+//! command-line flags. Point the official clients at it by changing only their base URL.
 //!
 //! ```text
 //! cargo run --release --example server
@@ -21,7 +21,7 @@ use llama::server::{KeepAlive, Server, ServerBuilder};
 use llama::{FlashAttention, KvCacheType};
 
 #[derive(Debug, Parser)]
-#[command(about = "An OpenAI-compatible server for GGUF models", version)]
+#[command(about = "A server for GGUF models speaking the OpenAI, Anthropic and Ollama APIs", version)]
 struct Cli {
     /// Address to listen on: loopback by default, 0.0.0.0 for every interface.
     #[arg(long, env = "LLAMA_SERVER_HOST", default_value = "127.0.0.1")]

@@ -3,7 +3,7 @@
 //! [`Plan`] and chat as OpenAI's, the reply as a `message` object or as Anthropic's named SSE
 //! events. The API key may come as `x-api-key`, as these clients send it.
 //!
-//! Fields are named and mean what Anthropic's API reference says; [`check`] reads a body without any framework.
+//! Fields are named and mean what Anthropic's API reference says; [`check()`] reads a body without any framework.
 #![allow(missing_docs)]
 
 use std::sync::Arc;

@@ -1,6 +1,7 @@
-//! An OpenAI-compatible HTTP API as a library: an axum [`Router`] a custom server nests among
-//! its own routes, behind its own middleware, over a registry of models that load on first use,
-//! stay loaded for a keep-alive and give way least recently used first.
+//! An HTTP API as a library, speaking OpenAI's Chat Completions and Responses, Anthropic's
+//! Messages and Ollama's native API: an axum [`Router`] a custom server nests among its own
+//! routes, behind its own middleware, over a registry of models that load on first use, stay
+//! loaded for a keep-alive and give way least recently used first.
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
@@ -16,12 +17,21 @@
 //! # }
 //! ```
 //!
-//! Clients then use `http://127.0.0.1:8080/llm/v1` as their OpenAI base URL.
+//! Clients then use `http://127.0.0.1:8080/llm/v1` as their OpenAI base URL, and
+//! `http://127.0.0.1:8080/llm` as their Anthropic or Ollama one.
 //!
 //! # Routes
-//! `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/embeddings`, `GET /v1/models`,
-//! `GET /v1/models/{model}`, `GET /health`, `GET /metrics` (Prometheus text), `POST /tokenize`,
-//! `POST /detokenize`.
+//! - OpenAI: `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/responses`,
+//!   `POST /v1/embeddings`, `GET /v1/models`, `GET /v1/models/{model}`.
+//! - Anthropic: `POST /v1/messages`, `POST /v1/messages/count_tokens`.
+//! - Ollama: `POST /api/chat`, `POST /api/generate`, `POST /api/embed`, `POST /api/embeddings`,
+//!   `GET /api/tags`, `GET /api/ps`, `POST /api/show`, `GET /api/version`, and `/api/pull`,
+//!   `push`, `create`, `copy`, `delete`, which say that models are configured at start.
+//! - `GET /health`, `GET /metrics` (Prometheus text), `POST /tokenize`, `POST /detokenize`.
+//!
+//! Every protocol's request becomes the same [`plan::Plan`] and every reply the same
+//! protocol-free steps, which each protocol's module encodes. Errors take the shape of the
+//! protocol the path belongs to.
 //!
 //! # Security
 //! A server on loopback is reachable from every web page its user opens. By default the router
@@ -37,8 +47,10 @@
 //!
 //! # Without axum's router
 //! [`openai`] (wire types), [`plan`] (a request's samplers and limits), [`check`] (a body read
-//! and checked), [`metrics::render`] (Prometheus text) and [`ApiError`] (OpenAI's error body and
-//! status) take bytes and values, not axum types, for servers built on another framework.
+//! and checked), [`responses::check`], [`anthropic::check`], [`ollama::check`] and
+//! [`ollama::check_generate`] (the other protocols' bodies), [`metrics::render`] (Prometheus
+//! text) and [`ApiError`] (each protocol's error body and the status) take bytes and values, not
+//! axum types, for servers built on another framework.
 
 mod access_log;
 pub mod anthropic;
@@ -204,7 +216,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Requires `Authorization: Bearer <key>` on every route but `/health`.
+    /// Requires `Authorization: Bearer <key>` (or `x-api-key: <key>`, as Anthropic's clients send
+    /// it) on every route but `/health`.
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = Some(key.into());
         self

@@ -6,7 +6,7 @@
 //! Models are the server's configured ones: `/api/pull` and the other model-management routes
 //! say so instead of downloading.
 //!
-//! Fields are named and mean what Ollama's API reference says; [`check`] reads a body without any framework.
+//! Fields are named and mean what Ollama's API reference says; [`check()`] reads a body without any framework.
 #![allow(missing_docs)]
 
 use std::sync::Arc;

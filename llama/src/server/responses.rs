@@ -4,7 +4,7 @@
 //! (`response.created` … `response.output_text.delta` … `response.completed`). Nothing is
 //! stored, so `previous_response_id` and item references are refused.
 //!
-//! Fields are named and mean what OpenAI's API reference says; [`check`] reads a body without any framework.
+//! Fields are named and mean what OpenAI's API reference says; [`check()`] reads a body without any framework.
 #![allow(missing_docs)]
 
 use std::sync::Arc;
