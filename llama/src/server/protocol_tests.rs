@@ -431,3 +431,55 @@ fn responses_reply_stream_and_errors() {
         }
     });
 }
+
+/// Bodies that are not the request at all: a 400 in the route's own shape on every route, and
+/// the server healthy after.
+#[test]
+fn malformed_bodies_on_every_protocol_route() {
+    runtime().block_on(async {
+        let app = shared();
+        let routes = [
+            "/v1/responses",
+            "/v1/messages",
+            "/v1/messages/count_tokens",
+            "/api/chat",
+            "/api/generate",
+            "/api/embed",
+            "/api/embeddings",
+            "/api/show",
+            "/api/pull",
+        ];
+        let bodies = [
+            "{oops",
+            "[]",
+            "null",
+            "\"text\"",
+            r#"{"model": 3}"#,
+            r#"{"model": "smollm2", "messages": 7, "prompt": 7, "input": 7}"#,
+        ];
+        let json = ("content-type", "application/json");
+        for path in routes {
+            // The model routes read only the model's name.
+            let n = if path == "/api/show" || path == "/api/pull" { bodies.len() - 1 } else { bodies.len() };
+            for body in &bodies[..n] {
+                let r = raw(&app, Method::POST, path, &[json], body.to_string()).await;
+                let status = r.status();
+                let e = json_of(r).await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}: {e}");
+                let shaped = match path {
+                    p if p.starts_with("/api/") => e["error"].is_string(),
+                    p if p.starts_with("/v1/messages") => {
+                        e["type"] == "error" && e["error"]["type"] == "invalid_request_error"
+                    }
+                    _ => e["error"]["type"] == "invalid_request_error" && e["error"]["message"].is_string(),
+                };
+                assert!(shaped, "{path} {body}: {e}");
+            }
+            // Declared as something other than JSON: 415, same shape rules.
+            let r = raw(&app, Method::POST, path, &[("content-type", "text/plain")], "{}".into()).await;
+            assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{path}");
+        }
+        let (status, _) = get(&app, "/health").await;
+        assert_eq!(status, StatusCode::OK);
+    });
+}
