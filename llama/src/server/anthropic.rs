@@ -15,16 +15,16 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::engine::{Prompt, Request};
+use crate::engine::Request;
 use crate::tools::{ChatDelta, ChatRequest, ToolChoice};
 use crate::{ChatMessage, ToolCall};
 
 use crate::server::access_log::RequestRecord;
 use crate::server::body::{self, Limited};
-use crate::server::check::{self, Checked, Input};
+use crate::server::check::{self, Chat, Checked, Input};
 use crate::server::error::ApiError;
 use crate::server::framing;
-use crate::server::generation::{frames, new_id, Counts, Encode, Finish, Generation, Reply, Shape};
+use crate::server::generation::{frames, new_id, Counts, Encode, Finish, Generation, Reply};
 use crate::server::openai::{JsonSchemaFormat, Options, ResponseFormat, Stop};
 use crate::server::plan::Plan;
 use crate::server::routes::{self, AppState};
@@ -218,12 +218,7 @@ fn chat(req: &MessagesRequest) -> Result<Vec<ChatMessage>, ApiError> {
         let (mut text, mut calls, mut results) = (String::new(), Vec::new(), Vec::new());
         for (j, b) in blocks.iter().enumerate() {
             let at = format!("{at}.content[{j}]");
-            let field = |name: &str| {
-                b.get(name)
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .ok_or_else(|| ApiError::invalid(format!("{at}.{name}"), format!("this block needs `{name}`")))
-            };
+            let field = |name: &str| body::required_str(b, &at, name);
             match b.get("type").and_then(Value::as_str) {
                 Some("text") => text.push_str(text_of(b, &at)?),
                 Some("tool_use") if role == "assistant" => {
@@ -337,21 +332,9 @@ fn checked(body: &[u8], generating: bool) -> Result<Checked, ApiError> {
     let plan = Plan::new(&options, max_tokens, None, format.as_ref())?.cap_to_context();
     let messages = chat(&req)?;
     let tools = tool_request(&req, messages.clone())?;
-    if tools.is_some() && plan.constrained() {
-        return Err(ApiError::invalid("tools", "give either `tools` or `output_config.format`, not both"));
-    }
-    let shape = Shape {
-        n: 1,
-        logprobs: false,
-        constrained: plan.constrained() || tools.is_some(),
-        prompt_param: "messages",
-        tools: None,
-    };
-    let input = match tools {
-        Some(tools) => Input::Tools(tools),
-        None => Input::Prompt(Prompt::Chat(messages)),
-    };
-    Ok(Checked { plan, shape, input, user: options.user })
+    let talk =
+        Chat { messages, tools, logprobs: false, prompt_param: "messages", format_param: "output_config.format" };
+    talk.checked(plan, options.user)
 }
 
 pub(crate) async fn messages(

@@ -11,7 +11,7 @@ use crate::server::openai::{ChatRequest, CompletionRequest, EmbeddingRequest, Op
 use crate::server::plan::{self, Plan};
 use crate::server::{prompt, tools};
 use crate::tools::{ChatTemplates, RenderedChat};
-use crate::{Model, Sampler};
+use crate::{ChatMessage, Model, Sampler};
 
 /// Most texts one embedding request may carry (OpenAI's limit).
 const MAX_EMBEDDING_INPUTS: usize = 2048;
@@ -50,21 +50,51 @@ pub fn chat(body: &[u8]) -> Result<Checked, ApiError> {
     let defs = req.tools.as_deref().unwrap_or_default();
     let parallel = req.parallel_tool_calls.unwrap_or(false);
     let tools = tools::request(defs, req.tool_choice.as_ref(), parallel, messages.clone())?;
-    if tools.is_some() && plan.constrained() {
-        return Err(ApiError::invalid("tools", "give either `tools` or a `grammar`/JSON `response_format`, not both"));
-    }
-    let shape = Shape {
-        n: plan.n,
+    let talk = Chat {
+        messages,
+        tools,
         logprobs: logprobs.is_some(),
-        constrained: plan.constrained() || tools.is_some(),
         prompt_param: "messages",
-        tools: None,
+        format_param: "response_format",
     };
-    let input = match tools {
-        Some(tools) => Input::Tools(tools),
-        None => Input::Prompt(Prompt::Chat(messages)),
-    };
-    Ok(Checked { plan, shape, input, user: options.user })
+    talk.checked(plan, options.user)
+}
+
+/// A chat of any protocol, mapped: what [`Chat::checked`] turns into a [`Checked`].
+pub(crate) struct Chat {
+    pub messages: Vec<ChatMessage>,
+    /// With tools: the request the model's template renders.
+    pub tools: Option<crate::tools::ChatRequest>,
+    pub logprobs: bool,
+    /// The field that held the conversation, and the one a JSON format is asked for in.
+    pub prompt_param: &'static str,
+    pub format_param: &'static str,
+}
+
+impl Chat {
+    /// The checked request: tools, or else the plain chat; never both tools and an output
+    /// constraint (the tool-call grammar is one already).
+    pub fn checked(self, plan: Plan, user: Option<String>) -> Result<Checked, ApiError> {
+        if self.tools.is_some() && plan.constrained() {
+            let format = self.format_param;
+            return Err(ApiError::invalid(
+                "tools",
+                format!("give either `tools` or a `grammar`/JSON `{format}`, not both"),
+            ));
+        }
+        let shape = Shape {
+            n: plan.n,
+            logprobs: self.logprobs,
+            constrained: plan.constrained() || self.tools.is_some(),
+            prompt_param: self.prompt_param,
+            tools: None,
+        };
+        let input = match self.tools {
+            Some(tools) => Input::Tools(tools),
+            None => Input::Prompt(Prompt::Chat(self.messages)),
+        };
+        Ok(Checked { plan, shape, input, user })
+    }
 }
 
 /// `POST /v1/completions`'s body, checked.

@@ -24,7 +24,7 @@ use crate::{ChatMessage, Model, ToolCall};
 
 use crate::server::access_log::RequestRecord;
 use crate::server::body::{self, JsonBody, Limited};
-use crate::server::check::{Checked, Input};
+use crate::server::check::{Chat, Checked, Input};
 use crate::server::error::ApiError;
 use crate::server::framing;
 use crate::server::generation::{frames, Counts, Encode, Finish, Generation, Reply, Shape};
@@ -278,21 +278,8 @@ pub fn check(body: &[u8]) -> Result<Option<Checked>, ApiError> {
     let messages = chat_messages(&req.messages)?;
     let defs = req.tools.as_deref().unwrap_or_default();
     let tools = tools::request(defs, None, true, messages.clone())?;
-    if tools.is_some() && plan.constrained() {
-        return Err(ApiError::invalid("tools", "give either `tools` or `format`, not both"));
-    }
-    let shape = Shape {
-        n: 1,
-        logprobs: logprobs.is_some(),
-        constrained: plan.constrained() || tools.is_some(),
-        prompt_param: "messages",
-        tools: None,
-    };
-    let input = match tools {
-        Some(t) => Input::Tools(t),
-        None => Input::Prompt(Prompt::Chat(messages)),
-    };
-    Ok(Some(Checked { plan, shape, input, user: None }))
+    let talk = Chat { messages, tools, logprobs: logprobs.is_some(), prompt_param: "messages", format_param: "format" };
+    talk.checked(plan, None).map(Some)
 }
 
 /// `POST /api/generate`'s body, checked; `None` when there is no prompt (a load).

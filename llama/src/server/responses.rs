@@ -16,16 +16,15 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::engine::Prompt;
 use crate::tools::ChatDelta;
 use crate::{ChatMessage, ToolCall};
 
 use crate::server::access_log::RequestRecord;
 use crate::server::body::{self, Limited};
-use crate::server::check::{Checked, Input};
+use crate::server::check::{Chat, Checked};
 use crate::server::error::ApiError;
 use crate::server::framing;
-use crate::server::generation::{frames, new_id, unix_now, Counts, Encode, Finish, Generation, Reply, Shape};
+use crate::server::generation::{frames, new_id, unix_now, Counts, Encode, Finish, Generation, Reply};
 use crate::server::openai::{FunctionDef, JsonSchemaFormat, Options, ResponseFormat, TokenLogprob, ToolDef};
 use crate::server::plan::{self, Plan};
 use crate::server::routes::{self, AppState};
@@ -125,12 +124,7 @@ fn chat(req: &ResponsesRequest) -> Result<Vec<ChatMessage>, ApiError> {
     };
     for (i, item) in items.iter().enumerate() {
         let at = format!("input[{i}]");
-        let field = |name: &str| {
-            item.get(name)
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .ok_or_else(|| ApiError::invalid(format!("{at}.{name}"), format!("this item needs `{name}`")))
-        };
+        let field = |name: &str| body::required_str(item, &at, name);
         let kind = item.get("type").and_then(Value::as_str);
         match kind {
             None | Some("message") => {
@@ -276,20 +270,9 @@ fn checked(body: &[u8]) -> Result<(Checked, Echo), ApiError> {
     let (defs, choice) = tool_defs(&req)?;
     let parallel = req.parallel_tool_calls.unwrap_or(true);
     let tools = tools::request(&defs, choice.as_ref(), parallel, messages.clone())?;
-    if tools.is_some() && plan.constrained() {
-        return Err(ApiError::invalid("tools", "give either `tools` or a JSON `text.format`, not both"));
-    }
-    let shape = Shape {
-        n: 1,
-        logprobs: logprobs.is_some(),
-        constrained: plan.constrained() || tools.is_some(),
-        prompt_param: "input",
-        tools: None,
-    };
-    let input = match tools {
-        Some(t) => Input::Tools(t),
-        None => Input::Prompt(Prompt::Chat(messages)),
-    };
+    let talk =
+        Chat { messages, tools, logprobs: logprobs.is_some(), prompt_param: "input", format_param: "text.format" };
+    let checked = talk.checked(plan, options.user.clone())?;
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let mut fields = serde_json::Map::new();
     for (key, default) in [
@@ -312,7 +295,7 @@ fn checked(body: &[u8]) -> Result<(Checked, Echo), ApiError> {
     fields.insert("store".into(), json!(false));
     fields.insert("previous_response_id".into(), Value::Null);
     fields.insert("truncation".into(), json!("disabled"));
-    Ok((Checked { plan, shape, input, user: options.user }, Echo { fields }))
+    Ok((checked, Echo { fields }))
 }
 
 /// The response object with the request's echoed fields.
