@@ -116,6 +116,15 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// The string `name` of `item` (a content block or input item found at `at`), or a 400 naming
+/// it: for the protocols whose items are told apart by their `type`, read as JSON values.
+pub fn required_str(item: &serde_json::Value, at: &str, name: &str) -> Result<String, ApiError> {
+    item.get(name)
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::invalid(format!("{at}.{name}"), format!("this item needs the string `{name}`")))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -129,13 +138,4 @@ mod tests {
             assert!(!super::is_json(bad), "{bad}");
         }
     }
-}
-
-/// The string `name` of `item` (a content block or input item found at `at`), or a 400 naming
-/// it: for the protocols whose items are told apart by their `type`, read as JSON values.
-pub fn required_str(item: &serde_json::Value, at: &str, name: &str) -> Result<String, ApiError> {
-    item.get(name)
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| ApiError::invalid(format!("{at}.{name}"), format!("this item needs the string `{name}`")))
 }
