@@ -216,6 +216,7 @@ fn plan(common: &Common) -> Result<(Plan, Option<usize>), ApiError> {
         frequency_penalty: get(|o| o.frequency_penalty),
         top_k: o.and_then(|o| o.top_k),
         seed: o.and_then(|o| o.seed).filter(|&s| s >= 0),
+        keep_alive: common.keep_alive.clone(),
         ..Options::default()
     };
     let format = match &common.format {

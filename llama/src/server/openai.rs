@@ -253,7 +253,7 @@ impl<'de> Deserialize<'de> for PromptInput {
 }
 
 /// `keep_alive`: a duration string (`"5m"`, `"1h30m"`, `"-1"`) or a number of seconds.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum KeepAliveValue {
     Text(String),
     Seconds(f64),

@@ -483,3 +483,39 @@ fn malformed_bodies_on_every_protocol_route() {
         assert_eq!(status, StatusCode::OK);
     });
 }
+
+/// Ollama's `keep_alive` on a generation and on a bare load: `0` unloads once the reply is out.
+#[test]
+fn ollama_keep_alive_loads_and_unloads() {
+    runtime().block_on(async {
+        let registry = {
+            let _guard = runtime().enter();
+            Registry::new(vec![spec("smollm2")], config(1, 4), 1, KeepAlive::Forever, Duration::from_secs(60))
+        };
+        let app = routes::router(state(registry, None), None);
+        let loaded = || async {
+            let (_, ps) = get(&app, "/api/ps").await;
+            serde_json::from_str::<Value>(&ps).unwrap()["models"].as_array().unwrap().len()
+        };
+        let unloaded = || async {
+            for _ in 0..100 {
+                if loaded().await == 0 {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        };
+        let body = json!({"model": "smollm2", "messages": user("Hi"), "stream": false, "keep_alive": 0,
+                          "options": {"num_predict": 2}});
+        let (s, r) = post(&app, "/api/chat", body).await;
+        assert_eq!(s, StatusCode::OK, "{r}");
+        assert!(unloaded().await, "keep_alive 0 left the model loaded");
+        let (_, r) = post(&app, "/api/generate", json!({"model": "smollm2", "keep_alive": "5m"})).await;
+        assert_eq!(r["done_reason"], "load");
+        assert_eq!(loaded().await, 1);
+        let (_, r) = post(&app, "/api/generate", json!({"model": "smollm2", "keep_alive": 0})).await;
+        assert_eq!(r["done_reason"], "unload");
+        assert!(unloaded().await, "an unload request left the model loaded");
+    });
+}
