@@ -12,7 +12,7 @@
 //!
 //! ```text
 //! cargo bench --bench engine -- [--model-name smollm2 | --model PATH] [--requantize q4_0]
-//!     [--threads 2] [--rounds 3] [--tokens 128] [--prefill-budget 256] [--slowdown 2]
+//!     [--threads 2] [--rounds 3] [--tokens 128] [--prefill-budget 256] [--slowdown 3]
 //!     [--only scaling|fairness|rss]
 //! ```
 
@@ -57,7 +57,7 @@ struct Args {
     #[arg(long = "prefill-budget", value_name = "N", default_value_t = 256)]
     budget: usize,
     /// The engine's prefill slowdown in the fairness measurement.
-    #[arg(long, value_name = "FACTOR", default_value_t = 2.0)]
+    #[arg(long, value_name = "FACTOR", default_value_t = 3.0)]
     slowdown: f64,
     /// Run one measurement only.
     #[arg(long, value_name = "WHICH", value_parser = ["scaling", "fairness", "rss"])]

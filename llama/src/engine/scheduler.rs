@@ -127,7 +127,8 @@ pub(super) fn plan(
         .map(|k| (*cursor + k) % slots.len().max(1))
         .filter(|&i| slots[i].job.as_ref().is_some_and(|j| j.prefilling()))
         .collect();
-    let established = slots.iter().filter_map(|s| s.job.as_ref()).any(|j| !j.prefilling() && j.driver.generated() >= ESTABLISHED);
+    let established =
+        slots.iter().filter_map(|s| s.job.as_ref()).any(|j| !j.prefilling() && j.driver.generated() >= ESTABLISHED);
     let mut budget = pacer.budget(batch.len(), established).min(batch.capacity() - batch.len());
     if !readers.is_empty() && budget > 0 {
         let share = budget.div_ceil(readers.len()).max(1);
