@@ -88,10 +88,8 @@ pub fn solo(
 /// involve more than two.
 pub const SOLO_TOP: usize = 5;
 
-/// Near-tie with flash attention, whose CPU kernel computes each query row alike whatever the
-/// batch: the solo run's two best tokens differ by less than this (nats).
-pub const NEAR_TIE: f32 = 0.1;
-/// Without it attention is a matrix product whose kernel (and rounding) depends on how many rows
+/// A close call: the solo run's two best tokens differ by less than this (nats). Without flash
+/// attention, attention is a matrix product whose kernel (and rounding) depends on how many rows
 /// the batch has; and with it, a cache computed in other chunks than the solo run's (a preempted
 /// request read again, a prompt beside others) rounds differently: a wider band of close calls
 /// can flip.
