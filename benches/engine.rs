@@ -9,11 +9,13 @@
 //!    without it (and vs their p50 before it arrived), and its time to first token.
 //! 3. Peak RSS of a 4-slot engine vs one single-sequence context of the same total `n_ctx`
 //!    (each in its own process).
+//! 4. What idle cells cost a decode in a unified pool: one sequence's 1-token decode beside
+//!    0 to 4,096 cells of another sequence (why the engine parks idle prefixes in RAM).
 //!
 //! ```text
 //! cargo bench --bench engine -- [--model-name smollm2 | --model PATH] [--requantize q4_0]
 //!     [--threads 2] [--rounds 3] [--tokens 128] [--prefill-budget 256] [--slowdown 3]
-//!     [--only scaling|fairness|rss]
+//!     [--only scaling|fairness|rss|idle]
 //! ```
 
 use std::time::{Duration, Instant};
@@ -60,7 +62,7 @@ struct Args {
     #[arg(long, value_name = "FACTOR", default_value_t = 3.0)]
     slowdown: f64,
     /// Run one measurement only.
-    #[arg(long, value_name = "WHICH", value_parser = ["scaling", "fairness", "rss"])]
+    #[arg(long, value_name = "WHICH", value_parser = ["scaling", "fairness", "rss", "idle"])]
     only: Option<String>,
     /// Internal: the RSS measurement's child, `engine` or `context`.
     #[arg(long, value_name = "WHICH", hide = true)]
@@ -89,6 +91,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if run("rss") {
         rss(&path, &a)?;
+    }
+    if run("idle") {
+        idle_cells(&model, &a)?;
     }
     Ok(())
 }
@@ -419,5 +424,51 @@ fn rss(path: &std::path::Path, a: &Args) -> Result<(), Box<dyn std::error::Error
         context as f64 / 1024.0,
         engine as f64 / context.max(1) as f64
     );
+    Ok(())
+}
+
+/// A 1-token decode of one sequence (140 tokens in) beside `n` cells another sequence holds in
+/// the same unified pool, ÷ the same decode beside none. Sizes alternate over rounds; each
+/// figure is the median of 20 decodes, then of the rounds.
+fn idle_cells(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let params = ContextParams::default().n_ctx(8192).n_seq_max(2).kv_unified(true).n_batch(512).n_threads(a.threads);
+    let mut ctx = model.context(params)?;
+    let text = PROMPTS.join(" ").repeat(60);
+    let tokens = model.vocab().tokenize(&text, AddSpecial::Yes)?;
+    let (own, sizes) = (140, [0usize, 256, 1024, 4096]);
+    if tokens.len() < sizes[sizes.len() - 1] {
+        return Err("the idle-cell text is too short".into());
+    }
+    ctx.decode_tokens(&tokens[..own], 0, 0)?;
+    let mut batch = Batch::new(1, 1);
+    let mut times = vec![Vec::new(); sizes.len()];
+    for round in 0..a.rounds.max(3) {
+        let order: Vec<usize> =
+            if round % 2 == 0 { (0..sizes.len()).collect() } else { (0..sizes.len()).rev().collect() };
+        for &i in &order {
+            ctx.kv_seq_rm(1, ..)?;
+            if sizes[i] > 0 {
+                ctx.decode_tokens(&tokens[..sizes[i]], 0, 1)?;
+            }
+            let mut t = Vec::new();
+            for k in 0..20 {
+                batch.clear();
+                batch.add(Token(42), own + k, &[0], Logits::Want)?;
+                let started = Instant::now();
+                ctx.decode(&batch)?;
+                let _ = ctx.logits(Output::Last);
+                t.push(started.elapsed().as_secs_f64());
+            }
+            ctx.kv_seq_rm(0, own..)?;
+            times[i].push(median(t));
+        }
+    }
+    let base = median(times[0].clone());
+    println!("\nidle cells in the pool ({} threads): a 1-token decode of another sequence", a.threads);
+    println!("{:>12} {:>10} {:>10}", "idle cells", "ms", "× none");
+    for (i, n) in sizes.iter().enumerate() {
+        let m = median(times[i].clone());
+        println!("{n:>12} {:>10.2} {:>10.3}", m * 1e3, m / base);
+    }
     Ok(())
 }
