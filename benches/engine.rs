@@ -11,11 +11,13 @@
 //!    (each in its own process).
 //! 4. What idle cells cost a decode in a unified pool: one sequence's 1-token decode beside
 //!    0 to 4,096 cells of another sequence (why the engine parks idle prefixes in RAM).
+//! 5. What a prompt chunk costs beside 3 generating sequences: a step with their 3 tokens and
+//!    0 to 500 tokens of a prompt 750 tokens in, ÷ the step without (what the pacer trades).
 //!
 //! ```text
 //! cargo bench --bench engine -- [--model-name smollm2 | --model PATH] [--requantize q4_0]
 //!     [--threads 2] [--rounds 3] [--tokens 128] [--prefill-budget 256] [--slowdown 3]
-//!     [--only scaling|fairness|rss|idle]
+//!     [--only scaling|fairness|rss|idle|chunks]
 //! ```
 
 use std::time::{Duration, Instant};
@@ -62,7 +64,7 @@ struct Args {
     #[arg(long, value_name = "FACTOR", default_value_t = 3.0)]
     slowdown: f64,
     /// Run one measurement only.
-    #[arg(long, value_name = "WHICH", value_parser = ["scaling", "fairness", "rss", "idle"])]
+    #[arg(long, value_name = "WHICH", value_parser = ["scaling", "fairness", "rss", "idle", "chunks"])]
     only: Option<String>,
     /// Internal: the RSS measurement's child, `engine` or `context`.
     #[arg(long, value_name = "WHICH", hide = true)]
@@ -94,6 +96,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if run("idle") {
         idle_cells(&model, &a)?;
+    }
+    if run("chunks") {
+        chunk_costs(&model, &a)?;
     }
     Ok(())
 }
@@ -469,6 +474,54 @@ fn idle_cells(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>>
     for (i, n) in sizes.iter().enumerate() {
         let m = median(times[i].clone());
         println!("{n:>12} {:>10.2} {:>10.3}", m * 1e3, m / base);
+    }
+    Ok(())
+}
+
+/// A step holding one token of each of 3 sequences (300 tokens in) and `c` tokens of a prompt
+/// (750 tokens in), ÷ the step without the prompt, and what each prompt token added. Sizes
+/// alternate over rounds; each figure is the median of the rounds.
+fn chunk_costs(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let (past, at, sizes) = (300, 750, [0usize, 4, 8, 16, 32, 64, 128, 256, 500]);
+    let params = ContextParams::default().n_ctx(8192).n_seq_max(4).kv_unified(true).n_batch(512).n_threads(a.threads);
+    let mut ctx = model.context(params)?;
+    let tokens = model.vocab().tokenize(&PROMPTS.join(" ").repeat(30), AddSpecial::Yes)?;
+    if tokens.len() < at + sizes[sizes.len() - 1] {
+        return Err("the chunk-cost text is too short".into());
+    }
+    for seq in 0..3 {
+        ctx.decode_tokens(&tokens[..past], 0, seq)?;
+    }
+    ctx.decode_tokens(&tokens[..at], 0, 3)?;
+    let mut batch = Batch::new(512, 1);
+    let mut times = vec![Vec::new(); sizes.len()];
+    for round in 0..a.rounds.max(5) {
+        let order: Vec<usize> =
+            if round % 2 == 0 { (0..sizes.len()).collect() } else { (0..sizes.len()).rev().collect() };
+        for &i in &order {
+            batch.clear();
+            for seq in 0..3 {
+                batch.add(Token(42), past, &[seq], Logits::Want)?;
+            }
+            if sizes[i] > 0 {
+                batch.add_sequence(&tokens[at..at + sizes[i]], at, 3, Logits::Skip)?;
+            }
+            let started = Instant::now();
+            ctx.decode(&batch)?;
+            let _ = ctx.logits(Output::At(0));
+            times[i].push(started.elapsed().as_secs_f64());
+            for seq in 0..3 {
+                ctx.kv_seq_rm(seq, past..)?;
+            }
+            ctx.kv_seq_rm(3, at..)?;
+        }
+    }
+    let m: Vec<f64> = times.into_iter().map(median).collect();
+    println!("\nprompt chunks beside 3 generating sequences ({} threads):", a.threads);
+    println!("{:>8} {:>10} {:>12} {:>18}", "chunk", "step ms", "× decode", "ms per prompt tok");
+    for (i, &c) in sizes.iter().enumerate() {
+        let per = if c > 0 { format!("{:.2}", (m[i] - m[0]) / c as f64 * 1e3) } else { "-".into() };
+        println!("{c:>8} {:>10.2} {:>12.2} {per:>18}", m[i] * 1e3, m[i] / m[0]);
     }
     Ok(())
 }
