@@ -3,7 +3,8 @@
 //! 1. Aggregate generated tokens/s with 1, 2, 4 and 8 concurrent streams (128 tokens each,
 //!    distinct prompts) ÷ one stream, alternated over rounds, next to the batch-cost bound
 //!    N ÷ (cost of an N-sequence decode ÷ cost of a 1-token decode) measured alongside, and one
-//!    stream against `Context::generate`.
+//!    stream against `Context::generate` (three adjacent pairs a round, alternating which goes
+//!    first).
 //! 2. Fairness: 3 streams generating, then a 1,500-token prompt arrives; the streams'
 //!    inter-token latency p99 while it is read vs their p50 at the same positions in a run
 //!    without it (and vs their p50 before it arrived), and its time to first token.
@@ -232,8 +233,18 @@ fn scaling(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         for &i in &order {
             tps[i] = streams(&engine, model, sizes[i], a.tokens)?;
         }
-        let plain = solo(model, a)?;
-        vs_solo.push(tps[0] / plain);
+        // One stream against `Context::generate`: adjacent pairs, alternating which goes first,
+        // so drift within the round hits both alike.
+        for pair in 0..3 {
+            let ratio = if (round + pair) % 2 == 0 {
+                let one = streams(&engine, model, 1, a.tokens)?;
+                one / solo(model, a)?
+            } else {
+                let plain = solo(model, a)?;
+                streams(&engine, model, 1, a.tokens)? / plain
+            };
+            vs_solo.push(ratio);
+        }
         let costs = decode_costs(model, &sizes, 64, a.threads)?;
         for (i, &n) in sizes.iter().enumerate() {
             ratios[i].push(tps[i] / tps[0]);
@@ -247,11 +258,12 @@ fn scaling(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!(
-        "\nscaling ({} tokens per stream, {} threads, one stream {:.1} t/s median, {:.2}× Context::generate):",
+        "\nscaling ({} tokens per stream, {} threads, one stream {:.1} t/s median, {:.3}× Context::generate: median of {} adjacent pairs):",
         a.tokens,
         a.threads,
         median(one),
-        median(vs_solo)
+        median(vs_solo.clone()),
+        vs_solo.len()
     );
     println!("{:>8} {:>12} {:>12} {:>14}", "streams", "× one", "bound", "× of bound");
     for (i, &n) in sizes.iter().enumerate() {
