@@ -11,7 +11,8 @@
 //! 3. Peak RSS of a 4-slot engine vs one single-sequence context of the same total `n_ctx`
 //!    (each in its own process).
 //! 4. What idle cells cost a decode in a unified pool: one sequence's 1-token decode beside
-//!    0 to 4,096 cells of another sequence (why the engine parks idle prefixes in RAM).
+//!    0 to 4,096 cells of another sequence (what one stream pays for other conversations'
+//!    cached prefixes).
 //! 5. What a prompt chunk costs beside 3 generating sequences: a step with their 3 tokens and
 //!    0 to 500 tokens of a prompt 750 tokens in, ÷ the step without (what the pacer trades).
 //!

@@ -117,44 +117,6 @@ fn an_idle_prefix_gives_way_to_a_running_reply_and_comes_back_from_ram() {
 }
 
 #[test]
-fn idle_prefixes_wait_in_ram_while_another_request_runs() {
-    // In a unified pool a running sequence's attention walks idle cells too: they leave the pool
-    // while anything runs, and come back when their conversation does. Without a RAM tier they
-    // stay where they are.
-    for ram in [true, false] {
-        let params = EngineParams::default().slots(4).n_ctx(4096);
-        let engine = engine(if ram { params } else { params.cache_ram(0) });
-        let first = notes(2);
-        let first_tokens = smollm2().vocab().tokenize(&first, AddSpecial::Yes).unwrap().len();
-        let once = |max| GenerateParams::default().max_tokens(max);
-        drain(engine.submit(Request::new(first.as_str()).params(once(2))).unwrap());
-        let idle = engine.metrics().kv_cells_used;
-        assert!(idle >= first_tokens, "{idle} cells after a {first_tokens}-token prompt");
-        let other = engine.submit(Request::new("Count:").sampler(never_ends()).params(once(24))).unwrap();
-        // Read a few tokens in: the gauges are published once per step, after its tokens.
-        let (mut pieces, mut during) = (0, None);
-        for event in other {
-            if let Event::Piece { .. } = event {
-                pieces += 1;
-                if pieces == 8 {
-                    during = Some(engine.metrics().kv_cells_used);
-                }
-            }
-        }
-        let during = during.expect("the other request generated");
-        if ram {
-            assert!(during < 64, "{during} cells in use beside a 24-token reply: the idle prefix stayed");
-        } else {
-            assert!(during >= idle, "{during} cells: without a RAM tier the idle prefix must stay");
-        }
-        let again = drain(engine.submit(Request::new(first.as_str()).params(once(2))).unwrap());
-        let cached = again[0].cached.unwrap();
-        assert!(cached + 1 >= first_tokens, "ram {ram}: {cached} of {first_tokens} cached");
-        assert_eq!(engine.metrics().prefix_cache.hits >= 1, ram, "{:?}", engine.metrics().prefix_cache);
-    }
-}
-
-#[test]
 fn an_overcommitted_pool_finishes_every_reply_in_full() {
     // Five completions of ~10 + 150 tokens want ~800 cells of a 512-cell pool. None is cut: the
     // newest are preempted and resume; greedy output equals each request run alone.

@@ -102,36 +102,6 @@ impl Worker {
         }
         self.slots[slot].job = Some(job);
         self.slots[slot].last_used = self.step;
-        self.slots[slot].stays = false;
-    }
-
-    /// While any job runs, idle slots' prefixes wait in the RAM tier rather than in the pool.
-    /// In a unified pool every decoded token's attention walks all cells up to the highest one
-    /// in use, its mask hiding other sequences' cells: idle ones are skipped, yet still cost a
-    /// load and a compare each, per head and layer. One SmolLM2 Q4_1 stream, 2 threads
-    /// (`cargo bench --bench engine -- --only idle`): a decode took 7.1 ms
-    /// beside no idle cells, 7.6–8.2 ms beside 256–1,024, 8.8 ms beside 4,096; an 8-slot engine
-    /// whose earlier requests' prefixes stayed ran one stream at 0.91× `Context::generate`. A
-    /// save is a copy (~23 KB a token for this model) and a restore the same: far cheaper than
-    /// the decodes it spares, and than reading the prefix again. With nothing running, prefixes
-    /// stay: a lone user's next turn finds its conversation in place.
-    pub(super) fn park_idle(&mut self) {
-        if !self.running() {
-            return;
-        }
-        for i in 0..self.slots.len() {
-            let (seq, wanted) = (self.slots[i].seq, self.slots[i].idle() && !self.slots[i].stays);
-            // Shared cells cost nothing extra (a running sequence keeps them anyway), and short
-            // prefixes are not worth a restore.
-            if !wanted || self.pool.exclusive(seq) < RAM_MIN_GAIN {
-                continue;
-            }
-            if self.pool.save(&self.ctx, seq) {
-                self.pool.clear(&mut self.ctx, seq);
-            } else {
-                self.slots[i].stays = true;
-            }
-        }
     }
 
     /// Frees cells for the next step: the least recently used idle slot's prefix (saved to

@@ -226,29 +226,19 @@ impl Pool {
         n
     }
 
-    /// Saves what `seq` holds to RAM unless an entry already has it; returns whether the RAM
-    /// tier holds it now. Never fails loudly: a prefix that cannot be kept is only recomputed
-    /// later.
-    pub fn save(&mut self, ctx: &Context, seq: usize) -> bool {
-        let Some(tokens) = ctx.cached_tokens(seq) else { return false };
-        if tokens.is_empty() || self.ram.holds(tokens) {
-            return true;
-        }
-        if self.ram.budget == 0 {
-            return false;
+    /// Saves what `seq` holds to RAM unless an entry already has it. Never fails loudly: a
+    /// prefix that cannot be kept is only recomputed later.
+    pub fn save(&mut self, ctx: &Context, seq: usize) {
+        let Some(tokens) = ctx.cached_tokens(seq) else { return };
+        if tokens.is_empty() || self.ram.budget == 0 || self.ram.holds(tokens) {
+            return;
         }
         let tokens = tokens.to_vec();
-        let Ok(state) = ctx.save_seq_state(seq) else { return false };
-        let kept = self.ram.insert(tokens, state);
-        if kept {
-            self.stats.saves += 1;
+        if let Ok(state) = ctx.save_seq_state(seq) {
+            if self.ram.insert(tokens, state) {
+                self.stats.saves += 1;
+            }
         }
-        kept
-    }
-
-    /// Cells only `seq` holds (none of them shared with another sequence).
-    pub fn exclusive(&self, seq: usize) -> usize {
-        self.cells.used(|_| true) - self.cells.used(|s| s != seq)
     }
 
     /// The saved prefix sharing the most with `prompt` (up to `limit` tokens): (entry id, common).

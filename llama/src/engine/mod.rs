@@ -282,9 +282,7 @@ impl Engine {
             max_queue: params.max_queue,
             stream_buffer: params.stream_buffer,
         };
-        let slots = (0..params.slots)
-            .map(|i| Slot { seq: i, job: None, held_for_fork: false, last_used: 0, stays: false })
-            .collect();
+        let slots = (0..params.slots).map(|i| Slot { seq: i, job: None, held_for_fork: false, last_used: 0 }).collect();
         let mut worker = Worker {
             ctx,
             pool: kv::Pool::new(params.slots, params.cache_ram),

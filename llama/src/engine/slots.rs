@@ -156,9 +156,6 @@ pub(super) struct Slot {
     pub held_for_fork: bool,
     /// Engine step when it last served a request (least recently used goes first).
     pub last_used: u64,
-    /// Its idle prefix could not go to RAM (the tier is off or full): it stays in the pool and
-    /// is not offered again until the slot serves another request.
-    pub stays: bool,
 }
 
 impl Slot {

@@ -74,7 +74,6 @@ impl Worker {
         self.receive();
         self.reap();
         self.admit();
-        self.park_idle();
         if !self.run_step() {
             // Nothing to decode: wait for a submission rather than spin (a paused consumer's
             // backlog is retried every few milliseconds).
