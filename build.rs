@@ -3,7 +3,9 @@
 //!   same llama.cpp headers and build that `llama-sys` links, for the equivalence test and the
 //!   benchmarks;
 //! - with llama-sys's `shared` feature, bakes the directory of the llama.cpp shared libraries
-//!   into the binaries' rpath so they run directly, not only through `cargo run`.
+//!   into the binaries' rpath so they run directly, not only through `cargo run`;
+//! - with `cuda`, the same for the CUDA toolkit's runtime libraries (libcudart, libcublas), which
+//!   are rarely on the loader's path and never when they come from NVIDIA's pip wheels.
 
 use std::env;
 
@@ -26,6 +28,11 @@ fn main() {
     if let (true, Ok(dir)) = (shared, env::var("DEP_LLAMA_LIB_DIR")) {
         if target_os != "windows" {
             println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+        }
+    }
+    if let Some(dirs) = env::var_os("DEP_LLAMA_CUDA_LIB_DIR") {
+        for dir in env::split_paths(&dirs) {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
         }
     }
 }

@@ -59,6 +59,10 @@ struct Args {
     /// the child, not this program.
     #[arg(long)]
     untrusted: bool,
+    /// Layers on the GPU: 0 runs on the CPU; negative or more than the model has, all
+    /// (default: llama.cpp's, all layers wherever a GPU backend sees a device).
+    #[arg(long = "gpu-layers", visible_alias = "ngl", value_name = "N", allow_negative_numbers = true)]
+    gpu_layers: Option<i32>,
     /// Place the layers on these RPC servers (needs the `rpc` feature).
     #[arg(long, value_name = "HOST:PORT[,HOST:PORT]", value_delimiter = ',', overrides_with = "rpc")]
     rpc: Vec<String>,
@@ -91,7 +95,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let t0 = Instant::now();
     let rpc: Vec<&str> = args.rpc.iter().map(|s| s.trim()).collect();
-    let model = Model::builder(&path).rpc_servers(&rpc).load()?;
+    let mut builder = Model::builder(&path).rpc_servers(&rpc);
+    if let Some(n) = args.gpu_layers {
+        builder = builder.gpu_layers(n);
+    }
+    let model = builder.load()?;
     let load_s = t0.elapsed().as_secs_f64();
 
     let mut params = ContextParams::default().n_ctx(args.n_ctx);

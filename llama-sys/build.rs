@@ -4,6 +4,7 @@
 //! `llama.cpp/` folder of a registry package named in `vendor/llama-cpp/Cargo.toml` (whose lock
 //! file carries the checksum); `LLAMA_CPP_SRC` points at any other checkout instead.
 
+use std::collections::BTreeSet;
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +23,10 @@ fn main() {
         "RDMA_LIB_DIR",
         "CUDA_PATH",
         "CUDAToolkit_ROOT",
+        "LLAMA_CUDA_ARCHITECTURES",
+        "CMAKE_CUDA_ARCHITECTURES",
+        "CUDAFLAGS",
+        "LLAMA_SYS_CONFIGURE_ONLY",
         "VULKAN_SDK",
         "ROCM_PATH",
         "HIP_PATH",
@@ -57,14 +62,33 @@ fn main() {
     }
 
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let install = build(&src, &features);
+    let cuda = features.cuda.then(|| cuda_toolkit(&out).unwrap_or_else(|e| fail(&e)));
+    let install = build(&src, &features, cuda.as_ref());
+    if env::var_os("LLAMA_SYS_CONFIGURE_ONLY").is_some() {
+        // A toolchain check in seconds (`.ci/cuda --check`): cmake has found the compilers and
+        // libraries; nothing is compiled, so nothing can be linked either.
+        println!(
+            "cargo:warning=llama-sys: LLAMA_SYS_CONFIGURE_ONLY: llama.cpp configured in {}, not built",
+            install.join("build").display()
+        );
+        return;
+    }
     // The shim uses llama.cpp (and common), so its archive must precede theirs on the link line.
     build_shim(&src, &features);
     let lib_dir = install.join("lib");
     if features.common {
         link_common(&install, &features);
     }
-    link(&lib_dir, &features);
+    link(&lib_dir, &features, cuda.as_ref());
+    if let Some(cuda) = &cuda {
+        // The toolkit's runtime libraries are rarely on the loader's path (never for pip wheels):
+        // this crate's tests get an rpath, dependents read `DEP_LLAMA_CUDA_LIB_DIR` for theirs.
+        for dir in &cuda.lib_dirs {
+            println!("cargo:rustc-link-arg-tests=-Wl,-rpath,{}", dir.display());
+        }
+        let dirs = env::join_paths(&cuda.lib_dirs).unwrap_or_else(|e| fail(&format!("CUDA library path: {e}")));
+        println!("cargo:cuda_lib_dir={}", dirs.to_string_lossy());
+    }
     if features.dynamic_backends {
         prune_backend_modules(&backend_dir(&install));
         // The safe crate loads the modules from here at run time (`LLAMA_BACKEND_DIR` overrides).
@@ -249,10 +273,21 @@ fn cmake_defines(f: &Features) -> Vec<(&'static str, &'static str)> {
 /// Fails early, in one sentence, when a GPU feature's toolkit is absent; cmake's own failure
 /// would be a page of configure output.
 fn preflight(f: &Features) -> Result<(), String> {
-    if f.cuda && find_tool("nvcc", &["CUDA_PATH", "CUDAToolkit_ROOT"], "/usr/local/cuda").is_none() {
+    if f.cuda && find_nvcc().is_none() {
         return Err("feature `cuda` needs the CUDA toolkit, but `nvcc` was not found \
              (looked in $CUDA_PATH/bin, $CUDAToolkit_ROOT/bin, /usr/local/cuda/bin and PATH). \
-             Install the CUDA toolkit or build without `--features cuda`."
+             Install the CUDA toolkit, or NVIDIA's pip packages nvidia-cuda-nvcc, nvidia-cublas and \
+             nvidia-cuda-cccl with CUDA_PATH set to their `nvidia/cu13` folder, \
+             or build without `--features cuda`."
+            .into());
+    }
+    // Upstream compiles a native build for the GPUs it sees, and cmake stops with a page of
+    // errors when it sees none.
+    let native = f.native && !f.dynamic_backends;
+    if f.cuda && native && cuda_architectures().is_none() && !nvidia_gpu_visible() {
+        return Err("feature `cuda` with `native` compiles for this machine's GPUs, and none is visible: \
+             set LLAMA_CUDA_ARCHITECTURES (e.g. \"80;90\" for A100 and H100/H200) \
+             or build without `native`."
             .into());
     }
     if f.vulkan {
@@ -285,6 +320,228 @@ fn find_tool(tool: &str, vars: &[&str], default: &str) -> Option<PathBuf> {
         vars.iter().filter_map(|v| env::var_os(v).map(PathBuf::from)).chain(std::iter::once(PathBuf::from(default)));
     let path_dirs = env::var_os("PATH").map(|p| env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
     roots.map(|r| r.join("bin")).chain(path_dirs).map(|d| d.join(tool)).find(|p| p.is_file())
+}
+
+/// Where `CUDA_PATH` and the other usual places put nvcc.
+fn find_nvcc() -> Option<PathBuf> {
+    find_tool("nvcc", &["CUDA_PATH", "CUDAToolkit_ROOT"], "/usr/local/cuda")
+}
+
+/// The CUDA architectures to compile for, as cmake spells them ("80;90", "90a", "native"):
+/// `LLAMA_CUDA_ARCHITECTURES`, else cmake's own `CMAKE_CUDA_ARCHITECTURES` from the environment.
+/// Unset: upstream's choice (this machine's GPUs for `native`, else a portable list of about
+/// seven, which takes many times longer to compile).
+fn cuda_architectures() -> Option<String> {
+    ["LLAMA_CUDA_ARCHITECTURES", "CMAKE_CUDA_ARCHITECTURES"]
+        .iter()
+        .filter_map(|v| env::var(v).ok())
+        .map(|a| a.trim().to_string())
+        .find(|a| !a.is_empty())
+}
+
+/// Whether the NVIDIA driver exposes a GPU here (`/dev/nvidia0`, ...). Elsewhere than Linux
+/// this is not known, and cmake decides.
+fn nvidia_gpu_visible() -> bool {
+    if env::consts::OS != "linux" {
+        return true;
+    }
+    std::fs::read_dir("/dev").is_ok_and(|rd| {
+        rd.filter_map(|e| e.ok()).any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.strip_prefix("nvidia").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    })
+}
+
+/// The CUDA toolkit of a `cuda` build, resolved once so that cmake and the final link use the
+/// same files.
+struct Cuda {
+    nvcc: PathBuf,
+    /// The toolkit root (nvcc's `bin/..`).
+    root: PathBuf,
+    /// Where the runtime libraries are (`lib64`; `lib` in NVIDIA's pip wheels): what a program
+    /// needs on its rpath or `LD_LIBRARY_PATH` at run time.
+    lib_dirs: Vec<PathBuf>,
+    /// `OUT_DIR/cuda`: `libcudart.so`, `libcublas.so`, `libcublasLt.so` and `libcuda.so` under
+    /// the names the linker looks for, as links to the toolkit's files (or to a generated stub).
+    link_dir: PathBuf,
+}
+
+/// Libraries ggml-cuda links besides the driver, by link name.
+const CUDA_LIBS: [&str; 3] = ["cudart", "cublas", "cublasLt"];
+
+/// Finds nvcc and the libraries of a system toolkit (`/usr/local/cuda`, Debian's `/usr`) or of
+/// NVIDIA's pip wheels (`site-packages/nvidia/cu13`: `bin/nvcc`, `lib/libcudart.so.13`, ...).
+/// Wheels ship the libraries under versioned names only, and no driver stub: the link names are
+/// made in `OUT_DIR/cuda`, the stub is generated (see [`cuda_driver_stub`]); the toolkit itself
+/// is never written to.
+fn cuda_toolkit(out: &Path) -> Result<Cuda, String> {
+    let nvcc = find_nvcc().ok_or("feature `cuda`: nvcc not found")?;
+    let root = nvcc.parent().and_then(Path::parent).ok_or("feature `cuda`: nvcc has no toolkit root")?.to_path_buf();
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let dirs: Vec<PathBuf> =
+        ["lib64".into(), "lib".into(), format!("lib/{arch}-linux-gnu"), format!("targets/{arch}-linux/lib")]
+            .iter()
+            .map(|d| root.join(d))
+            .filter(|d| d.is_dir())
+            .collect();
+    let link_dir = out.join("cuda");
+    std::fs::create_dir_all(&link_dir).map_err(|e| format!("cannot create {}: {e}", link_dir.display()))?;
+    forget_other_toolkit(out, &nvcc);
+    let mut lib_dirs: Vec<PathBuf> = Vec::new();
+    for name in CUDA_LIBS {
+        let lib = dirs.iter().find_map(|d| shared_library(d, name)).ok_or_else(|| {
+            format!(
+                "feature `cuda`: lib{name}.so not found in the toolkit of {} (looked in lib64 and lib under {}); \
+                 with pip, install {}",
+                nvcc.display(),
+                root.display(),
+                if name == "cudart" { "nvidia-cuda-runtime" } else { "nvidia-cublas" }
+            )
+        })?;
+        let dir = lib.parent().map(Path::to_path_buf).unwrap_or_default();
+        if !lib_dirs.contains(&dir) {
+            lib_dirs.push(dir);
+        }
+        link_as(&lib, &link_dir.join(format!("lib{name}.so")))?;
+    }
+    let driver = match driver_library(&root, &arch) {
+        Some(lib) => lib,
+        None => cuda_driver_stub(&root, &out.join("cuda-stub"))?,
+    };
+    link_as(&driver, &link_dir.join("libcuda.so"))?;
+    Ok(Cuda { nvcc, root, lib_dirs, link_dir })
+}
+
+/// cmake keeps the toolkit it first found in its cache (FindCUDAToolkit's nvcc, include and bin
+/// folders), whatever `CUDAToolkit_ROOT` and `CMAKE_CUDA_COMPILER` say later: when that cache
+/// names another nvcc (a toolkit moved, or a new version installed beside), the build folder is
+/// started afresh.
+fn forget_other_toolkit(out: &Path, nvcc: &Path) {
+    let build = out.join("build");
+    let Ok(cache) = std::fs::read_to_string(build.join("CMakeCache.txt")) else { return };
+    let cached =
+        cache.lines().find_map(|l| l.strip_prefix("CUDAToolkit_NVCC_EXECUTABLE:").and_then(|l| l.split_once('=')));
+    // Compared as files, not spellings: a spurious mismatch would recompile all of ggml-cuda.
+    let same = |path: &str| std::fs::canonicalize(path).ok() == std::fs::canonicalize(nvcc).ok();
+    if cached.is_some_and(|(_, path)| !same(path)) {
+        let _ = std::fs::remove_dir_all(build);
+    }
+}
+
+/// `lib<name>.so` in `dir`, else its versioned file with the shortest name (`libcudart.so.13`
+/// before `libcudart.so.13.0.96`), as pip wheels have it.
+fn shared_library(dir: &Path, name: &str) -> Option<PathBuf> {
+    let plain = format!("lib{name}.so");
+    if dir.join(&plain).exists() {
+        return Some(dir.join(plain));
+    }
+    let versioned = format!("{plain}.");
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.strip_prefix(&versioned).is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit())))
+        .min_by_key(|n| (n.len(), n.clone()))
+        .map(|n| dir.join(n))
+}
+
+/// The driver library to link against: the toolkit's stub, else an installed driver's.
+/// Linking only records `libcuda.so.1`; the driver of the machine that runs the program
+/// provides it.
+fn driver_library(root: &Path, arch: &str) -> Option<PathBuf> {
+    let stubs = ["lib64/stubs".to_string(), "lib/stubs".into(), format!("targets/{arch}-linux/lib/stubs")]
+        .map(|d| root.join(d));
+    let system = [format!("/usr/lib/{arch}-linux-gnu"), "/usr/lib64".into(), "/usr/lib".into()].map(PathBuf::from);
+    stubs
+        .iter()
+        .chain(&system)
+        .find_map(|d| ["libcuda.so", "libcuda.so.1"].iter().map(|n| d.join(n)).find(|p| p.exists()))
+}
+
+/// What NVIDIA's own stub answers to every call: `CUDA_ERROR_STUB_LIBRARY`.
+const CUDA_ERROR_STUB_LIBRARY: u32 = 34;
+
+/// Builds a link-time stand-in for the driver library where neither the toolkit nor the system
+/// has one (NVIDIA's pip wheels ship none, and a build machine often has no driver): every
+/// function the toolkit's `cuda.h` declares, each returning `CUDA_ERROR_STUB_LIBRARY`, as
+/// `libcuda.so` with the driver's soname `libcuda.so.1`. Programs linked against it load the
+/// real driver at run time; the stub itself is never on any run-time path (and is not named
+/// `libcuda.so.1`, the file the loader looks for). Generated from the header at hand, so it
+/// follows the toolkit's version.
+fn cuda_driver_stub(root: &Path, dir: &Path) -> Result<PathBuf, String> {
+    let header = root.join("include").join("cuda.h");
+    let compiler = cc::Build::new().cargo_metadata(false).get_compiler();
+    let preprocessed = compiler
+        .to_command()
+        .arg("-E")
+        .arg(&header)
+        .output()
+        .map_err(|e| format!("cannot run the C compiler on {}: {e}", header.display()))?;
+    let names = driver_api_names(&String::from_utf8_lossy(&preprocessed.stdout));
+    if !preprocessed.status.success() || names.is_empty() {
+        return Err(format!(
+            "feature `cuda`: no libcuda.so to link (no driver installed, none in the toolkit's lib64/stubs), \
+             and no stub could be made from {}: {}",
+            header.display(),
+            String::from_utf8_lossy(&preprocessed.stderr).lines().next().unwrap_or("no functions found")
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut source = String::from("/* Generated by llama-sys's build script from cuda.h: link-time stub. */\n");
+    for name in &names {
+        source.push_str(&format!("int {name}(void) {{ return {CUDA_ERROR_STUB_LIBRARY}; }}\n"));
+    }
+    let (c_file, lib) = (dir.join("libcuda_stub.c"), dir.join("libcuda.so"));
+    std::fs::write(&c_file, source).map_err(|e| format!("cannot write {}: {e}", c_file.display()))?;
+    let status = compiler
+        .to_command()
+        .args(["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o"])
+        .arg(&lib)
+        .arg(&c_file)
+        .status()
+        .map_err(|e| format!("cannot run the C compiler for the libcuda stub: {e}"))?;
+    if !status.success() {
+        return Err(format!("feature `cuda`: building the libcuda stub {} failed", lib.display()));
+    }
+    Ok(lib)
+}
+
+/// The functions a preprocessed `cuda.h` declares: identifiers `cu` + upper-case letter that a
+/// `(` follows. Preprocessed, because cuda.h renames many calls by macro (`cuMemGetInfo` →
+/// `cuMemGetInfo_v2`) and compiled code refers to the new names.
+fn driver_api_names(text: &str) -> BTreeSet<String> {
+    let bytes = text.as_bytes();
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut names = BTreeSet::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !is_ident(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && is_ident(bytes[i]) {
+            i += 1;
+        }
+        let word = &text[start..i];
+        let api = word.len() > 2 && word.starts_with("cu") && word.as_bytes()[2].is_ascii_uppercase();
+        if api && text[i..].trim_start().starts_with('(') {
+            names.insert(word.to_string());
+        }
+    }
+    names
+}
+
+/// Makes `link` point at `target` (a symlink; a copy where there are none), replacing what was
+/// there: a later build may resolve another toolkit.
+fn link_as(target: &Path, link: &Path) -> Result<(), String> {
+    let _ = std::fs::remove_file(link);
+    #[cfg(unix)]
+    let made = std::os::unix::fs::symlink(target, link);
+    #[cfg(not(unix))]
+    let made = std::fs::copy(target, link).map(drop);
+    made.map_err(|e| format!("cannot link {} to {}: {e}", link.display(), target.display()))
 }
 
 /// First Vulkan header release that declares `VK_EXT_layer_settings`, which the pinned
@@ -372,7 +629,7 @@ fn prune_backend_modules(dir: &Path) {
 }
 
 /// Configures, builds and installs llama.cpp into `OUT_DIR`; returns the install prefix.
-fn build(src: &Path, f: &Features) -> PathBuf {
+fn build(src: &Path, f: &Features, cuda: Option<&Cuda>) -> PathBuf {
     let mut cfg = cmake::Config::new(src);
     // Release even under cargo's debug profile: a Debug ggml is many times slower.
     cfg.profile("Release");
@@ -390,10 +647,19 @@ fn build(src: &Path, f: &Features) -> PathBuf {
             cfg.cxxflag(flag);
         }
     }
+    if let Some(cuda) = cuda {
+        cuda_defines(&mut cfg, cuda);
+    }
     if f.shared {
         // Let the installed libraries find each other next to themselves (the backend modules
-        // one directory down).
-        cfg.define("CMAKE_INSTALL_RPATH", "$ORIGIN:$ORIGIN/..");
+        // one directory down), and libggml-cuda the toolkit's runtime libraries.
+        let mut rpath = vec![PathBuf::from("$ORIGIN"), PathBuf::from("$ORIGIN/..")];
+        rpath.extend(cuda.iter().flat_map(|c| c.lib_dirs.iter().cloned()));
+        cfg.define("CMAKE_INSTALL_RPATH", env::join_paths(rpath).unwrap_or_default());
+    }
+    if env::var_os("LLAMA_SYS_CONFIGURE_ONLY").is_some() {
+        // cmake-rs always runs a build after configuring: `help` (Makefiles) compiles nothing.
+        cfg.build_target("help");
     }
     if f.dynamic_backends {
         // Installs the modules there (instead of `bin/`, where nothing looks) and bakes the
@@ -402,6 +668,34 @@ fn build(src: &Path, f: &Features) -> PathBuf {
         cfg.define("GGML_BACKEND_DIR", backend_dir(&out));
     }
     cfg.build()
+}
+
+/// Points cmake at the toolkit [`cuda_toolkit`] resolved: its nvcc (not whichever is first on
+/// PATH), the architectures asked for, and FindCUDAToolkit's library variables set to the files
+/// the final link uses.
+fn cuda_defines(cfg: &mut cmake::Config, cuda: &Cuda) {
+    cfg.define("CMAKE_CUDA_COMPILER", &cuda.nvcc);
+    cfg.define("CUDAToolkit_ROOT", &cuda.root);
+    for (var, lib) in [
+        ("CUDA_CUDART", "cudart"),
+        ("CUDA_cublas_LIBRARY", "cublas"),
+        ("CUDA_cublasLt_LIBRARY", "cublasLt"),
+        ("CUDA_cuda_driver_LIBRARY", "cuda"),
+    ] {
+        cfg.define(var, cuda.link_dir.join(format!("lib{lib}.so")));
+    }
+    if let Some(archs) = cuda_architectures() {
+        cfg.define("CMAKE_CUDA_ARCHITECTURES", archs);
+    }
+    // nvcc links with `-L<root>/lib64` only (its nvcc.profile), and cmake's compiler check links
+    // a test program through it: a wheel toolkit has no lib64, so name its `lib`.
+    if !cuda.root.join("lib64").is_dir() {
+        let mut flags = env::var("CUDAFLAGS").unwrap_or_default();
+        for dir in &cuda.lib_dirs {
+            flags.push_str(&format!(" -L{}", dir.display()));
+        }
+        cfg.define("CMAKE_CUDA_FLAGS", flags.trim());
+    }
 }
 
 /// Compiles the exception barrier (`shim/shim.cpp`) that wraps throwing llama.cpp calls, and
@@ -438,7 +732,7 @@ fn link_common(install: &Path, f: &Features) {
 }
 
 /// Emits link directives for every library the install produced.
-fn link(lib_dir: &Path, f: &Features) {
+fn link(lib_dir: &Path, f: &Features, cuda: Option<&Cuda>) {
     println!("cargo:rustc-link-search=native={}", lib_dir.display());
     let kind = if f.shared { "dylib" } else { "static" };
     // Order matters for static archives: users before their dependencies.
@@ -476,14 +770,10 @@ fn link(lib_dir: &Path, f: &Features) {
             println!("cargo:rustc-link-lib=framework={fw}");
         }
     }
-    if f.cuda {
-        if let Some(nvcc) = find_tool("nvcc", &["CUDA_PATH", "CUDAToolkit_ROOT"], "/usr/local/cuda") {
-            if let Some(root) = nvcc.parent().and_then(Path::parent) {
-                println!("cargo:rustc-link-search=native={}", root.join("lib64").display());
-                println!("cargo:rustc-link-search=native={}", root.join("lib64/stubs").display());
-            }
-        }
-        for lib in ["cudart", "cublas", "cublasLt", "cuda"] {
+    if let Some(cuda) = cuda {
+        // One directory with every CUDA library under its link name (see `Cuda::link_dir`).
+        println!("cargo:rustc-link-search=native={}", cuda.link_dir.display());
+        for lib in CUDA_LIBS.iter().chain(&["cuda"]) {
             println!("cargo:rustc-link-lib=dylib={lib}");
         }
     }
