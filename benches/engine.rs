@@ -113,6 +113,16 @@ fn no_eog(model: &Model) -> Result<Sampler, Box<dyn std::error::Error>> {
     Ok(Sampler::chain().logit_bias(model, &eog)?.greedy_pick())
 }
 
+/// Indices `0..n`, forwards in even rounds and backwards in odd ones, so drift over a round does
+/// not favour one size.
+fn alternating(round: usize, n: usize) -> Vec<usize> {
+    if round.is_multiple_of(2) {
+        (0..n).collect()
+    } else {
+        (0..n).rev().collect()
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -227,9 +237,7 @@ fn scaling(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut bounds: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
     let (mut one, mut vs_solo) = (Vec::new(), Vec::new());
     for round in 0..a.rounds {
-        // Alternate the order each round so drift does not favour one size.
-        let order: Vec<usize> =
-            if round % 2 == 0 { (0..sizes.len()).collect() } else { (0..sizes.len()).rev().collect() };
+        let order = alternating(round, sizes.len());
         let mut tps = vec![0.0; sizes.len()];
         for &i in &order {
             tps[i] = streams(&engine, model, sizes[i], a.tokens)?;
@@ -461,8 +469,7 @@ fn idle_cells(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>>
     let mut batch = Batch::new(1, 1);
     let mut times = vec![Vec::new(); sizes.len()];
     for round in 0..a.rounds.max(3) {
-        let order: Vec<usize> =
-            if round % 2 == 0 { (0..sizes.len()).collect() } else { (0..sizes.len()).rev().collect() };
+        let order = alternating(round, sizes.len());
         for &i in &order {
             ctx.kv_seq_rm(1, ..)?;
             if sizes[i] > 0 {
@@ -509,8 +516,7 @@ fn chunk_costs(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>
     let mut batch = Batch::new(512, 1);
     let mut times = vec![Vec::new(); sizes.len()];
     for round in 0..a.rounds.max(5) {
-        let order: Vec<usize> =
-            if round % 2 == 0 { (0..sizes.len()).collect() } else { (0..sizes.len()).rev().collect() };
+        let order = alternating(round, sizes.len());
         for &i in &order {
             batch.clear();
             for seq in 0..3 {
