@@ -59,12 +59,6 @@ fn ema(old: Option<f64>, new: f64, weight: f64) -> Option<f64> {
 
 /// The usual share of a new cost in its average.
 const SLOW: f64 = 0.1;
-/// The share of a prompt token's cost that came out higher than its average. The estimate
-/// falls behind in one direction: a prompt's tokens cost more the further in they are (each
-/// attends to all before it), and the first chunks of a long prompt follow an average set by
-/// short ones. Taken slowly, every overshooting step lands in the streams' p99 (engine bench
-/// fairness, slowdown 2: p99 gaps 4.8–5.7× the p50 at the same positions, for a target of 2×).
-const RISE: f64 = 0.5;
 /// The share of a decode-only step measured again during a prefill: the only one in
 /// [`REMEASURE_EVERY`] steps, it must move the average by more than a tenth of the way.
 const REMEASURED: f64 = 0.5;
@@ -99,18 +93,13 @@ impl Pacer {
         match (generated, prompt) {
             (0, 0) => {}
             (_, 0) => self.decode_step = ema(self.decode_step, secs, if remeasured { REMEASURED } else { SLOW }),
-            (0, p) => self.prompt_cost(secs / p as f64),
+            (0, p) => self.per_token = ema(self.per_token, secs / p as f64, SLOW),
             (_, p) => {
                 if let Some(step) = self.decode_step {
-                    self.prompt_cost((secs - step).max(0.0) / p as f64);
+                    self.per_token = ema(self.per_token, (secs - step).max(0.0) / p as f64, SLOW);
                 }
             }
         }
-    }
-
-    fn prompt_cost(&mut self, cost: f64) {
-        let weight = if self.per_token.is_some_and(|old| cost > old) { RISE } else { SLOW };
-        self.per_token = ema(self.per_token, cost, weight);
     }
 }
 
@@ -184,21 +173,6 @@ mod tests {
         // 20 ms decode steps, 6 ms a prompt token: one more decode step's worth is 3 tokens.
         assert_eq!(pacer.budget(3, true), 3);
         assert_eq!(pacer.budget(0, false), 256);
-    }
-
-    #[test]
-    fn a_dearer_prompt_token_shrinks_the_next_chunk_at_once() {
-        let mut pacer = Pacer::new(256, 3.0);
-        pacer.observe(0.020, 3, 0);
-        // Short prompts read early set a low estimate: 2 ms a token, a 20-token chunk.
-        pacer.observe(0.060, 3, 20);
-        assert_eq!(pacer.budget(3, true), 20);
-        // Far into a long prompt a token costs 8 ms: one such step halves the gap to it.
-        pacer.observe(0.180, 3, 20);
-        assert_eq!(pacer.budget(3, true), 8, "(3 - 1) x 20 ms / 5 ms");
-        // A cheaper step moves the estimate back only slowly.
-        pacer.observe(0.040, 3, 20);
-        assert_eq!(pacer.budget(3, true), 8);
     }
 
     #[test]
