@@ -123,6 +123,14 @@ fn alternating(round: usize, n: usize) -> Vec<usize> {
     }
 }
 
+/// Seconds `batch` takes to decode, its logits read (reading them waits for the computation).
+fn timed_decode(ctx: &mut llama::Context, batch: &Batch) -> Result<f64, Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    ctx.decode(batch)?;
+    let _ = ctx.logits(Output::Last);
+    Ok(started.elapsed().as_secs_f64())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -198,10 +206,7 @@ fn decode_costs(
             for seq in 0..n {
                 batch.add(Token(42), prompt.len(), &[seq], Logits::Want)?;
             }
-            let t = Instant::now();
-            ctx.decode(&batch)?;
-            let _ = ctx.logits(Output::Last); // reading logits waits for the computation
-            times[i].push(t.elapsed().as_secs_f64());
+            times[i].push(timed_decode(&mut ctx, &batch)?);
             for seq in 0..n {
                 ctx.kv_seq_rm(seq, prompt.len()..)?;
             }
@@ -479,10 +484,7 @@ fn idle_cells(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>>
             for k in 0..20 {
                 batch.clear();
                 batch.add(Token(42), own + k, &[0], Logits::Want)?;
-                let started = Instant::now();
-                ctx.decode(&batch)?;
-                let _ = ctx.logits(Output::Last);
-                t.push(started.elapsed().as_secs_f64());
+                t.push(timed_decode(&mut ctx, &batch)?);
             }
             ctx.kv_seq_rm(0, own..)?;
             times[i].push(median(t));
@@ -525,10 +527,7 @@ fn chunk_costs(model: &Model, a: &Args) -> Result<(), Box<dyn std::error::Error>
             if sizes[i] > 0 {
                 batch.add_sequence(&tokens[at..at + sizes[i]], at, 3, Logits::Skip)?;
             }
-            let started = Instant::now();
-            ctx.decode(&batch)?;
-            let _ = ctx.logits(Output::At(0));
-            times[i].push(started.elapsed().as_secs_f64());
+            times[i].push(timed_decode(&mut ctx, &batch)?);
             for seq in 0..3 {
                 ctx.kv_seq_rm(seq, past..)?;
             }
