@@ -466,8 +466,11 @@ fn malformed_bodies_on_every_protocol_route() {
             let r = raw(&app, Method::POST, path, &[("content-type", "text/plain")], "{}".into()).await;
             assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{path}");
         }
-        let (status, _) = get(&app, "/health").await;
-        assert_eq!(status, StatusCode::OK);
+        // Still serving. The router is shared: another test may be loading its model right now,
+        // which `/health` reports as 503 "loading".
+        let (status, body) = get(&app, "/health").await;
+        let loading = status == StatusCode::SERVICE_UNAVAILABLE && body.contains("\"loading\"");
+        assert!(status == StatusCode::OK || loading, "{status} {body}");
     });
 }
 
