@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-/// Headers bound: `llama.h` plus the ggml headers needed for devices, backends, CPU threads and
-/// RPC. Everything they declare is kept; nothing from the system headers is.
+/// Headers bound: `llama.h`, the ggml headers needed for devices, backends, CPU threads and
+/// RPC, and the multimodal library's (`mtmd`). Everything they declare is kept; nothing from the
+/// system headers is.
 pub const HEADERS: &[&str] = &[
     "include/llama.h",
     "ggml/include/ggml.h",
@@ -14,12 +15,16 @@ pub const HEADERS: &[&str] = &[
     "ggml/include/ggml-opt.h",
     "ggml/include/ggml-rpc.h",
     "ggml/include/gguf.h",
+    // Declared whatever the features; linked only with `mtmd`.
+    "tools/mtmd/mtmd.h",
+    "tools/mtmd/mtmd-helper.h",
 ];
 
 pub fn builder(src: &Path) -> bindgen::Builder {
     let mut b = bindgen::Builder::default()
         .clang_arg(format!("-I{}", src.join("include").display()))
         .clang_arg(format!("-I{}", src.join("ggml/include").display()))
+        .clang_arg(format!("-I{}", src.join("tools/mtmd").display()))
         // prettyplease, not rustfmt: output must not depend on which rustfmt.toml is in scope.
         .formatter(bindgen::Formatter::Prettyplease)
         .use_core()

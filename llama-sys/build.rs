@@ -76,6 +76,9 @@ fn main() {
     // The shim uses llama.cpp (and common), so its archive must precede theirs on the link line.
     build_shim(&src, &features);
     let lib_dir = install.join("lib");
+    if features.mtmd {
+        link_mtmd(&install, &features);
+    }
     if features.common {
         link_common(&install, &features);
     }
@@ -202,6 +205,8 @@ struct Features {
     asan: bool,
     /// Upstream's `common/` library: chat templates with tools, tool-call parsers.
     common: bool,
+    /// Upstream's `tools/mtmd`: vision and audio projectors.
+    mtmd: bool,
     apple: bool,
 }
 
@@ -224,6 +229,7 @@ impl Features {
             dynamic_backends: on("DYNAMIC_BACKENDS"),
             asan: on("ASAN"),
             common: on("COMMON"),
+            mtmd: on("MTMD"),
             apple,
         }
     }
@@ -240,6 +246,9 @@ fn cmake_defines(f: &Features) -> Vec<(&'static str, &'static str)> {
         // templates with tools, tool-call parsers) only with the feature, and without
         // subprocess spawning, HTTPS or llguidance, which only its downloader and server use.
         ("LLAMA_BUILD_COMMON", flag(f.common)),
+        // The library alone (tools stay off); no video, which would spawn ffmpeg per request.
+        ("LLAMA_BUILD_MTMD", flag(f.mtmd)),
+        ("MTMD_VIDEO", "OFF"),
         ("LLAMA_SUBPROCESS", "OFF"),
         ("LLAMA_LLGUIDANCE", "OFF"),
         ("LLAMA_BUILD_TESTS", "OFF"),
@@ -698,10 +707,11 @@ fn cuda_defines(cfg: &mut cmake::Config, cuda: &Cuda) {
     }
 }
 
-/// Compiles the exception barrier (`shim/shim.cpp`) that wraps throwing llama.cpp calls, and
-/// with `common` the chat shim (`shim/chat.cpp`) over common's chat pipeline.
+/// Compiles the exception barrier (`shim/shim.cpp`) that wraps throwing llama.cpp calls, with
+/// `common` the chat shim (`shim/chat.cpp`) over common's chat pipeline, and with `mtmd` the
+/// barrier for the multimodal library (`shim/mtmd.cpp`).
 fn build_shim(src: &Path, f: &Features) {
-    for file in ["shim/shim.cpp", "shim/barrier.h", "shim/chat.cpp"] {
+    for file in ["shim/shim.cpp", "shim/barrier.h", "shim/chat.cpp", "shim/mtmd.cpp"] {
         println!("cargo:rerun-if-changed={file}");
     }
     let mut build = cc::Build::new();
@@ -714,7 +724,23 @@ fn build_shim(src: &Path, f: &Features) {
         build.file("shim/chat.cpp").include(src.join("common")).include(src.join("vendor"));
         build.flag_if_supported("-Wno-unused-function");
     }
+    if f.mtmd {
+        build.file("shim/mtmd.cpp").include(src.join("tools/mtmd")).include(src.join("vendor"));
+    }
     build.opt_level(2).compile("llama_rs_shim");
+}
+
+/// Link directives for mtmd and its one static helper that upstream does not install
+/// (`vendor-hash`: the SHA-256 that names decoded media). Read from the build tree, as for
+/// common: upstream installs mtmd's shared library and headers only.
+fn link_mtmd(install: &Path, f: &Features) {
+    let build = install.join("build");
+    for dir in ["tools/mtmd", "vendor/hash"] {
+        println!("cargo:rustc-link-search=native={}", build.join(dir).display());
+    }
+    let kind = if f.shared { "dylib" } else { "static" };
+    println!("cargo:rustc-link-lib={kind}=mtmd");
+    println!("cargo:rustc-link-lib=static=vendor-hash");
 }
 
 /// Link directives for common and the two static helpers it needs that upstream does not

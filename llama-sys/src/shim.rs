@@ -276,3 +276,45 @@ extern "C" {
         is_partial: bool,
     ) -> *mut c_char;
 }
+
+// shim/mtmd.cpp (feature `mtmd`): the multimodal library's calls that can throw.
+#[cfg(feature = "mtmd")]
+extern "C" {
+    /// `mtmd_init_from_file`; null if it failed (reason logged through mtmd's log) or threw.
+    pub fn llama_rs_mtmd_init_from_file(
+        path: *const c_char,
+        model: *const llama_model,
+        params: mtmd_context_params,
+    ) -> *mut mtmd_context;
+    /// An encoded image's width and height from its header (`stbi_info_from_memory`); 1 when the
+    /// format is known, 0 otherwise or if it threw.
+    pub fn llama_rs_image_info(buf: *const u8, len: usize, width: *mut i32, height: *mut i32) -> i32;
+    /// `mtmd_helper_bitmap_init_from_buf` (not a placeholder, no video); null if undecodable or
+    /// it threw.
+    pub fn llama_rs_mtmd_bitmap_from_buf(ctx: *const mtmd_context, buf: *const u8, len: usize) -> *mut mtmd_bitmap;
+    /// `mtmd_bitmap_init`; null if it threw.
+    pub fn llama_rs_mtmd_bitmap_init(nx: u32, ny: u32, data: *const u8) -> *mut mtmd_bitmap;
+    /// `mtmd_bitmap_init_from_audio`; null if it threw.
+    pub fn llama_rs_mtmd_bitmap_init_from_audio(n_samples: usize, data: *const f32) -> *mut mtmd_bitmap;
+    /// `mtmd_bitmap_set_id`; `i32::MIN` if it threw.
+    pub fn llama_rs_mtmd_bitmap_set_id(bitmap: *mut mtmd_bitmap, id: *const c_char) -> i32;
+    /// `mtmd_tokenize`; `i32::MIN` if it threw.
+    pub fn llama_rs_mtmd_tokenize(
+        ctx: *const mtmd_context,
+        output: *mut mtmd_input_chunks,
+        text: *const mtmd_input_text,
+        bitmaps: *const *const mtmd_bitmap,
+        n_bitmaps: usize,
+    ) -> i32;
+    /// `mtmd_encode_chunk` then `mtmd_helper_decode_image_chunk` of its embeddings; 0 on
+    /// success, `i32::MIN` if it threw.
+    pub fn llama_rs_mtmd_eval_media(
+        ctx: *mut mtmd_context,
+        lctx: *mut llama_context,
+        chunk: *const mtmd_input_chunk,
+        n_past: llama_pos,
+        seq_id: llama_seq_id,
+        n_batch: i32,
+        new_n_past: *mut llama_pos,
+    ) -> i32;
+}

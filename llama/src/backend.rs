@@ -18,6 +18,12 @@ pub(crate) fn ensure_init() {
         // SAFETY: `log_callback` is a plain function valid for the whole program and never
         // unwinds (it catches panics); a null user-data pointer is allowed.
         unsafe { llama_sys::llama_log_set(Some(log_callback), std::ptr::null_mut()) };
+        // SAFETY: as above; mtmd keeps a logger of its own (projector loading reports its
+        // failures only there).
+        #[cfg(feature = "mtmd")]
+        unsafe {
+            llama_sys::mtmd_helper_log_set(Some(log_callback), std::ptr::null_mut())
+        };
         #[cfg(feature = "dynamic-backends")]
         load_backend_modules();
         // SAFETY: called once per process (guarded by `INIT`), as llama.cpp asks.

@@ -96,6 +96,8 @@ mod error;
 mod generate;
 #[cfg(feature = "json-schema")]
 mod json_schema;
+#[cfg(feature = "mtmd")]
+pub mod media;
 mod model;
 mod quantize;
 pub mod rpc;

@@ -119,6 +119,17 @@ impl Ledger {
         }
     }
 
+    /// Entries for positions `pos..` of `seq` decoded outside a [`Batch`] (media embeddings):
+    /// they extend the sequence if they start right after its last position.
+    #[cfg(feature = "mtmd")]
+    pub(crate) fn appended(&mut self, seq: i32, pos: i32, entries: &[Token]) {
+        let Some(entry) = self.slot(seq) else { return };
+        match entry {
+            Some(tokens) if usize::try_from(pos).ok() == Some(tokens.len()) => tokens.extend_from_slice(entries),
+            _ => *entry = None,
+        }
+    }
+
     /// For crate code that knows exactly what a sequence holds after several operations (e.g.
     /// context shifting: a removal then a shift).
     pub(crate) fn set(&mut self, seq: i32, tokens: Vec<Token>) {

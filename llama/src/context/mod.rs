@@ -239,6 +239,18 @@ impl Context {
         Ok(())
     }
 
+    /// After a decode made outside [`decode`](Self::decode) (media embeddings, by
+    /// `media::Projector`): no logits remain readable, and sequence `seq` holds `entries` from
+    /// `pos` on, or is unknown to the ledger when `None` (the decode failed part way).
+    #[cfg(feature = "mtmd")]
+    pub(crate) fn media_decoded(&mut self, seq: i32, pos: i32, entries: Option<&[Token]>) {
+        self.outputs.clear();
+        match entries {
+            Some(entries) => self.ledger.appended(seq, pos, entries),
+            None => self.ledger.forget(seq),
+        }
+    }
+
     /// The tokens sequence `seq` holds at positions `0..n` of the KV cache, as far as this
     /// context can tell; `None` once an operation made that unknowable (a hole, a shift, a
     /// restored state, adapters changed since).

@@ -204,6 +204,42 @@ pub struct TensorAt {
     pub offset: usize,
 }
 
+/// Deterministic pseudo-random F32 tensors for the synthetic test files: one xorshift64 stream,
+/// so the same calls in the same order always give the same bytes.
+pub struct Weights(u64);
+
+impl Weights {
+    pub fn new(seed: u64) -> Weights {
+        Weights(seed)
+    }
+
+    /// The next value of the stream, uniform over -0.1..=0.1 in steps of 1e-4.
+    pub fn next_value(&mut self) -> f32 {
+        let s = &mut self.0;
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        (*s % 2001) as f32 / 10_000.0 - 0.1
+    }
+
+    /// An F32 tensor of `dims` (`ne[0]` first): the next values, times `scale`.
+    pub fn random(&mut self, name: impl Into<String>, dims: Vec<u64>, scale: f32) -> Tensor {
+        self.tensor(name.into(), dims, |v| v * scale)
+    }
+
+    /// An F32 tensor of ones, for a norm's weight. It still draws its values from the stream, so
+    /// that the tensors after it keep theirs (the bytes of [`Gguf::tiny_llama`] depend on it).
+    pub fn ones(&mut self, name: impl Into<String>, dims: Vec<u64>) -> Tensor {
+        self.tensor(name.into(), dims, |_| 1.0)
+    }
+
+    fn tensor(&mut self, name: String, dims: Vec<u64>, value: impl Fn(f32) -> f32) -> Tensor {
+        let n: u64 = dims.iter().product();
+        let data: Vec<u8> = (0..n).flat_map(|_| value(self.next_value()).to_le_bytes()).collect();
+        Tensor { name: name.into_bytes(), dims, ggml_type: GGML_F32, offset: None, data: data.into() }
+    }
+}
+
 /// Header offsets: version, tensor count, key/value count.
 pub const VERSION_AT: usize = 4;
 pub const N_TENSORS_AT: usize = 8;
@@ -288,24 +324,13 @@ impl Gguf {
             ("tokenizer.ggml.add_eos_token", Value::Bool(false)),
         ];
 
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut weights = |n: u64, norm: bool| -> Vec<u8> {
-            (0..n)
-                .flat_map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    let v = if norm { 1.0 } else { (seed % 2001) as f32 / 10_000.0 - 0.1 };
-                    v.to_le_bytes()
-                })
-                .collect()
-        };
-        let mut tensor = |name: String, dims: Vec<u64>, norm: bool| Tensor {
-            data: weights(dims.iter().product(), norm).into(),
-            name: name.into_bytes(),
-            dims,
-            ggml_type: GGML_F32,
-            offset: None,
+        let mut w = Weights::new(0x2545_f491_4f6c_dd1d);
+        let mut tensor = |name: String, dims: Vec<u64>, norm: bool| {
+            if norm {
+                w.ones(name, dims)
+            } else {
+                w.random(name, dims, 1.0)
+            }
         };
         let mut tensors = vec![
             tensor("token_embd.weight".into(), vec![N_EMBD, n_vocab], false),

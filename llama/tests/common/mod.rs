@@ -6,6 +6,7 @@ pub mod engine;
 pub mod gguf_file;
 #[path = "../../../examples/common/models.rs"]
 pub mod models;
+pub mod projector;
 
 use llama::Logits;
 use std::sync::OnceLock;

@@ -1,0 +1,255 @@
+//! Images and audio through `llama::media` on the default model with tiny random projectors
+//! the tests generate (`common::projector`): the whole path runs (load, decode, tokenize,
+//! encode, decode the embeddings, sample) though the answers mean nothing.
+
+#![cfg(feature = "mtmd")]
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use common::projector::{tiny_audio_projector, tiny_vision_projector, AUDIO_TOKENS, IMAGE_TOKENS};
+use common::{scratch, smollm2};
+use llama::media::{ChunkKind, MediaError, MediaKind, Projector};
+use llama::{AddSpecial, ContextParams, LoadError, Output, Sampler};
+
+const N_EMBD: u32 = 576;
+
+fn write(name: &str, bytes: &[u8]) -> PathBuf {
+    let path = scratch("media").join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn vision_path() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| write("vision.gguf", &tiny_vision_projector(N_EMBD).bytes()))
+}
+
+fn audio_path() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| write("audio.gguf", &tiny_audio_projector(N_EMBD).bytes()))
+}
+
+fn vision() -> Projector {
+    Projector::builder(vision_path()).n_threads(1).load(smollm2()).unwrap()
+}
+
+/// A 24-bit BMP (stb_image reads it) of `width` × `height` with a pattern set by `seed`.
+fn bmp(width: u32, height: u32, seed: u8) -> Vec<u8> {
+    let row = (width * 3).div_ceil(4) * 4;
+    let size = 54 + row * height;
+    let mut b = Vec::with_capacity(size as usize);
+    b.extend_from_slice(b"BM");
+    for v in [size, 0, 54, 40] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&width.to_le_bytes());
+    b.extend_from_slice(&height.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&24u16.to_le_bytes());
+    for v in [0u32, row * height, 2835, 2835, 0, 0] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    for y in 0..height {
+        for x in 0..row {
+            b.push(if x < width * 3 { (x * 7 + y * 13) as u8 ^ seed } else { 0 });
+        }
+    }
+    b
+}
+
+/// A mono 16-bit WAV of `seconds` of a tone at `rate` Hz.
+fn wav(rate: u32, seconds: f32) -> Vec<u8> {
+    let n = (rate as f32 * seconds) as u32;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + n * 2).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2).to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&(n * 2).to_le_bytes());
+    for i in 0..n {
+        let s = (f32::sin(i as f32 * 440.0 * std::f32::consts::TAU / rate as f32) * 8000.0) as i16;
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    b
+}
+
+#[test]
+fn an_image_runs_the_whole_path_and_the_ledger_names_it() {
+    let mut projector = vision();
+    assert!(projector.takes_images() && !projector.takes_audio());
+    assert_eq!(projector.audio_sample_rate(), None);
+    let image = projector.media_from_bytes(&bmp(40, 30, 0)).unwrap();
+    assert_eq!((image.kind(), image.width(), image.height()), (MediaKind::Image, 40, 30));
+    assert_eq!(image.id().len(), 64, "a hex SHA-256: {}", image.id());
+
+    let prompt = format!("Describe this picture: {} in one word.", projector.marker());
+    let chunks = projector.tokenize(&prompt, &[&image], AddSpecial::Yes).unwrap();
+    let kinds: Vec<ChunkKind> = chunks.iter().map(|c| c.kind()).collect();
+    assert_eq!(kinds, [ChunkKind::Text, ChunkKind::Image, ChunkKind::Text]);
+    let media = chunks.get(1).unwrap();
+    assert_eq!((media.n_tokens(), media.n_pos()), (IMAGE_TOKENS, IMAGE_TOKENS));
+    assert_eq!(media.media_id(), Some(image.id()));
+    assert!(media.tokens().is_none() && chunks.get(0).unwrap().tokens().is_some_and(|t| !t.is_empty()));
+
+    let mut ctx = smollm2().context(ContextParams::default().n_ctx(256).n_seq_max(2).n_threads(1)).unwrap();
+    let end = projector.eval(&mut ctx, &chunks, 0, 0).unwrap();
+    assert_eq!(end, chunks.n_pos());
+    assert_eq!(ctx.kv_seq_pos_max(0).unwrap(), Some(end - 1));
+    let token = Sampler::greedy().sample(&ctx, Output::Last).unwrap();
+    assert!((token.0 as usize) < smollm2().vocab().n_tokens());
+
+    // The ledger holds the text tokens and, where the image is, placeholders no vocabulary has.
+    let cached = ctx.cached_tokens(0).unwrap().to_vec();
+    assert_eq!(cached.len(), end);
+    let first = chunks.get(0).unwrap().n_tokens();
+    assert_eq!(&cached[..first], chunks.get(0).unwrap().tokens().unwrap());
+    assert!(cached[first..first + IMAGE_TOKENS].iter().all(|t| t.0 < 0));
+    assert!(cached[first + IMAGE_TOKENS..].iter().all(|t| t.0 >= 0));
+
+    // The same picture again gives the same placeholders; another picture, others.
+    let again = projector.media_from_bytes(&bmp(40, 30, 0)).unwrap();
+    let other = projector.media_from_bytes(&bmp(40, 30, 1)).unwrap();
+    assert_eq!(again.id(), image.id());
+    assert_ne!(other.id(), image.id());
+    for (media, same) in [(&again, true), (&other, false)] {
+        let chunks = projector.tokenize(&prompt, &[media], AddSpecial::Yes).unwrap();
+        projector.eval(&mut ctx, &chunks, 0, 1).unwrap();
+        assert_eq!(ctx.cached_tokens(1).unwrap() == cached, same);
+        ctx.kv_seq_rm(1, ..).unwrap();
+    }
+}
+
+#[test]
+fn raw_pixels_and_two_images_in_one_prompt() {
+    let mut projector = vision();
+    let pixels: Vec<u8> = (0..32 * 32 * 3).map(|i| (i % 251) as u8).collect();
+    let a = llama::media::Media::rgb(32, 32, &pixels).unwrap();
+    let b = llama::media::Media::rgb(32, 32, &pixels).unwrap();
+    assert_eq!(a.id(), b.id());
+    assert_ne!(a.id(), llama::media::Media::rgb(16, 64, &pixels).unwrap().id(), "the size is part of the id");
+    let m = projector.marker().to_string();
+    let chunks = projector.tokenize(&format!("A {m} and B {m}, which?"), &[&a, &b], AddSpecial::Yes).unwrap();
+    assert_eq!(chunks.iter().filter(|c| c.kind() == ChunkKind::Image).count(), 2);
+    assert_eq!(chunks.n_tokens(), chunks.n_pos());
+    let mut ctx = smollm2().context(ContextParams::default().n_ctx(256).n_threads(1)).unwrap();
+    assert_eq!(projector.eval(&mut ctx, &chunks, 0, 0).unwrap(), chunks.n_pos());
+    Sampler::greedy().sample(&ctx, Output::Last).unwrap();
+}
+
+#[test]
+fn audio_runs_the_whole_path() {
+    let mut projector = Projector::builder(audio_path()).n_threads(1).load(smollm2()).unwrap();
+    assert!(projector.takes_audio() && !projector.takes_images());
+    assert_eq!(projector.audio_sample_rate(), Some(16_000));
+    // An 8 kHz file is resampled to the projector's rate.
+    let clip = projector.media_from_bytes(&wav(8_000, 1.0)).unwrap();
+    assert_eq!(clip.kind(), MediaKind::Audio);
+    assert_eq!(clip.n_samples(), 16_000);
+    let chunks = projector.tokenize(&format!("Transcribe: {}", projector.marker()), &[&clip], AddSpecial::Yes).unwrap();
+    let audio = chunks.iter().find(|c| c.kind() == ChunkKind::Audio).unwrap();
+    assert_eq!(audio.n_tokens(), AUDIO_TOKENS);
+    let mut ctx = smollm2().context(ContextParams::default().n_ctx(512).n_threads(1)).unwrap();
+    // The prompt ends with the clip: nothing to sample from yet, so add text after it.
+    let end = projector.eval(&mut ctx, &chunks, 0, 0).unwrap();
+    assert_eq!(end, chunks.n_pos());
+    ctx.decode_tokens(&smollm2().vocab().tokenize(" Answer:", AddSpecial::No).unwrap(), end, 0).unwrap();
+    Sampler::greedy().sample(&ctx, Output::Last).unwrap();
+
+    let pcm: Vec<f32> = (0..4000).map(|i| (i as f32 * 0.01).sin() * 0.3).collect();
+    let raw = llama::media::Media::pcm(&pcm).unwrap();
+    assert_eq!((raw.kind(), raw.n_samples()), (MediaKind::Audio, 4000));
+}
+
+#[test]
+fn bad_media_and_prompts_are_errors() {
+    let projector = vision();
+    // stb_image reads a truncated BMP's missing pixels as zeros: no case of it here.
+    let good = bmp(8, 8, 0);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("text", b"hello, not an image".to_vec()),
+        ("png signature only", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec()),
+        ("webp", [b"RIFF".as_slice(), &[0; 4], b"WEBPVP8 "].concat()),
+    ];
+    for (what, bytes) in cases {
+        let err = projector.media_from_bytes(&bytes).unwrap_err();
+        assert!(matches!(err, MediaError::Undecodable(_)), "{what}: {err:?}");
+    }
+    // A header claiming 100000 × 100000 pixels is refused before any pixel is decoded.
+    let mut bomb = bmp(8, 8, 0);
+    bomb[18..22].copy_from_slice(&100_000u32.to_le_bytes());
+    bomb[22..26].copy_from_slice(&100_000u32.to_le_bytes());
+    let err = projector.media_from_bytes(&bomb).unwrap_err();
+    assert!(matches!(err, MediaError::TooLarge { width: 100_000, height: 100_000, .. }), "{err:?}");
+
+    // Audio for a vision-only projector.
+    let err = projector.media_from_bytes(&wav(16_000, 0.5)).unwrap_err();
+    assert!(matches!(err, MediaError::Unsupported(MediaKind::Audio)), "{err:?}");
+    let clip = llama::media::Media::pcm(&[0.0; 100]).unwrap();
+    let err = projector.tokenize(projector.marker(), &[&clip], AddSpecial::Yes).unwrap_err();
+    assert!(matches!(err, MediaError::Unsupported(MediaKind::Audio)), "{err:?}");
+
+    // Raw media of the wrong size.
+    assert!(matches!(llama::media::Media::rgb(4, 4, &[0; 47]), Err(MediaError::Invalid(_))));
+    assert!(matches!(llama::media::Media::rgb(0, 4, &[]), Err(MediaError::Invalid(_))));
+    assert!(matches!(llama::media::Media::pcm(&[0.5]), Err(MediaError::Invalid(_))));
+
+    // Markers and media that do not pair up; a NUL in the prompt.
+    let image = projector.media_from_bytes(&good).unwrap();
+    let m = projector.marker();
+    for (prompt, media) in [(format!("{m}{m}"), vec![&image]), ("none".into(), vec![&image]), (m.into(), vec![])] {
+        let err = projector.tokenize(&prompt, &media, AddSpecial::Yes).unwrap_err();
+        assert!(matches!(err, MediaError::MarkerCount { .. }), "{prompt}: {err:?}");
+    }
+    assert!(matches!(projector.tokenize(&format!("a\0{m}"), &[&image], AddSpecial::Yes), Err(MediaError::Nul)));
+}
+
+#[test]
+fn evaluating_refuses_what_cannot_fit_or_belongs_elsewhere() {
+    let mut projector = vision();
+    let image = projector.media_from_bytes(&bmp(8, 8, 0)).unwrap();
+    let chunks = projector.tokenize(&format!("{} what?", projector.marker()), &[&image], AddSpecial::Yes).unwrap();
+    let mut ctx = smollm2().context(ContextParams::default().n_ctx(256).n_seq_max(2).n_threads(1)).unwrap();
+    let n_ctx = ctx.n_ctx();
+    let err = projector.eval(&mut ctx, &chunks, n_ctx - 5, 0).unwrap_err();
+    assert!(matches!(err, MediaError::ContextFull { need, .. } if need == n_ctx - 5 + chunks.n_pos()), "{err:?}");
+    let err = projector.eval(&mut ctx, &chunks, 0, 2).unwrap_err();
+    assert!(matches!(err, MediaError::Decode(llama::DecodeError::InvalidSeqId { seq: 2, .. })), "{err:?}");
+    assert_eq!(ctx.kv_seq_pos_max(0).unwrap(), None, "nothing was decoded");
+
+    let other = common::gemma3();
+    let mut other_ctx = other.context(ContextParams::default().n_ctx(256).n_threads(1)).unwrap();
+    let err = projector.eval(&mut other_ctx, &chunks, 0, 0).unwrap_err();
+    assert!(matches!(err, MediaError::Invalid(_)), "{err:?}");
+}
+
+#[test]
+fn bad_projectors_are_errors_naming_the_cause() {
+    // Made for a text model 64 wide: llama.cpp names both widths.
+    let narrow = write("narrow.gguf", &tiny_vision_projector(64).bytes());
+    let err = Projector::load(smollm2(), &narrow).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, MediaError::Rejected { .. }) && text.contains("576") && text.contains("64"), "{text}");
+
+    let bytes = tiny_vision_projector(N_EMBD).bytes();
+    let truncated = write("truncated.gguf", &bytes[..bytes.len() / 3]);
+    let err = Projector::load(smollm2(), &truncated).unwrap_err();
+    assert!(matches!(err, MediaError::Load(LoadError::Malformed { .. })), "{err:?}");
+    let err = Projector::load(smollm2(), write("garbage.gguf", b"not a gguf at all")).unwrap_err();
+    assert!(matches!(err, MediaError::Load(LoadError::NotGguf(_))), "{err:?}");
+    let err = Projector::load(smollm2(), scratch("media").join("missing.gguf")).unwrap_err();
+    assert!(matches!(err, MediaError::Load(LoadError::Io { .. })), "{err:?}");
+    // A text model is a GGUF but no projector.
+    let err = Projector::load(smollm2(), common::models::default_model().unwrap()).unwrap_err();
+    assert!(matches!(err, MediaError::Rejected { .. }), "{err:?}");
+}
