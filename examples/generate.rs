@@ -9,7 +9,10 @@
 //! fetched on first use. `--rpc HOST:PORT[,HOST:PORT]` places the layers on RPC servers
 //! (`examples/rpc_server.rs`; needs the `rpc` feature). `--untrusted` loads the model in a child
 //! process first, so a file that crashes llama.cpp's loader kills the child, not this program
-//! (see `llama::vet`). Text goes to stdout as it is generated; timings go to stderr.
+//! (see `llama::vet`). `--mmproj PATH` with `--image PATH` / `--audio PATH` (repeatable) puts
+//! images and audio in the prompt (needs the `mtmd` feature): each stands where the prompt has
+//! the projector's marker (`<__media__>`), or before the prompt when it has none. Text goes to
+//! stdout as it is generated; timings go to stderr.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -66,6 +69,15 @@ struct Args {
     /// Place the layers on these RPC servers (needs the `rpc` feature).
     #[arg(long, value_name = "HOST:PORT[,HOST:PORT]", value_delimiter = ',', overrides_with = "rpc")]
     rpc: Vec<String>,
+    /// Multimodal projector (an `mmproj` GGUF made for the model) that --image and --audio need.
+    #[arg(long, value_name = "PATH")]
+    mmproj: Option<PathBuf>,
+    /// An image file (PNG, JPEG, BMP, GIF...) for the prompt; repeatable.
+    #[arg(long, value_name = "PATH", action = clap::ArgAction::Append)]
+    image: Vec<PathBuf>,
+    /// An audio file (WAV, MP3, FLAC) for the prompt; repeatable.
+    #[arg(long, value_name = "PATH", action = clap::ArgAction::Append)]
+    audio: Vec<PathBuf>,
     /// The prompt; several words are joined with spaces.
     #[arg(value_name = "PROMPT", default_value = "Once upon a time")]
     words: Vec<String>,
@@ -108,19 +120,25 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut ctx = model.context(params)?;
     let vocab = model.vocab();
+    let media = Media::load(&args, &model)?;
+    let prompt_text = media.as_ref().map_or(prompt_text.clone(), |m| m.place_markers(&prompt_text));
 
-    let prompt = if args.chat {
-        let text = model.apply_chat_template(&[ChatMessage::new("user", &prompt_text)], true)?;
-        // The rendered template is trusted text whose control tokens must be parsed.
-        vocab.tokenize_with(&text, AddSpecial::Yes, SpecialSyntax::Tokens)?
+    let text = if args.chat {
+        model.apply_chat_template(&[ChatMessage::new("user", &prompt_text)], true)?
     } else {
-        vocab.tokenize(&prompt_text, AddSpecial::Yes)?
+        prompt_text.clone()
     };
-    let needed = prompt.len() + args.n_predict;
-    if needed > ctx.n_ctx() as usize {
+    let mut prompt = match media {
+        Some(media) => media.tokenize(&text)?,
+        // The rendered template is trusted text whose control tokens must be parsed.
+        None if args.chat => Prompt::Tokens(vocab.tokenize_with(&text, AddSpecial::Yes, SpecialSyntax::Tokens)?),
+        None => Prompt::Tokens(vocab.tokenize(&text, AddSpecial::Yes)?),
+    };
+    let needed = prompt.n_pos() + args.n_predict;
+    if needed > ctx.n_ctx() {
         return Err(format!(
-            "prompt ({} tokens) plus -n {} does not fit in the context of {} tokens; raise --ctx",
-            prompt.len(),
+            "prompt ({} positions) plus -n {} does not fit in the context of {} tokens; raise --ctx",
+            prompt.n_pos(),
             args.n_predict,
             ctx.n_ctx()
         )
@@ -135,7 +153,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     // The prompt in chunks of at most n_batch tokens, logits for the last one only.
     let t1 = Instant::now();
-    ctx.decode_tokens(&prompt, 0, 0)?;
+    let mut pos = match &mut prompt {
+        Prompt::Tokens(tokens) => {
+            ctx.decode_tokens(tokens, 0, 0)?;
+            tokens.len()
+        }
+        #[cfg(feature = "mtmd")]
+        Prompt::Chunks(chunks, projector) => projector.eval(&mut ctx, chunks, 0, 0)?,
+    };
     let prompt_s = t1.elapsed().as_secs_f64();
     let mut batch = Batch::new(1, 1);
 
@@ -144,7 +169,6 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         write!(out, "{prompt_text}")?;
     }
     let mut text = Utf8Decoder::default();
-    let mut pos = prompt.len();
     let mut generated = 0usize;
     let t2 = Instant::now();
     while generated < args.n_predict {
@@ -170,10 +194,104 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "\nmodel: {} | load {:.2} s | prompt {} tokens, {:.1} t/s | generated {} tokens, {:.1} t/s",
         model.description(),
         load_s,
-        prompt.len(),
-        prompt.len() as f64 / prompt_s.max(1e-9),
+        prompt.n_tokens(),
+        prompt.n_tokens() as f64 / prompt_s.max(1e-9),
         generated,
         generated as f64 / gen_s.max(1e-9),
     );
     Ok(())
+}
+
+/// A prompt read by the text model alone, or with media by the projector.
+enum Prompt {
+    Tokens(Vec<llama::Token>),
+    /// Text and media, with the projector that evaluates them.
+    #[cfg(feature = "mtmd")]
+    Chunks(llama::media::Chunks, llama::media::Projector),
+}
+
+impl Prompt {
+    fn n_tokens(&self) -> usize {
+        match self {
+            Prompt::Tokens(t) => t.len(),
+            #[cfg(feature = "mtmd")]
+            Prompt::Chunks(c, _) => c.n_tokens(),
+        }
+    }
+
+    fn n_pos(&self) -> usize {
+        match self {
+            Prompt::Tokens(t) => t.len(),
+            #[cfg(feature = "mtmd")]
+            Prompt::Chunks(c, _) => c.n_pos(),
+        }
+    }
+}
+
+/// The projector and the decoded images and audio of `--mmproj`, `--image` and `--audio`.
+#[cfg(feature = "mtmd")]
+struct Media {
+    projector: llama::media::Projector,
+    items: Vec<llama::media::Media>,
+}
+
+#[cfg(feature = "mtmd")]
+impl Media {
+    fn load(args: &Args, model: &Model) -> Result<Option<Media>, Box<dyn std::error::Error>> {
+        let Some(path) = &args.mmproj else {
+            if args.image.is_empty() && args.audio.is_empty() {
+                return Ok(None);
+            }
+            return Err("--image and --audio need --mmproj (the model's projector)".into());
+        };
+        let mut builder = llama::media::Projector::builder(path);
+        if let Some(t) = args.threads {
+            builder = builder.n_threads(t);
+        }
+        let projector = builder.load(model)?;
+        let items = args
+            .image
+            .iter()
+            .chain(&args.audio)
+            .map(|p| projector.media_from_file(p).map_err(|e| format!("{}: {e}", p.display())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Media { projector, items }))
+    }
+
+    /// The prompt with a marker for each medium in front, unless it places them itself.
+    fn place_markers(&self, prompt: &str) -> String {
+        let marker = self.projector.marker();
+        if prompt.contains(marker) {
+            return prompt.to_string();
+        }
+        self.items.iter().map(|_| format!("{marker}\n")).collect::<String>() + prompt
+    }
+
+    fn tokenize(self, text: &str) -> Result<Prompt, llama::media::MediaError> {
+        let items: Vec<&llama::media::Media> = self.items.iter().collect();
+        let chunks = self.projector.tokenize(text, &items, AddSpecial::Yes)?;
+        Ok(Prompt::Chunks(chunks, self.projector))
+    }
+}
+
+/// Without the `mtmd` feature: the media flags are refused.
+#[cfg(not(feature = "mtmd"))]
+enum Media {}
+
+#[cfg(not(feature = "mtmd"))]
+impl Media {
+    fn load(args: &Args, _: &Model) -> Result<Option<Media>, Box<dyn std::error::Error>> {
+        if args.mmproj.is_some() || !args.image.is_empty() || !args.audio.is_empty() {
+            return Err("--mmproj, --image and --audio need a build with the `mtmd` feature".into());
+        }
+        Ok(None)
+    }
+
+    fn place_markers(&self, _: &str) -> String {
+        match *self {}
+    }
+
+    fn tokenize(self, _: &str) -> Result<Prompt, std::convert::Infallible> {
+        match self {}
+    }
 }

@@ -50,6 +50,14 @@ pub enum MediaError {
         /// What llama.cpp logged.
         reason: String,
     },
+    /// A media file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The path given.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// The projector cannot take this kind of media (an image for an audio-only projector...).
     #[error("this projector does not take {0}")]
     Unsupported(MediaKind),

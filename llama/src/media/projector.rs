@@ -266,8 +266,7 @@ impl Projector {
     /// [`media_from_bytes`](Self::media_from_bytes) of a file's contents.
     pub fn media_from_file(&self, path: impl AsRef<Path>) -> Result<Media, MediaError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .map_err(|source| MediaError::Load(crate::LoadError::Io { path: path.to_path_buf(), source }))?;
+        let bytes = std::fs::read(path).map_err(|source| MediaError::Io { path: path.to_path_buf(), source })?;
         self.media_from_bytes(&bytes)
     }
 
