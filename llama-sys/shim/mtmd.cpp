@@ -64,6 +64,12 @@ int32_t llama_rs_mtmd_tokenize(const mtmd_context * ctx, mtmd_input_chunks * out
     LLAMA_RS_BARRIER(INT32_MIN, { return mtmd_tokenize(ctx, output, text, bitmaps, n_bitmaps); })
 }
 
+int32_t llama_rs_mtmd_tokenize_from_parts(const mtmd_context * ctx, mtmd_input_chunks * output,
+                                          const mtmd_input_part * const * parts, size_t n_parts,
+                                          bool add_special) noexcept {
+    LLAMA_RS_BARRIER(INT32_MIN, { return mtmd_tokenize_from_parts(ctx, output, parts, n_parts, add_special); })
+}
+
 // A media chunk through the projector, then its embeddings into `lctx` at `n_past` (the
 // helper sets non-causal attention and M-RoPE positions where the model needs them).
 int32_t llama_rs_mtmd_eval_media(mtmd_context * ctx, struct llama_context * lctx, const mtmd_input_chunk * chunk,

@@ -306,6 +306,14 @@ extern "C" {
         bitmaps: *const *const mtmd_bitmap,
         n_bitmaps: usize,
     ) -> i32;
+    /// `mtmd_tokenize_from_parts`; `i32::MIN` if it threw.
+    pub fn llama_rs_mtmd_tokenize_from_parts(
+        ctx: *const mtmd_context,
+        output: *mut mtmd_input_chunks,
+        parts: *const *const mtmd_input_part,
+        n_parts: usize,
+        add_special: bool,
+    ) -> i32;
     /// `mtmd_encode_chunk` then `mtmd_helper_decode_image_chunk` of its embeddings; 0 on
     /// success, `i32::MIN` if it threw.
     pub fn llama_rs_mtmd_eval_media(

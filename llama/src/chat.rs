@@ -226,6 +226,23 @@ impl ChatTemplate {
         .map_err(|e| ChatError::Render(e.to_string()))
     }
 
+    /// [`render`](Self::render)'s text split into the template's own text
+    /// ([`SpecialSyntax::Tokens`]) and the messages' contents ([`SpecialSyntax::Text`]), as
+    /// [`render_tokens`](Self::render_tokens) tokenizes them.
+    pub(crate) fn render_pieces(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<(String, SpecialSyntax)>, ChatError> {
+        let marked: Vec<ChatMessage> =
+            messages.iter().enumerate().map(|(i, m)| ChatMessage::new(m.role.clone(), content_marker(i))).collect();
+        let marked = self.render(&marked, add_generation_prompt)?;
+        let real = self.render(messages, add_generation_prompt)?;
+        let contents: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+        let pieces = rendered_pieces(&marked, &real, &contents)?;
+        Ok(pieces.into_iter().map(|(text, syntax)| (text.to_string(), syntax)).collect())
+    }
+
     /// Renders and tokenizes the conversation so that the template's own text may produce
     /// control tokens while message contents never do (a user typing `<|im_end|>` gets plain
     /// text, not an end-of-turn token). BOS is prepended when the model wants it and the
@@ -236,12 +253,8 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<Vec<Token>, ChatError> {
-        let marked: Vec<ChatMessage> =
-            messages.iter().enumerate().map(|(i, m)| ChatMessage::new(m.role.clone(), content_marker(i))).collect();
-        let marked = self.render(&marked, add_generation_prompt)?;
-        let real = self.render(messages, add_generation_prompt)?;
-        let contents: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
-        tokenize_rendered(vocab, &marked, &real, &contents)
+        let pieces = self.render_pieces(messages, add_generation_prompt)?;
+        tokenize_pieces(vocab, pieces.iter().map(|(text, syntax)| (text.as_str(), *syntax)))
     }
 }
 
@@ -264,6 +277,37 @@ pub(crate) fn tokenize_rendered(
     real: &str,
     contents: &[&str],
 ) -> Result<Vec<Token>, ChatError> {
+    tokenize_pieces(vocab, rendered_pieces(marked, real, contents)?)
+}
+
+#[cfg(any(feature = "jinja", feature = "tools"))]
+/// Tokenizes rendered pieces each with its syntax; BOS prepended when the model wants it and
+/// the template did not write it.
+fn tokenize_pieces<'a>(
+    vocab: &Vocab<'_>,
+    pieces: impl IntoIterator<Item = (&'a str, SpecialSyntax)>,
+) -> Result<Vec<Token>, ChatError> {
+    let mut tokens = Vec::new();
+    for (text, syntax) in pieces {
+        tokens.extend(vocab.tokenize_with(text, AddSpecial::No, syntax).map_err(ChatError::Tokenize)?);
+    }
+    if let Some(bos) = vocab.bos().filter(|_| vocab.adds_bos()) {
+        if tokens.first() != Some(&bos) {
+            tokens.insert(0, bos);
+        }
+    }
+    Ok(tokens)
+}
+
+#[cfg(any(feature = "jinja", feature = "tools"))]
+/// [`tokenize_rendered`]'s split of `real` into the template's own text
+/// ([`SpecialSyntax::Tokens`]) and the contents ([`SpecialSyntax::Text`]), in order: for callers
+/// that tokenize the pieces their own way (with media, through a projector).
+pub(crate) fn rendered_pieces<'a>(
+    marked: &'a str,
+    real: &str,
+    contents: &[&'a str],
+) -> Result<Vec<(&'a str, SpecialSyntax)>, ChatError> {
     let mut segments = Vec::new(); // (template text before, content index)
     let mut rest = marked;
     while let Some(start) = rest.find('\u{E000}') {
@@ -284,20 +328,11 @@ pub(crate) fn tokenize_rendered(
             s == real
         })
         .ok_or(ChatError::Unsupported)?;
-    let mut tokens = Vec::new();
+    let mut pieces = Vec::with_capacity(2 * segments.len() + 1);
     for (text, index) in segments {
-        tokens.extend(vocab.tokenize_with(text, AddSpecial::No, SpecialSyntax::Tokens).map_err(ChatError::Tokenize)?);
-        tokens.extend(
-            vocab
-                .tokenize_with(form(contents[index]), AddSpecial::No, SpecialSyntax::Text)
-                .map_err(ChatError::Tokenize)?,
-        );
+        pieces.push((text, SpecialSyntax::Tokens));
+        pieces.push((form(contents[index]), SpecialSyntax::Text));
     }
-    tokens.extend(vocab.tokenize_with(rest, AddSpecial::No, SpecialSyntax::Tokens).map_err(ChatError::Tokenize)?);
-    if let Some(bos) = vocab.bos().filter(|_| vocab.adds_bos()) {
-        if tokens.first() != Some(&bos) {
-            tokens.insert(0, bos);
-        }
-    }
-    Ok(tokens)
+    pieces.push((rest, SpecialSyntax::Tokens));
+    Ok(pieces)
 }

@@ -85,7 +85,7 @@ fn wav(rate: u32, seconds: f32) -> Vec<u8> {
 
 #[test]
 fn an_image_runs_the_whole_path_and_the_ledger_names_it() {
-    let mut projector = vision();
+    let projector = vision();
     assert!(projector.takes_images() && !projector.takes_audio());
     assert_eq!(projector.audio_sample_rate(), None);
     let image = projector.media_from_bytes(&bmp(40, 30, 0)).unwrap();
@@ -131,7 +131,7 @@ fn an_image_runs_the_whole_path_and_the_ledger_names_it() {
 
 #[test]
 fn raw_pixels_and_two_images_in_one_prompt() {
-    let mut projector = vision();
+    let projector = vision();
     let pixels: Vec<u8> = (0..32 * 32 * 3).map(|i| (i % 251) as u8).collect();
     let a = llama::media::Media::rgb(32, 32, &pixels).unwrap();
     let b = llama::media::Media::rgb(32, 32, &pixels).unwrap();
@@ -148,7 +148,7 @@ fn raw_pixels_and_two_images_in_one_prompt() {
 
 #[test]
 fn audio_runs_the_whole_path() {
-    let mut projector = Projector::builder(audio_path()).n_threads(1).load(smollm2()).unwrap();
+    let projector = Projector::builder(audio_path()).n_threads(1).load(smollm2()).unwrap();
     assert!(projector.takes_audio() && !projector.takes_images());
     assert_eq!(projector.audio_sample_rate(), Some(16_000));
     // An 8 kHz file is resampled to the projector's rate.
@@ -216,7 +216,7 @@ fn bad_media_and_prompts_are_errors() {
 
 #[test]
 fn evaluating_refuses_what_cannot_fit_or_belongs_elsewhere() {
-    let mut projector = vision();
+    let projector = vision();
     let image = projector.media_from_bytes(&bmp(8, 8, 0)).unwrap();
     let chunks = projector.tokenize(&format!("{} what?", projector.marker()), &[&image], AddSpecial::Yes).unwrap();
     let mut ctx = smollm2().context(ContextParams::default().n_ctx(256).n_seq_max(2).n_threads(1)).unwrap();
@@ -252,4 +252,86 @@ fn bad_projectors_are_errors_naming_the_cause() {
     // A text model is a GGUF but no projector.
     let err = Projector::load(smollm2(), common::models::default_model().unwrap()).unwrap_err();
     assert!(matches!(err, MediaError::Rejected { .. }), "{err:?}");
+}
+
+mod engine {
+    use super::*;
+    use llama::engine::{Engine, EngineParams, Event, Request, SubmitError};
+    use llama::{ChatMessage, GenerateParams};
+
+    /// One slot: a new conversation reuses what the last one left, however little.
+    fn engine() -> Engine {
+        let params = EngineParams::default().slots(1).n_ctx(1024).threads(1).projector(vision());
+        Engine::new(smollm2(), params).unwrap()
+    }
+
+    /// The text, and (prompt, cached) tokens of one greedy request.
+    fn run(engine: &Engine, request: Request) -> (String, usize, usize) {
+        let completion = engine.submit(request.params(GenerateParams::default().max_tokens(12))).unwrap();
+        let (mut text, mut counts) = (String::new(), (0, 0));
+        for event in completion {
+            match event {
+                Event::Started { prompt_tokens, cached_tokens } => counts = (prompt_tokens, cached_tokens),
+                Event::Piece { piece, .. } => text.push_str(&piece.text),
+                Event::Error { message, .. } => panic!("{message}"),
+                _ => {}
+            }
+        }
+        (text, counts.0, counts.1)
+    }
+
+    fn ask(engine: &Engine, seed: u8) -> Request {
+        let marker = engine.handle().media_marker().unwrap().to_string();
+        let projector = engine.handle();
+        let image = projector.projector().unwrap().media_from_bytes(&bmp(24, 24, seed)).unwrap();
+        let message = ChatMessage::new("user", format!("Look: {marker} What colour is it?"));
+        Request::new(vec![message]).media(vec![image])
+    }
+
+    #[test]
+    fn a_chat_with_an_image_is_served_and_its_prefix_reused_only_for_the_same_image() {
+        let engine = engine();
+        let tokens = engine.handle().tokenize(&ask(&engine, 0)).unwrap();
+        let image_at = tokens.iter().position(|t| t.0 < 0).unwrap();
+        assert_eq!(tokens.iter().filter(|t| t.0 < 0).count(), IMAGE_TOKENS);
+
+        let (first, prompt, cached) = run(&engine, ask(&engine, 0));
+        assert_eq!((prompt, cached), (tokens.len(), 0));
+        assert!(!first.is_empty());
+        // The same picture again: all but the last token come from the cache, and the reply
+        // is the same.
+        let (again, _, cached) = run(&engine, ask(&engine, 0));
+        assert_eq!(cached, tokens.len() - 1);
+        assert_eq!(again, first);
+        // Another picture: the cache serves the text before it, not its positions.
+        let (_, _, cached) = run(&engine, ask(&engine, 1));
+        assert_eq!(cached, image_at);
+        assert!(engine.metrics().media_read >= 2);
+    }
+
+    #[test]
+    fn media_requests_that_cannot_be_served_are_refused_at_submission() {
+        let engine = engine();
+        let handle = engine.handle();
+        let marker = handle.media_marker().unwrap().to_string();
+        let image = || handle.projector().unwrap().media_from_bytes(&bmp(8, 8, 0)).unwrap();
+        let refused = |request: Request, what: &str| match engine.submit(request) {
+            Err(SubmitError::Invalid(message)) => assert!(message.contains(what), "{message}"),
+            other => panic!("{other:?}"),
+        };
+        refused(Request::new("no marker here").media(vec![image()]), "markers");
+        refused(Request::new(format!("two {marker} {marker}")).media(vec![image()]), "markers");
+        refused(Request::new(format!("ends with {marker}")).media(vec![image()]), "must not end");
+        refused(Request::new(vec![llama::Token(1)]).media(vec![image()]), "text or chat");
+
+        let plain = Engine::new(smollm2(), EngineParams::default().slots(1).n_ctx(256).threads(1)).unwrap();
+        assert!(plain.handle().media_marker().is_none());
+        match plain.submit(Request::new(format!("{marker} hi")).media(vec![image()])) {
+            Err(SubmitError::Invalid(message)) => assert!(message.contains("projector"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        // A projector for another model is refused when the engine starts.
+        let other = Projector::builder(vision_path()).n_threads(1).load(common::gemma3());
+        assert!(other.is_err(), "gemma-3 is 640 wide: the 576-wide projector does not fit it");
+    }
 }

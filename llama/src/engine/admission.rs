@@ -73,6 +73,11 @@ impl Worker {
                 self.pool.restore(&mut self.ctx, seq, entry, common)
             }
         };
+        // A medium is evaluated whole: a prefix that ends inside one stops at its start.
+        let common = match job.media.as_ref().map(|m| m.boundary(common)) {
+            Some(whole) if whole < common => self.pool.truncate(&mut self.ctx, seq, whole),
+            _ => common,
+        };
         if !matches!(source, Source::Ram { .. }) {
             self.pool.missed();
         }

@@ -130,6 +130,9 @@ pub struct Metrics {
     pub preemptions: u64,
     /// Preempted jobs that started again.
     pub resumed: u64,
+    /// Images and audio clips read into sequences through the projector (again after a
+    /// preemption or a prefix that stopped short of them).
+    pub media_read: u64,
     /// Requests cancelled because their consumer read nothing for
     /// [`stall_timeout`](super::EngineParams::stall_timeout) (also counted as cancelled).
     pub stalled: u64,

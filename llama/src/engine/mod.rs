@@ -42,6 +42,7 @@
 mod admission;
 mod embeddings;
 mod kv;
+mod media;
 mod metrics;
 mod request;
 mod scheduler;
@@ -114,6 +115,10 @@ pub struct EngineParams {
     /// The context parameters to start from (flash attention, KV cache types, ...; default: the
     /// engine's choice); the engine still sets the size, sequences, batch and a unified cache.
     pub context_params: Option<ContextParams>,
+    /// The projector that reads the images and audio of requests ([`Request::media`]); it must
+    /// be loaded for the engine's model (default none: requests with media are refused).
+    #[cfg(feature = "mtmd")]
+    pub projector: Option<Arc<crate::media::Projector>>,
 }
 
 impl Default for EngineParams {
@@ -129,6 +134,8 @@ impl Default for EngineParams {
             cache_ram: 2 << 30,
             stall_timeout: None,
             context_params: None,
+            #[cfg(feature = "mtmd")]
+            projector: None,
         }
     }
 }
@@ -194,6 +201,13 @@ impl EngineParams {
         self
     }
 
+    /// Sets [`projector`](Self::projector).
+    #[cfg(feature = "mtmd")]
+    pub fn projector(mut self, projector: crate::media::Projector) -> Self {
+        self.projector = Some(Arc::new(projector));
+        self
+    }
+
     /// Every option brought into its documented range.
     fn in_range(mut self) -> Self {
         self.slots = self.slots.clamp(1, 256);
@@ -224,6 +238,8 @@ pub struct EngineHandle {
     slots: usize,
     max_queue: usize,
     stream_buffer: usize,
+    #[cfg(feature = "mtmd")]
+    projector: Option<Arc<crate::media::Projector>>,
 }
 
 #[derive(Debug, Default)]
@@ -242,6 +258,17 @@ impl Engine {
     /// Creates the context and starts the engine thread.
     pub fn new(model: &Model, params: EngineParams) -> Result<Engine, ContextError> {
         let params = params.in_range();
+        #[cfg(feature = "mtmd")]
+        if let Some(projector) = &params.projector {
+            if !Arc::ptr_eq(&projector.model().handle, &model.handle) {
+                return Err(ContextError::InvalidParam("the projector was loaded for another model"));
+            }
+            // The engine counts a medium's positions and cells as one: M-RoPE models put more
+            // embeddings than positions.
+            if projector.uses_mrope() {
+                return Err(ContextError::InvalidParam("the engine does not serve M-RoPE projectors yet"));
+            }
+        }
         let threads = params.threads.unwrap_or_else(crate::context::default_threads);
         let n_batch = (params.prefill_budget + params.slots).max(params.slots * 2);
         // llama.cpp's own choice of flash attention (auto: on where the backend has it). On this
@@ -281,6 +308,8 @@ impl Engine {
             slots: params.slots,
             max_queue: params.max_queue,
             stream_buffer: params.stream_buffer,
+            #[cfg(feature = "mtmd")]
+            projector: params.projector.clone(),
         };
         let slots = (0..params.slots).map(|i| Slot { seq: i, job: None, held_for_fork: false, last_used: 0 }).collect();
         let mut worker = Worker {
@@ -298,6 +327,8 @@ impl Engine {
             stopping: false,
             stall_timeout: params.stall_timeout,
             draining: Vec::new(),
+            #[cfg(feature = "mtmd")]
+            projector: params.projector,
         };
         let thread = std::thread::Builder::new()
             .name("llama-engine".into())
@@ -343,7 +374,7 @@ impl EngineHandle {
         if n > self.slots {
             return Err(SubmitError::TooManyCompletions { n, slots: self.slots });
         }
-        let prompt = self.tokenize(&request)?;
+        let (prompt, media) = self.prepare(&request)?;
         if prompt.len() >= self.n_ctx {
             return Err(SubmitError::PromptTooLong { prompt: prompt.len(), n_ctx: self.n_ctx });
         }
@@ -366,6 +397,7 @@ impl EngineHandle {
         let cancel = Arc::new(AtomicBool::new(false));
         let spec = JobSpec {
             prompt: prompt.into(),
+            media,
             params: request.params,
             tx,
             cancel: cancel.clone(),
@@ -382,9 +414,19 @@ impl EngineHandle {
     }
 
     /// The tokens `request`'s prompt becomes, as [`submit`](Self::submit) computes them (a
-    /// chat rendered with the model's template): to count them without generating.
+    /// chat rendered with the model's template): to count them without generating. Each medium
+    /// of [`Request::media`] stands as placeholders (negative ids) for the positions it takes.
     pub fn tokenize(&self, request: &Request) -> Result<Vec<Token>, SubmitError> {
+        self.prepare(request).map(|(tokens, _)| tokens)
+    }
+
+    /// The prompt's tokens, and where its media stand.
+    fn prepare(&self, request: &Request) -> Result<(Vec<Token>, Option<Arc<media::PromptMedia>>), SubmitError> {
         let invalid = |e: &dyn std::fmt::Display| SubmitError::Invalid(e.to_string());
+        #[cfg(feature = "mtmd")]
+        if !request.media.is_empty() {
+            return self.prepare_media(request);
+        }
         let vocab = self.model.vocab();
         let tokens = match &request.prompt {
             Prompt::Text(text) => {
@@ -402,7 +444,108 @@ impl EngineHandle {
         if tokens.is_empty() {
             return Err(SubmitError::Invalid("the prompt is empty".into()));
         }
-        Ok(tokens)
+        Ok((tokens, None))
+    }
+
+    /// A prompt with images or audio: its text and media through the projector (a chat's
+    /// contents keep their special-token syntax plain), each medium standing as placeholders.
+    #[cfg(feature = "mtmd")]
+    fn prepare_media(&self, request: &Request) -> Result<(Vec<Token>, Option<Arc<media::PromptMedia>>), SubmitError> {
+        use crate::media::{media_entries, ChunkKind, Part};
+        let invalid = |e: &dyn std::fmt::Display| SubmitError::Invalid(e.to_string());
+        let projector = self
+            .projector
+            .as_ref()
+            .ok_or_else(|| SubmitError::Invalid("this engine takes no images or audio: it has no projector".into()))?;
+        let marker = projector.marker();
+        let pieces: Vec<(String, crate::SpecialSyntax)> = match &request.prompt {
+            Prompt::Text(text) => vec![(text.clone(), request.params.special_syntax)],
+            Prompt::Chat(messages) => self.render_pieces(messages).map_err(|e| invalid(&e))?,
+            Prompt::Tokens(_) => {
+                return Err(SubmitError::Invalid("images and audio need a text or chat prompt".into()))
+            }
+        };
+        let markers: usize = pieces.iter().map(|(text, _)| text.matches(marker).count()).sum();
+        if markers != request.media.len() {
+            return Err(invalid(&crate::media::MediaError::MarkerCount { markers, media: request.media.len() }));
+        }
+        let mut next = request.media.iter();
+        let mut parts = Vec::new();
+        for (text, syntax) in &pieces {
+            for (i, piece) in text.split(marker).enumerate() {
+                if i > 0 {
+                    parts.push(Part::Media(next.next().ok_or_else(|| SubmitError::Invalid("media count".into()))?));
+                }
+                if !piece.is_empty() {
+                    parts.push(Part::Text(piece, *syntax));
+                }
+            }
+        }
+        let add_special = match &request.prompt {
+            Prompt::Chat(_) => self.chat_adds_bos(&pieces),
+            _ => request.params.add_special,
+        };
+        let chunks = projector.tokenize_parts(&parts, add_special).map_err(|e| invalid(&e))?;
+        let mut tokens = Vec::new();
+        let mut spans = Vec::new();
+        for (index, chunk) in chunks.iter().enumerate() {
+            if let Some(text) = chunk.tokens() {
+                tokens.extend_from_slice(text);
+                continue;
+            }
+            let entries = media_entries(chunk.media_id(), chunk.n_pos())
+                .ok_or_else(|| SubmitError::Invalid(format!("a {:?} chunk without an id", chunk.kind())))?;
+            spans.push(media::Span { start: tokens.len(), len: entries.len(), chunk: index });
+            tokens.extend(entries);
+        }
+        if chunks.iter().last().is_some_and(|c| c.kind() != ChunkKind::Text) {
+            // Generation starts from the logits of the prompt's last token: media have none.
+            return Err(SubmitError::Invalid("the prompt must not end with an image or audio clip".into()));
+        }
+        Ok((tokens, Some(Arc::new(media::PromptMedia { spans, chunks }))))
+    }
+
+    /// Whether a chat's BOS must be added: the model wants one and its template did not write it.
+    #[cfg(feature = "mtmd")]
+    fn chat_adds_bos(&self, pieces: &[(String, crate::SpecialSyntax)]) -> crate::AddSpecial {
+        let vocab = self.model.vocab();
+        let first =
+            pieces.first().and_then(|(text, syntax)| vocab.tokenize_with(text, crate::AddSpecial::No, *syntax).ok());
+        let written = first.and_then(|t| t.first().copied()).is_some_and(|t| Some(t) == vocab.bos());
+        if vocab.adds_bos() && !written {
+            crate::AddSpecial::Yes
+        } else {
+            crate::AddSpecial::No
+        }
+    }
+
+    #[cfg(all(feature = "mtmd", feature = "jinja"))]
+    fn render_pieces(
+        &self,
+        messages: &[crate::ChatMessage],
+    ) -> Result<Vec<(String, crate::SpecialSyntax)>, crate::ChatError> {
+        crate::ChatTemplate::from_model(&self.model)?.render_pieces(messages, true)
+    }
+
+    #[cfg(all(feature = "mtmd", not(feature = "jinja")))]
+    fn render_pieces(
+        &self,
+        messages: &[crate::ChatMessage],
+    ) -> Result<Vec<(String, crate::SpecialSyntax)>, crate::ChatError> {
+        Ok(vec![(self.model.apply_chat_template(messages, true)?, crate::SpecialSyntax::Tokens)])
+    }
+
+    /// The text that stands for one medium of [`Request::media`] in a prompt; `None` without a
+    /// projector.
+    #[cfg(feature = "mtmd")]
+    pub fn media_marker(&self) -> Option<&str> {
+        self.projector.as_deref().map(|p| p.marker())
+    }
+
+    /// The engine's projector, if it has one.
+    #[cfg(feature = "mtmd")]
+    pub fn projector(&self) -> Option<&crate::media::Projector> {
+        self.projector.as_deref()
     }
 
     #[cfg(feature = "jinja")]

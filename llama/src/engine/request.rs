@@ -63,6 +63,9 @@ pub struct Request {
     pub(crate) n: usize,
     pub(crate) params: GenerateParams,
     pub(crate) deadline: Option<Instant>,
+    /// Images and audio, in the order their markers stand in the prompt.
+    #[cfg(feature = "mtmd")]
+    pub(crate) media: Vec<crate::media::Media>,
 }
 
 impl Request {
@@ -74,7 +77,20 @@ impl Request {
             n: 1,
             params: GenerateParams::default(),
             deadline: None,
+            #[cfg(feature = "mtmd")]
+            media: Vec::new(),
         }
+    }
+
+    /// Images and audio for a text or chat prompt in which each
+    /// [`media_marker`](super::EngineHandle::media_marker) stands for the next of them (in chat
+    /// messages, inside their contents). The engine needs a projector
+    /// ([`EngineParams::projector`](super::EngineParams::projector)); the prompt must end with
+    /// text, as a chat template's assistant prefix does.
+    #[cfg(feature = "mtmd")]
+    pub fn media(mut self, media: Vec<crate::media::Media>) -> Request {
+        self.media = media;
+        self
     }
 
     /// The sampler chain (any: grammars, JSON Schema, Rust samplers).

@@ -141,7 +141,7 @@ pub(super) fn plan(
         let share = budget.div_ceil(readers.len()).max(1);
         for &i in &readers {
             let Some(job) = &slots[i].job else { continue };
-            let take = share.min(budget).min(job.input.len() - job.n_past);
+            let take = share.min(budget).min(job.batchable());
             if take == 0 {
                 continue;
             }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::kv::{common_prefix, Pool, RAM_MIN_GAIN};
+use super::media::PromptMedia;
 use super::request::Event;
 use crate::driver::Driver;
 use crate::{Context, Sampler, Token};
@@ -22,6 +23,8 @@ pub(super) struct Job {
     pub index: usize,
     /// The request's prompt.
     pub prompt: Arc<[Token]>,
+    /// Where the prompt's images and audio stand (their positions hold placeholders).
+    pub media: Option<Arc<PromptMedia>>,
     /// What the sequence must hold in the KV cache: the prompt, then each generated token once
     /// decoded. A preempted job reads it all again (or restores it) before it goes on.
     pub input: Vec<Token>,
@@ -59,6 +62,7 @@ pub(super) struct Job {
 /// What a job is made of, whichever completion it is.
 pub(super) struct JobSpec {
     pub prompt: Arc<[Token]>,
+    pub media: Option<Arc<PromptMedia>>,
     pub params: crate::GenerateParams,
     pub tx: mpsc::Sender<Event>,
     pub cancel: Arc<AtomicBool>,
@@ -74,6 +78,7 @@ impl Job {
             index,
             input: spec.prompt.to_vec(),
             prompt: spec.prompt,
+            media: spec.media,
             n_past: 0,
             sampler,
             driver: Driver::new(&spec.params),
@@ -99,6 +104,7 @@ impl Job {
     pub fn fork(&self, index: usize, sampler: Sampler) -> Job {
         let spec = JobSpec {
             prompt: self.prompt.clone(),
+            media: self.media.clone(),
             params: self.params.clone(),
             tx: self.tx.clone(),
             cancel: self.cancel.clone(),
@@ -109,6 +115,18 @@ impl Job {
         job.n_past = job.input.len();
         job.admitted = self.admitted;
         job
+    }
+
+    /// The medium the sequence must read next, when it stands right where the sequence is.
+    #[cfg(feature = "mtmd")]
+    pub fn media_due(&self) -> Option<super::media::Span> {
+        self.media.as_ref()?.at(self.n_past)
+    }
+
+    /// Prompt tokens that can go into the next batch: up to the next medium.
+    pub fn batchable(&self) -> usize {
+        let end = self.media.as_ref().and_then(|m| m.next_start(self.n_past)).unwrap_or(self.input.len());
+        end.min(self.input.len()).saturating_sub(self.n_past)
     }
 
     pub fn prefilling(&self) -> bool {

@@ -43,6 +43,9 @@ pub(super) struct Worker {
     pub stall_timeout: Option<Duration>,
     /// Ended jobs whose last events wait for their consumer.
     pub draining: Vec<Job>,
+    /// Reads the images and audio of prompts.
+    #[cfg(feature = "mtmd")]
+    pub projector: Option<Arc<crate::media::Projector>>,
 }
 
 impl Worker {
@@ -147,6 +150,8 @@ impl Worker {
 
     /// One decode: returns false when there was nothing to do.
     fn run_step(&mut self) -> bool {
+        #[cfg(feature = "mtmd")]
+        self.read_due_media();
         let n_ctx = self.ctx.n_ctx();
         let (outputs, added) = loop {
             let plan = scheduler::plan(&self.slots, &mut self.batch, &self.pacer, &mut self.cursor);

@@ -53,6 +53,13 @@ impl Chunks {
         NonNull::new(ptr).map(|ptr| Chunks { ptr })
     }
 
+    /// A list with no chunks (for tests of code that holds one).
+    #[cfg(test)]
+    pub(crate) fn empty() -> Option<Chunks> {
+        // SAFETY: allocates an empty list, owned by the result.
+        Chunks::from_raw(unsafe { llama_sys::mtmd_input_chunks_init() })
+    }
+
     pub(super) fn as_ptr(&self) -> *mut llama_sys::mtmd_input_chunks {
         self.ptr.as_ptr()
     }

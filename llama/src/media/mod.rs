@@ -13,7 +13,7 @@
 //! use llama::{AddSpecial, ContextParams, Model, Output, Sampler};
 //!
 //! let model = Model::load("model.gguf")?;
-//! let mut projector = Projector::load(&model, "mmproj.gguf")?;
+//! let projector = Projector::load(&model, "mmproj.gguf")?;
 //! let image = projector.media_from_file("cat.png")?;
 //! let prompt = format!("What is in this picture? {}\n", projector.marker());
 //! let chunks = projector.tokenize(&prompt, &[&image], AddSpecial::Yes)?;
@@ -28,7 +28,8 @@ mod chunks;
 mod projector;
 
 pub use chunks::{Chunk, ChunkKind, Chunks};
-pub use projector::{Media, MediaKind, Projector, ProjectorBuilder};
+pub(crate) use projector::media_entries;
+pub use projector::{Media, MediaKind, Part, Projector, ProjectorBuilder};
 
 use std::path::PathBuf;
 

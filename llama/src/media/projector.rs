@@ -3,14 +3,14 @@
 use std::ffi::{c_char, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
 use super::{ChunkKind, Chunks, MediaError};
 use crate::backend::capture_errors;
 use crate::barrier::take_exception;
-use crate::{AddSpecial, Context, DecodeError, Model, Token};
+use crate::{AddSpecial, Context, DecodeError, Model, SpecialSyntax, Token};
 
 /// Images larger than this many pixels are refused from their header by default (a 32-megapixel
 /// image is 96 MiB of RGB before the projector resizes it); see [`ProjectorBuilder::max_pixels`].
@@ -113,6 +113,7 @@ impl ProjectorBuilder {
         };
         Ok(Projector {
             handle,
+            encoder: Mutex::new(()),
             vision,
             audio_rate: if audio { u32::try_from(rate).ok().filter(|&r| r > 0) } else { None },
             marker,
@@ -134,8 +135,9 @@ impl Drop for Handle {
 /// A multimodal projector (an `mmproj` GGUF) loaded for a text [`Model`]: it turns images and
 /// audio into embeddings that model reads. Keeps its model alive.
 ///
-/// `Send` and `Sync`: decoding media and tokenizing take `&self` (mtmd documents both as
-/// thread-safe); evaluating, which runs the projector's encoder, takes `&mut self`.
+/// `Send` and `Sync`: decoding media and tokenizing may run on many threads at once (mtmd
+/// documents both as thread-safe); evaluating runs the projector's encoder, one caller at a
+/// time (a lock inside).
 ///
 /// ```no_run
 /// let model = llama::Model::load("model.gguf")?;
@@ -145,6 +147,8 @@ impl Drop for Handle {
 /// ```
 pub struct Projector {
     handle: Handle,
+    /// Held while the encoder runs: it writes the projector's buffers.
+    encoder: Mutex<()>,
     vision: bool,
     audio_rate: Option<u32>,
     marker: String,
@@ -153,9 +157,11 @@ pub struct Projector {
     model: Model,
 }
 
-// SAFETY: an mtmd context has no thread affinity. Through `&self` only the calls mtmd documents
-// as thread-safe are made (`mtmd_tokenize`, `mtmd_helper_bitmap_init_from_buf`) plus getters of
-// values fixed at load; the encoder, which mutates the context, runs only under `&mut self`.
+// SAFETY: an mtmd context has no thread affinity. The calls made without a lock are those mtmd
+// documents as thread-safe on a shared context (`mtmd_tokenize*`, which llama-server also runs on
+// its HTTP threads while its main loop encodes; `mtmd_helper_bitmap_init_from_buf`) and getters
+// of values fixed at load; the encoder, which writes the context's buffers, runs only under the
+// `encoder` lock.
 unsafe impl Send for Projector {}
 // SAFETY: see `Send`.
 unsafe impl Sync for Projector {}
@@ -272,34 +278,75 @@ impl Projector {
 
     /// Tokenizes `prompt`, in which each [`marker`](Self::marker) stands for the next of
     /// `media`, into text and media [`Chunks`]. Special-token text in the prompt is parsed as
-    /// such (a chat template's output).
+    /// such (a chat template's output); [`tokenize_parts`](Self::tokenize_parts) keeps it
+    /// plain where the text comes from a user.
     pub fn tokenize(&self, prompt: &str, media: &[&Media], add_special: AddSpecial) -> Result<Chunks, MediaError> {
         let markers = prompt.matches(self.marker.as_str()).count();
         if markers != media.len() {
             return Err(MediaError::MarkerCount { markers, media: media.len() });
         }
-        if let Some(m) = media.iter().find(|m| !self.takes(m.kind())) {
-            return Err(MediaError::Unsupported(m.kind()));
+        let mut parts = Vec::with_capacity(2 * media.len() + 1);
+        for (i, text) in prompt.split(self.marker.as_str()).enumerate() {
+            parts.push(Part::Text(text, SpecialSyntax::Tokens));
+            if let Some(m) = media.get(i) {
+                parts.push(Part::Media(m));
+            }
         }
-        let text = CString::new(prompt).map_err(|_| MediaError::Nul)?;
-        let input = llama_sys::mtmd_input_text {
-            text: text.as_ptr(),
-            text_len: prompt.len(),
-            add_special: add_special == AddSpecial::Yes,
-            parse_special: true,
-        };
-        let bitmaps: Vec<*const llama_sys::mtmd_bitmap> = media.iter().map(|m| m.ptr.as_ptr().cast_const()).collect();
+        self.tokenize_parts(&parts, add_special)
+    }
+
+    /// Tokenizes text and media in order, each text part with its own [`SpecialSyntax`]: a
+    /// chat template's text may produce control tokens while a user's never does.
+    pub fn tokenize_parts(&self, parts: &[Part<'_>], add_special: AddSpecial) -> Result<Chunks, MediaError> {
+        if let Some(kind) = parts.iter().filter_map(|p| p.media()).map(Media::kind).find(|&k| !self.takes(k)) {
+            return Err(MediaError::Unsupported(kind));
+        }
+        let texts = parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(text, _) => CString::new(*text).map(Some).map_err(|_| MediaError::Nul),
+                Part::Media(_) => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let inputs: Vec<Option<llama_sys::mtmd_input_text>> = parts
+            .iter()
+            .zip(&texts)
+            .map(|(part, c)| match (part, c) {
+                (Part::Text(text, syntax), Some(c)) => Some(llama_sys::mtmd_input_text {
+                    text: c.as_ptr(),
+                    text_len: text.len(),
+                    add_special: false,
+                    parse_special: *syntax == SpecialSyntax::Tokens,
+                }),
+                _ => None,
+            })
+            .collect();
+        let raw: Vec<llama_sys::mtmd_input_part> = parts
+            .iter()
+            .zip(&inputs)
+            .map(|(part, input)| llama_sys::mtmd_input_part {
+                text: input.as_ref().map_or(std::ptr::null(), |t| t as *const _),
+                bitmap: part.media().map_or(std::ptr::null(), |m| m.ptr.as_ptr().cast_const()),
+            })
+            .collect();
+        let pointers: Vec<*const llama_sys::mtmd_input_part> = raw.iter().map(|p| p as *const _).collect();
         // SAFETY: allocates an empty list (freed by `Chunks`' drop).
         let chunks = Chunks::from_raw(unsafe { llama_sys::mtmd_input_chunks_init() })
             .ok_or_else(|| MediaError::Failed { stage: "tokenizing", reason: "out of memory".into() })?;
-        // SAFETY: the projector, the list and every bitmap are alive; `input` points at a C
-        // string of `text_len` bytes; `bitmaps` holds `len` valid pointers.
+        // SAFETY: the projector, the list and every bitmap are alive; each part points at either
+        // a live `mtmd_input_text` (whose C string of `text_len` bytes is alive) or a bitmap;
+        // `pointers` holds `len` valid pointers into `raw`.
         let (rc, logged) = capture_errors(|| unsafe {
-            llama_sys::llama_rs_mtmd_tokenize(self.as_ptr(), chunks.as_ptr(), &input, bitmaps.as_ptr(), bitmaps.len())
+            llama_sys::llama_rs_mtmd_tokenize_from_parts(
+                self.as_ptr(),
+                chunks.as_ptr(),
+                pointers.as_ptr(),
+                pointers.len(),
+                add_special == AddSpecial::Yes,
+            )
         });
         match rc {
             0 => Ok(chunks),
-            1 => Err(MediaError::MarkerCount { markers, media: media.len() }),
             i32::MIN => Err(MediaError::Failed { stage: "tokenizing", reason: take_exception().unwrap_or(logged) }),
             _ => Err(MediaError::Failed { stage: "tokenizing", reason: logged }),
         }
@@ -313,7 +360,7 @@ impl Projector {
     /// The context must run this projector's model. A position holding media shows in
     /// [`Context::cached_tokens`] as a negative placeholder token derived from the medium's id,
     /// so prefix reuse matches a cached image only against the same image.
-    pub fn eval(&mut self, ctx: &mut Context, chunks: &Chunks, start: usize, seq: usize) -> Result<usize, MediaError> {
+    pub fn eval(&self, ctx: &mut Context, chunks: &Chunks, start: usize, seq: usize) -> Result<usize, MediaError> {
         if !Arc::ptr_eq(&ctx.model().handle, &self.model.handle) {
             return Err(MediaError::Invalid("the context runs another model than the projector's".into()));
         }
@@ -338,20 +385,30 @@ impl Projector {
         Ok(pos)
     }
 
-    fn eval_media(
-        &mut self,
+    /// Whether the model reads media at multi-section positions (M-RoPE: fewer positions than
+    /// embeddings).
+    pub(crate) fn uses_mrope(&self) -> bool {
+        // SAFETY: the projector is alive; a getter.
+        unsafe { llama_sys::mtmd_decode_use_mrope(self.as_ptr()) }
+    }
+
+    /// One media chunk into sequence `seq` at `pos`; the position after it. The caller checked
+    /// that the context runs this projector's model and that `seq` and the positions fit.
+    pub(crate) fn eval_media(
+        &self,
         ctx: &mut Context,
         chunk: super::Chunk<'_>,
         pos: usize,
         seq: usize,
     ) -> Result<usize, MediaError> {
-        // Both fit in i32: `eval` checked them against n_ctx and n_seq_max.
+        // Both fit in i32: the caller checked them against n_ctx and n_seq_max.
         let (p0, s) = (i32::try_from(pos).unwrap_or(i32::MAX), i32::try_from(seq).unwrap_or(i32::MAX));
         let n_batch = i32::try_from(ctx.n_batch().max(1)).unwrap_or(i32::MAX);
         let mut next = p0;
-        // SAFETY: the projector and context are alive and exclusively borrowed (the encoder
-        // mutates the projector, the decode the context); the chunk is a media chunk of a live
-        // list; the position and sequence were checked against the context.
+        let _encoding = self.encoder.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the projector is alive and its encoder lock held; the context is alive and
+        // exclusively borrowed; the chunk is a media chunk of a live list; the position and
+        // sequence were checked against the context.
         let (rc, logged) = capture_errors(|| unsafe {
             llama_sys::llama_rs_mtmd_eval_media(self.as_ptr(), ctx.as_ptr(), chunk.as_ptr(), p0, s, n_batch, &mut next)
         });
@@ -370,7 +427,7 @@ impl Projector {
 /// What the ledger records for a medium's positions: negative values (never a vocabulary id)
 /// cycling through the 31-bit words of its SHA-256, so a cached prefix matches only the same
 /// medium. `None` without an id (the sequence then becomes unknown to the ledger).
-fn media_entries(id: Option<&str>, n_pos: usize) -> Option<Vec<Token>> {
+pub(crate) fn media_entries(id: Option<&str>, n_pos: usize) -> Option<Vec<Token>> {
     let hex = id?.as_bytes();
     if hex.len() != 64 {
         return None;
@@ -385,6 +442,24 @@ fn media_entries(id: Option<&str>, n_pos: usize) -> Option<Vec<Token>> {
         *w = i32::from_ne_bytes((v | 0x8000_0000).to_ne_bytes());
     }
     Some((0..n_pos).map(|i| Token(words[i % 8])).collect())
+}
+
+/// One piece of a prompt for [`Projector::tokenize_parts`].
+#[derive(Debug, Clone, Copy)]
+pub enum Part<'a> {
+    /// Text, with special-token syntax parsed or kept plain.
+    Text(&'a str, SpecialSyntax),
+    /// An image or audio clip.
+    Media(&'a Media),
+}
+
+impl<'a> Part<'a> {
+    fn media(&self) -> Option<&'a Media> {
+        match *self {
+            Part::Media(m) => Some(m),
+            Part::Text(..) => None,
+        }
+    }
 }
 
 /// Fewer samples than this are refused (mtmd's audio preprocessor asserts on fewer than two).
