@@ -33,6 +33,11 @@ struct Cli {
     /// (smollm2, gemma3, ...; fetched on first use). Repeatable; the first is the default.
     #[arg(long = "model", short = 'm', env = "LLAMA_SERVER_MODELS", value_delimiter = ',', value_name = "NAME=PATH")]
     models: Vec<String>,
+    /// A multimodal projector for a served model: NAME=PATH (NAME as in --model; a bare PATH
+    /// pairs with the default model). Its requests may then carry images (`image_url` data URLs)
+    /// and audio (`input_audio`). Repeatable.
+    #[arg(long = "mmproj", env = "LLAMA_SERVER_MMPROJ", value_delimiter = ',', value_name = "NAME=PATH")]
+    projectors: Vec<String>,
     /// Requests each model decodes together (its engine's slots).
     #[arg(long, env = "LLAMA_SERVER_PARALLEL", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     parallel: u16,
@@ -136,13 +141,23 @@ fn configure(cli: &Cli) -> Result<ServerBuilder, String> {
     if let Some(key) = &cli.api_key {
         b = b.api_key(key);
     }
+    let mut names = Vec::new();
     if cli.models.is_empty() {
         let path = llama_examples::models::default_model().map_err(|e| e.to_string())?;
-        return Ok(b.model("smollm2", path));
+        b = b.model("smollm2", path);
+        names.push("smollm2".to_string());
     }
     for arg in &cli.models {
         let (name, path) = llama_examples::models::serve_arg(arg)?;
+        names.push(name.clone());
         b = b.model(name, path);
+    }
+    for arg in &cli.projectors {
+        let (name, path) = match arg.split_once('=') {
+            Some((name, path)) => (name.to_string(), path.to_string()),
+            None => (names.first().cloned().unwrap_or_default(), arg.clone()),
+        };
+        b = b.projector(name, path);
     }
     Ok(b)
 }

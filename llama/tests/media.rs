@@ -251,7 +251,9 @@ fn bad_projectors_are_errors_naming_the_cause() {
     assert!(matches!(err, MediaError::Load(LoadError::Io { .. })), "{err:?}");
     // A text model is a GGUF but no projector.
     let err = Projector::load(smollm2(), common::models::default_model().unwrap()).unwrap_err();
-    assert!(matches!(err, MediaError::Rejected { .. }), "{err:?}");
+    assert!(matches!(err, MediaError::Load(LoadError::Malformed { .. })), "{err:?}");
+    assert_eq!(Projector::probe(vision_path()).unwrap(), (true, false));
+    assert_eq!(Projector::probe(audio_path()).unwrap(), (false, true));
 }
 
 mod engine {
@@ -333,5 +335,117 @@ mod engine {
         // A projector for another model is refused when the engine starts.
         let other = Projector::builder(vision_path()).n_threads(1).load(common::gemma3());
         assert!(other.is_err(), "gemma-3 is 640 wide: the 576-wide projector does not fit it");
+    }
+}
+
+#[cfg(feature = "server")]
+mod server {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{header, Method, Request, StatusCode};
+    use serde_json::{json, Value};
+    use tower::ServiceExt;
+
+    fn base64(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+            for i in 0..4 {
+                out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+            }
+        }
+        out
+    }
+
+    fn router() -> axum::Router {
+        let model = common::models::default_model().unwrap();
+        llama::server::Server::builder()
+            .model("seeing", &model)
+            .projector("seeing", vision_path())
+            .model("blind", &model)
+            .parallel(1)
+            .ctx(1024)
+            .threads(1)
+            .build()
+            .unwrap()
+            .router()
+    }
+
+    async fn call(app: &axum::Router, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(if body.is_null() { Body::empty() } else { Body::from(body.to_string()) })
+            .unwrap();
+        let response = app.clone().oneshot(req).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn chat(model: &str, parts: Value) -> Value {
+        json!({"model": model, "max_tokens": 6, "messages": [{"role": "user", "content": parts}]})
+    }
+
+    fn image_part(url: String) -> Value {
+        json!({"type": "image_url", "image_url": {"url": url}})
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn openai_image_parts_are_read_and_what_cannot_be_is_a_400() {
+        let app = router();
+        let picture = format!("data:image/bmp;base64,{}", base64(&bmp(24, 24, 0)));
+        let ask = json!([{"type": "text", "text": "What is in this picture?"}, image_part(picture.clone())]);
+        let (status, body) = call(&app, Method::POST, "/v1/chat/completions", chat("seeing", ask)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let prompt_tokens = body["usage"]["prompt_tokens"].as_u64().unwrap();
+        assert!(prompt_tokens as usize > IMAGE_TOKENS, "{body}");
+
+        let (_, models) = call(&app, Method::GET, "/v1/models", Value::Null).await;
+        let caps = |name: &str| {
+            let card = models["data"].as_array().unwrap().iter().find(|m| m["id"] == name).unwrap().clone();
+            card["capabilities"].clone()
+        };
+        assert_eq!(caps("seeing"), json!(["completion", "vision"]));
+        assert_eq!(caps("blind"), json!(["completion"]));
+
+        let refused = [
+            ("seeing", json!([image_part("https://example.com/cat.png".into())]), "not fetched"),
+            ("seeing", json!([image_part("data:image/png;base64,***".into())]), "base64"),
+            ("seeing", json!([image_part(format!("data:image/png;base64,{}", base64(b"not an image")))]), "decode"),
+            (
+                "seeing",
+                json!([{"type": "input_audio", "input_audio": {"data": base64(&wav(16_000, 0.2)), "format": "wav"}}]),
+                "audio",
+            ),
+            ("seeing", json!([{"type": "image_url"}]), "needs `image_url`"),
+            ("blind", json!([image_part(picture.clone())]), "without a projector"),
+        ];
+        for (model, parts, what) in refused {
+            let (status, body) = call(&app, Method::POST, "/v1/chat/completions", chat(model, parts.clone())).await;
+            let message = body["error"]["message"].as_str().unwrap_or_default().to_string();
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{parts}: {body}");
+            assert!(message.contains(what), "{what}: {message}");
+        }
+        // An image in an assistant message is refused too.
+        let body = json!({"model": "seeing", "messages": [
+            {"role": "assistant", "content": [image_part(picture)]}, {"role": "user", "content": "and?"}]});
+        let (status, _) = call(&app, Method::POST, "/v1/chat/completions", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_projector_for_no_served_model_or_not_a_projector_stops_the_build() {
+        let model = common::models::default_model().unwrap();
+        let build = |projector_for: &str, path: &std::path::Path| {
+            llama::server::Server::builder().model("m", &model).projector(projector_for, path).build()
+        };
+        let err = build("other", vision_path()).unwrap_err().to_string();
+        assert!(err.contains("no model of that name"), "{err}");
+        let err = build("m", &model).unwrap_err().to_string();
+        assert!(err.contains("not a multimodal projector"), "{err}");
     }
 }

@@ -78,7 +78,7 @@ impl ProjectorBuilder {
     /// Loads the projector for `model`. The file is checked as a GGUF first; llama.cpp then
     /// refuses a projector made for a model of another width, naming both.
     pub fn load(self, model: &Model) -> Result<Projector, MediaError> {
-        crate::model::check_gguf(&self.path)?;
+        crate::model::projector_kinds(&self.path)?;
         crate::backend::ensure_init();
         let c_path = CString::new(self.path.as_os_str().as_encoded_bytes())
             .map_err(|_| MediaError::Load(crate::LoadError::InvalidPath))?;
@@ -180,6 +180,12 @@ impl Projector {
     /// Loads a projector for `model` with default options.
     pub fn load(model: &Model, path: impl AsRef<Path>) -> Result<Projector, MediaError> {
         Projector::builder(path).load(model)
+    }
+
+    /// Which media the projector file at `path` takes, read from its metadata without loading
+    /// it: (images, audio). Refuses files that are no projector.
+    pub fn probe(path: impl AsRef<Path>) -> Result<(bool, bool), MediaError> {
+        Ok(crate::model::projector_kinds(path.as_ref())?)
     }
 
     /// Starts a [`ProjectorBuilder`] for `path`.

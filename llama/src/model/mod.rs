@@ -5,6 +5,8 @@ mod gguf;
 
 pub(crate) use builder::check_gguf;
 pub use builder::{LazyMode, MetaOverride, ModelBuilder, Placement, SplitMode};
+#[cfg(feature = "mtmd")]
+pub(crate) use gguf::projector_kinds;
 
 use std::ffi::{c_char, CStr, CString};
 use std::path::Path;

@@ -332,8 +332,14 @@ fn checked(body: &[u8], generating: bool) -> Result<Checked, ApiError> {
     let plan = Plan::new(&options, max_tokens, None, format.as_ref())?.cap_to_context();
     let messages = chat(&req)?;
     let tools = tool_request(&req, messages.clone())?;
-    let talk =
-        Chat { messages, tools, logprobs: false, prompt_param: "messages", format_param: "output_config.format" };
+    let talk = Chat {
+        messages,
+        media: Vec::new(),
+        tools,
+        logprobs: false,
+        prompt_param: "messages",
+        format_param: "output_config.format",
+    };
     talk.checked(plan, options.user)
 }
 

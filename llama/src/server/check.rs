@@ -7,6 +7,7 @@ use crate::server::body;
 use crate::server::error::ApiError;
 use crate::server::generation::Shape;
 use crate::server::keep_alive::KeepAlive;
+use crate::server::media::Attached;
 use crate::server::openai::{ChatRequest, CompletionRequest, EmbeddingRequest, Options, PromptInput};
 use crate::server::plan::{self, Plan};
 use crate::server::{prompt, tools};
@@ -24,6 +25,8 @@ pub struct Checked {
     pub(crate) shape: Shape,
     /// What the model is asked.
     pub input: Input,
+    /// The images and audio its messages carry, decoded once the model is known.
+    pub media: Vec<Attached>,
     /// The client's `user` field, for the access log.
     pub user: Option<String>,
 }
@@ -46,12 +49,13 @@ pub fn chat(body: &[u8]) -> Result<Checked, ApiError> {
         .map(|v| ("max_completion_tokens", v))
         .or(options.max_tokens.map(|v| ("max_tokens", v)));
     let plan = Plan::new(&options, max_tokens, logprobs, req.response_format.as_ref())?;
-    let messages = prompt::chat(&req.messages)?;
+    let (messages, media) = prompt::chat(&req.messages)?;
     let defs = req.tools.as_deref().unwrap_or_default();
     let parallel = req.parallel_tool_calls.unwrap_or(false);
     let tools = tools::request(defs, req.tool_choice.as_ref(), parallel, messages.clone())?;
     let talk = Chat {
         messages,
+        media,
         tools,
         logprobs: logprobs.is_some(),
         prompt_param: "messages",
@@ -63,6 +67,8 @@ pub fn chat(body: &[u8]) -> Result<Checked, ApiError> {
 /// A chat of any protocol, mapped: what [`Chat::checked`] turns into a [`Checked`].
 pub(crate) struct Chat {
     pub messages: Vec<ChatMessage>,
+    /// Images and audio placed in the messages.
+    pub media: Vec<Attached>,
     /// With tools: the request the model's template renders.
     pub tools: Option<crate::tools::ChatRequest>,
     pub logprobs: bool,
@@ -89,11 +95,16 @@ impl Chat {
             prompt_param: self.prompt_param,
             tools: None,
         };
+        if self.tools.is_some() {
+            if let Some(a) = self.media.first() {
+                return Err(ApiError::invalid(&a.param, "images and audio with `tools` are not supported yet"));
+            }
+        }
         let input = match self.tools {
             Some(tools) => Input::Tools(tools),
             None => Input::Prompt(Prompt::Chat(self.messages)),
         };
-        Ok(Checked { plan, shape, input, user })
+        Ok(Checked { plan, shape, input, media: self.media, user })
     }
 }
 
@@ -118,7 +129,7 @@ pub fn completion(body: &[u8]) -> Result<Checked, ApiError> {
         prompt_param: "prompt",
         tools: None,
     };
-    Ok(Checked { plan, shape, input: Input::Prompt(prompt), user: options.user })
+    Ok(Checked { plan, shape, input: Input::Prompt(prompt), media: Vec::new(), user: options.user })
 }
 
 /// A chat with tools: the model's own template renders messages and tools (llama.cpp's

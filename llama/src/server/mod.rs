@@ -62,6 +62,7 @@ mod error;
 mod framing;
 mod generation;
 mod keep_alive;
+mod media;
 pub mod metrics;
 pub mod ollama;
 pub mod openai;
@@ -98,6 +99,12 @@ pub struct ModelSpec {
     pub name: String,
     /// The GGUF file.
     pub path: PathBuf,
+    /// A multimodal projector (`mmproj` GGUF) made for the model: requests may then carry
+    /// images or audio (needs feature `mtmd`).
+    pub projector: Option<PathBuf>,
+    /// Which media the projector takes, (images, audio): read from it by
+    /// [`ServerBuilder::build`].
+    pub media: (bool, bool),
 }
 
 /// What [`ServerBuilder::build`] refuses.
@@ -110,6 +117,14 @@ pub enum ServerError {
     /// A model name is empty or used twice.
     #[error("model name {0:?} is empty or used twice")]
     ModelName(String),
+    /// A projector was given for a model not served, or its file cannot be used.
+    #[error("projector for model {model:?}: {reason}")]
+    Projector {
+        /// The model it was given for.
+        model: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// An origin is not a valid header value.
     #[error("{0:?} is not a valid origin (scheme://host[:port], or `*`)")]
     Origin(String),
@@ -122,6 +137,7 @@ pub enum ServerError {
 #[must_use]
 pub struct ServerBuilder {
     models: Vec<ModelSpec>,
+    projectors: Vec<(String, PathBuf)>,
     engine: EngineConfig,
     max_loaded: usize,
     keep_alive: KeepAlive,
@@ -136,6 +152,7 @@ impl Default for ServerBuilder {
     fn default() -> Self {
         ServerBuilder {
             models: Vec::new(),
+            projectors: Vec::new(),
             engine: EngineConfig::default(),
             max_loaded: 3,
             keep_alive: KeepAlive::For(Duration::from_secs(300)),
@@ -151,7 +168,15 @@ impl Default for ServerBuilder {
 impl ServerBuilder {
     /// Serves the GGUF file at `path` as `name`. Repeatable; the first is the default model.
     pub fn model(mut self, name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
-        self.models.push(ModelSpec { name: name.into(), path: path.into() });
+        self.models.push(ModelSpec { name: name.into(), path: path.into(), projector: None, media: (false, false) });
+        self
+    }
+
+    /// Pairs a multimodal projector (`mmproj` GGUF) with the model served as `model`, so its
+    /// requests may carry images and audio (OpenAI `image_url` data URLs and `input_audio`).
+    /// Needs feature `mtmd`; [`build`](Self::build) refuses a projector for a model not given.
+    pub fn projector(mut self, model: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        self.projectors.push((model.into(), path.into()));
         self
     }
 
@@ -259,9 +284,19 @@ impl ServerBuilder {
                 return Err(ServerError::ModelName(m.name.clone()));
             }
         }
+        let mut models = self.models;
+        for (name, path) in self.projectors {
+            let projector_error = |reason: String| ServerError::Projector { model: name.clone(), reason };
+            let spec = models
+                .iter_mut()
+                .find(|m| m.name == name)
+                .ok_or_else(|| projector_error("no model of that name is served".into()))?;
+            spec.media = media::probe(&path).map_err(projector_error)?;
+            spec.projector = Some(path);
+        }
         let cors = security::cors(&self.origins)?;
         let guard = Arc::new(security::Guard::new(&self.hosts, &self.origins));
-        let registry = Registry::new(self.models, self.engine, self.max_loaded, self.keep_alive, self.load_wait);
+        let registry = Registry::new(models, self.engine, self.max_loaded, self.keep_alive, self.load_wait);
         let state = routes::AppState {
             registry,
             http: Arc::new(metrics::HttpMetrics::default()),

@@ -279,7 +279,14 @@ pub fn check(body: &[u8]) -> Result<Option<Checked>, ApiError> {
     let messages = chat_messages(&req.messages)?;
     let defs = req.tools.as_deref().unwrap_or_default();
     let tools = tools::request(defs, None, true, messages.clone())?;
-    let talk = Chat { messages, tools, logprobs: logprobs.is_some(), prompt_param: "messages", format_param: "format" };
+    let talk = Chat {
+        messages,
+        media: Vec::new(),
+        tools,
+        logprobs: logprobs.is_some(),
+        prompt_param: "messages",
+        format_param: "format",
+    };
     talk.checked(plan, None).map(Some)
 }
 
@@ -322,7 +329,7 @@ pub fn check_generate(body: &[u8]) -> Result<Option<Checked>, ApiError> {
         prompt_param: "prompt",
         tools: None,
     };
-    Ok(Some(Checked { plan, shape, input: Input::Prompt(input), user: None }))
+    Ok(Some(Checked { plan, shape, input: Input::Prompt(input), media: Vec::new(), user: None }))
 }
 
 pub(crate) async fn chat(

@@ -152,6 +152,32 @@ pub struct ContentPart {
     #[serde(rename = "type")]
     pub kind: String,
     pub text: Option<String>,
+    pub image_url: Option<ImageUrl>,
+    pub input_audio: Option<InputAudio>,
+}
+
+/// An `image_url` part's image: the URL alone, or with its `detail`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ImageUrl {
+    Url(String),
+    Object { url: String },
+}
+
+impl ImageUrl {
+    pub fn url(&self) -> &str {
+        match self {
+            ImageUrl::Url(u) | ImageUrl::Object { url: u } => u,
+        }
+    }
+}
+
+/// An `input_audio` part's clip: base64 of a WAV or MP3 file.
+#[derive(Debug, Deserialize)]
+pub struct InputAudio {
+    pub data: String,
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for Content {
@@ -493,6 +519,8 @@ pub struct ModelCard {
     pub object: &'static str,
     pub created: u64,
     pub owned_by: &'static str,
+    /// `completion`, plus `vision` and `audio` for a model served with a projector that takes them.
+    pub capabilities: Vec<&'static str>,
     pub loaded: bool,
     /// Unix time at which an idle loaded model is unloaded; `null` when it is not loaded,
     /// is serving a request, or is kept forever.

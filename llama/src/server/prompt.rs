@@ -1,19 +1,22 @@
-//! From the request's messages or prompt to the engine's [`Prompt`], refusing what this server
-//! cannot honour (images) instead of silently dropping it.
+//! From the request's messages or prompt to the engine's [`Prompt`], with the images and audio
+//! the messages carry, refusing what this server cannot honour instead of silently dropping it.
 
 use crate::engine::Prompt;
 use crate::{ChatMessage, Token, ToolCall};
 use serde_json::Value;
 
 use crate::server::error::ApiError;
+use crate::server::media::{self, Attached};
 use crate::server::openai::{Content, Message, PromptInput};
 
-/// The conversation: roles checked, text parts joined, tool calls and results kept.
-pub fn chat(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {
+/// The conversation: roles checked, text parts joined, tool calls and results kept; images
+/// (`image_url` data URLs) and audio (`input_audio`) read, each placed where its part stood.
+pub fn chat(messages: &[Message]) -> Result<(Vec<ChatMessage>, Vec<Attached>), ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid("messages", "`messages` must hold at least one message"));
     }
     let mut out = Vec::with_capacity(messages.len());
+    let mut attached = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         let role = match m.role.as_str() {
             // OpenAI's newer name for the system role; chat templates know only `system`.
@@ -32,8 +35,24 @@ pub fn chat(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {
             Some(Content::Parts(parts)) => {
                 let mut text = String::new();
                 for (j, p) in parts.iter().enumerate() {
-                    match (p.kind.as_str(), &p.text) {
-                        ("text", Some(t)) => text.push_str(t),
+                    let at = |field: &str| format!("messages[{i}].content[{j}].{field}");
+                    let bytes = match (p.kind.as_str(), &p.text) {
+                        ("text", Some(t)) => {
+                            text.push_str(t);
+                            continue;
+                        }
+                        ("image_url", _) => {
+                            let url = p.image_url.as_ref().ok_or_else(|| {
+                                ApiError::invalid(at("image_url"), "an image_url part needs `image_url`")
+                            })?;
+                            media::data_url(&at("image_url.url"), url.url())?
+                        }
+                        ("input_audio", _) => {
+                            let audio = p.input_audio.as_ref().ok_or_else(|| {
+                                ApiError::invalid(at("input_audio"), "an input_audio part needs `input_audio`")
+                            })?;
+                            media::base64(&at("input_audio.data"), &audio.data)?
+                        }
                         ("text", None) => {
                             return Err(ApiError::invalid(
                                 format!("messages[{i}].content[{j}].text"),
@@ -43,14 +62,23 @@ pub fn chat(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {
                         (kind, _) => {
                             return Err(ApiError::invalid(
                                 format!("messages[{i}].content[{j}].type"),
-                                format!("content parts of type {kind:?} are not supported (only \"text\")"),
+                                format!(
+                                    "content parts of type {kind:?} are not supported (only \"text\", \"image_url\" and \"input_audio\")"
+                                ),
                             ))
                         }
-                    }
+                    };
+                    attached.push(Attached { param: at("type"), message: i, offset: text.len(), bytes });
                 }
                 text
             }
         };
+        if role != "user" && attached.last().is_some_and(|a| a.message == i) {
+            return Err(ApiError::invalid(
+                format!("messages[{i}].content"),
+                "images and audio are read in user messages only",
+            ));
+        }
         let mut message = ChatMessage::new(role, text);
         for (j, call) in m.tool_calls.iter().flatten().enumerate() {
             if call.kind.as_deref().is_some_and(|k| k != "function") {
@@ -70,7 +98,7 @@ pub fn chat(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {
         message.reasoning_content = m.reasoning_content.clone();
         out.push(message);
     }
-    Ok(out)
+    Ok((out, attached))
 }
 
 /// The one prompt of a text completion (several prompts in one request are not served).

@@ -143,6 +143,8 @@ pub struct Listed {
     pub path: std::path::PathBuf,
     /// The file's modification time, Unix seconds.
     pub modified: u64,
+    /// What requests may hold: `completion`, and `vision` / `audio` with a projector.
+    pub capabilities: Vec<&'static str>,
     pub loaded: Option<Arc<Loaded>>,
     /// Unix time at which it unloads if still idle; `None` when not loaded, busy, or kept
     /// forever.
@@ -478,7 +480,14 @@ impl Registry {
                     .and_then(|t| now_unix.checked_add(t.saturating_duration_since(now)))
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map(|d| d.as_secs());
-                Listed { name: e.spec.name.clone(), path: e.spec.path.clone(), modified: e.created, loaded, expires_at }
+                Listed {
+                    name: e.spec.name.clone(),
+                    path: e.spec.path.clone(),
+                    modified: e.created,
+                    capabilities: capabilities(&e.spec),
+                    loaded,
+                    expires_at,
+                }
             })
             .collect()
     }
@@ -491,6 +500,7 @@ impl Registry {
                 object: "model",
                 created: l.modified,
                 owned_by: "llama-rs",
+                capabilities: l.capabilities,
                 loaded: l.loaded.is_some(),
                 expires_at: l.expires_at,
             })
@@ -573,8 +583,40 @@ fn load(spec: &ModelSpec, config: &EngineConfig) -> Result<Loaded, String> {
         }
         params = params.context_params(context);
     }
+    if let Some(path) = &spec.projector {
+        params = with_projector(params, &model, path, config.threads)?;
+    }
     let engine = Engine::new(&model, params).map_err(|e| e.to_string())?;
     Ok(Loaded { name: spec.name.clone(), model, engine, embeddings: OnceCell::new(), n_ctx })
+}
+
+/// What a model's requests may hold, as `/v1/models` and Ollama's `/api/show` say it.
+fn capabilities(spec: &ModelSpec) -> Vec<&'static str> {
+    let (vision, audio) = spec.media;
+    let mut caps = vec!["completion"];
+    caps.extend(vision.then_some("vision"));
+    caps.extend(audio.then_some("audio"));
+    caps
+}
+
+/// The engine settings with the model's projector loaded.
+#[cfg(feature = "mtmd")]
+fn with_projector(
+    params: EngineParams,
+    model: &Model,
+    path: &std::path::Path,
+    threads: Option<usize>,
+) -> Result<EngineParams, String> {
+    let mut builder = crate::media::Projector::builder(path);
+    if let Some(t) = threads {
+        builder = builder.n_threads(t);
+    }
+    Ok(params.projector(builder.load(model).map_err(|e| e.to_string())?))
+}
+
+#[cfg(not(feature = "mtmd"))]
+fn with_projector(_: EngineParams, _: &Model, _: &std::path::Path, _: Option<usize>) -> Result<EngineParams, String> {
+    Err("this server was built without image and audio support (feature `mtmd`)".into())
 }
 
 /// Dropping an engine joins its thread: never do that on an async worker.

@@ -270,8 +270,14 @@ fn checked(body: &[u8]) -> Result<(Checked, Echo), ApiError> {
     let (defs, choice) = tool_defs(&req)?;
     let parallel = req.parallel_tool_calls.unwrap_or(true);
     let tools = tools::request(&defs, choice.as_ref(), parallel, messages.clone())?;
-    let talk =
-        Chat { messages, tools, logprobs: logprobs.is_some(), prompt_param: "input", format_param: "text.format" };
+    let talk = Chat {
+        messages,
+        media: Vec::new(),
+        tools,
+        logprobs: logprobs.is_some(),
+        prompt_param: "input",
+        format_param: "text.format",
+    };
     let checked = talk.checked(plan, options.user.clone())?;
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let mut fields = serde_json::Map::new();

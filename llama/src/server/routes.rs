@@ -23,6 +23,7 @@ use crate::server::check::{self, Checked, CheckedEmbeddings, Input};
 use crate::server::completions::{self, Api};
 use crate::server::error::{self, ApiError};
 use crate::server::generation::Generation;
+use crate::server::media;
 use crate::server::metrics::{self, HttpMetrics};
 use crate::server::openai::{
     DetokenizeRequest, EmbeddingData, EmbeddingList, EmbeddingUsage, EmbeddingVector, ModelList, TokenizeRequest,
@@ -129,12 +130,12 @@ async fn openai_answer(
 /// Takes the model, builds the engine request and submits it: what every protocol's
 /// generation handler does once its body is checked.
 pub(crate) async fn admit(s: &AppState, record: Arc<RequestRecord>, checked: Checked) -> Result<Generation, ApiError> {
-    let Checked { plan, mut shape, input, user } = checked;
+    let Checked { plan, mut shape, input, media, user } = checked;
     note_user(&record, user.as_ref());
     let lease = s.registry.acquire(plan.model.as_deref(), plan.keep_alive).await?;
     let (samplers, params) = plan.build(&lease.model, lease.n_ctx())?;
     let request = match input {
-        Input::Prompt(prompt) => Request::new(prompt).samplers(samplers).params(params),
+        Input::Prompt(prompt) => media::request(&lease, prompt, media).await?.samplers(samplers).params(params),
         Input::Tools(tools) => {
             let model = lease.model.clone();
             // Parsing the template and rendering take milliseconds, longer on long conversations.
@@ -232,21 +233,9 @@ fn embed_error(e: EmbedError) -> ApiError {
 
 /// Little-endian `f32`s in standard base64, as OpenAI's `encoding_format: "base64"`.
 fn base64_f32(v: &[f32]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    use base64::Engine as _;
     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 async fn list_models(State(s): State<AppState>) -> Json<ModelList> {

@@ -43,7 +43,7 @@ pub(super) fn config(parallel: usize, max_queue: usize) -> EngineConfig {
 }
 
 pub(super) fn spec(name: &str) -> ModelSpec {
-    ModelSpec { name: name.into(), path: models::default_model().unwrap() }
+    ModelSpec { name: name.into(), path: models::default_model().unwrap(), projector: None, media: (false, false) }
 }
 
 pub(super) fn state(registry: Arc<Registry>, api_key: Option<&str>) -> AppState {
@@ -390,11 +390,11 @@ fn bad_inputs_get_their_status_and_the_server_stays_healthy() {
                 Some("messages[0].role"),
             ),
             (
-                "image part",
+                "image part that is no data: URL",
                 "/v1/chat/completions",
                 json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
                 StatusCode::BAD_REQUEST,
-                Some("messages[0].content[0].type"),
+                Some("messages[0].content[0].image_url.url"),
             ),
             (
                 "content a number",
@@ -809,7 +809,7 @@ fn a_model_that_fails_to_load_is_a_server_error() {
         let bad = std::env::temp_dir().join(format!("not-a-model-{}.gguf", std::process::id()));
         std::fs::write(&bad, b"GGUF but not really").unwrap();
         let s = {
-            let spec = ModelSpec { name: "broken".into(), path: bad.clone() };
+            let spec = ModelSpec { name: "broken".into(), path: bad.clone(), projector: None, media: (false, false) };
             state(Registry::new(vec![spec], config(1, 4), 1, KeepAlive::Forever, Duration::from_secs(60)), None)
         };
         let app = routes::router(s.clone(), None);

@@ -75,6 +75,26 @@ pub(crate) fn validate_with(path: &Path, scope: Scope, overrides: &[(String, Met
     check(BufReader::with_capacity(1 << 16, file), len, scope, overrides).map_err(|f| f.into_load_error(path))
 }
 
+/// A multimodal projector's structure checked, and which media it takes: (vision, audio), from
+/// `clip.has_vision_encoder` and `clip.has_audio_encoder`. A file with neither is no projector.
+#[cfg(feature = "mtmd")]
+pub(crate) fn projector_kinds(path: &Path) -> Result<(bool, bool), LoadError> {
+    let file = File::open(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    let len = file.metadata().map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?.len();
+    let mut reader = Reader { inner: BufReader::with_capacity(1 << 16, file), pos: 0, len };
+    let gguf = Gguf::read(&mut reader).map_err(|f| f.into_load_error(path))?;
+    let flag = |key: &str| matches!(gguf.kv.get(key), Some(Value::Scalar { int: Some(v), .. }) if *v != 0);
+    let kinds = (flag("clip.has_vision_encoder"), flag("clip.has_audio_encoder"));
+    if kinds == (false, false) {
+        return Err(LoadError::Malformed {
+            path: path.to_path_buf(),
+            what: "not a multimodal projector: it has neither clip.has_vision_encoder nor clip.has_audio_encoder"
+                .into(),
+        });
+    }
+    Ok(kinds)
+}
+
 /// Only the magic: what is checked when the caller turned validation off.
 pub(crate) fn check_magic(path: &Path) -> Result<(), LoadError> {
     let io = |source| LoadError::Io { path: path.to_path_buf(), source };
