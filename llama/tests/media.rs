@@ -339,14 +339,14 @@ mod engine {
 }
 
 #[cfg(feature = "server")]
-mod server {
+mod server_support {
     use super::*;
     use axum::body::Body;
     use axum::http::{header, Method, Request, StatusCode};
-    use serde_json::{json, Value};
+    use serde_json::Value;
     use tower::ServiceExt;
 
-    fn base64(bytes: &[u8]) -> String {
+    pub fn base64(bytes: &[u8]) -> String {
         const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut out = String::new();
         for chunk in bytes.chunks(3) {
@@ -359,7 +359,7 @@ mod server {
         out
     }
 
-    fn router() -> axum::Router {
+    pub fn router() -> axum::Router {
         let model = common::models::default_model().unwrap();
         llama::server::Server::builder()
             .model("seeing", &model)
@@ -373,7 +373,7 @@ mod server {
             .router()
     }
 
-    async fn call(app: &axum::Router, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
+    pub async fn call(app: &axum::Router, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
         let req = Request::builder()
             .method(method)
             .uri(path)
@@ -385,6 +385,14 @@ mod server {
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
         (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
+}
+
+#[cfg(feature = "server")]
+mod server {
+    use super::server_support::*;
+    use super::*;
+    use axum::http::{Method, StatusCode};
+    use serde_json::{json, Value};
 
     fn chat(model: &str, parts: Value) -> Value {
         json!({"model": model, "max_tokens": 6, "messages": [{"role": "user", "content": parts}]})
@@ -447,5 +455,62 @@ mod server {
         assert!(err.contains("no model of that name"), "{err}");
         let err = build("m", &model).unwrap_err().to_string();
         assert!(err.contains("not a multimodal projector"), "{err}");
+    }
+}
+
+#[cfg(feature = "server")]
+mod protocols {
+    use super::server_support::*;
+    use super::*;
+    use axum::http::{Method, StatusCode};
+    use serde_json::json;
+
+    /// The same picture through each protocol's own image field: every route reads it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn anthropic_ollama_and_responses_images_are_read() {
+        let app = router();
+        let b64 = base64(&bmp(24, 24, 3));
+        let asks = [
+            (
+                "/v1/messages",
+                json!({"model": "seeing", "max_tokens": 4, "messages": [{"role": "user", "content": [
+                {"type": "image", "source": {"type": "base64", "media_type": "image/bmp", "data": b64}},
+                {"type": "text", "text": "What is this?"}]}]}),
+                "/usage/input_tokens",
+            ),
+            (
+                "/api/chat",
+                json!({"model": "seeing", "stream": false, "options": {"num_predict": 4},
+                "messages": [{"role": "user", "content": "What is this?", "images": [b64]}]}),
+                "/prompt_eval_count",
+            ),
+            (
+                "/api/generate",
+                json!({"model": "seeing", "stream": false, "options": {"num_predict": 4},
+                "prompt": "What is this?", "images": [b64]}),
+                "/prompt_eval_count",
+            ),
+            (
+                "/v1/responses",
+                json!({"model": "seeing", "max_output_tokens": 4, "input": [{"role": "user", "content": [
+                {"type": "input_text", "text": "What is this?"},
+                {"type": "input_image", "image_url": format!("data:image/bmp;base64,{b64}")}]}]}),
+                "/usage/input_tokens",
+            ),
+        ];
+        for (path, body, tokens) in asks {
+            let (status, reply) = call(&app, Method::POST, path, body).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {reply}");
+            let n = reply.pointer(tokens).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+            assert!(n > IMAGE_TOKENS, "{path}: {reply}");
+        }
+        let (status, reply) = call(&app, Method::POST, "/api/show", json!({"model": "seeing"})).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(reply["capabilities"].as_array().unwrap().contains(&json!("vision")), "{reply}");
+        // A URL source is refused, not fetched.
+        let url = json!({"model": "seeing", "max_tokens": 4, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}]}]});
+        let (status, reply) = call(&app, Method::POST, "/v1/messages", url).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
     }
 }

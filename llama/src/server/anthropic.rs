@@ -25,6 +25,7 @@ use crate::server::check::{self, Chat, Checked, Input};
 use crate::server::error::ApiError;
 use crate::server::framing;
 use crate::server::generation::{frames, new_id, Counts, Encode, Finish, Generation, Reply};
+use crate::server::media::{self, Attached};
 use crate::server::openai::{JsonSchemaFormat, Options, ResponseFormat, Stop};
 use crate::server::plan::Plan;
 use crate::server::routes::{self, AppState};
@@ -170,7 +171,8 @@ fn plain_text(value: &Value, at: &str) -> Result<String, ApiError> {
 
 fn unsupported_block(kind: Option<&str>, at: &str) -> ApiError {
     match kind {
-        Some(k @ ("image" | "document" | "search_result")) => {
+        Some("image") => ApiError::invalid(format!("{at}.type"), "image blocks are read in user messages only"),
+        Some(k @ ("document" | "search_result")) => {
             ApiError::invalid(format!("{at}.type"), format!("{k} blocks are not supported by this server: send text"))
         }
         Some(k) => ApiError::invalid(format!("{at}.type"), format!("unknown content block type {k:?}")),
@@ -180,8 +182,9 @@ fn unsupported_block(kind: Option<&str>, at: &str) -> ApiError {
 
 /// The conversation as chat messages: `system` first, tool results as tool messages ahead of
 /// the text of their turn, tool uses as the assistant's calls.
-fn chat(req: &MessagesRequest) -> Result<Vec<ChatMessage>, ApiError> {
+fn chat(req: &MessagesRequest) -> Result<(Vec<ChatMessage>, Vec<Attached>), ApiError> {
     let mut out = Vec::with_capacity(req.messages.len() + 1);
+    let mut attached = Vec::new();
     if let Some(system) = &req.system {
         let text = plain_text(system, "system")?;
         if !text.is_empty() {
@@ -215,12 +218,16 @@ fn chat(req: &MessagesRequest) -> Result<Vec<ChatMessage>, ApiError> {
                 ))
             }
         };
-        let (mut text, mut calls, mut results) = (String::new(), Vec::new(), Vec::new());
+        let (mut text, mut calls, mut results, mut media) = (String::new(), Vec::new(), Vec::new(), Vec::new());
         for (j, b) in blocks.iter().enumerate() {
             let at = format!("{at}.content[{j}]");
             let field = |name: &str| body::required_str(b, &at, name);
             match b.get("type").and_then(Value::as_str) {
                 Some("text") => text.push_str(text_of(b, &at)?),
+                Some("image") if role == "user" => {
+                    let bytes = image_source(b, &at)?;
+                    media.push(Attached { param: format!("{at}.type"), message: 0, offset: text.len(), bytes });
+                }
                 Some("tool_use") if role == "assistant" => {
                     let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
                     calls.push(ToolCall { id: field("id")?, name: field("name")?, arguments: input.to_string() });
@@ -246,13 +253,34 @@ fn chat(req: &MessagesRequest) -> Result<Vec<ChatMessage>, ApiError> {
         }
         let had_results = !results.is_empty();
         out.extend(results);
-        if !text.is_empty() || !calls.is_empty() || !had_results {
+        if !text.is_empty() || !calls.is_empty() || !had_results || !media.is_empty() {
+            attached.extend(media.into_iter().map(|m| Attached { message: out.len(), ..m }));
             let mut message = ChatMessage::new(role, text);
             message.tool_calls = calls;
             out.push(message);
         }
     }
-    Ok(out)
+    Ok((out, attached))
+}
+
+/// The bytes of an `image` block's `source`: base64 only (a URL is not fetched).
+fn image_source(block: &Value, at: &str) -> Result<Vec<u8>, ApiError> {
+    let at = format!("{at}.source");
+    match block.pointer("/source/type").and_then(Value::as_str) {
+        Some("base64") => {
+            let data = block.pointer("/source/data").and_then(Value::as_str);
+            let data = data.ok_or_else(|| ApiError::invalid(format!("{at}.data"), "a base64 source needs `data`"))?;
+            media::base64(&format!("{at}.data"), data)
+        }
+        Some("url") => Err(ApiError::invalid(
+            format!("{at}.type"),
+            "image URLs are not fetched by this server: send the image as a base64 source",
+        )),
+        other => Err(ApiError::invalid(
+            format!("{at}.type"),
+            format!("unsupported image source {other:?} (expected \"base64\")"),
+        )),
+    }
 }
 
 /// The library request when the body carries tools (`None`: a plain chat).
@@ -330,11 +358,11 @@ fn checked(body: &[u8], generating: bool) -> Result<Checked, ApiError> {
         ..Options::default()
     };
     let plan = Plan::new(&options, max_tokens, None, format.as_ref())?.cap_to_context();
-    let messages = chat(&req)?;
+    let (messages, media) = chat(&req)?;
     let tools = tool_request(&req, messages.clone())?;
     let talk = Chat {
         messages,
-        media: Vec::new(),
+        media,
         tools,
         logprobs: false,
         prompt_param: "messages",

@@ -29,6 +29,7 @@ use crate::server::error::ApiError;
 use crate::server::framing;
 use crate::server::generation::{frames, Counts, Encode, Finish, Generation, Reply, Shape};
 use crate::server::keep_alive::KeepAlive;
+use crate::server::media::{self, Attached};
 use crate::server::openai::{JsonSchemaFormat, KeepAliveValue, Options, ResponseFormat, Stop, ToolDef};
 use crate::server::plan::{self, Plan};
 use crate::server::registry::{Listed, Loaded};
@@ -192,11 +193,15 @@ fn calls_out(calls: &[ToolCall]) -> Value {
         .collect()
 }
 
-fn refuse_images(images: Option<&Vec<Value>>, at: &str) -> Result<(), ApiError> {
-    match images {
-        Some(i) if !i.is_empty() => Err(ApiError::invalid(at, "images are not supported by this server: send text")),
-        _ => Ok(()),
+/// A message's `images` (base64 strings), placed before its text in order.
+fn images(images: Option<&Vec<Value>>, at: &str, message: usize) -> Result<Vec<Attached>, ApiError> {
+    let mut out = Vec::new();
+    for (k, image) in images.into_iter().flatten().enumerate() {
+        let at = format!("{at}[{k}]");
+        let data = image.as_str().ok_or_else(|| ApiError::invalid(&at, "an image is a base64 string"))?;
+        out.push(Attached { bytes: media::base64(&at, data)?, param: at, message, offset: 0 });
     }
+    Ok(out)
 }
 
 /// The plan from the shared fields; `shape` and input are the route's.
@@ -234,8 +239,9 @@ fn plan(common: &Common) -> Result<(Plan, Option<usize>), ApiError> {
 }
 
 /// The conversation as chat messages.
-fn chat_messages(messages: &[InMessage]) -> Result<Vec<ChatMessage>, ApiError> {
+fn chat_messages(messages: &[InMessage]) -> Result<(Vec<ChatMessage>, Vec<Attached>), ApiError> {
     let mut out = Vec::with_capacity(messages.len());
+    let mut attached = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         let role = m.role.to_ascii_lowercase();
         if !matches!(role.as_str(), "system" | "user" | "assistant" | "tool") {
@@ -244,7 +250,11 @@ fn chat_messages(messages: &[InMessage]) -> Result<Vec<ChatMessage>, ApiError> {
                 format!("unknown role {:?} (expected system, user, assistant or tool)", m.role),
             ));
         }
-        refuse_images(m.images.as_ref(), &format!("messages[{i}].images"))?;
+        let media = images(m.images.as_ref(), &format!("messages[{i}].images"), out.len())?;
+        if role != "user" && !media.is_empty() {
+            return Err(ApiError::invalid(format!("messages[{i}].images"), "images are read in user messages only"));
+        }
+        attached.extend(media);
         let mut message = ChatMessage::new(role, m.content.clone().unwrap_or_default());
         for call in m.tool_calls.iter().flatten() {
             let arguments = match &call.function.arguments {
@@ -257,7 +267,7 @@ fn chat_messages(messages: &[InMessage]) -> Result<Vec<ChatMessage>, ApiError> {
         message.reasoning_content = m.thinking.clone();
         out.push(message);
     }
-    Ok(out)
+    Ok((out, attached))
 }
 
 /// Which route a generation came from: their replies differ in where the text goes.
@@ -276,17 +286,11 @@ pub fn check(body: &[u8]) -> Result<Option<Checked>, ApiError> {
         return Ok(None);
     }
     let (plan, logprobs) = plan(&common)?;
-    let messages = chat_messages(&req.messages)?;
+    let (messages, media) = chat_messages(&req.messages)?;
     let defs = req.tools.as_deref().unwrap_or_default();
     let tools = tools::request(defs, None, true, messages.clone())?;
-    let talk = Chat {
-        messages,
-        media: Vec::new(),
-        tools,
-        logprobs: logprobs.is_some(),
-        prompt_param: "messages",
-        format_param: "format",
-    };
+    let talk =
+        Chat { messages, media, tools, logprobs: logprobs.is_some(), prompt_param: "messages", format_param: "format" };
     talk.checked(plan, None).map(Some)
 }
 
@@ -306,19 +310,23 @@ pub fn check_generate(body: &[u8]) -> Result<Option<Checked>, ApiError> {
     if req.context.as_ref().is_some_and(|c| !c.is_empty()) {
         return Err(ApiError::invalid("context", "`context` is not supported: send the conversation to /api/chat"));
     }
-    refuse_images(req.images.as_ref(), "images")?;
     let prompt = match req.prompt.as_deref() {
         None | Some("") => return Ok(None),
         Some(p) => p,
     };
     let (plan, logprobs) = plan(&common)?;
+    let mut media = Vec::new();
     let input = if req.raw == Some(true) {
+        if req.images.as_ref().is_some_and(|i| !i.is_empty()) {
+            return Err(ApiError::invalid("images", "images need the model's chat template: not with `raw`"));
+        }
         Prompt::Text(prompt.to_string())
     } else {
         let mut messages = Vec::new();
         if let Some(system) = req.system.as_deref().filter(|s| !s.is_empty()) {
             messages.push(ChatMessage::system(system));
         }
+        media = images(req.images.as_ref(), "images", messages.len())?;
         messages.push(ChatMessage::user(prompt));
         Prompt::Chat(messages)
     };
@@ -329,7 +337,7 @@ pub fn check_generate(body: &[u8]) -> Result<Option<Checked>, ApiError> {
         prompt_param: "prompt",
         tools: None,
     };
-    Ok(Some(Checked { plan, shape, input: Input::Prompt(input), media: Vec::new(), user: None }))
+    Ok(Some(Checked { plan, shape, input: Input::Prompt(input), media, user: None }))
 }
 
 pub(crate) async fn chat(
@@ -653,7 +661,8 @@ pub(crate) async fn show(
     let lease = s.registry.acquire(Some(model_name(&req)?), None).await?;
     let listed = s.registry.listing().into_iter().find(|l| l.name == lease.name);
     let template = lease.model.chat_template().unwrap_or_default();
-    let mut capabilities = vec!["completion"];
+    // The listing's (completion, vision, audio), and tools when the template takes them.
+    let mut capabilities = listed.as_ref().map_or_else(|| vec!["completion"], |l| l.capabilities.clone());
     if template.contains("tools") {
         capabilities.push("tools");
     }

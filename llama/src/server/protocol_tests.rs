@@ -105,7 +105,7 @@ fn anthropic_messages_reply_stream_and_errors() {
             ("no max_tokens", json!({"model": "smollm2", "messages": user("x")}), 400, "invalid_request_error"),
             ("unknown model", json!({"model": "nope", "max_tokens": 4, "messages": user("x")}), 404, "not_found_error"),
             (
-                "an image",
+                "an image for a model served without a projector",
                 json!({"model": "smollm2", "max_tokens": 4, "messages": [{"role": "user", "content": [
                 {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}]}]}),
                 400,
@@ -273,7 +273,7 @@ fn ollama_models_embeddings_and_errors() {
             ("unknown model, generate", "/api/generate", json!({"model": "nope", "prompt": "x"}), 404),
             ("a bad format", "/api/chat", json!({"model": "smollm2", "messages": user("x"), "format": 3}), 400),
             (
-                "an image",
+                "an image for a model served without a projector",
                 "/api/chat",
                 json!({"model": "smollm2", "messages": [{"role": "user", "content": "x",
                 "images": ["AAAA"]}]}),
@@ -402,10 +402,10 @@ fn responses_reply_stream_and_errors() {
         for (why, body, param) in [
             ("stored state", json!({"input": "x", "previous_response_id": "resp_1"}), "previous_response_id"),
             (
-                "an image",
+                "an image that is no base64 data: URL",
                 json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:,",
                 "detail": "auto"}]}]}),
-                "input[0].content[0].type",
+                "input[0].content[0].image_url",
             ),
             ("an item reference", json!({"input": [{"type": "item_reference", "id": "msg_1"}]}), "input[0].type"),
             ("a hosted tool", json!({"input": "x", "tools": [{"type": "web_search"}]}), "tools[0].type"),

@@ -25,6 +25,7 @@ use crate::server::check::{Chat, Checked};
 use crate::server::error::ApiError;
 use crate::server::framing;
 use crate::server::generation::{frames, new_id, unix_now, Counts, Encode, Finish, Generation, Reply};
+use crate::server::media::{self, Attached};
 use crate::server::openai::{FunctionDef, JsonSchemaFormat, Options, ResponseFormat, TokenLogprob, ToolDef};
 use crate::server::plan::{self, Plan};
 use crate::server::routes::{self, AppState};
@@ -70,11 +71,23 @@ fn usage(c: Counts) -> Value {
     })
 }
 
-/// Text of a content list's parts (`input_text`, `output_text`, `refusal`), or a string.
+/// Text of a content list's parts (`input_text`, `output_text`, `refusal`), or a string; no
+/// media.
 fn content_text(content: &Value, at: &str) -> Result<String, ApiError> {
+    let (text, media) = content_with_media(content, at)?;
+    match media.first() {
+        Some(m) => Err(ApiError::invalid(&m.param, "images and audio are read in user messages only")),
+        None => Ok(text),
+    }
+}
+
+/// [`content_text`] with the images (`input_image` data URLs) and audio (`input_audio`) among
+/// the parts, each placed where it stood (its message index is the caller's to set).
+fn content_with_media(content: &Value, at: &str) -> Result<(String, Vec<Attached>), ApiError> {
+    let mut media = Vec::new();
     match content {
-        Value::String(s) => Ok(s.clone()),
-        Value::Null => Ok(String::new()),
+        Value::String(s) => Ok((s.clone(), media)),
+        Value::Null => Ok((String::new(), media)),
         Value::Array(parts) => {
             let mut text = String::new();
             for (j, p) in parts.iter().enumerate() {
@@ -86,7 +99,27 @@ fn content_text(content: &Value, at: &str) -> Result<String, ApiError> {
                             .ok_or_else(|| ApiError::invalid(format!("{at}.text"), "a text part needs `text`"))?,
                     ),
                     Some("refusal") => text.push_str(p.get("refusal").and_then(Value::as_str).unwrap_or_default()),
-                    Some(k @ ("input_image" | "input_file" | "input_audio")) => {
+                    Some("input_image") => {
+                        let url = p.get("image_url").and_then(Value::as_str).ok_or_else(|| {
+                            ApiError::invalid(
+                                format!("{at}.image_url"),
+                                "an input_image part needs an `image_url` (a data: URL)",
+                            )
+                        })?;
+                        let bytes = media::data_url(&format!("{at}.image_url"), url)?;
+                        media.push(Attached { param: format!("{at}.type"), message: 0, offset: text.len(), bytes });
+                    }
+                    Some("input_audio") => {
+                        let data = p.pointer("/input_audio/data").and_then(Value::as_str).ok_or_else(|| {
+                            ApiError::invalid(
+                                format!("{at}.input_audio.data"),
+                                "an input_audio part needs `input_audio.data`",
+                            )
+                        })?;
+                        let bytes = media::base64(&format!("{at}.input_audio.data"), data)?;
+                        media.push(Attached { param: format!("{at}.type"), message: 0, offset: text.len(), bytes });
+                    }
+                    Some(k @ "input_file") => {
                         return Err(ApiError::invalid(
                             format!("{at}.type"),
                             format!("{k} parts are not supported by this server: send text"),
@@ -100,7 +133,7 @@ fn content_text(content: &Value, at: &str) -> Result<String, ApiError> {
                     }
                 }
             }
-            Ok(text)
+            Ok((text, media))
         }
         _ => Err(ApiError::invalid(at, "expected a string or an array of content parts")),
     }
@@ -108,8 +141,9 @@ fn content_text(content: &Value, at: &str) -> Result<String, ApiError> {
 
 /// `instructions` and `input` as chat messages. Function calls join the assistant turn
 /// before them; their outputs become tool messages.
-fn chat(req: &ResponsesRequest) -> Result<Vec<ChatMessage>, ApiError> {
+fn chat(req: &ResponsesRequest) -> Result<(Vec<ChatMessage>, Vec<Attached>), ApiError> {
     let mut out = Vec::new();
+    let mut attached = Vec::new();
     if let Some(i) = req.instructions.as_deref().filter(|i| !i.is_empty()) {
         out.push(ChatMessage::system(i));
     }
@@ -117,7 +151,7 @@ fn chat(req: &ResponsesRequest) -> Result<Vec<ChatMessage>, ApiError> {
         None | Some(Value::Null) => return Err(ApiError::invalid("input", "`input` is required")),
         Some(Value::String(s)) => {
             out.push(ChatMessage::user(s.clone()));
-            return Ok(out);
+            return Ok((out, attached));
         }
         Some(Value::Array(items)) => items,
         Some(_) => return Err(ApiError::invalid("input", "expected a string or an array of input items")),
@@ -139,7 +173,14 @@ fn chat(req: &ResponsesRequest) -> Result<Vec<ChatMessage>, ApiError> {
                         ))
                     }
                 };
-                let text = content_text(item.get("content").unwrap_or(&Value::Null), &format!("{at}.content"))?;
+                let content = item.get("content").unwrap_or(&Value::Null);
+                let text = if role == "user" {
+                    let (text, media) = content_with_media(content, &format!("{at}.content"))?;
+                    attached.extend(media.into_iter().map(|m| Attached { message: out.len(), ..m }));
+                    text
+                } else {
+                    content_text(content, &format!("{at}.content"))?
+                };
                 out.push(ChatMessage::new(role, text));
             }
             Some("function_call") => {
@@ -172,7 +213,7 @@ fn chat(req: &ResponsesRequest) -> Result<Vec<ChatMessage>, ApiError> {
     if out.iter().all(|m| m.role == "system") {
         return Err(ApiError::invalid("input", "`input` must hold at least one message"));
     }
-    Ok(out)
+    Ok((out, attached))
 }
 
 /// Function tools (flat in this API) in chat's form, and `tool_choice` likewise.
@@ -266,13 +307,13 @@ fn checked(body: &[u8]) -> Result<(Checked, Echo), ApiError> {
     let format = text_format(&req)?;
     let max_tokens = req.max_output_tokens.map(|v| ("max_output_tokens", v));
     let plan = Plan::new(&options, max_tokens, logprobs, format.as_ref())?.cap_to_context();
-    let messages = chat(&req)?;
+    let (messages, media) = chat(&req)?;
     let (defs, choice) = tool_defs(&req)?;
     let parallel = req.parallel_tool_calls.unwrap_or(true);
     let tools = tools::request(&defs, choice.as_ref(), parallel, messages.clone())?;
     let talk = Chat {
         messages,
-        media: Vec::new(),
+        media,
         tools,
         logprobs: logprobs.is_some(),
         prompt_param: "input",
