@@ -8,7 +8,7 @@
 # fuzz (`cargo test -p llama --test fuzz_replay`): that is what CI runs.
 #   llama/fuzz/run.sh list                   the targets
 #
-# Targets: gguf, tokenize, grammar, json_schema, chat_template, state, server, metadata. Starting inputs are the
+# Targets: gguf, tokenize, grammar, json_schema, chat_template, state, server, metadata, media. Starting inputs are the
 # committed seeds/TARGET; what libFuzzer finds interesting goes to corpus/TARGET (ignored by
 # git), crashes to artifacts/TARGET. Reproduce one with
 #   RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir llama/fuzz TARGET llama/fuzz/artifacts/TARGET/crash-...
@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTC_BOOTSTRAP=1
 
-TARGETS=(gguf tokenize grammar json_schema chat_template state server metadata)
+TARGETS=(gguf tokenize grammar json_schema chat_template state server metadata media)
 SANITIZER="${FUZZ_SANITIZER:-address}"
 JOBS="${FUZZ_JOBS:-1}"
 LEAKS="${FUZZ_LEAKS:-0}"

@@ -55,6 +55,12 @@ fn state() {
     replay("state", llama_fuzz::targets::state);
 }
 
+#[cfg(feature = "mtmd")]
+#[test]
+fn media() {
+    replay("media", llama_fuzz::targets::media);
+}
+
 #[test]
 fn metadata() {
     replay("metadata", llama_fuzz::targets::metadata);

@@ -16,6 +16,11 @@ pub mod targets;
 pub mod gguf_file;
 #[path = "mutate.rs"]
 pub mod mutate;
+// The `media` target's tiny random projectors.
+#[path = "../../tests/common/projector.rs"]
+#[cfg(feature = "mtmd")]
+#[allow(dead_code)]
+pub mod projector;
 
 // The `server` target's body: request checking through `llama::server`'s public API.
 #[path = "server.rs"]
@@ -53,6 +58,21 @@ pub fn real_model(gemma: bool) -> &'static gguf_file::Gguf {
         let path = path.unwrap_or_else(|e| panic!("cannot fetch the model: {e}"));
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {path:?}: {e}"));
         gguf_file::Gguf::parse(&bytes).unwrap_or_else(|e| panic!("parse {path:?}: {e}"))
+    })
+}
+
+/// The tiny vision (`audio` false) or audio projector for the whole default model, written
+/// and loaded once per process.
+#[cfg(feature = "mtmd")]
+pub fn projector(audio: bool) -> &'static llama::media::Projector {
+    static PROJECTORS: [OnceLock<llama::media::Projector>; 2] = [OnceLock::new(), OnceLock::new()];
+    PROJECTORS[usize::from(audio)].get_or_init(|| {
+        let n_embd = u32::try_from(full_model().n_embd()).unwrap_or(0);
+        let gguf =
+            if audio { projector::tiny_audio_projector(n_embd) } else { projector::tiny_vision_projector(n_embd) };
+        let path = scratch_file(if audio { "audio.mmproj" } else { "vision.mmproj" });
+        std::fs::write(&path, gguf.bytes()).unwrap_or_else(|e| panic!("write {path:?}: {e}"));
+        llama::media::Projector::builder(&path).n_threads(1).load(full_model()).unwrap_or_else(|e| panic!("{e}"))
     })
 }
 

@@ -183,3 +183,43 @@ pub fn metadata(data: &[u8]) {
         pieces.take(3).for_each(drop);
     }
 }
+
+/// Bytes as media through the safe API: the first byte picks the projector (vision or audio)
+/// and whether the rest is an encoded file or raw RGB (a width byte, then pixels). What decodes
+/// is tokenized in a prompt and evaluated into a context, then sampled from; what does not is an
+/// error, never an abort.
+#[cfg(feature = "mtmd")]
+pub fn media(data: &[u8]) {
+    use llama::media::{Media, MediaError};
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let projector = super::projector(mode & 1 != 0);
+    let media = if mode & 2 == 0 {
+        projector.media_from_bytes(rest)
+    } else {
+        let Some((&width, pixels)) = rest.split_first() else { return };
+        let width = u32::from(width.max(1));
+        let height = u32::try_from(pixels.len() / 3).unwrap_or(0) / width;
+        Media::rgb(width, height, &pixels[..(width * height * 3) as usize])
+    };
+    let media = match media {
+        Ok(m) => m,
+        Err(
+            MediaError::Undecodable(_)
+            | MediaError::TooLarge { .. }
+            | MediaError::Invalid(_)
+            | MediaError::Unsupported(_),
+        ) => return,
+        Err(e) => panic!("unexpected error: {e}"),
+    };
+    let prompt = format!("Describe {} briefly.", projector.marker());
+    let chunks = match projector.tokenize(&prompt, &[&media], AddSpecial::Yes) {
+        Ok(c) => c,
+        Err(MediaError::Unsupported(_)) => return,
+        Err(e) => panic!("tokenizing a decoded medium: {e}"),
+    };
+    let params = llama::ContextParams::default().n_ctx(1024).n_threads(1);
+    let mut ctx = super::full_model().context(params).expect("a context");
+    let end = projector.eval(&mut ctx, &chunks, 0, 0).expect("a decoded medium evaluates");
+    assert_eq!(end, chunks.n_pos());
+    let _ = llama::Sampler::greedy().sample(&ctx, llama::Output::Last).expect("logits after the prompt");
+}
