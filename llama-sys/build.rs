@@ -53,6 +53,7 @@ fn main() {
     println!("cargo:rustc-env=LLAMA_CPP_SRC_DIR={}", src.display());
     println!("cargo:include={}", src.join("include").display());
     println!("cargo:ggml_include={}", src.join("ggml").join("include").display());
+    println!("cargo:mtmd_include={}", src.join("tools").join("mtmd").display());
     // trybuild's compile-fail checks (`--cfg trybuild`) only type-check and never link: building
     // llama.cpp for them would repeat the real build in trybuild's own target directory. Miri
     // (`cargo miri test`, which sets `CARGO_CFG_MIRI`) interprets Rust and cannot call C at all:

@@ -3,6 +3,8 @@
 pub mod cli;
 pub mod derived;
 pub mod greedy;
+#[cfg(feature = "mtmd")]
+pub mod media;
 pub mod models;
 pub mod programs;
 

@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use common::projector::{tiny_audio_projector, tiny_vision_projector, AUDIO_TOKENS, IMAGE_TOKENS};
+use common::projector::{bmp, tiny_audio_projector, tiny_vision_projector, wav, AUDIO_TOKENS, IMAGE_TOKENS};
 use common::{scratch, smollm2};
 use llama::media::{ChunkKind, MediaError, MediaKind, Projector};
 use llama::{AddSpecial, ContextParams, LoadError, Output, Sampler};
@@ -34,53 +34,6 @@ fn audio_path() -> &'static PathBuf {
 
 fn vision() -> Projector {
     Projector::builder(vision_path()).n_threads(1).load(smollm2()).unwrap()
-}
-
-/// A 24-bit BMP (stb_image reads it) of `width` × `height` with a pattern set by `seed`.
-fn bmp(width: u32, height: u32, seed: u8) -> Vec<u8> {
-    let row = (width * 3).div_ceil(4) * 4;
-    let size = 54 + row * height;
-    let mut b = Vec::with_capacity(size as usize);
-    b.extend_from_slice(b"BM");
-    for v in [size, 0, 54, 40] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    b.extend_from_slice(&width.to_le_bytes());
-    b.extend_from_slice(&height.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&24u16.to_le_bytes());
-    for v in [0u32, row * height, 2835, 2835, 0, 0] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    for y in 0..height {
-        for x in 0..row {
-            b.push(if x < width * 3 { (x * 7 + y * 13) as u8 ^ seed } else { 0 });
-        }
-    }
-    b
-}
-
-/// A mono 16-bit WAV of `seconds` of a tone at `rate` Hz.
-fn wav(rate: u32, seconds: f32) -> Vec<u8> {
-    let n = (rate as f32 * seconds) as u32;
-    let mut b = Vec::new();
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + n * 2).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&(rate * 2).to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&(n * 2).to_le_bytes());
-    for i in 0..n {
-        let s = (f32::sin(i as f32 * 440.0 * std::f32::consts::TAU / rate as f32) * 8000.0) as i16;
-        b.extend_from_slice(&s.to_le_bytes());
-    }
-    b
 }
 
 #[test]
@@ -365,6 +318,8 @@ mod server_support {
             .model("seeing", &model)
             .projector("seeing", vision_path())
             .model("blind", &model)
+            .model("hearing", &model)
+            .projector("hearing", audio_path())
             .parallel(1)
             .ctx(1024)
             .threads(1)
@@ -419,6 +374,7 @@ mod server {
         };
         assert_eq!(caps("seeing"), json!(["completion", "vision"]));
         assert_eq!(caps("blind"), json!(["completion"]));
+        assert_eq!(caps("hearing"), json!(["completion", "audio"]));
 
         let refused = [
             ("seeing", json!([image_part("https://example.com/cat.png".into())]), "not fetched"),
@@ -438,11 +394,19 @@ mod server {
             assert_eq!(status, StatusCode::BAD_REQUEST, "{parts}: {body}");
             assert!(message.contains(what), "{what}: {message}");
         }
+        // Audio, for the model whose projector takes it.
+        let clip = json!([{"type": "text", "text": "Transcribe:"},
+            {"type": "input_audio", "input_audio": {"data": base64(&wav(16_000, 0.5)), "format": "wav"}}]);
+        let (status, body) = call(&app, Method::POST, "/v1/chat/completions", chat("hearing", clip)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() as usize > AUDIO_TOKENS, "{body}");
         // An image in an assistant message is refused too.
         let body = json!({"model": "seeing", "messages": [
             {"role": "assistant", "content": [image_part(picture)]}, {"role": "user", "content": "and?"}]});
         let (status, _) = call(&app, Method::POST, "/v1/chat/completions", body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, health) = call(&app, Method::GET, "/health", Value::Null).await;
+        assert_eq!(status, StatusCode::OK, "the server stays healthy: {health}");
     }
 
     #[test]

@@ -184,3 +184,50 @@ fn clip_file(kv: Vec<(&str, Value)>, tensors: Vec<Tensor>) -> Gguf {
         tensors,
     }
 }
+
+/// A 24-bit BMP (stb_image reads it) of `width` × `height` with a pattern set by `seed`.
+pub fn bmp(width: u32, height: u32, seed: u8) -> Vec<u8> {
+    let row = (width * 3).div_ceil(4) * 4;
+    let size = 54 + row * height;
+    let mut b = Vec::with_capacity(size as usize);
+    b.extend_from_slice(b"BM");
+    for v in [size, 0, 54, 40] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&width.to_le_bytes());
+    b.extend_from_slice(&height.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&24u16.to_le_bytes());
+    for v in [0u32, row * height, 2835, 2835, 0, 0] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    for y in 0..height {
+        for x in 0..row {
+            b.push(if x < width * 3 { (x * 7 + y * 13) as u8 ^ seed } else { 0 });
+        }
+    }
+    b
+}
+
+/// A mono 16-bit WAV of `seconds` of a tone at `rate` Hz.
+pub fn wav(rate: u32, seconds: f32) -> Vec<u8> {
+    let n = (rate as f32 * seconds) as u32;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + n * 2).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2).to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&(n * 2).to_le_bytes());
+    for i in 0..n {
+        let s = (f32::sin(i as f32 * 440.0 * std::f32::consts::TAU / rate as f32) * 8000.0) as i16;
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    b
+}
