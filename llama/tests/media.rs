@@ -206,6 +206,13 @@ fn bad_projectors_are_errors_naming_the_cause() {
     let err = Projector::load(smollm2(), common::models::default_model().unwrap()).unwrap_err();
     assert!(matches!(err, MediaError::Load(LoadError::Malformed { .. })), "{err:?}");
     assert_eq!(Projector::probe(vision_path()).unwrap(), (true, false));
+    // What validation adds to a load (printed for the record, not asserted: timings vary).
+    let t = std::time::Instant::now();
+    Projector::probe(vision_path()).unwrap();
+    let probe = t.elapsed();
+    let t = std::time::Instant::now();
+    drop(vision());
+    eprintln!("projector validation {probe:?} of a whole load {:?}", t.elapsed());
     assert_eq!(Projector::probe(audio_path()).unwrap(), (false, true));
 }
 
