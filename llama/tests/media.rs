@@ -394,6 +394,8 @@ mod server {
             ),
             ("seeing", json!([{"type": "image_url"}]), "needs `image_url`"),
             ("blind", json!([image_part(picture.clone())]), "without a projector"),
+            // 70 images of 16 positions each: more than the 1,024-token context holds.
+            ("seeing", Value::Array(vec![image_part(picture.clone()); 70]), "context"),
         ];
         for (model, parts, what) in refused {
             let (status, body) = call(&app, Method::POST, "/v1/chat/completions", chat(model, parts.clone())).await;
