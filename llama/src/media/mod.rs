@@ -29,7 +29,7 @@ mod projector;
 
 pub use chunks::{Chunk, ChunkKind, Chunks};
 pub(crate) use projector::media_entries;
-pub use projector::{Media, MediaKind, Part, Projector, ProjectorBuilder};
+pub use projector::{Media, MediaKind, Part, Projector, ProjectorBuilder, DEFAULT_MAX_PIXELS};
 
 use std::path::PathBuf;
 
