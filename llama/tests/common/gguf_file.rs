@@ -348,6 +348,11 @@ impl Gguf {
             tensors.push(tensor(blk("ffn_up"), vec![N_EMBD, N_FF], false));
             tensors.push(tensor(blk("ffn_down"), vec![N_FF, N_EMBD], false));
         }
+        Gguf::v3(kv, tensors)
+    }
+
+    /// A GGUF v3 file of these keys and tensors, counts as written.
+    pub fn v3(kv: Vec<(&str, Value)>, tensors: Vec<Tensor>) -> Gguf {
         Gguf {
             magic: *b"GGUF",
             version: 3,

@@ -18,7 +18,9 @@
 //! data. Of the Whisper-based audio types, ultravox needs no marker and gives as few embeddings
 //! per clip as any (375, see [`AUDIO_STACK`]; qwen2a gives 750).
 //!
-//! Every tensor is F32. Weights are uniform in ±0.05, norm weights are 1.0.
+//! Every tensor is F32. Weights are uniform in ±0.05, norm weights are 1.0. Every key has the
+//! exact type llama.cpp reads it as (`gguf_get_val_u32` and the others assert it), hence U32 and
+//! F32 throughout.
 
 use super::gguf_file::{Gguf, Tensor, Value, Weights};
 
@@ -98,7 +100,7 @@ pub fn tiny_vision_projector(n_embd_text: u32) -> Gguf {
         // block none would run; naming the last block's output as the feature layer runs it.
         ("clip.vision.feature_layer", Value::i32s(&[1])),
     ];
-    clip_file(kv, tensors)
+    Gguf::v3(kv, tensors)
 }
 
 /// A projector for a text model of embedding width `n_embd_text` (576 for SmolLM2-135M):
@@ -141,7 +143,7 @@ pub fn tiny_audio_projector(n_embd_text: u32) -> Gguf {
         // Required for `ultravox` (`clip_model_loader::load_hparams`).
         ("clip.audio.projector.stack_factor", Value::U32(AUDIO_STACK as u32)),
     ];
-    clip_file(kv, tensors)
+    Gguf::v3(kv, tensors)
 }
 
 /// Encoder block 0 under `prefix` ("v" or "a"): layer norms, attention with separate Q/K/V and an
@@ -170,19 +172,6 @@ fn block(w: &mut Weights, prefix: &str, n_embd: u64, n_ff: u64) -> Vec<Tensor> {
         w.random(name("ffn_down.weight"), vec![n_ff, n_embd], SCALE),
         w.random(name("ffn_down.bias"), vec![n_embd], SCALE),
     ]
-}
-
-/// A GGUF v3 file of these keys and tensors. Every key must have the exact type llama.cpp reads it
-/// as (`gguf_get_val_u32` and the others assert it), hence U32 and F32 throughout.
-fn clip_file(kv: Vec<(&str, Value)>, tensors: Vec<Tensor>) -> Gguf {
-    Gguf {
-        magic: *b"GGUF",
-        version: 3,
-        n_tensors: None,
-        n_kv: None,
-        kv: kv.into_iter().map(|(k, v)| (k.as_bytes().to_vec(), v)).collect(),
-        tensors,
-    }
 }
 
 /// A 24-bit BMP (stb_image reads it) of `width` × `height` with a pattern set by `seed`.
