@@ -118,6 +118,14 @@ fn audio_runs_the_whole_path() {
     ctx.decode_tokens(&smollm2().vocab().tokenize(" Answer:", AddSpecial::No).unwrap(), end, 0).unwrap();
     Sampler::greedy().sample(&ctx, Output::Last).unwrap();
 
+    // Too short for the preprocessor, or declaring hours in its header: refused before mtmd.
+    let err = projector.media_from_bytes(&wav(16_000, 0.05)).unwrap_err();
+    assert!(matches!(&err, MediaError::Invalid(m) if m.contains("too short")), "{err:?}");
+    let mut endless = wav(16_000, 0.5);
+    endless[40..44].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    let err = projector.media_from_bytes(&endless).unwrap_err();
+    assert!(matches!(&err, MediaError::Invalid(m) if m.contains("longer than")), "{err:?}");
+
     let pcm: Vec<f32> = (0..4000).map(|i| (i as f32 * 0.01).sin() * 0.3).collect();
     let raw = llama::media::Media::pcm(&pcm).unwrap();
     assert_eq!((raw.kind(), raw.n_samples()), (MediaKind::Audio, 4000));
@@ -179,6 +187,11 @@ fn evaluating_refuses_what_cannot_fit_or_belongs_elsewhere() {
     let err = projector.eval(&mut ctx, &chunks, 0, 2).unwrap_err();
     assert!(matches!(err, MediaError::Decode(llama::DecodeError::InvalidSeqId { seq: 2, .. })), "{err:?}");
     assert_eq!(ctx.kv_seq_pos_max(0).unwrap(), None, "nothing was decoded");
+
+    // Chunks of another projector (another instance of the same file, even) do not fit this one.
+    let another = vision();
+    let err = another.eval(&mut ctx, &chunks, 0, 0).unwrap_err();
+    assert!(matches!(&err, MediaError::Invalid(m) if m.contains("another projector")), "{err:?}");
 
     let other = common::gemma3();
     let mut other_ctx = other.context(ContextParams::default().n_ctx(256).n_threads(1)).unwrap();

@@ -59,8 +59,11 @@ impl super::worker::Worker {
         let due = |w: &Self, i: usize| w.slots[i].job.as_ref().and_then(|j| j.media_due());
         let Some(i) = (0..n).map(|k| (self.cursor + k) % n).find(|&i| due(self, i).is_some()) else { return };
         let Some(span) = due(self, i) else { return };
-        if self.pool.used() + span.len > self.ctx.n_ctx() && !self.make_room() {
-            return;
+        // As for a step's batch: free room until the medium fits, or give up this step.
+        while self.pool.used() + span.len > self.ctx.n_ctx() {
+            if !self.make_room() {
+                return;
+            }
         }
         // Making room may have preempted this very job.
         let (seq, step) = (self.slots[i].seq, self.step);

@@ -481,10 +481,13 @@ impl EngineHandle {
                 }
             }
         }
-        let add_special = match &request.prompt {
-            Prompt::Chat(_) => self.chat_adds_bos(&pieces),
-            _ => request.params.add_special,
-        };
+        // A chat gets BOS as its text-only form does (`tokenize_pieces`), and never an EOS.
+        let chat = matches!(request.prompt, Prompt::Chat(_));
+        let bos = if chat { self.chat_bos(&pieces) } else { None };
+        if let Some(bos) = &bos {
+            parts.insert(0, Part::Text(bos, crate::SpecialSyntax::Tokens));
+        }
+        let add_special = if chat { crate::AddSpecial::No } else { request.params.add_special };
         let chunks = projector.tokenize_parts(&parts, add_special).map_err(|e| invalid(&e))?;
         let mut tokens = Vec::new();
         let mut spans = Vec::new();
@@ -493,8 +496,11 @@ impl EngineHandle {
                 tokens.extend_from_slice(text);
                 continue;
             }
-            let entries = media_entries(chunk.media_id(), chunk.n_pos())
-                .ok_or_else(|| SubmitError::Invalid(format!("a {:?} chunk without an id", chunk.kind())))?;
+            // A medium without positions would never move its sequence on.
+            let entries =
+                media_entries(chunk.media_id(), chunk.n_pos()).filter(|e| !e.is_empty()).ok_or_else(|| {
+                    SubmitError::Invalid(format!("a {:?} chunk without an id or positions", chunk.kind()))
+                })?;
             spans.push(media::Span { start: tokens.len(), len: entries.len(), chunk: index });
             tokens.extend(entries);
         }
@@ -505,18 +511,18 @@ impl EngineHandle {
         Ok((tokens, Some(Arc::new(media::PromptMedia { spans, chunks }))))
     }
 
-    /// Whether a chat's BOS must be added: the model wants one and its template did not write it.
+    /// The text of a chat's BOS when it must be added: the model wants one and its template did
+    /// not write it.
     #[cfg(feature = "mtmd")]
-    fn chat_adds_bos(&self, pieces: &[(String, crate::SpecialSyntax)]) -> crate::AddSpecial {
+    fn chat_bos(&self, pieces: &[(String, crate::SpecialSyntax)]) -> Option<String> {
         let vocab = self.model.vocab();
+        let bos = vocab.bos().filter(|_| vocab.adds_bos())?;
         let first =
             pieces.first().and_then(|(text, syntax)| vocab.tokenize_with(text, crate::AddSpecial::No, *syntax).ok());
-        let written = first.and_then(|t| t.first().copied()).is_some_and(|t| Some(t) == vocab.bos());
-        if vocab.adds_bos() && !written {
-            crate::AddSpecial::Yes
-        } else {
-            crate::AddSpecial::No
+        if first.and_then(|t| t.first().copied()) == Some(bos) {
+            return None;
         }
+        String::from_utf8(vocab.token_to_bytes(bos, crate::ControlText::Show).ok()?).ok()
     }
 
     #[cfg(all(feature = "mtmd", feature = "jinja"))]

@@ -25,6 +25,9 @@ pub enum ChunkKind {
 /// encodes them.
 pub struct Chunks {
     ptr: NonNull<llama_sys::mtmd_input_chunks>,
+    /// The address of the projector that tokenized them: their preprocessed media fit only its
+    /// encoder.
+    owner: usize,
 }
 
 // SAFETY: a chunk list is plain data (token vectors, preprocessed f32 images/spectrograms and
@@ -49,15 +52,19 @@ impl std::fmt::Debug for Chunks {
 
 impl Chunks {
     /// Takes ownership of a list from `mtmd_input_chunks_init`; `None` for null.
-    pub(super) fn from_raw(ptr: *mut llama_sys::mtmd_input_chunks) -> Option<Chunks> {
-        NonNull::new(ptr).map(|ptr| Chunks { ptr })
+    pub(super) fn from_raw(ptr: *mut llama_sys::mtmd_input_chunks, owner: usize) -> Option<Chunks> {
+        NonNull::new(ptr).map(|ptr| Chunks { ptr, owner })
+    }
+
+    pub(super) fn owner(&self) -> usize {
+        self.owner
     }
 
     /// A list with no chunks (for tests of code that holds one).
     #[cfg(test)]
     pub(crate) fn empty() -> Option<Chunks> {
         // SAFETY: allocates an empty list, owned by the result.
-        Chunks::from_raw(unsafe { llama_sys::mtmd_input_chunks_init() })
+        Chunks::from_raw(unsafe { llama_sys::mtmd_input_chunks_init() }, 0)
     }
 
     pub(super) fn as_ptr(&self) -> *mut llama_sys::mtmd_input_chunks {

@@ -16,6 +16,13 @@ use crate::{AddSpecial, Context, DecodeError, Model, SpecialSyntax, Token};
 /// image is 96 MiB of RGB before the projector resizes it); see [`ProjectorBuilder::max_pixels`].
 pub const DEFAULT_MAX_PIXELS: u64 = 1 << 25;
 
+/// Audio longer than this many seconds is refused by default (10 minutes: 38 MB of samples at
+/// 16 kHz); see [`ProjectorBuilder::max_audio_seconds`].
+pub const DEFAULT_MAX_AUDIO_SECONDS: u32 = 600;
+
+/// The most tokens an image may be asked to become (`ProjectorBuilder::image_tokens`).
+const MAX_IMAGE_TOKENS: u32 = 1 << 16;
+
 /// Image or audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -45,6 +52,7 @@ pub struct ProjectorBuilder {
     image_min_tokens: Option<u32>,
     image_max_tokens: Option<u32>,
     max_pixels: u64,
+    max_audio_seconds: u32,
 }
 
 impl ProjectorBuilder {
@@ -75,6 +83,14 @@ impl ProjectorBuilder {
         self
     }
 
+    /// The longest audio clip, in seconds, that [`Projector::media_from_bytes`] decodes: WAV and
+    /// FLAC files are refused from their header, MP3 after decoding (default
+    /// [`DEFAULT_MAX_AUDIO_SECONDS`]).
+    pub fn max_audio_seconds(mut self, max: u32) -> Self {
+        self.max_audio_seconds = max;
+        self
+    }
+
     /// Loads the projector for `model`. The file is checked as a GGUF first; llama.cpp then
     /// refuses a projector made for a model of another width, naming both.
     pub fn load(self, model: &Model) -> Result<Projector, MediaError> {
@@ -89,7 +105,8 @@ impl ProjectorBuilder {
         params.warmup = false;
         let threads = self.n_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         params.n_threads = i32::try_from(threads).unwrap_or(i32::MAX);
-        let tokens = |n: Option<u32>| n.map_or(-1, |n| i32::try_from(n).unwrap_or(i32::MAX));
+        // Capped: clip multiplies the count by the patch area in `int`.
+        let tokens = |n: Option<u32>| n.map_or(-1, |n| i32::try_from(n.min(MAX_IMAGE_TOKENS)).unwrap_or(-1));
         params.image_min_tokens = tokens(self.image_min_tokens);
         params.image_max_tokens = tokens(self.image_max_tokens);
         // SAFETY: the path is a valid C string, the model is alive (and kept alive by the clone
@@ -118,6 +135,7 @@ impl ProjectorBuilder {
             audio_rate: if audio { u32::try_from(rate).ok().filter(|&r| r > 0) } else { None },
             marker,
             max_pixels: self.max_pixels,
+            max_audio_seconds: self.max_audio_seconds,
             model: model.clone(),
         })
     }
@@ -153,6 +171,7 @@ pub struct Projector {
     audio_rate: Option<u32>,
     marker: String,
     max_pixels: u64,
+    max_audio_seconds: u32,
     // Declared last: dropped after the projector, which reads the model's vocabulary.
     model: Model,
 }
@@ -197,6 +216,7 @@ impl Projector {
             image_min_tokens: None,
             image_max_tokens: None,
             max_pixels: DEFAULT_MAX_PIXELS,
+            max_audio_seconds: DEFAULT_MAX_AUDIO_SECONDS,
         }
     }
 
@@ -245,6 +265,14 @@ impl Projector {
         if !self.takes(kind) {
             return Err(MediaError::Unsupported(kind));
         }
+        if kind == MediaKind::Audio {
+            if let Some(seconds) = declared_seconds(bytes).filter(|&s| s > f64::from(self.max_audio_seconds)) {
+                return Err(MediaError::Invalid(format!(
+                    "audio of {seconds:.0} s is longer than the limit of {} s",
+                    self.max_audio_seconds
+                )));
+            }
+        }
         if kind == MediaKind::Image {
             let (mut width, mut height) = (0i32, 0i32);
             // SAFETY: `bytes` is valid for its length; the callee only reads the header.
@@ -269,10 +297,30 @@ impl Projector {
                 reason
             }));
         };
-        if media.kind() == MediaKind::Audio && media.n_samples() < MIN_SAMPLES {
-            return Err(MediaError::Invalid(format!("audio of {} samples is too short", media.n_samples())));
+        if media.kind() == MediaKind::Audio {
+            let rate = f64::from(self.audio_rate.unwrap_or(16_000));
+            if media.n_samples() as f64 > rate * f64::from(self.max_audio_seconds) {
+                return Err(MediaError::Invalid(format!(
+                    "audio longer than the limit of {} s",
+                    self.max_audio_seconds
+                )));
+            }
+            self.check_length(&media)?;
         }
         Ok(media)
+    }
+
+    /// Audio shorter than a tenth of a second is refused: some projectors' preprocessors assert
+    /// on fewer than two frames (320 samples at 16 kHz).
+    fn check_length(&self, media: &Media) -> Result<(), MediaError> {
+        let min = usize::try_from(self.audio_rate.unwrap_or(16_000) / 10).unwrap_or(MIN_SAMPLES).max(MIN_SAMPLES);
+        if media.kind() == MediaKind::Audio && media.n_samples() < min {
+            return Err(MediaError::Invalid(format!(
+                "audio of {} samples is too short (at least {min}, a tenth of a second)",
+                media.n_samples()
+            )));
+        }
+        Ok(())
     }
 
     /// [`media_from_bytes`](Self::media_from_bytes) of a file's contents.
@@ -307,6 +355,9 @@ impl Projector {
         if let Some(kind) = parts.iter().filter_map(|p| p.media()).map(Media::kind).find(|&k| !self.takes(k)) {
             return Err(MediaError::Unsupported(kind));
         }
+        for media in parts.iter().filter_map(|p| p.media()) {
+            self.check_length(media)?;
+        }
         let texts = parts
             .iter()
             .map(|p| match p {
@@ -337,7 +388,7 @@ impl Projector {
             .collect();
         let pointers: Vec<*const llama_sys::mtmd_input_part> = raw.iter().map(|p| p as *const _).collect();
         // SAFETY: allocates an empty list (freed by `Chunks`' drop).
-        let chunks = Chunks::from_raw(unsafe { llama_sys::mtmd_input_chunks_init() })
+        let chunks = Chunks::from_raw(unsafe { llama_sys::mtmd_input_chunks_init() }, self.handle.0.as_ptr() as usize)
             .ok_or_else(|| MediaError::Failed { stage: "tokenizing", reason: "out of memory".into() })?;
         // SAFETY: the projector, the list and every bitmap are alive; each part points at either
         // a live `mtmd_input_text` (whose C string of `text_len` bytes is alive) or a bitmap;
@@ -369,6 +420,9 @@ impl Projector {
     pub fn eval(&self, ctx: &mut Context, chunks: &Chunks, start: usize, seq: usize) -> Result<usize, MediaError> {
         if !Arc::ptr_eq(&ctx.model().handle, &self.model.handle) {
             return Err(MediaError::Invalid("the context runs another model than the projector's".into()));
+        }
+        if chunks.owner() != self.handle.0.as_ptr() as usize {
+            return Err(MediaError::Invalid("the chunks were tokenized by another projector".into()));
         }
         if seq >= ctx.n_seq_max() {
             return Err(DecodeError::InvalidSeqId { seq, n_seq_max: ctx.n_seq_max() }.into());
@@ -407,6 +461,18 @@ impl Projector {
         pos: usize,
         seq: usize,
     ) -> Result<usize, MediaError> {
+        // SAFETY: the projector and the chunk are alive; a getter.
+        let non_causal = unsafe { llama_sys::mtmd_decode_use_non_causal(self.as_ptr(), chunk.as_ptr()) };
+        let room = ctx.n_batch().min(ctx.n_ubatch());
+        if non_causal && chunk.n_tokens() > room {
+            // Its embeddings attend to each other: they must be one micro-batch (llama.cpp
+            // asserts it).
+            return Err(MediaError::Invalid(format!(
+                "this medium is {} embeddings read at once, more than the context's batch of {room}: \
+                 raise n_batch and n_ubatch",
+                chunk.n_tokens()
+            )));
+        }
         // Both fit in i32: the caller checked them against n_ctx and n_seq_max.
         let (p0, s) = (i32::try_from(pos).unwrap_or(i32::MAX), i32::try_from(seq).unwrap_or(i32::MAX));
         let n_batch = i32::try_from(ctx.n_batch().max(1)).unwrap_or(i32::MAX);
@@ -470,6 +536,33 @@ impl<'a> Part<'a> {
 
 /// Fewer samples than this are refused (mtmd's audio preprocessor asserts on fewer than two).
 const MIN_SAMPLES: usize = 2;
+
+/// The duration a WAV or FLAC header declares, in seconds; `None` for other formats (MP3 is
+/// measured by decoding) or headers this reader does not follow. miniaudio allocates what the
+/// header declares before it reads a sample.
+fn declared_seconds(bytes: &[u8]) -> Option<f64> {
+    let u32_at = |i: usize| bytes.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    if bytes.starts_with(b"fLaC") {
+        // STREAMINFO, the first metadata block: 20 bits of rate, then 36 bits of total samples.
+        let b = bytes.get(8 + 10..8 + 18)?;
+        let rate = (u32::from(b[0]) << 12) | (u32::from(b[1]) << 4) | (u32::from(b[2]) >> 4);
+        let total = (u64::from(b[3] & 0x0F) << 32) | u64::from(u32::from_be_bytes([b[4], b[5], b[6], b[7]]));
+        return (rate > 0).then(|| total as f64 / f64::from(rate));
+    }
+    if !(bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WAVE")) {
+        return None;
+    }
+    let (mut at, mut byte_rate) = (12usize, None);
+    while let (Some(id), Some(size)) = (bytes.get(at..at + 4), u32_at(at + 4)) {
+        match id {
+            b"fmt " => byte_rate = u32_at(at + 16),
+            b"data" => return byte_rate.filter(|&r| r > 0).map(|r| f64::from(size) / f64::from(r)),
+            _ => {}
+        }
+        at = at.checked_add(8)?.checked_add(usize::try_from(size).ok()?.next_multiple_of(2))?;
+    }
+    None
+}
 
 /// What a buffer holds, from its magic bytes as mtmd's helper tells them: audio, else an image.
 fn sniff(bytes: &[u8]) -> Result<MediaKind, MediaError> {

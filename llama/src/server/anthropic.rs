@@ -15,7 +15,6 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::engine::Request;
 use crate::tools::{ChatDelta, ChatRequest, ToolChoice};
 use crate::{ChatMessage, ToolCall};
 
@@ -415,11 +414,14 @@ pub(crate) async fn count_tokens(State(s): State<AppState>, Limited(body): Limit
     let lease = s.registry.acquire(checked.plan.model.as_deref(), checked.plan.keep_alive).await?;
     let model = lease.model.clone();
     let engine = lease.engine();
-    let count = tokio::task::spawn_blocking(move || match checked.input {
-        Input::Tools(tools) => check::render_tools(&model, &tools, Vec::new()).map(|(r, _)| r.tokens.len()),
-        Input::Prompt(prompt) => {
-            engine.tokenize(&Request::new(prompt)).map(|t| t.len()).map_err(|e| ApiError::from_submit(e, "messages"))
-        }
+    // With its media, as a reply's usage counts them.
+    let input = match checked.input {
+        Input::Prompt(prompt) => Ok(media::request(&lease, prompt, checked.media).await?),
+        Input::Tools(tools) => Err(tools),
+    };
+    let count = tokio::task::spawn_blocking(move || match input {
+        Ok(request) => engine.tokenize(&request).map(|t| t.len()).map_err(|e| ApiError::from_submit(e, "messages")),
+        Err(tools) => check::render_tools(&model, &tools, Vec::new()).map(|(r, _)| r.tokens.len()),
     })
     .await
     .map_err(|e| ApiError::internal(format!("counting failed: {e}")))??;
