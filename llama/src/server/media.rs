@@ -66,6 +66,11 @@ pub fn probe(path: &std::path::Path) -> Result<(bool, bool), String> {
 #[cfg(not(feature = "mtmd"))]
 const WITHOUT_MTMD: &str = "this server was built without image and audio support (feature `mtmd`)";
 
+/// The most bytes of pixels and samples one request's media may decode to (a 32-megapixel image
+/// is 96 MiB).
+#[cfg(feature = "mtmd")]
+const MAX_DECODED_BYTES: u64 = 256 << 20;
+
 /// The engine request for `prompt` with its media: each medium's marker put where it stood
 /// and its bytes decoded through the model's projector (off the async threads).
 pub(crate) async fn request(lease: &Lease, prompt: Prompt, media: Vec<Attached>) -> Result<Request, ApiError> {
@@ -98,10 +103,19 @@ pub(crate) async fn request(lease: &Lease, prompt: Prompt, media: Vec<Attached>)
         // Decoding a large image takes milliseconds to seconds of CPU.
         let decoded = tokio::task::spawn_blocking(move || {
             let projector = engine.projector().ok_or_else(|| ApiError::internal("the projector went away"))?;
-            media
-                .iter()
-                .map(|a| projector.media_from_bytes(&a.bytes).map_err(|e| ApiError::invalid(&a.param, e.to_string())))
-                .collect::<Result<Vec<_>, _>>()
+            // One request holds its decoded media at once: bound their sum, not only each.
+            let mut held = 0u64;
+            let mut decoded = Vec::with_capacity(media.len());
+            for a in &media {
+                let m = projector.media_from_bytes(&a.bytes).map_err(|e| ApiError::invalid(&a.param, e.to_string()))?;
+                held += u64::from(m.width()) * u64::from(m.height()) * 3 + m.n_samples() as u64 * 4;
+                if held > MAX_DECODED_BYTES {
+                    let message = format!("the request's media decode to more than {} MiB", MAX_DECODED_BYTES >> 20);
+                    return Err(ApiError::invalid(&a.param, message));
+                }
+                decoded.push(m);
+            }
+            Ok(decoded)
         })
         .await
         .map_err(|e| ApiError::internal(format!("the media could not be decoded: {e}")))??;
