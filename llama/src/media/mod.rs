@@ -29,7 +29,9 @@ mod projector;
 
 pub use chunks::{Chunk, ChunkKind, Chunks};
 pub(crate) use projector::media_entries;
-pub use projector::{Media, MediaKind, Part, Projector, ProjectorBuilder, DEFAULT_MAX_PIXELS};
+pub use projector::{
+    Media, MediaKind, Part, Projector, ProjectorBuilder, DEFAULT_MAX_AUDIO_SECONDS, DEFAULT_MAX_PIXELS,
+};
 
 use std::path::PathBuf;
 
