@@ -493,6 +493,10 @@ mod protocols {
         let (status, reply) = call(&app, Method::POST, "/api/show", json!({"model": "seeing"})).await;
         assert_eq!(status, StatusCode::OK);
         assert!(reply["capabilities"].as_array().unwrap().contains(&json!("vision")), "{reply}");
+        // Images with no prompt to go with are refused, not dropped unread.
+        let (status, reply) =
+            call(&app, Method::POST, "/api/generate", json!({"model": "seeing", "images": [b64.clone()]})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
         // A URL source is refused, not fetched.
         let url = json!({"model": "seeing", "max_tokens": 4, "messages": [{"role": "user", "content": [
             {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}]}]});

@@ -311,6 +311,10 @@ pub fn check_generate(body: &[u8]) -> Result<Option<Checked>, ApiError> {
         return Err(ApiError::invalid("context", "`context` is not supported: send the conversation to /api/chat"));
     }
     let prompt = match req.prompt.as_deref() {
+        // A load; images with it would be dropped unread.
+        None | Some("") if req.images.as_ref().is_some_and(|i| !i.is_empty()) => {
+            return Err(ApiError::invalid("images", "images need a `prompt` to go with"))
+        }
         None | Some("") => return Ok(None),
         Some(p) => p,
     };
